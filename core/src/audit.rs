@@ -1,0 +1,245 @@
+//! Audit events: one typed record per decision, rendered as one syslog-ready line.
+//!
+//! The types hold no code, secret or hash, so no rendering of an event can leak one.
+
+use std::fmt;
+
+use crate::policy;
+
+/// How a decision ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The second factor was proven (or trusted, or a grace login was used).
+    Success,
+    /// The user was refused.
+    Failure,
+    /// twofactor does not apply to this user (`PAM_IGNORE`).
+    Ignore,
+    /// Something broke; the login was refused (fail closed).
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Ignore => "ignore",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Why a decision was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// A correct TOTP code.
+    Totp,
+    /// A backup code was spent; this many are left.
+    BackupCode { left: usize },
+    /// The user enrolled an authenticator.
+    Enrolled,
+    /// A required, unenrolled user skipped enrolment; this many grace logins are left.
+    Grace { left: u32 },
+    /// No grace logins left and enrolment is not possible here.
+    NoGraceLeft,
+    /// The remote host is trusted.
+    Trusted,
+    /// The user is locked for this many more seconds.
+    Locked { seconds: u64 },
+    /// A code that was already used.
+    Replay,
+    /// A wrong code; `locked_for` is set when it started a lock.
+    WrongCode { locked_for: Option<u64> },
+    /// The user gave up (no code entered, conversation ended).
+    NoCode,
+    /// Not applicable: no rule requires the user and they have not enrolled.
+    NotRequired(policy::Reason),
+    /// Not applicable: an exemption rule.
+    Exempt(policy::Reason),
+    /// The authenticator is temporarily disabled.
+    Disabled,
+    /// An administrator or the user changed the state through the CLI.
+    Admin { action: &'static str, by: String },
+    /// An internal error; the text comes from twofactor's own error types.
+    Error(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Totp => f.write_str("totp"),
+            Self::BackupCode { left } => write!(f, "backup code ({left} left)"),
+            Self::Enrolled => f.write_str("enrolled"),
+            Self::Grace { left } => write!(f, "grace ({left} left)"),
+            Self::NoGraceLeft => f.write_str("not enrolled, no grace logins left"),
+            Self::Trusted => f.write_str("trusted"),
+            Self::Locked { seconds } => write!(f, "locked ({seconds}s left)"),
+            Self::Replay => f.write_str("replay"),
+            Self::WrongCode { locked_for: None } => f.write_str("wrong code"),
+            Self::WrongCode {
+                locked_for: Some(s),
+            } => write!(f, "wrong code, now locked for {s}s"),
+            Self::NoCode => f.write_str("no code entered"),
+            Self::NotRequired(r) => write!(f, "not required: {r}"),
+            Self::Exempt(r) => write!(f, "{r}"),
+            Self::Disabled => f.write_str("authenticator temporarily disabled"),
+            Self::Admin { action, by } => write!(f, "{action} by {by}"),
+            Self::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// One decision about one login or one CLI change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The user the decision is about.
+    pub user: String,
+    /// PAM service (`sshd`, `sudo`, ...) or `twofactor` for the CLI.
+    pub service: String,
+    /// PAM_RHOST, when there is one.
+    pub rhost: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Writes `value` so one field can never spill into another or onto a new line:
+/// control characters become `?`, and values with spaces, quotes or `=` are quoted.
+fn field(f: &mut fmt::Formatter<'_>, name: &str, value: &str) -> fmt::Result {
+    let clean: String = value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.is_empty() || clean.contains([' ', '"', '=', '\\']) {
+        let escaped = clean.replace('\\', "\\\\").replace('"', "\\\"");
+        write!(f, "{name}=\"{escaped}\"")
+    } else {
+        write!(f, "{name}={clean}")
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        field(f, "user", &self.user)?;
+        f.write_str(" ")?;
+        field(f, "service", &self.service)?;
+        f.write_str(" ")?;
+        field(f, "rhost", self.rhost.as_deref().unwrap_or("-"))?;
+        write!(f, " outcome={} ", self.outcome.as_str())?;
+        field(f, "reason", &self.reason.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(reason: Reason) -> Event {
+        Event {
+            user: "alice".into(),
+            service: "sshd".into(),
+            rhost: Some("192.0.2.7".into()),
+            outcome: Outcome::Success,
+            reason,
+        }
+    }
+
+    #[test]
+    fn renders_one_line_with_every_field() {
+        assert_eq!(
+            event(Reason::BackupCode { left: 3 }).to_string(),
+            r#"user=alice service=sshd rhost=192.0.2.7 outcome=success reason="backup code (3 left)""#
+        );
+        let e = Event {
+            rhost: None,
+            outcome: Outcome::Ignore,
+            ..event(Reason::Exempt(policy::Reason::ExemptUser))
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"user=alice service=sshd rhost=- outcome=ignore reason="exempt by enforce.exempt_users""#
+        );
+    }
+
+    #[test]
+    fn hostile_fields_cannot_forge_or_split_lines() {
+        let e = Event {
+            user: "eve\nuser=root outcome=success".into(),
+            rhost: Some("a\" outcome=success".into()),
+            ..event(Reason::Totp)
+        };
+        let line = e.to_string();
+        assert!(!line.contains('\n'));
+        let fields = parse(&line);
+        let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["user", "service", "rhost", "outcome", "reason"],
+            "{line}"
+        );
+        assert_eq!(fields[0].1, "eve?user=root outcome=success");
+        assert_eq!(fields[2].1, "a\" outcome=success");
+        assert_eq!(fields[3].1, "success");
+    }
+
+    /// Splits `k=v k="quoted \" value"` the way a log parser would.
+    fn parse(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut chars = line.chars().peekable();
+        while chars.peek().is_some() {
+            let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            let mut value = String::new();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next()),
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                chars.next(); // the space after the closing quote
+            } else {
+                value = chars.by_ref().take_while(|&c| c != ' ').collect();
+            }
+            out.push((key, value));
+        }
+        out
+    }
+
+    #[test]
+    fn every_reason_renders_without_placeholders() {
+        let reasons = [
+            Reason::Totp,
+            Reason::BackupCode { left: 0 },
+            Reason::Enrolled,
+            Reason::Grace { left: 2 },
+            Reason::NoGraceLeft,
+            Reason::Trusted,
+            Reason::Locked { seconds: 60 },
+            Reason::Replay,
+            Reason::WrongCode { locked_for: None },
+            Reason::WrongCode {
+                locked_for: Some(300),
+            },
+            Reason::NoCode,
+            Reason::NotRequired(policy::Reason::NoRule),
+            Reason::Exempt(policy::Reason::ExemptGroup("ops".into())),
+            Reason::Disabled,
+            Reason::Admin {
+                action: "reset",
+                by: "root".into(),
+            },
+            Reason::Error("state file corrupt".into()),
+        ];
+        for r in reasons {
+            let text = event(r.clone()).to_string();
+            assert!(
+                !text.contains("{}") && !text.ends_with("reason=\"\""),
+                "{r:?} -> {text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Checking a code a user typed: lock, TOTP with replay protection, then backup codes,
+//! all in one locked read-change-write of the user's state.
+
+use thiserror::Error;
+
+use crate::backup_codes::HashError;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{Store, StoreError, UserState};
+use crate::totp::{self, TotpCheck};
+
+/// What a typed code achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeResult {
+    /// A fresh TOTP code.
+    Totp,
+    /// A backup code, now spent; `left` remain.
+    BackupCode { left: usize },
+    /// Wrong or expired; `locked_for` is set when this failure started a lock.
+    Wrong { locked_for: Option<u64> },
+    /// A TOTP code already used (replay); counts as a failure.
+    Replayed { locked_for: Option<u64> },
+    /// Locked: no code was checked.
+    Locked { seconds_left: u64 },
+    /// No enabled authenticator to check against.
+    NotEnrolled,
+}
+
+impl CodeResult {
+    /// Whether the code proved the second factor.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Totp | Self::BackupCode { .. })
+    }
+}
+
+/// Checking failed; the login must be refused.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// The store refused (corrupt file, full disk, bad permissions...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Backup-code hashing failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+/// Checks `input` for `user` and records the result (used step, spent backup code,
+/// failure count, lock) before returning. Success is returned only after the new state
+/// is on disk.
+pub fn verify_code(
+    store: &Store,
+    user: &str,
+    input: &str,
+    config: &Config,
+    clock: &dyn Clock,
+) -> Result<CodeResult, AuthError> {
+    store.update(user, |state| apply_code(state, input, config, clock.now()))
+}
+
+/// The decision itself, on a state already held under the user's lock.
+pub fn apply_code(
+    state: &mut UserState,
+    input: &str,
+    config: &Config,
+    now: u64,
+) -> Result<CodeResult, AuthError> {
+    if let Some(seconds_left) = state.lockout.locked_for(now) {
+        return Ok(CodeResult::Locked { seconds_left });
+    }
+    let Some(auth) = state.authenticator.as_mut().filter(|a| a.enabled) else {
+        return Ok(CodeResult::NotEnrolled);
+    };
+    match totp::check(
+        &auth.secret,
+        &auth.params,
+        config.totp.window,
+        input,
+        now,
+        auth.last_step,
+    ) {
+        TotpCheck::Accepted { step } => {
+            auth.last_step = Some(step);
+            state.lockout.record_success();
+            return Ok(CodeResult::Totp);
+        }
+        TotpCheck::Replayed { .. } => {
+            let locked_for = state.lockout.record_failure(&config.lockout, now);
+            return Ok(CodeResult::Replayed { locked_for });
+        }
+        TotpCheck::Wrong => {}
+    }
+    if let Some(codes) = state.backup_codes.as_mut() {
+        if codes.try_spend(input)? {
+            let left = codes.remaining();
+            state.lockout.record_success();
+            return Ok(CodeResult::BackupCode { left });
+        }
+    }
+    let locked_for = state.lockout.record_failure(&config.lockout, now);
+    Ok(CodeResult::Wrong { locked_for })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup_codes::{BackupCodes, HashCost, NewCodes};
+    use crate::clock::ManualClock;
+    use crate::random::SeededRandom;
+    use crate::store::Authenticator;
+    use crate::totp::{SecretKey, TotpParams};
+
+    const CHEAP: HashCost = HashCost {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    const NOW: u64 = 1_800_000_000;
+
+    fn setup() -> (UserState, SecretKey, Vec<String>) {
+        let mut rng = SeededRandom::new(11);
+        let key = SecretKey::generate(&mut rng).unwrap();
+        let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP, &mut rng).unwrap();
+        let state = UserState {
+            authenticator: Some(Authenticator {
+                secret: key.clone(),
+                params: TotpParams::default(),
+                enabled: true,
+                enrolled_at: 0,
+                last_step: None,
+            }),
+            backup_codes: Some(codes),
+            ..UserState::default()
+        };
+        (state, key, plain.iter().map(|c| c.to_string()).collect())
+    }
+
+    fn code(key: &SecretKey, now: u64) -> String {
+        let p = TotpParams::default();
+        key.code_at_step(&p, p.step_at(now)).to_string()
+    }
+
+    #[test]
+    fn totp_then_replay_then_next_step() {
+        let (mut s, key, _) = setup();
+        let c = Config::default();
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, NOW).unwrap(),
+            CodeResult::Totp
+        );
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, NOW + 5).unwrap(),
+            CodeResult::Replayed { locked_for: None }
+        );
+        assert_eq!(s.lockout.failures, 1);
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW + 30), &c, NOW + 30).unwrap(),
+            CodeResult::Totp
+        );
+        assert_eq!(s.lockout.failures, 0, "success resets the count");
+    }
+
+    #[test]
+    fn backup_codes_spend_once_and_count_down() {
+        let (mut s, _, plain) = setup();
+        let c = Config::default();
+        assert_eq!(
+            apply_code(&mut s, &plain[0], &c, NOW).unwrap(),
+            CodeResult::BackupCode { left: 2 }
+        );
+        assert_eq!(
+            apply_code(&mut s, &plain[0], &c, NOW).unwrap(),
+            CodeResult::Wrong { locked_for: None }
+        );
+        assert_eq!(
+            apply_code(&mut s, &plain[2].to_uppercase(), &c, NOW).unwrap(),
+            CodeResult::BackupCode { left: 1 }
+        );
+    }
+
+    #[test]
+    fn lock_stops_checking_even_correct_codes() {
+        let (mut s, key, _) = setup();
+        let c = Config::default();
+        for i in 0..4 {
+            assert_eq!(
+                apply_code(&mut s, "000000", &c, NOW).unwrap(),
+                CodeResult::Wrong { locked_for: None },
+                "try {i}"
+            );
+        }
+        assert_eq!(
+            apply_code(&mut s, "000000", &c, NOW).unwrap(),
+            CodeResult::Wrong {
+                locked_for: Some(300)
+            }
+        );
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW + 10), &c, NOW + 10).unwrap(),
+            CodeResult::Locked { seconds_left: 290 }
+        );
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW + 300), &c, NOW + 300).unwrap(),
+            CodeResult::Totp
+        );
+    }
+
+    #[test]
+    fn disabled_or_missing_authenticator_is_not_enrolled() {
+        let (mut s, key, _) = setup();
+        let c = Config::default();
+        s.authenticator.as_mut().unwrap().enabled = false;
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, NOW).unwrap(),
+            CodeResult::NotEnrolled
+        );
+        assert_eq!(
+            apply_code(&mut UserState::default(), "123456", &c, NOW).unwrap(),
+            CodeResult::NotEnrolled
+        );
+    }
+
+    #[test]
+    fn verify_code_persists_through_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw()).unwrap();
+        let (state, key, _) = setup();
+        store
+            .update("carol", |s| -> Result<(), StoreError> {
+                *s = state;
+                Ok(())
+            })
+            .unwrap();
+        let clock = ManualClock::new(NOW);
+        let c = Config::default();
+        assert_eq!(
+            verify_code(&store, "carol", &code(&key, NOW), &c, &clock).unwrap(),
+            CodeResult::Totp
+        );
+        assert_eq!(
+            store
+                .load("carol")
+                .unwrap()
+                .authenticator
+                .unwrap()
+                .last_step,
+            Some(NOW / 30)
+        );
+        assert_eq!(
+            verify_code(&store, "carol", &code(&key, NOW), &c, &clock).unwrap(),
+            CodeResult::Replayed { locked_for: None }
+        );
+        assert_eq!(store.load("carol").unwrap().lockout.failures, 1);
+    }
+}

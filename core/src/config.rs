@@ -1,0 +1,531 @@
+//! The version-1 TOML config: read safely, parsed strictly, validated into what the code uses.
+//!
+//! Parsing goes through raw structs with `deny_unknown_fields` and spans, then validation
+//! turns them into a [`Config`]. Every error names the file, line, column and key, in the
+//! `FILE:LINE:COL: message` form that editors jump to.
+
+use std::fmt;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::fsutil::{self, FileError, FileRules};
+use crate::policy::Policy;
+use crate::totp::{Algorithm, TotpParams};
+
+/// Config files larger than this are refused; the shipped one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub path: PathBuf,
+    /// `[enforce]`: who must use a second factor.
+    pub policy: Policy,
+    /// `[enroll]`.
+    pub enroll: EnrollSettings,
+    /// `[totp]`.
+    pub totp: TotpSettings,
+    /// `[backup_codes]`.
+    pub backup_codes: BackupCodeSettings,
+    /// `[lockout]`.
+    pub lockout: LockoutSettings,
+    /// `[trusted_devices]`.
+    pub trusted_devices: TrustSettings,
+    /// `[storage]`.
+    pub storage: StorageSettings,
+}
+
+/// `[enroll]`: how users without an authenticator get one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollSettings {
+    /// A required user with no authenticator enrols at the next login.
+    pub at_login: bool,
+    /// Name shown in the authenticator app; `None` means the host name.
+    pub issuer: Option<String>,
+    /// Logins a required, unenrolled user may still skip enrolment.
+    pub grace_logins: u32,
+}
+
+/// `[totp]`: parameters for new authenticators and the accepted clock drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpSettings {
+    /// Algorithm, digits and period given to new authenticators.
+    pub params: TotpParams,
+    /// Steps accepted before and after the current one.
+    pub window: u8,
+}
+
+/// `[backup_codes]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupCodeSettings {
+    /// How many codes each generation makes.
+    pub count: usize,
+}
+
+/// `[lockout]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutSettings {
+    /// Consecutive wrong codes before a lock.
+    pub max_failures: u32,
+    /// Length of the first lock; each further one doubles, up to a day.
+    pub lock_seconds: u64,
+}
+
+/// `[trusted_devices]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustSettings {
+    /// Whether a remote host may be trusted after a successful code.
+    pub enabled: bool,
+    /// How long a trust lasts.
+    pub days: u32,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// Directory holding one state file per user.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Config {
+    /// The defaults of the version-1 format, as in the shipped `config.toml`.
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(crate::DEFAULT_CONFIG_PATH),
+            policy: Policy::default(),
+            enroll: EnrollSettings {
+                at_login: true,
+                issuer: None,
+                grace_logins: 0,
+            },
+            totp: TotpSettings {
+                params: TotpParams::default(),
+                window: 1,
+            },
+            backup_codes: BackupCodeSettings { count: 10 },
+            lockout: LockoutSettings {
+                max_failures: 5,
+                lock_seconds: 300,
+            },
+            trusted_devices: TrustSettings {
+                enabled: false,
+                days: 30,
+            },
+            storage: StorageSettings {
+                state_dir: PathBuf::from("/var/lib/twofactor"),
+            },
+        }
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read safely (missing, symlink, wrong owner or mode, too big).
+    #[error("{0}")]
+    File(#[from] FileError),
+    /// The file is not UTF-8.
+    #[error("{}: not valid UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// A syntax error, unknown key or invalid value, located in the file.
+    #[error("{}", .0)]
+    Invalid(Located),
+}
+
+/// An error at a place in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// Dotted key, such as `totp.digits`, or the table name for a table-level error.
+    pub key: String,
+    /// What is wrong, and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`, which must be a regular file owned by
+    /// `owner` (root in production), not group- or world-writable, and not a symlink.
+    pub fn load(path: &Path, owner: u32) -> Result<Self, ConfigError> {
+        let rules = FileRules {
+            owner,
+            forbidden_mode: 0o022,
+            max_len: MAX_CONFIG_BYTES,
+        };
+        let bytes = fsutil::read_checked(path, rules)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::NotUtf8(path.into()))?;
+        Self::parse(path, text)
+    }
+
+    /// Parses and validates config text; `path` is used only in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(Source { path, text }.toml_error(e.message(), span))
+        })?;
+        raw.validate(Source { path, text })
+            .map_err(ConfigError::Invalid)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    version: Option<Spanned<i64>>,
+    #[serde(default)]
+    enforce: RawEnforce,
+    #[serde(default)]
+    enroll: RawEnroll,
+    #[serde(default)]
+    totp: RawTotp,
+    #[serde(default)]
+    backup_codes: RawBackupCodes,
+    #[serde(default)]
+    lockout: RawLockout,
+    #[serde(default)]
+    trusted_devices: RawTrust,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+type Names = Option<Spanned<Vec<Spanned<String>>>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnforce {
+    all_users: Option<bool>,
+    groups: Names,
+    users: Names,
+    exempt_users: Names,
+    exempt_groups: Names,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnroll {
+    at_login: Option<bool>,
+    issuer: Option<Spanned<String>>,
+    grace_logins: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTotp {
+    digits: Option<Spanned<i64>>,
+    period: Option<Spanned<i64>>,
+    algorithm: Option<Spanned<String>>,
+    window: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackupCodes {
+    count: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockout {
+    max_failures: Option<Spanned<i64>>,
+    lock_seconds: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    enabled: Option<bool>,
+    days: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    state_dir: Option<Spanned<String>>,
+}
+
+/// The text being validated, for turning byte offsets into lines and columns.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, span: Range<usize>, key: &str, message: String) -> Located {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Located {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// The `[table]` header in force at `offset`, if any.
+    fn table_at(&self, offset: usize) -> Option<&str> {
+        let before = &self.text[..offset.min(self.text.len())];
+        before.lines().rev().map(str::trim).find_map(|line| {
+            let inner = line.strip_prefix('[')?;
+            let end = inner.find(']')?;
+            Some(inner[..end].trim())
+        })
+    }
+
+    /// Rewords toml's messages so they name the key and its table.
+    fn toml_error(&self, message: &str, span: Range<usize>) -> Located {
+        let table = self.table_at(span.start);
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_text = self.text[line_start..].lines().next().unwrap_or("");
+        let key_on_line = line_text
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"'));
+        let dotted = |k: &str| match table {
+            Some(t) => format!("{t}.{k}"),
+            None => k.to_string(),
+        };
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            let wording = match table {
+                Some(t) => format!("unknown key \"{name}\" in [{t}]"),
+                None => format!("unknown key \"{name}\" at the top level"),
+            };
+            return self.at(span, &dotted(name), wording);
+        }
+        let message = message.trim_end();
+        match key_on_line {
+            Some(k) if !k.is_empty() => {
+                let key = dotted(k);
+                self.at(span, &key, format!("{key}: {message}"))
+            }
+            _ => self.at(span, table.unwrap_or(""), message.to_string()),
+        }
+    }
+}
+
+/// Validates one integer setting against an inclusive range.
+fn int_in<T: TryFrom<i64>>(
+    src: Source<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    range: RangeInclusive<i64>,
+    default: T,
+) -> Result<T, Located> {
+    let Some(v) = value else { return Ok(default) };
+    let n = *v.get_ref();
+    let (lo, hi) = (*range.start(), *range.end());
+    if n < lo || n > hi {
+        return Err(src.at(
+            v.span(),
+            key,
+            format!("{key} must be between {lo} and {hi}, got {n}"),
+        ));
+    }
+    T::try_from(n).map_err(|_| src.at(v.span(), key, format!("{key}: {n} is out of range")))
+}
+
+/// Checks a user or group name from the config: NSS names (including LDAP/SSSD ones
+/// such as `user@domain`) but nothing that could be a path or an empty match.
+fn names(src: Source<'_>, value: &Names, key: &str) -> Result<Vec<String>, Located> {
+    let Some(list) = value else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for name in list.get_ref() {
+        let s = name.get_ref();
+        if s.is_empty()
+            || s.trim() != s
+            || s.chars().any(|c| c.is_control() || c == ':' || c == '/')
+        {
+            return Err(src.at(
+                name.span(),
+                key,
+                format!("{key}: {s:?} is not a valid user or group name"),
+            ));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+impl Raw {
+    fn validate(self, src: Source<'_>) -> Result<Config, Located> {
+        let defaults = Config::default();
+        match &self.version {
+            None => {
+                return Err(src.at(0..0, "version", "missing \"version = 1\" at the top".into()));
+            }
+            Some(v) if *v.get_ref() != 1 => {
+                return Err(src.at(
+                    v.span(),
+                    "version",
+                    format!(
+                        "unsupported config version {}; this twofactor reads version 1",
+                        v.get_ref()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+
+        let policy = Policy {
+            all_users: self.enforce.all_users.unwrap_or(false),
+            groups: names(src, &self.enforce.groups, "enforce.groups")?,
+            users: names(src, &self.enforce.users, "enforce.users")?,
+            exempt_users: names(src, &self.enforce.exempt_users, "enforce.exempt_users")?,
+            exempt_groups: names(src, &self.enforce.exempt_groups, "enforce.exempt_groups")?,
+        };
+
+        let issuer = match &self.enroll.issuer {
+            None => None,
+            Some(s) if s.get_ref().is_empty() => None,
+            Some(s) => {
+                let v = s.get_ref();
+                if v.contains(':') || v.chars().any(char::is_control) || v.chars().count() > 64 {
+                    return Err(src.at(
+                        s.span(),
+                        "enroll.issuer",
+                        "enroll.issuer must be at most 64 characters with no ':' or control characters".into(),
+                    ));
+                }
+                Some(v.clone())
+            }
+        };
+        let enroll = EnrollSettings {
+            at_login: self.enroll.at_login.unwrap_or(defaults.enroll.at_login),
+            issuer,
+            grace_logins: int_in(
+                src,
+                &self.enroll.grace_logins,
+                "enroll.grace_logins",
+                0..=1000,
+                0,
+            )?,
+        };
+
+        let digits = int_in(src, &self.totp.digits, "totp.digits", 6..=8, 6u8)?;
+        if digits == 7 {
+            let span = self.totp.digits.as_ref().map_or(0..0, Spanned::span);
+            return Err(src.at(
+                span,
+                "totp.digits",
+                "totp.digits must be 6 or 8, got 7".into(),
+            ));
+        }
+        let algorithm = match &self.totp.algorithm {
+            None => Algorithm::Sha1,
+            Some(a) => a.get_ref().parse().map_err(|_| {
+                src.at(
+                    a.span(),
+                    "totp.algorithm",
+                    format!(
+                        "totp.algorithm must be \"SHA1\", \"SHA256\" or \"SHA512\", got {:?}",
+                        a.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let totp = TotpSettings {
+            params: TotpParams {
+                algorithm,
+                digits,
+                period: int_in(src, &self.totp.period, "totp.period", 15..=300, 30)?,
+            },
+            window: int_in(src, &self.totp.window, "totp.window", 0..=10, 1)?,
+        };
+
+        let state_dir = match &self.storage.state_dir {
+            None => defaults.storage.state_dir,
+            Some(s) => {
+                let p = PathBuf::from(s.get_ref());
+                let bad = !p.is_absolute()
+                    || p == Path::new("/")
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir));
+                if bad {
+                    return Err(src.at(
+                        s.span(),
+                        "storage.state_dir",
+                        "storage.state_dir must be an absolute path other than / with no \"..\""
+                            .into(),
+                    ));
+                }
+                p
+            }
+        };
+
+        Ok(Config {
+            path: src.path.to_path_buf(),
+            policy,
+            enroll,
+            totp,
+            backup_codes: BackupCodeSettings {
+                count: int_in(
+                    src,
+                    &self.backup_codes.count,
+                    "backup_codes.count",
+                    0..=100,
+                    10,
+                )?,
+            },
+            lockout: LockoutSettings {
+                max_failures: int_in(
+                    src,
+                    &self.lockout.max_failures,
+                    "lockout.max_failures",
+                    1..=1000,
+                    5,
+                )?,
+                lock_seconds: int_in(
+                    src,
+                    &self.lockout.lock_seconds,
+                    "lockout.lock_seconds",
+                    1..=86_400,
+                    300,
+                )?,
+            },
+            trusted_devices: TrustSettings {
+                enabled: self.trusted_devices.enabled.unwrap_or(false),
+                days: int_in(
+                    src,
+                    &self.trusted_devices.days,
+                    "trusted_devices.days",
+                    1..=365,
+                    30,
+                )?,
+            },
+            storage: StorageSettings { state_dir },
+        })
+    }
+}

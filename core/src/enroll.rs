@@ -1,0 +1,211 @@
+//! Enrolment: a new secret, its otpauth URI, and saving it only once a code verifies.
+
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::random::{Random, RandomError};
+use crate::store::{Authenticator, UserState};
+use crate::totp::{self, SecretKey, TotpCheck, TotpParams};
+
+/// An authenticator being set up: shown to the user, saved only after [`Enrollment::confirm`].
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    secret: SecretKey,
+    params: TotpParams,
+    issuer: String,
+    account: String,
+}
+
+/// The code given to confirm an enrolment did not match.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfirmError {
+    /// Not valid for the new secret in the window around now.
+    #[error("that code does not match the new key; check the phone's clock and try the next code")]
+    Wrong,
+}
+
+/// The machine's host name, for labels and the default issuer.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Enrollment {
+    /// A fresh secret with the config's parameters, for `user` on `host`.
+    pub fn new(
+        config: &Config,
+        user: &str,
+        host: &str,
+        rng: &mut dyn Random,
+    ) -> Result<Self, RandomError> {
+        let secret = SecretKey::generate(rng)?;
+        Ok(Self::with_secret(
+            config,
+            secret,
+            config.totp.params,
+            user,
+            host,
+        ))
+    }
+
+    /// An enrolment of an existing secret (an import).
+    pub fn with_secret(
+        config: &Config,
+        secret: SecretKey,
+        params: TotpParams,
+        user: &str,
+        host: &str,
+    ) -> Self {
+        let issuer = config
+            .enroll
+            .issuer
+            .clone()
+            .unwrap_or_else(|| host.to_string());
+        // ':' separates issuer and account in the label, so it cannot appear in either.
+        let issuer = issuer.replace(':', "-");
+        let account = format!("{user}@{host}").replace(':', "-");
+        Self {
+            secret,
+            params,
+            issuer,
+            account,
+        }
+    }
+
+    /// The new secret.
+    pub fn secret(&self) -> &SecretKey {
+        &self.secret
+    }
+
+    /// Its parameters.
+    pub fn params(&self) -> &TotpParams {
+        &self.params
+    }
+
+    /// `issuer:user@host`, the account name apps show.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.issuer, self.account)
+    }
+
+    /// The issuer shown in the app.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `otpauth://totp/...` URI that QR codes carry.
+    pub fn otpauth_uri(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm={}&digits={}&period={}",
+            encode(&self.issuer),
+            encode(&self.account),
+            &*self.secret.to_base32(),
+            encode(&self.issuer),
+            self.params.algorithm,
+            self.params.digits,
+            self.params.period,
+        ))
+    }
+
+    /// Checks `code` against the new secret and, if it matches, installs the authenticator
+    /// in `state`, replacing any old one. The code's step counts as used. Returns the step.
+    pub fn confirm(
+        &self,
+        state: &mut UserState,
+        code: &str,
+        window: u8,
+        now: u64,
+    ) -> Result<u64, ConfirmError> {
+        match totp::check(&self.secret, &self.params, window, code, now, None) {
+            TotpCheck::Accepted { step } => {
+                self.install(state, now, Some(step));
+                Ok(step)
+            }
+            TotpCheck::Replayed { .. } | TotpCheck::Wrong => Err(ConfirmError::Wrong),
+        }
+    }
+
+    /// Installs the authenticator without a code (admin provisioning, imports).
+    pub fn install(&self, state: &mut UserState, now: u64, last_step: Option<u64>) {
+        state.authenticator = Some(Authenticator {
+            secret: self.secret.clone(),
+            params: self.params,
+            enabled: true,
+            enrolled_at: now,
+            last_step,
+        });
+        state.grace_logins_used = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn uri_has_label_issuer_and_parameters() {
+        let mut config = Config::default();
+        config.enroll.issuer = Some("Acme Corp".into());
+        let e = Enrollment::new(&config, "alice", "web1", &mut SeededRandom::new(1)).unwrap();
+        let uri = e.otpauth_uri();
+        let secret = e.secret().to_base32();
+        assert_eq!(
+            *uri,
+            format!(
+                "otpauth://totp/Acme%20Corp:alice%40web1?secret={}&issuer=Acme%20Corp&algorithm=SHA1&digits=6&period=30",
+                &*secret
+            )
+        );
+        assert_eq!(e.label(), "Acme Corp:alice@web1");
+    }
+
+    #[test]
+    fn issuer_defaults_to_host() {
+        let e =
+            Enrollment::new(&Config::default(), "bob", "db2", &mut SeededRandom::new(1)).unwrap();
+        assert_eq!(e.label(), "db2:bob@db2");
+        assert!(!host_name().is_empty());
+    }
+
+    #[test]
+    fn confirm_saves_only_a_verified_secret_and_marks_the_step_used() {
+        let e = Enrollment::new(&Config::default(), "c", "h", &mut SeededRandom::new(2)).unwrap();
+        let mut state = UserState {
+            grace_logins_used: 2,
+            ..UserState::default()
+        };
+        let now = 1_700_000_015;
+        assert_eq!(
+            e.confirm(&mut state, "000000", 1, now),
+            Err(ConfirmError::Wrong)
+        );
+        assert!(!state.is_enrolled());
+        let code = e.secret().code_at_step(e.params(), now / 30);
+        assert_eq!(e.confirm(&mut state, &code, 1, now), Ok(now / 30));
+        let auth = state.authenticator.as_ref().unwrap();
+        assert_eq!(auth.last_step, Some(now / 30));
+        assert_eq!(state.grace_logins_used, 0);
+        // The confirming code cannot be used again to log in.
+        assert!(matches!(
+            totp::check(&auth.secret, &auth.params, 1, &code, now, auth.last_step),
+            TotpCheck::Replayed { .. }
+        ));
+    }
+}

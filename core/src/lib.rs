@@ -1,0 +1,24 @@
+//! twofactor-core: every decision twofactor makes, shared by the PAM module and the CLI.
+//!
+//! The module and the CLI are thin adapters: they read the [`config::Config`], ask the
+//! [`policy::Policy`] whether a user must use a second factor, and change user state only
+//! through [`store::Store::update`], so a login and the command line always agree.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod backup_codes;
+pub mod clock;
+pub mod config;
+pub mod enroll;
+mod fsutil;
+pub mod lockout;
+pub mod policy;
+pub mod random;
+pub mod store;
+pub mod totp;
+pub mod trusted;
+
+/// Where the config lives unless the module's `config=` or the CLI's `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/twofactor/config.toml";

@@ -1,0 +1,360 @@
+//! Who must use a second factor, and why: the `[enforce]` rules, with NSS group lookups.
+
+use std::ffi::CString;
+use std::fmt;
+
+use nix::unistd::{Gid, Group, User};
+use thiserror::Error;
+
+/// The `[enforce]` section: rules that make a user need a second factor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Everyone must use it.
+    pub all_users: bool,
+    /// Members (primary or supplementary) of these groups must.
+    pub groups: Vec<String>,
+    /// These users must.
+    pub users: Vec<String>,
+    /// Never required for these users, whatever else says (break-glass accounts).
+    pub exempt_users: Vec<String>,
+    /// Never required for members of these groups.
+    pub exempt_groups: Vec<String>,
+}
+
+/// Whether a user must use a second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// The answer.
+    pub required: bool,
+    /// The rule that gave it.
+    pub reason: Reason,
+}
+
+/// The rule behind a [`Requirement`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// `enforce.all_users = true`.
+    AllUsers,
+    /// Member of this group in `enforce.groups`.
+    Group(String),
+    /// Listed in `enforce.users`.
+    UserList,
+    /// Listed in `enforce.exempt_users`.
+    ExemptUser,
+    /// Member of this group in `enforce.exempt_groups`.
+    ExemptGroup(String),
+    /// No rule names the user.
+    NoRule,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AllUsers => f.write_str("all users (enforce.all_users)"),
+            Self::Group(g) => write!(f, "group {g} (enforce.groups)"),
+            Self::UserList => f.write_str("user list (enforce.users)"),
+            Self::ExemptUser => f.write_str("exempt by enforce.exempt_users"),
+            Self::ExemptGroup(g) => write!(f, "exempt by group {g} (enforce.exempt_groups)"),
+            Self::NoRule => f.write_str("no rule requires it"),
+        }
+    }
+}
+
+/// A name service lookup failed, so the answer is unknown (callers fail closed).
+#[derive(Debug, Error)]
+pub enum LookupError {
+    /// The user is not known to NSS.
+    #[error("user {0:?} is not known to the name service")]
+    UnknownUser(String),
+    /// NSS itself failed (for example an unreachable LDAP server).
+    #[error("name service lookup of {what} failed: {reason}")]
+    Failed { what: String, reason: String },
+}
+
+/// Group membership as the system sees it.
+pub trait Directory {
+    /// Every gid the user belongs to, primary and supplementary.
+    fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError>;
+    /// The gid of a group, or `None` if no such group exists.
+    fn group_gid(&self, group: &str) -> Result<Option<u32>, LookupError>;
+}
+
+/// The system's NSS (`/etc/group`, LDAP, SSSD, ...), through getpwnam/getgrouplist.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Nss;
+
+impl Directory for Nss {
+    fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError> {
+        let failed = |e: nix::Error| LookupError::Failed {
+            what: format!("user {user:?}"),
+            reason: e.to_string(),
+        };
+        let entry = User::from_name(user)
+            .map_err(failed)?
+            .ok_or_else(|| LookupError::UnknownUser(user.to_string()))?;
+        let name = CString::new(user).map_err(|_| LookupError::UnknownUser(user.to_string()))?;
+        let gids = nix::unistd::getgrouplist(&name, entry.gid).map_err(failed)?;
+        Ok(gids.into_iter().map(Gid::as_raw).collect())
+    }
+
+    fn group_gid(&self, group: &str) -> Result<Option<u32>, LookupError> {
+        Group::from_name(group)
+            .map(|g| g.map(|g| g.gid.as_raw()))
+            .map_err(|e| LookupError::Failed {
+                what: format!("group {group:?}"),
+                reason: e.to_string(),
+            })
+    }
+}
+
+impl Policy {
+    /// Whether `user` must use a second factor, and which rule says so.
+    ///
+    /// Exemptions are checked first and win. Group rules are resolved only when
+    /// configured, so a break-glass user in `exempt_users` needs no NSS lookup at all.
+    pub fn requires(&self, user: &str, dir: &dyn Directory) -> Result<Requirement, LookupError> {
+        let answer = |required, reason| Ok(Requirement { required, reason });
+        if self.exempt_users.iter().any(|u| u == user) {
+            return answer(false, Reason::ExemptUser);
+        }
+        let needs_groups = !self.exempt_groups.is_empty()
+            || (!self.groups.is_empty()
+                && !self.all_users
+                && !self.users.iter().any(|u| u == user));
+        let gids = if needs_groups {
+            dir.user_gids(user)?
+        } else {
+            Vec::new()
+        };
+        if let Some(g) = first_member_of(&self.exempt_groups, &gids, dir)? {
+            return answer(false, Reason::ExemptGroup(g));
+        }
+        if self.users.iter().any(|u| u == user) {
+            return answer(true, Reason::UserList);
+        }
+        if self.all_users {
+            return answer(true, Reason::AllUsers);
+        }
+        if let Some(g) = first_member_of(&self.groups, &gids, dir)? {
+            return answer(true, Reason::Group(g));
+        }
+        answer(false, Reason::NoRule)
+    }
+}
+
+/// The first group in `groups` that one of `gids` belongs to; groups NSS does not know
+/// are skipped (no one can be a member of them).
+fn first_member_of(
+    groups: &[String],
+    gids: &[u32],
+    dir: &dyn Directory,
+) -> Result<Option<String>, LookupError> {
+    for group in groups {
+        if let Some(gid) = dir.group_gid(group)? {
+            if gids.contains(&gid) {
+                return Ok(Some(group.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A directory with fixed members; `fail` makes every lookup fail like a down LDAP.
+    struct Fixed {
+        users: HashMap<&'static str, Vec<u32>>,
+        groups: HashMap<&'static str, u32>,
+        fail: bool,
+    }
+
+    impl Directory for Fixed {
+        fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError> {
+            if self.fail {
+                return Err(LookupError::Failed {
+                    what: user.into(),
+                    reason: "down".into(),
+                });
+            }
+            self.users
+                .get(user)
+                .cloned()
+                .ok_or_else(|| LookupError::UnknownUser(user.into()))
+        }
+        fn group_gid(&self, group: &str) -> Result<Option<u32>, LookupError> {
+            if self.fail {
+                return Err(LookupError::Failed {
+                    what: group.into(),
+                    reason: "down".into(),
+                });
+            }
+            Ok(self.groups.get(group).copied())
+        }
+    }
+
+    fn dir() -> Fixed {
+        Fixed {
+            users: HashMap::from([
+                ("alice", vec![100, 10]),
+                ("bob", vec![100]),
+                ("ops", vec![100, 20]),
+            ]),
+            groups: HashMap::from([("wheel", 10), ("users", 100), ("breakglass", 20)]),
+            fail: false,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nobody_by_default() {
+        let r = Policy::default().requires("alice", &dir()).unwrap();
+        assert_eq!(
+            r,
+            Requirement {
+                required: false,
+                reason: Reason::NoRule
+            }
+        );
+    }
+
+    #[test]
+    fn each_rule_names_itself() {
+        let all = Policy {
+            all_users: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            all.requires("bob", &dir()).unwrap().reason,
+            Reason::AllUsers
+        );
+        let group = Policy {
+            groups: names(&["wheel"]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            group.requires("alice", &dir()).unwrap().reason,
+            Reason::Group("wheel".into())
+        );
+        assert!(!group.requires("bob", &dir()).unwrap().required);
+        let list = Policy {
+            users: names(&["bob"]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            list.requires("bob", &dir()).unwrap().reason,
+            Reason::UserList
+        );
+        assert!(!list.requires("alice", &dir()).unwrap().required);
+    }
+
+    #[test]
+    fn primary_group_counts() {
+        let p = Policy {
+            groups: names(&["users"]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.requires("bob", &dir()).unwrap().reason,
+            Reason::Group("users".into())
+        );
+    }
+
+    #[test]
+    fn exemptions_win_over_every_rule() {
+        let every_rule = Policy {
+            all_users: true,
+            groups: names(&["wheel", "users"]),
+            users: names(&["alice", "ops"]),
+            exempt_users: names(&["alice"]),
+            exempt_groups: names(&["breakglass"]),
+        };
+        let d = dir();
+        assert_eq!(
+            every_rule.requires("alice", &d).unwrap(),
+            Requirement {
+                required: false,
+                reason: Reason::ExemptUser
+            }
+        );
+        assert_eq!(
+            every_rule.requires("ops", &d).unwrap(),
+            Requirement {
+                required: false,
+                reason: Reason::ExemptGroup("breakglass".into())
+            }
+        );
+        assert_eq!(
+            every_rule.requires("bob", &d).unwrap(),
+            Requirement {
+                required: true,
+                reason: Reason::AllUsers
+            }
+        );
+    }
+
+    #[test]
+    fn exempt_user_needs_no_lookup_even_when_nss_is_down() {
+        let p = Policy {
+            groups: names(&["wheel"]),
+            exempt_users: names(&["root"]),
+            ..Policy::default()
+        };
+        let down = Fixed {
+            fail: true,
+            ..dir()
+        };
+        assert_eq!(
+            p.requires("root", &down).unwrap().reason,
+            Reason::ExemptUser
+        );
+        assert!(
+            p.requires("alice", &down).is_err(),
+            "an unknown answer must not read as not required"
+        );
+    }
+
+    #[test]
+    fn all_users_needs_no_lookup() {
+        let p = Policy {
+            all_users: true,
+            ..Policy::default()
+        };
+        let down = Fixed {
+            fail: true,
+            ..dir()
+        };
+        assert_eq!(p.requires("alice", &down).unwrap().reason, Reason::AllUsers);
+    }
+
+    #[test]
+    fn unknown_groups_match_nobody_and_unknown_users_are_errors() {
+        let p = Policy {
+            groups: names(&["nosuchgroup"]),
+            ..Policy::default()
+        };
+        assert!(!p.requires("alice", &dir()).unwrap().required);
+        assert!(matches!(
+            p.requires("mallory", &dir()),
+            Err(LookupError::UnknownUser(_))
+        ));
+    }
+
+    #[test]
+    fn user_list_beats_group_for_the_reason() {
+        let p = Policy {
+            groups: names(&["wheel"]),
+            users: names(&["alice"]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.requires("alice", &dir()).unwrap().reason,
+            Reason::UserList
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! The user store: one root-owned 0600 file per user, changed only under a per-user lock
+//! and replaced atomically.
+//!
+//! Every change goes through [`Store::update`]: take the user's `flock`, read the state,
+//! run the change, write a temp file, fsync, rename, fsync the directory. Two logins can
+//! therefore never both spend one backup code or both pass with one TOTP step, and a crash
+//! leaves either the old state or the new one.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::backup_codes::BackupCodes;
+use crate::fsutil::{self, FileError, FileRules};
+use crate::lockout::Lockout;
+use crate::random::{OsRandom, Random};
+use crate::totp::{SecretKey, TotpParams};
+use crate::trusted::TrustedDevices;
+
+/// The state file format this code reads and writes.
+pub const STATE_VERSION: u32 = 1;
+/// State files larger than this are refused as corrupt.
+pub const MAX_STATE_BYTES: u64 = 256 * 1024;
+/// Longest accepted user name, in bytes, leaving room for the file suffixes.
+pub const MAX_USER_LEN: usize = 200;
+
+/// One user's second-factor state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserState {
+    /// The enrolled authenticator, if any.
+    #[serde(default)]
+    pub authenticator: Option<Authenticator>,
+    /// Hashes of the unused backup codes.
+    #[serde(default)]
+    pub backup_codes: Option<BackupCodes>,
+    /// Failure count and lock.
+    #[serde(default)]
+    pub lockout: Lockout,
+    /// Remote hosts that may skip the code for a while.
+    #[serde(default)]
+    pub trusted_devices: TrustedDevices,
+    /// Logins taken without enrolling, counted against `enroll.grace_logins`.
+    #[serde(default)]
+    pub grace_logins_used: u32,
+}
+
+impl UserState {
+    /// Has an authenticator, whether or not it is temporarily disabled.
+    pub fn is_enrolled(&self) -> bool {
+        self.authenticator.is_some()
+    }
+
+    /// Unused backup codes.
+    pub fn backup_codes_left(&self) -> usize {
+        self.backup_codes.as_ref().map_or(0, BackupCodes::remaining)
+    }
+}
+
+/// An enrolled TOTP authenticator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authenticator {
+    /// The shared secret.
+    pub secret: SecretKey,
+    /// How the app computes codes.
+    pub params: TotpParams,
+    /// `false` while temporarily disabled by `twofactor disable`.
+    pub enabled: bool,
+    /// Unix time of enrolment.
+    pub enrolled_at: u64,
+    /// The newest step accepted; codes at or before it are replays.
+    pub last_step: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile<S> {
+    version: u32,
+    user: String,
+    state: S,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// Why the store refused.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A user name that could escape the directory or is not a name at all.
+    #[error("invalid user name {name:?}: {why}")]
+    BadUserName { name: String, why: &'static str },
+    /// The state directory or a file failed the ownership, mode or symlink checks, or
+    /// an I/O operation failed (a full disk among them).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The state directory does not exist.
+    #[error("state directory {} does not exist; create it (mode 0700, owned by root) or reinstall twofactor", .0.display())]
+    MissingDir(PathBuf),
+    /// A state file that does not parse; it is left as it is for an admin to look at.
+    #[error("state file {} is corrupt ({reason}); it was left untouched: restore it from backup or run `twofactor reset`", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// A state file written by a newer twofactor.
+    #[error("state file {} has format version {version}; this twofactor reads version {STATE_VERSION}", .path.display())]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    /// A state file whose recorded owner is another user (copied or renamed by hand).
+    #[error("state file {} belongs to user {found:?}", .path.display())]
+    WrongUser { path: PathBuf, found: String },
+    /// Random bytes for a temp file name were unavailable.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
+}
+
+/// Checks a user name before it becomes part of a path.
+pub fn validate_user_name(name: &str) -> Result<(), StoreError> {
+    let bad = |why| {
+        Err(StoreError::BadUserName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_USER_LEN {
+        return bad("too long");
+    }
+    if name.contains('/') {
+        return bad("contains '/'");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return bad("starts with '.' or '-'");
+    }
+    Ok(())
+}
+
+/// The per-user state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    owner: u32,
+}
+
+impl Store {
+    /// Opens an existing state directory, which must be a real directory owned by root
+    /// with mode 0700.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_owned_by(dir, 0)
+    }
+
+    /// As [`Store::open`], with files owned by `owner` instead of root (for tests run as
+    /// an ordinary user).
+    pub fn open_owned_by(dir: &Path, owner: u32) -> Result<Self, StoreError> {
+        match fsutil::check_private_dir(dir, owner) {
+            Err(FileError::NotFound(_)) => Err(StoreError::MissingDir(dir.to_path_buf())),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(Self {
+                dir: dir.to_path_buf(),
+                owner,
+            }),
+        }
+    }
+
+    /// Creates the directory (mode 0700) if it is missing, then opens it. The parent must
+    /// exist: a missing `/var/lib` is a broken system, not something to paper over.
+    pub fn create(dir: &Path, owner: u32) -> Result<Self, StoreError> {
+        match DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(FileError::io("cannot create directory", dir, e).into()),
+        }
+        Self::open_owned_by(dir, owner)
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state_path(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("{user}.json"))
+    }
+
+    /// The user's state; a user with no file has the default (empty) state.
+    pub fn load(&self, user: &str) -> Result<UserState, StoreError> {
+        validate_user_name(user)?;
+        self.read(user)
+    }
+
+    fn read(&self, user: &str) -> Result<UserState, StoreError> {
+        let path = self.state_path(user);
+        let rules = FileRules {
+            owner: self.owner,
+            forbidden_mode: 0o077,
+            max_len: MAX_STATE_BYTES,
+        };
+        let bytes = match fsutil::read_checked(&path, rules) {
+            Ok(b) => b,
+            Err(FileError::NotFound(_)) => return Ok(UserState::default()),
+            Err(e) => return Err(e.into()),
+        };
+        // serde_json's own messages can quote field values (a secret among them), so the
+        // reason keeps only the kind of error and where it is.
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+            .to_lowercase(),
+        };
+        let header: VersionOnly = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if header.version != STATE_VERSION {
+            return Err(StoreError::UnsupportedVersion {
+                path,
+                version: header.version,
+            });
+        }
+        let file: StateFile<UserState> = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if file.user != user {
+            return Err(StoreError::WrongUser {
+                path,
+                found: file.user,
+            });
+        }
+        Ok(file.state)
+    }
+
+    fn write(&self, user: &str, state: &UserState) -> Result<(), StoreError> {
+        let path = self.state_path(user);
+        if *state == UserState::default() {
+            return Ok(fsutil::remove_durably(&self.dir, &path)?);
+        }
+        let file = StateFile {
+            version: STATE_VERSION,
+            user: user.to_string(),
+            state,
+        };
+        let mut bytes = Zeroizing::new(Vec::with_capacity(1024));
+        serde_json::to_writer_pretty(&mut *bytes, &file).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        let mut tag = [0u8; 8];
+        OsRandom.fill(&mut tag)?;
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        fsutil::replace_atomically(&self.dir, &path, &format!(".{user}.{tag}.tmp"), &bytes)?;
+        Ok(())
+    }
+
+    /// Changes one user's state atomically. The closure runs under the user's lock with
+    /// the current state; if it returns `Ok` and changed the state, the new state is
+    /// durably written before `update` returns. If it returns `Err`, nothing is written.
+    /// A state equal to the default (nothing enrolled, nothing counted) removes the file.
+    pub fn update<T, E>(
+        &self,
+        user: &str,
+        change: impl FnOnce(&mut UserState) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        validate_user_name(user)?;
+        let lock_path = self.dir.join(format!("{user}.lock"));
+        let lock = fsutil::open_lock_file(&lock_path, self.owner).map_err(StoreError::from)?;
+        // flock(2): held until `lock` is dropped at the end of this function, and released
+        // by the kernel if the process dies.
+        lock.lock()
+            .map_err(|e| StoreError::from(FileError::io("cannot lock", &lock_path, e)))?;
+        let mut state = self.read(user)?;
+        let before = state.clone();
+        let out = change(&mut state)?;
+        if state != before {
+            self.write(user, &state)?;
+        }
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Users that have a state file, sorted.
+    pub fn users(&self) -> Result<Vec<String>, StoreError> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| FileError::io("cannot list", &self.dir, e))?;
+        let mut users = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| FileError::io("cannot list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(user) = name.strip_suffix(".json") {
+                if validate_user_name(user).is_ok() {
+                    users.push(user.to_string());
+                }
+            }
+        }
+        users.sort();
+        Ok(users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = Store::create(&state, me()).unwrap();
+        (dir, store)
+    }
+
+    fn enrolled() -> UserState {
+        UserState {
+            authenticator: Some(Authenticator {
+                secret: SecretKey::generate(&mut SeededRandom::new(1)).unwrap(),
+                params: TotpParams::default(),
+                enabled: true,
+                enrolled_at: 1_700_000_000,
+                last_step: Some(56_666_666),
+            }),
+            grace_logins_used: 2,
+            ..UserState::default()
+        }
+    }
+
+    #[test]
+    fn missing_user_is_default_and_round_trip_is_exact() {
+        let (_d, store) = store();
+        assert_eq!(store.load("alice").unwrap(), UserState::default());
+        store
+            .update("alice", |s| -> Result<(), StoreError> {
+                *s = enrolled();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.load("alice").unwrap(), enrolled());
+        let path = store.dir().join("alice.json");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+        assert_eq!(store.users().unwrap(), vec!["alice".to_string()]);
+    }
+
+    #[test]
+    fn failed_change_writes_nothing_and_default_state_removes_the_file() {
+        let (_d, store) = store();
+        store
+            .update("bob", |s| -> Result<(), StoreError> {
+                *s = enrolled();
+                Ok(())
+            })
+            .unwrap();
+        let r: Result<(), StoreError> = store.update("bob", |s| {
+            s.authenticator = None;
+            Err(StoreError::MissingDir("x".into()))
+        });
+        assert!(r.is_err());
+        assert!(
+            store.load("bob").unwrap().is_enrolled(),
+            "an aborted change is not written"
+        );
+        store
+            .update("bob", |s| -> Result<(), StoreError> {
+                *s = UserState::default();
+                Ok(())
+            })
+            .unwrap();
+        assert!(!store.dir().join("bob.json").exists());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let (_d, store) = store();
+        for name in [
+            "",
+            "../x",
+            "/",
+            "a/b",
+            "a\0b",
+            ".",
+            "..",
+            ".hidden",
+            "-rf",
+            "x\n",
+            &"a".repeat(201),
+        ] {
+            assert!(
+                matches!(store.load(name), Err(StoreError::BadUserName { .. })),
+                "{name:?}"
+            );
+            let r: Result<(), StoreError> = store.update(name, |_| Ok(()));
+            assert!(matches!(r, Err(StoreError::BadUserName { .. })), "{name:?}");
+        }
+        for name in ["alice", "user@example.com", "DOMAIN\\bob", "a.b-c_d", "x$"] {
+            assert!(validate_user_name(name).is_ok(), "{name:?}");
+        }
+    }
+
+    fn put(store: &Store, user: &str, body: &[u8], mode: u32) -> PathBuf {
+        let path = store.dir().join(format!("{user}.json"));
+        fs::write(&path, body).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn corrupt_or_unsafe_files_are_refused_and_left_alone() {
+        let (_d, store) = store();
+        let cases: &[(&str, &[u8], u32)] = &[
+            ("garbage", b"{ not json", 0o600),
+            ("empty", b"", 0o600),
+            ("truncated", b"{\"version\":1,\"user\":\"truncated\",\"state\":{\"authenticator\":", 0o600),
+            ("future", b"{\"version\":9,\"user\":\"future\",\"state\":{}}", 0o600),
+            ("unknownkey", b"{\"version\":1,\"user\":\"unknownkey\",\"state\":{\"bypass\":true}}", 0o600),
+            ("other", b"{\"version\":1,\"user\":\"mallory\",\"state\":{}}", 0o600),
+            ("badsecret", b"{\"version\":1,\"user\":\"badsecret\",\"state\":{\"authenticator\":{\"secret\":\"!!\",\"params\":{\"algorithm\":\"SHA1\",\"digits\":6,\"period\":30},\"enabled\":true,\"enrolled_at\":0,\"last_step\":null}}}", 0o600),
+            ("readable", b"{\"version\":1,\"user\":\"readable\",\"state\":{}}", 0o644),
+        ];
+        for (user, body, mode) in cases {
+            let path = put(&store, user, body, *mode);
+            assert!(store.load(user).is_err(), "{user} should be refused");
+            let r: Result<(), StoreError> = store.update(user, |s| {
+                *s = enrolled();
+                Ok(())
+            });
+            assert!(r.is_err(), "{user}: update must not replace a bad file");
+            assert_eq!(fs::read(&path).unwrap(), *body, "{user} was changed");
+        }
+        let big = vec![b' '; MAX_STATE_BYTES as usize + 1];
+        put(&store, "big", &big, 0o600);
+        assert!(matches!(
+            store.load("big"),
+            Err(StoreError::File(FileError::TooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn symlinked_state_and_lock_files_are_refused() {
+        let (d, store) = store();
+        let target = d.path().join("elsewhere");
+        fs::write(&target, b"{}").unwrap();
+        symlink(&target, store.dir().join("eve.json")).unwrap();
+        assert!(matches!(
+            store.load("eve"),
+            Err(StoreError::File(FileError::Symlink(_)))
+        ));
+        symlink(&target, store.dir().join("mal.lock")).unwrap();
+        let r: Result<(), StoreError> = store.update("mal", |_| Ok(()));
+        assert!(matches!(r, Err(StoreError::File(FileError::Symlink(_)))));
+        assert_eq!(fs::read(&target).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn directory_must_exist_be_private_and_not_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::open_owned_by(&d.path().join("none"), me()),
+            Err(StoreError::MissingDir(_))
+        ));
+        let open = d.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Store::open_owned_by(&open, me()).is_err());
+        let link = d.path().join("link");
+        let private = d.path().join("private");
+        Store::create(&private, me()).unwrap();
+        symlink(&private, &link).unwrap();
+        assert!(matches!(
+            Store::open_owned_by(&link, me()),
+            Err(StoreError::File(FileError::Symlink(_)))
+        ));
+        assert!(
+            Store::open_owned_by(&private, me() + 1).is_err(),
+            "owner is checked"
+        );
+    }
+}
