@@ -315,6 +315,9 @@ impl Source<'_> {
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next())
         {
+            if line_text.trim_start().starts_with('[') {
+                return self.at(span, name, format!("unknown table [{name}]"));
+            }
             let wording = match table {
                 Some(t) => format!("unknown key \"{name}\" in [{t}]"),
                 None => format!("unknown key \"{name}\" at the top level"),
@@ -527,5 +530,176 @@ impl Raw {
             },
             storage: StorageSettings { state_dir },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/twofactor/config.toml"), text)
+    }
+
+    fn located(text: &str) -> Located {
+        match parse(text) {
+            Err(ConfigError::Invalid(l)) => l,
+            other => panic!("expected a located error for {text:?}, got {other:?}"),
+        }
+    }
+
+    fn repo_file(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn shipped_config_is_valid_and_states_the_defaults() {
+        let path = repo_file("config/config.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let config = Config::parse(&path, &text).unwrap();
+        assert_eq!(Config { path: PathBuf::from(crate::DEFAULT_CONFIG_PATH), ..config }, Config::default());
+    }
+
+    #[test]
+    fn every_example_is_valid() {
+        let dir = repo_file("config/examples");
+        let mut seen = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = fs::read_to_string(&path).unwrap();
+                if let Err(e) = Config::parse(&path, &text) {
+                    panic!("{e}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "only {seen} examples found in {}", dir.display());
+    }
+
+    #[test]
+    fn examples_mean_what_they_say() {
+        let path = repo_file("config/examples/strict.toml");
+        let c = Config::parse(&path, &fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(c.policy.users, ["alice", "bob"]);
+        assert_eq!(c.totp.params, TotpParams { algorithm: Algorithm::Sha256, digits: 8, period: 30 });
+        assert_eq!(c.totp.window, 0);
+        assert_eq!(c.backup_codes.count, 5);
+        assert_eq!(c.trusted_devices, TrustSettings { enabled: true, days: 7 });
+        assert_eq!(c.storage.state_dir, Path::new("/srv/twofactor/state"));
+    }
+
+    #[test]
+    fn unknown_keys_are_located_and_named() {
+        let l = located("version = 1\n\n[enforce]\ngrups = [\"wheel\"]\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (4, 1, "enforce.grups"));
+        assert_eq!(l.to_string(), "/etc/twofactor/config.toml:4:1: unknown key \"grups\" in [enforce]");
+        let top = located("version = 1\nbogus = true\n");
+        assert_eq!((top.line, top.key.as_str()), (2, "bogus"));
+        assert!(top.message.contains("unknown key \"bogus\""), "{}", top.message);
+        let table = located("version = 1\n[nonsense]\nx = 1\n");
+        assert_eq!(table.line, 2);
+        assert_eq!(table.message, "unknown table [nonsense]");
+    }
+
+    #[test]
+    fn out_of_range_values_are_located_and_named() {
+        let cases = [
+            ("[totp]\ndigits = 7\n", "totp.digits", 10),
+            ("[totp]\ndigits = 9\n", "totp.digits", 10),
+            ("[totp]\nperiod = 5\n", "totp.period", 10),
+            ("[totp]\nwindow = 11\n", "totp.window", 10),
+            ("[totp]\nalgorithm = \"MD5\"\n", "totp.algorithm", 13),
+            ("[backup_codes]\ncount = -1\n", "backup_codes.count", 9),
+            ("[lockout]\nmax_failures = 0\n", "lockout.max_failures", 16),
+            ("[lockout]\nlock_seconds = 90000\n", "lockout.lock_seconds", 16),
+            ("[trusted_devices]\ndays = 0\n", "trusted_devices.days", 8),
+            ("[enroll]\ngrace_logins = 5000\n", "enroll.grace_logins", 16),
+            ("[enroll]\nissuer = \"a:b\"\n", "enroll.issuer", 10),
+            ("[storage]\nstate_dir = \"var/lib\"\n", "storage.state_dir", 13),
+            ("[storage]\nstate_dir = \"/var/../etc\"\n", "storage.state_dir", 13),
+            ("[enforce]\ngroups = [\"ok\", \"\"]\n", "enforce.groups", 17),
+            ("[enforce]\nusers = [\"a/b\"]\n", "enforce.users", 10),
+        ];
+        for (body, key, column) in cases {
+            let l = located(&format!("version = 1\n{body}"));
+            assert_eq!((l.key.as_str(), l.line, l.column), (key, 3, column), "{body:?}: {l}");
+            assert!(l.message.contains(key), "{body:?}: message {:?} must name the key", l.message);
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_syntax_are_located() {
+        let l = located("version = 1\n[totp]\ndigits = \"six\"\n");
+        assert_eq!((l.line, l.key.as_str()), (3, "totp.digits"));
+        let l = located("version = 1\n[enforce]\nall_users = yes\n");
+        assert_eq!(l.line, 3);
+        assert_eq!(l.key, "enforce.all_users");
+        let l = located("version = 1\n[enforce\n");
+        assert_eq!(l.line, 2);
+    }
+
+    #[test]
+    fn version_is_required_and_must_be_1() {
+        let l = located("[enforce]\nall_users = true\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (1, 1, "version"));
+        let l = located("version = 2\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (1, 11, "version"));
+        assert!(l.message.contains("version 1"));
+    }
+
+    #[test]
+    fn names_are_deduplicated_and_ldap_style_names_allowed() {
+        let c = parse("version = 1\n[enforce]\ngroups = [\"domain users@ad.example\", \"wheel\", \"wheel\"]\n").unwrap();
+        assert_eq!(c.policy.groups, ["domain users@ad.example", "wheel"]);
+    }
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn write(path: &Path, body: &str, mode: u32) {
+        fs::write(path, body).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn load_checks_the_file_before_trusting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        write(&good, "version = 1\n[enforce]\nall_users = true\n", 0o644);
+        let c = Config::load(&good, me()).unwrap();
+        assert!(c.policy.all_users);
+        assert_eq!(c.path, good);
+
+        let err = |path: &Path, owner| Config::load(path, owner).unwrap_err().to_string();
+        assert!(err(&good, me() + 1).contains("owned by uid"), "owner is checked");
+
+        let group_w = dir.path().join("gw.toml");
+        write(&group_w, "version = 1\n", 0o664);
+        assert!(err(&group_w, me()).contains("mode 0664"));
+        let world_w = dir.path().join("ww.toml");
+        write(&world_w, "version = 1\n", 0o646);
+        assert!(err(&world_w, me()).contains("mode 0646"));
+
+        let link = dir.path().join("link.toml");
+        symlink(&good, &link).unwrap();
+        assert!(err(&link, me()).contains("symbolic link"));
+
+        let big = dir.path().join("big.toml");
+        write(&big, &format!("version = 1\n#{}\n", "x".repeat(MAX_CONFIG_BYTES as usize)), 0o644);
+        assert!(err(&big, me()).contains("larger than"));
+
+        let bad = dir.path().join("bad.toml");
+        write(&bad, "version = 1\n[totp]\ndigits = 7\n", 0o644);
+        assert!(err(&bad, me()).starts_with(&format!("{}:3:10: ", bad.display())));
+
+        let binary = dir.path().join("bin.toml");
+        fs::write(&binary, b"version = 1\n\xff\xfe\n").unwrap();
+        assert!(err(&binary, me()).contains("UTF-8"));
+
+        assert!(err(&dir.path().join("missing.toml"), me()).contains("does not exist"));
     }
 }
