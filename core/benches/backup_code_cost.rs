@@ -10,7 +10,8 @@ use twofactor_core::random::OsRandom;
 
 fn main() {
     let cost = HashCost::DEFAULT;
-    let (stored, NewCodes(codes)) = BackupCodes::generate(10, cost, &mut OsRandom).expect("generate");
+    let (stored, NewCodes(codes)) =
+        BackupCodes::generate(10, cost, &mut OsRandom).expect("generate");
     let rounds = 30;
     let mut wrong = Vec::with_capacity(rounds);
     let mut right = Vec::with_capacity(rounds);
@@ -27,7 +28,10 @@ fn main() {
         v.sort_by(f64::total_cmp);
         let median = v[v.len() / 2];
         let max = v[v.len() - 1];
-        println!("{name:<28} median {median:6.1} ms   max {max:6.1} ms   ({} runs)", v.len());
+        println!(
+            "{name:<28} median {median:6.1} ms   max {max:6.1} ms   ({} runs)",
+            v.len()
+        );
     };
     println!(
         "argon2id m={} KiB t={} p={}, 10 stored codes",
@@ -37,5 +41,9 @@ fn main() {
     report("check, correct code", &mut right);
     let t = Instant::now();
     BackupCodes::generate(10, cost, &mut OsRandom).expect("generate");
-    println!("{:<28} {:6.1} ms", "generate 10 codes", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "{:<28} {:6.1} ms",
+        "generate 10 codes",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 }

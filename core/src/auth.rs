@@ -89,12 +89,12 @@ pub fn apply_code(
         }
         TotpCheck::Wrong => {}
     }
-    if let Some(codes) = state.backup_codes.as_mut() {
-        if codes.try_spend(input)? {
-            let left = codes.remaining();
-            state.lockout.record_success();
-            return Ok(CodeResult::BackupCode { left });
-        }
+    if let Some(codes) = state.backup_codes.as_mut()
+        && codes.try_spend(input)?
+    {
+        let left = codes.remaining();
+        state.lockout.record_success();
+        return Ok(CodeResult::BackupCode { left });
     }
     let locked_for = state.lockout.record_failure(&config.lockout, now);
     Ok(CodeResult::Wrong { locked_for })

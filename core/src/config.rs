@@ -559,7 +559,13 @@ mod tests {
         let path = repo_file("config/config.toml");
         let text = fs::read_to_string(&path).unwrap();
         let config = Config::parse(&path, &text).unwrap();
-        assert_eq!(Config { path: PathBuf::from(crate::DEFAULT_CONFIG_PATH), ..config }, Config::default());
+        assert_eq!(
+            Config {
+                path: PathBuf::from(crate::DEFAULT_CONFIG_PATH),
+                ..config
+            },
+            Config::default()
+        );
     }
 
     #[test]
@@ -584,10 +590,23 @@ mod tests {
         let path = repo_file("config/examples/strict.toml");
         let c = Config::parse(&path, &fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(c.policy.users, ["alice", "bob"]);
-        assert_eq!(c.totp.params, TotpParams { algorithm: Algorithm::Sha256, digits: 8, period: 30 });
+        assert_eq!(
+            c.totp.params,
+            TotpParams {
+                algorithm: Algorithm::Sha256,
+                digits: 8,
+                period: 30
+            }
+        );
         assert_eq!(c.totp.window, 0);
         assert_eq!(c.backup_codes.count, 5);
-        assert_eq!(c.trusted_devices, TrustSettings { enabled: true, days: 7 });
+        assert_eq!(
+            c.trusted_devices,
+            TrustSettings {
+                enabled: true,
+                days: 7
+            }
+        );
         assert_eq!(c.storage.state_dir, Path::new("/srv/twofactor/state"));
     }
 
@@ -595,10 +614,17 @@ mod tests {
     fn unknown_keys_are_located_and_named() {
         let l = located("version = 1\n\n[enforce]\ngrups = [\"wheel\"]\n");
         assert_eq!((l.line, l.column, l.key.as_str()), (4, 1, "enforce.grups"));
-        assert_eq!(l.to_string(), "/etc/twofactor/config.toml:4:1: unknown key \"grups\" in [enforce]");
+        assert_eq!(
+            l.to_string(),
+            "/etc/twofactor/config.toml:4:1: unknown key \"grups\" in [enforce]"
+        );
         let top = located("version = 1\nbogus = true\n");
         assert_eq!((top.line, top.key.as_str()), (2, "bogus"));
-        assert!(top.message.contains("unknown key \"bogus\""), "{}", top.message);
+        assert!(
+            top.message.contains("unknown key \"bogus\""),
+            "{}",
+            top.message
+        );
         let table = located("version = 1\n[nonsense]\nx = 1\n");
         assert_eq!(table.line, 2);
         assert_eq!(table.message, "unknown table [nonsense]");
@@ -614,19 +640,39 @@ mod tests {
             ("[totp]\nalgorithm = \"MD5\"\n", "totp.algorithm", 13),
             ("[backup_codes]\ncount = -1\n", "backup_codes.count", 9),
             ("[lockout]\nmax_failures = 0\n", "lockout.max_failures", 16),
-            ("[lockout]\nlock_seconds = 90000\n", "lockout.lock_seconds", 16),
+            (
+                "[lockout]\nlock_seconds = 90000\n",
+                "lockout.lock_seconds",
+                16,
+            ),
             ("[trusted_devices]\ndays = 0\n", "trusted_devices.days", 8),
             ("[enroll]\ngrace_logins = 5000\n", "enroll.grace_logins", 16),
             ("[enroll]\nissuer = \"a:b\"\n", "enroll.issuer", 10),
-            ("[storage]\nstate_dir = \"var/lib\"\n", "storage.state_dir", 13),
-            ("[storage]\nstate_dir = \"/var/../etc\"\n", "storage.state_dir", 13),
+            (
+                "[storage]\nstate_dir = \"var/lib\"\n",
+                "storage.state_dir",
+                13,
+            ),
+            (
+                "[storage]\nstate_dir = \"/var/../etc\"\n",
+                "storage.state_dir",
+                13,
+            ),
             ("[enforce]\ngroups = [\"ok\", \"\"]\n", "enforce.groups", 17),
             ("[enforce]\nusers = [\"a/b\"]\n", "enforce.users", 10),
         ];
         for (body, key, column) in cases {
             let l = located(&format!("version = 1\n{body}"));
-            assert_eq!((l.key.as_str(), l.line, l.column), (key, 3, column), "{body:?}: {l}");
-            assert!(l.message.contains(key), "{body:?}: message {:?} must name the key", l.message);
+            assert_eq!(
+                (l.key.as_str(), l.line, l.column),
+                (key, 3, column),
+                "{body:?}: {l}"
+            );
+            assert!(
+                l.message.contains(key),
+                "{body:?}: message {:?} must name the key",
+                l.message
+            );
         }
     }
 
@@ -675,7 +721,10 @@ mod tests {
         assert_eq!(c.path, good);
 
         let err = |path: &Path, owner| Config::load(path, owner).unwrap_err().to_string();
-        assert!(err(&good, me() + 1).contains("owned by uid"), "owner is checked");
+        assert!(
+            err(&good, me() + 1).contains("owned by uid"),
+            "owner is checked"
+        );
 
         let group_w = dir.path().join("gw.toml");
         write(&group_w, "version = 1\n", 0o664);
@@ -689,7 +738,11 @@ mod tests {
         assert!(err(&link, me()).contains("symbolic link"));
 
         let big = dir.path().join("big.toml");
-        write(&big, &format!("version = 1\n#{}\n", "x".repeat(MAX_CONFIG_BYTES as usize)), 0o644);
+        write(
+            &big,
+            &format!("version = 1\n#{}\n", "x".repeat(MAX_CONFIG_BYTES as usize)),
+            0o644,
+        );
         assert!(err(&big, me()).contains("larger than"));
 
         let bad = dir.path().join("bad.toml");

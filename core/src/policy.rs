@@ -150,10 +150,10 @@ fn first_member_of(
     dir: &dyn Directory,
 ) -> Result<Option<String>, LookupError> {
     for group in groups {
-        if let Some(gid) = dir.group_gid(group)? {
-            if gids.contains(&gid) {
-                return Ok(Some(group.clone()));
-            }
+        if let Some(gid) = dir.group_gid(group)?
+            && gids.contains(&gid)
+        {
+            return Ok(Some(group.clone()));
         }
     }
     Ok(None)

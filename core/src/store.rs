@@ -299,10 +299,10 @@ impl Store {
             let entry = entry.map_err(|e| FileError::io("cannot list", &self.dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(user) = name.strip_suffix(".json") {
-                if validate_user_name(user).is_ok() {
-                    users.push(user.to_string());
-                }
+            if let Some(user) = name.strip_suffix(".json")
+                && validate_user_name(user).is_ok()
+            {
+                users.push(user.to_string());
             }
         }
         users.sort();
@@ -498,5 +498,32 @@ mod tests {
             Store::open_owned_by(&private, me() + 1).is_err(),
             "owner is checked"
         );
+    }
+
+    #[test]
+    fn a_crash_before_rename_leaves_the_old_state_readable() {
+        let (_d, store) = store();
+        store
+            .update("dora", |s| -> Result<(), StoreError> {
+                *s = enrolled();
+                Ok(())
+            })
+            .unwrap();
+        // What a crash between write and rename leaves behind: a stray, half-written temp.
+        let stray = store.dir().join(".dora.0123456789abcdef.tmp");
+        fs::write(&stray, b"{\"version\":1,\"us").unwrap();
+        assert_eq!(store.load("dora").unwrap(), enrolled());
+        assert_eq!(
+            store.users().unwrap(),
+            ["dora"],
+            "temp and lock files are not users"
+        );
+        store
+            .update("dora", |s| -> Result<(), StoreError> {
+                s.grace_logins_used = 7;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.load("dora").unwrap().grace_logins_used, 7);
     }
 }

@@ -1,14 +1,23 @@
 //! Policy decisions against the real name service, with users and groups made for the
 //! test (so it runs as root) and removed afterwards.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::process::Command;
 
 use twofactor_core::policy::{LookupError, Nss, Policy, Reason, Requirement};
 
 /// Runs a shadow-utils command and fails the test with its stderr if it fails.
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Users and groups created for one test, deleted on drop even if the test fails.
@@ -26,7 +35,14 @@ impl Accounts {
     }
 
     fn user(&mut self, name: &str, primary: &str, supplementary: &[&str]) -> String {
-        let mut args = vec!["--no-create-home", "--no-user-group", "--shell", "/usr/sbin/nologin", "--gid", primary];
+        let mut args = vec![
+            "--no-create-home",
+            "--no-user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--gid",
+            primary,
+        ];
         let joined = supplementary.join(",");
         if !supplementary.is_empty() {
             args.extend(["--groups", &joined]);
@@ -55,7 +71,10 @@ fn req(required: bool, reason: Reason) -> Requirement {
 
 #[test]
 fn rules_and_combinations_with_real_groups() {
-    assert!(nix::unistd::geteuid().is_root(), "this test creates users and groups: run it as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test creates users and groups: run it as root"
+    );
     let tag = std::process::id() % 100_000;
     let mut acct = Accounts::default();
     let admins = acct.group(&format!("tfadm{tag}"));
@@ -70,26 +89,86 @@ fn rules_and_combinations_with_real_groups() {
     let nss = Nss;
     let s = |v: &[&String]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
-    let by_group = Policy { groups: s(&[&admins, &devs]), ..Policy::default() };
-    assert_eq!(by_group.requires(&ann, &nss).unwrap(), req(true, Reason::Group(admins.clone())), "primary group");
-    assert_eq!(by_group.requires(&ben, &nss).unwrap(), req(true, Reason::Group(devs.clone())), "supplementary group");
-    assert_eq!(by_group.requires(&dan, &nss).unwrap(), req(false, Reason::NoRule));
+    let by_group = Policy {
+        groups: s(&[&admins, &devs]),
+        ..Policy::default()
+    };
+    assert_eq!(
+        by_group.requires(&ann, &nss).unwrap(),
+        req(true, Reason::Group(admins.clone())),
+        "primary group"
+    );
+    assert_eq!(
+        by_group.requires(&ben, &nss).unwrap(),
+        req(true, Reason::Group(devs.clone())),
+        "supplementary group"
+    );
+    assert_eq!(
+        by_group.requires(&dan, &nss).unwrap(),
+        req(false, Reason::NoRule)
+    );
 
-    let with_exempt_group = Policy { exempt_groups: s(&[&rescue]), ..by_group.clone() };
-    assert_eq!(with_exempt_group.requires(&cat, &nss).unwrap(), req(false, Reason::ExemptGroup(rescue.clone())));
-    assert_eq!(with_exempt_group.requires(&ben, &nss).unwrap(), req(true, Reason::Group(devs.clone())));
+    let with_exempt_group = Policy {
+        exempt_groups: s(&[&rescue]),
+        ..by_group.clone()
+    };
+    assert_eq!(
+        with_exempt_group.requires(&cat, &nss).unwrap(),
+        req(false, Reason::ExemptGroup(rescue.clone()))
+    );
+    assert_eq!(
+        with_exempt_group.requires(&ben, &nss).unwrap(),
+        req(true, Reason::Group(devs.clone()))
+    );
 
-    let everyone = Policy { all_users: true, exempt_users: s(&[&dan]), exempt_groups: s(&[&rescue]), ..Policy::default() };
-    assert_eq!(everyone.requires(&ann, &nss).unwrap(), req(true, Reason::AllUsers));
-    assert_eq!(everyone.requires(&dan, &nss).unwrap(), req(false, Reason::ExemptUser));
-    assert_eq!(everyone.requires(&cat, &nss).unwrap(), req(false, Reason::ExemptGroup(rescue.clone())));
+    let everyone = Policy {
+        all_users: true,
+        exempt_users: s(&[&dan]),
+        exempt_groups: s(&[&rescue]),
+        ..Policy::default()
+    };
+    assert_eq!(
+        everyone.requires(&ann, &nss).unwrap(),
+        req(true, Reason::AllUsers)
+    );
+    assert_eq!(
+        everyone.requires(&dan, &nss).unwrap(),
+        req(false, Reason::ExemptUser)
+    );
+    assert_eq!(
+        everyone.requires(&cat, &nss).unwrap(),
+        req(false, Reason::ExemptGroup(rescue.clone()))
+    );
 
-    let listed = Policy { users: s(&[&dan]), exempt_groups: s(&[&admins]), ..Policy::default() };
-    assert_eq!(listed.requires(&dan, &nss).unwrap(), req(true, Reason::UserList));
-    let listed_but_exempt = Policy { users: s(&[&ann]), exempt_groups: s(&[&admins]), ..Policy::default() };
-    assert_eq!(listed_but_exempt.requires(&ann, &nss).unwrap(), req(false, Reason::ExemptGroup(admins.clone())));
+    let listed = Policy {
+        users: s(&[&dan]),
+        exempt_groups: s(&[&admins]),
+        ..Policy::default()
+    };
+    assert_eq!(
+        listed.requires(&dan, &nss).unwrap(),
+        req(true, Reason::UserList)
+    );
+    let listed_but_exempt = Policy {
+        users: s(&[&ann]),
+        exempt_groups: s(&[&admins]),
+        ..Policy::default()
+    };
+    assert_eq!(
+        listed_but_exempt.requires(&ann, &nss).unwrap(),
+        req(false, Reason::ExemptGroup(admins.clone()))
+    );
 
-    let missing_group = Policy { groups: vec![format!("tfnone{tag}")], ..Policy::default() };
-    assert_eq!(missing_group.requires(&ann, &nss).unwrap(), req(false, Reason::NoRule));
-    assert!(matches!(by_group.requires(&format!("tfghost{tag}"), &nss), Err(LookupError::UnknownUser(_))));
+    let missing_group = Policy {
+        groups: vec![format!("tfnone{tag}")],
+        ..Policy::default()
+    };
+    assert_eq!(
+        missing_group.requires(&ann, &nss).unwrap(),
+        req(false, Reason::NoRule)
+    );
+    assert!(matches!(
+        by_group.requires(&format!("tfghost{tag}"), &nss),
+        Err(LookupError::UnknownUser(_))
+    ));
 }

@@ -1,6 +1,8 @@
 //! Concurrent logins racing for one backup code or one TOTP step: exactly one may win,
 //! whether they race as threads or as separate processes (each with its own flock).
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Barrier};
@@ -29,9 +31,16 @@ fn enrolled_store(dir: &Path, user: &str) -> (Store, String, String) {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     let params = TotpParams::default();
     let code = key.code_at_step(&params, params.step_at(NOW)).to_string();
-    let (codes, NewCodes(plain)) = BackupCodes::generate(3, HashCost::DEFAULT, &mut OsRandom).unwrap();
+    let (codes, NewCodes(plain)) =
+        BackupCodes::generate(3, HashCost::DEFAULT, &mut OsRandom).unwrap();
     let state = UserState {
-        authenticator: Some(Authenticator { secret: key, params, enabled: true, enrolled_at: 0, last_step: None }),
+        authenticator: Some(Authenticator {
+            secret: key,
+            params,
+            enabled: true,
+            enrolled_at: 0,
+            last_step: None,
+        }),
         backup_codes: Some(codes),
         ..UserState::default()
     };
@@ -77,7 +86,10 @@ fn threads_racing_for_one_totp_step_get_one_success() {
     let (store, code, _) = enrolled_store(&dir.path().join("s"), "racer");
     let results = race_threads(&store, "racer", &code);
     assert_eq!(wins(&results), 1, "{results:?}");
-    let replays = results.iter().filter(|r| matches!(r, CodeResult::Replayed { .. })).count();
+    let replays = results
+        .iter()
+        .filter(|r| matches!(r, CodeResult::Replayed { .. }))
+        .count();
     assert_eq!(replays, RACERS - 1, "{results:?}");
 }
 
@@ -96,7 +108,13 @@ fn race_processes(dir: &Path, input: &str) -> Vec<String> {
     let children: Vec<_> = (0..RACERS)
         .map(|_| {
             Command::new(env::current_exe().unwrap())
-                .args(["--exact", "race_child", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "race_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("TWOFACTOR_RACE_DIR", dir)
                 .env("TWOFACTOR_RACE_INPUT", input)
                 .stdout(std::process::Stdio::piped())
@@ -125,7 +143,10 @@ fn processes_racing_for_one_backup_code_get_one_success() {
     let state = dir.path().join("s");
     let (_store, _, backup) = enrolled_store(&state, "racer");
     let results = race_processes(dir.path(), &backup);
-    let won: Vec<_> = results.iter().filter(|r| r.starts_with("BackupCode")).collect();
+    let won: Vec<_> = results
+        .iter()
+        .filter(|r| r.starts_with("BackupCode"))
+        .collect();
     assert_eq!(won.len(), 1, "{results:?}");
 }
 
@@ -134,8 +155,16 @@ fn processes_racing_for_one_totp_step_get_one_success() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, code, _) = enrolled_store(&dir.path().join("s"), "racer");
     let results = race_processes(dir.path(), &code);
-    assert_eq!(results.iter().filter(|r| *r == "Totp").count(), 1, "{results:?}");
-    assert_eq!(results.iter().filter(|r| r.starts_with("Replayed")).count(), RACERS - 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| *r == "Totp").count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|r| r.starts_with("Replayed")).count(),
+        RACERS - 1,
+        "{results:?}"
+    );
 }
 
 /// One racing login, run as a separate process by the tests above.
