@@ -3,8 +3,49 @@
 //! The types hold no code, secret or hash, so no rendering of an event can leak one.
 
 use std::fmt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 
 use crate::policy;
+
+/// syslog facility LOG_AUTHPRIV, already shifted (10 << 3).
+const LOG_AUTHPRIV: u8 = 10 << 3;
+
+/// syslog severities twofactor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// LOG_ERR: something broke.
+    Error = 3,
+    /// LOG_WARNING: a refused login.
+    Warning = 4,
+    /// LOG_NOTICE: a change of state (enrolment, admin action).
+    Notice = 5,
+    /// LOG_INFO: a normal success or a skip.
+    Info = 6,
+    /// LOG_DEBUG: only with the module's `debug` argument.
+    Debug = 7,
+}
+
+/// Sends one line to the local syslog daemon through `/dev/log`, facility authpriv.
+/// A missing or full log socket is not an error: logging never changes a decision.
+pub fn syslog(ident: &str, severity: Severity, line: &str) {
+    send_to(Path::new("/dev/log"), ident, severity, line);
+}
+
+fn send_to(socket: &Path, ident: &str, severity: Severity, line: &str) {
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let message = format!(
+        "<{}>{ident}[{}]: {clean}",
+        LOG_AUTHPRIV | severity as u8,
+        std::process::id()
+    );
+    if let Ok(sock) = UnixDatagram::unbound() {
+        let _ = sock.send_to(message.as_bytes(), socket);
+    }
+}
 
 /// How a decision ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +161,23 @@ fn field(f: &mut fmt::Formatter<'_>, name: &str, value: &str) -> fmt::Result {
     }
 }
 
+impl Event {
+    /// The syslog severity that fits the outcome.
+    pub fn severity(&self) -> Severity {
+        match (self.outcome, &self.reason) {
+            (Outcome::Error, _) => Severity::Error,
+            (Outcome::Failure, _) => Severity::Warning,
+            (_, Reason::Enrolled | Reason::Admin { .. }) => Severity::Notice,
+            _ => Severity::Info,
+        }
+    }
+
+    /// Sends the event to syslog as one line.
+    pub fn log(&self, ident: &str) {
+        syslog(ident, self.severity(), &self.to_string());
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         field(f, "user", &self.user)?;
@@ -207,6 +265,26 @@ mod tests {
             out.push((key, value));
         }
         out
+    }
+
+    #[test]
+    fn syslog_lines_are_authpriv_with_ident_and_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let e = Event {
+            outcome: Outcome::Failure,
+            ..event(Reason::Replay)
+        };
+        send_to(&path, "pam_twofactor", e.severity(), &e.to_string());
+        let mut buf = [0u8; 512];
+        let n = server.recv(&mut buf).unwrap();
+        let got = std::str::from_utf8(&buf[..n]).unwrap();
+        // authpriv (10) * 8 + warning (4) = 84
+        let want = format!("<84>pam_twofactor[{}]: {e}", std::process::id());
+        assert_eq!(got, want);
+        // No socket at all is silently fine.
+        send_to(&dir.path().join("none"), "x", Severity::Info, "dropped");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::fsutil::{self, FileError, FileRules};
+use crate::net::Cidr;
 use crate::policy::Policy;
+use crate::qr::QrStyle;
 use crate::totp::{Algorithm, TotpParams};
 
 /// Config files larger than this are refused; the shipped one is a few KiB.
@@ -49,6 +51,24 @@ pub struct EnrollSettings {
     pub issuer: Option<String>,
     /// Logins a required, unenrolled user may still skip enrolment.
     pub grace_logins: u32,
+    /// When not empty, enrolment at login happens only from remote addresses inside
+    /// these networks.
+    pub at_login_networks: Vec<Cidr>,
+    /// How the QR code is drawn at login.
+    pub qr: QrStyle,
+}
+
+impl EnrollSettings {
+    /// Whether a login from `rhost` (PAM_RHOST, if any) may enrol an authenticator.
+    pub fn at_login_allowed_from(&self, rhost: Option<&str>) -> bool {
+        if !self.at_login {
+            return false;
+        }
+        if self.at_login_networks.is_empty() {
+            return true;
+        }
+        rhost.is_some_and(|h| self.at_login_networks.iter().any(|n| n.contains_host(h)))
+    }
 }
 
 /// `[totp]`: parameters for new authenticators and the accepted clock drift.
@@ -102,6 +122,8 @@ impl Default for Config {
                 at_login: true,
                 issuer: None,
                 grace_logins: 0,
+                at_login_networks: Vec::new(),
+                qr: QrStyle::Unicode,
             },
             totp: TotpSettings {
                 params: TotpParams::default(),
@@ -228,6 +250,8 @@ struct RawEnroll {
     at_login: Option<bool>,
     issuer: Option<Spanned<String>>,
     grace_logins: Option<Spanned<i64>>,
+    at_login_networks: Option<Vec<Spanned<String>>>,
+    qr: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +459,36 @@ impl Raw {
                 0..=1000,
                 0,
             )?,
+            at_login_networks: self
+                .enroll
+                .at_login_networks
+                .iter()
+                .flatten()
+                .map(|n| {
+                    n.get_ref().parse().map_err(|e: crate::net::CidrError| {
+                        src.at(
+                            n.span(),
+                            "enroll.at_login_networks",
+                            format!("enroll.at_login_networks: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            qr: match &self.enroll.qr {
+                None => QrStyle::Unicode,
+                Some(q) => match q.get_ref().as_str() {
+                    "unicode" => QrStyle::Unicode,
+                    "ascii" => QrStyle::Ascii,
+                    "none" => QrStyle::None,
+                    other => {
+                        return Err(src.at(
+                            q.span(),
+                            "enroll.qr",
+                            format!("enroll.qr must be \"unicode\", \"ascii\" or \"none\", got {other:?}"),
+                        ));
+                    }
+                },
+            },
         };
 
         let digits = int_in(src, &self.totp.digits, "totp.digits", 6..=8, 6u8)?;
@@ -660,6 +714,12 @@ mod tests {
             ),
             ("[enforce]\ngroups = [\"ok\", \"\"]\n", "enforce.groups", 17),
             ("[enforce]\nusers = [\"a/b\"]\n", "enforce.users", 10),
+            (
+                "[enroll]\nat_login_networks = [\"10.0.0.0/33\"]\n",
+                "enroll.at_login_networks",
+                22,
+            ),
+            ("[enroll]\nqr = \"sixel\"\n", "enroll.qr", 6),
         ];
         for (body, key, column) in cases {
             let l = located(&format!("version = 1\n{body}"));
@@ -694,6 +754,26 @@ mod tests {
         let l = located("version = 2\n");
         assert_eq!((l.line, l.column, l.key.as_str()), (1, 11, "version"));
         assert!(l.message.contains("version 1"));
+    }
+
+    #[test]
+    fn enrolment_networks_limit_where_enrolment_at_login_happens() {
+        let c = parse(
+            "version = 1\n[enroll]\nat_login_networks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        assert!(c.enroll.at_login_allowed_from(Some("10.1.2.3")));
+        assert!(c.enroll.at_login_allowed_from(Some("2001:db8::5")));
+        assert!(!c.enroll.at_login_allowed_from(Some("192.0.2.1")));
+        assert!(
+            !c.enroll.at_login_allowed_from(None),
+            "no remote host is not inside a network"
+        );
+        let open = Config::default();
+        assert!(open.enroll.at_login_allowed_from(None));
+        assert!(open.enroll.at_login_allowed_from(Some("192.0.2.1")));
+        let off = parse("version = 1\n[enroll]\nat_login = false\n").unwrap();
+        assert!(!off.enroll.at_login_allowed_from(Some("10.1.2.3")));
     }
 
     #[test]
