@@ -1,8 +1,13 @@
-//! pam_twofactor: the PAM adapter over twofactor-core.
+//! pam_twofactor: the PAM module. A thin adapter: it reads PAM items, runs the login flow
+//! from [`flow`] over libpam's conversation, logs the decision and maps it to a code.
 //!
-//! Not yet wired to libpam: this crate exports no `pam_sm_*` symbols, so libpam cannot
-//! load it as a module and no PAM stack can depend on it by accident.
+//! All `unsafe` lives in [`ffi`]; everything else is safe Rust.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
-pub use twofactor_core as core;
+pub mod args;
+pub mod conversation;
+pub mod decision;
+#[allow(unsafe_code)]
+mod ffi;
+pub mod flow;
