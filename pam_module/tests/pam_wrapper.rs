@@ -1,0 +1,440 @@
+//! The built `libpam_twofactor.so` loaded by real libpam (through pam_wrapper, with its
+//! own service directory) and driven by pamtester; codes come from oathtool.
+//!
+//! pamtester's final line tells the PAM result apart: "successfully authenticated"
+//! (PAM_SUCCESS), "Authentication failure" (PAM_AUTH_ERR), "Permission denied" (every
+//! module ignored: our PAM_IGNORE), "Error in service module" (PAM_SERVICE_ERR) and
+//! "cannot retrieve authentication info" (PAM_AUTHINFO_UNAVAIL).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::{fs, thread};
+
+use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::random::OsRandom;
+use twofactor_core::store::{Authenticator, Store, StoreError};
+use twofactor_core::totp::{SecretKey, TotpParams};
+
+const CHEAP: HashCost = HashCost {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+/// The module next to this test binary: target/<profile>/libpam_twofactor.so.
+fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let so = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libpam_twofactor.so");
+    assert!(so.exists(), "{} not built", so.display());
+    so
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    AuthErr,
+    Ignored,
+    ServiceErr,
+    AuthInfoUnavail,
+}
+
+fn verdict(transcript: &str) -> Verdict {
+    let table = [
+        ("successfully authenticated", Verdict::Success),
+        ("Authentication failure", Verdict::AuthErr),
+        ("Permission denied", Verdict::Ignored),
+        ("Error in service module", Verdict::ServiceErr),
+        (
+            "cannot retrieve authentication info",
+            Verdict::AuthInfoUnavail,
+        ),
+    ];
+    for (text, v) in table {
+        if transcript.contains(text) {
+            return v;
+        }
+    }
+    panic!("no PAM result in transcript:\n{transcript}");
+}
+
+/// A throwaway PAM service "tf" with its own config and state directory.
+struct Pam {
+    dir: tempfile::TempDir,
+}
+
+impl Pam {
+    fn new(config: &str) -> Self {
+        Self::with_args(config, "")
+    }
+
+    fn with_args(config: &str, extra_args: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        Store::create(&state, 0).unwrap();
+        let cfg = dir.path().join("config.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "version = 1\n{config}\n[storage]\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+        let services = dir.path().join("services");
+        fs::create_dir(&services).unwrap();
+        fs::write(
+            services.join("tf"),
+            format!(
+                "auth required {} config={} {extra_args}\n",
+                module_path().display(),
+                cfg.display()
+            ),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("state")).unwrap()
+    }
+
+    fn spawn(&self, user: &str, rhost: Option<&str>) -> Child {
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-o0", "-e0", "pamtester"]);
+        if let Some(h) = rhost {
+            cmd.args(["-I", &format!("rhost={h}")]);
+        }
+        cmd.args(["tf", user, "authenticate"])
+            .env("LD_PRELOAD", "libpam_wrapper.so")
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path().join("services"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pamtester and libpam-wrapper must be installed (tests/setup)")
+    }
+
+    /// Runs one authentication with `answers` typed in advance, one per prompt.
+    fn run(&self, user: &str, rhost: Option<&str>, answers: &[&str]) -> (Verdict, String) {
+        let mut s = Session::start(self.spawn(user, rhost));
+        for a in answers {
+            s.send(a);
+        }
+        let text = s.finish();
+        (verdict(&text), text)
+    }
+
+    /// Enrols `user` straight into the store; returns the base32 key and backup codes.
+    fn enrol(&self, user: &str) -> (String, Vec<String>) {
+        let key = SecretKey::generate(&mut OsRandom).unwrap();
+        let b32 = key.to_base32().to_string();
+        let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP, &mut OsRandom).unwrap();
+        self.store()
+            .update(user, |s| -> Result<(), StoreError> {
+                s.authenticator = Some(Authenticator {
+                    secret: key,
+                    params: TotpParams::default(),
+                    enabled: true,
+                    enrolled_at: 0,
+                    last_step: None,
+                });
+                s.backup_codes = Some(codes);
+                Ok(())
+            })
+            .unwrap();
+        (b32, plain.iter().map(|c| c.to_string()).collect())
+    }
+}
+
+/// A running pamtester whose stdout and stderr are collected into one transcript.
+struct Session {
+    child: Child,
+    text: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Session {
+    fn start(mut child: Child) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for mut pipe in [out, err] {
+            let text = Arc::clone(&text);
+            readers.push(thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    text.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }));
+        }
+        Self {
+            child,
+            text,
+            readers,
+        }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = self.text.lock().unwrap().clone();
+            if t.contains(needle) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; got:\n{t}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        // pamtester may already have exited (a refusal before every answer was read).
+        let _ = self
+            .child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(format!("{line}\n").as_bytes());
+    }
+
+    fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("pamtester hung:\n{}", self.text.lock().unwrap());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        self.text.lock().unwrap().clone()
+    }
+}
+
+fn oathtool(key: &str) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", key])
+        .output()
+        .expect("oathtool must be installed");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A correct code for `key` that is not `used`: waits for the next step if needed.
+fn fresh_code(key: &str, used: &str) -> String {
+    loop {
+        let c = oathtool(key);
+        if c != used {
+            return c;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn totp_success_wrong_and_replay() {
+    let pam = Pam::new("[enforce]\nusers = [\"tfalice\"]\n");
+    let (key, _) = pam.enrol("tfalice");
+    let code = oathtool(&key);
+    let (v, t) = pam.run("tfalice", None, &[&code]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("Authentication code: "), "{t}");
+
+    let (v, t) = pam.run("tfalice", None, &["000000", "111111", "222222"]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert_eq!(t.matches("Wrong code.").count(), 3, "three tries: {t}");
+
+    let (v, t) = pam.run("tfalice", None, &[&code]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(t.contains("That code was already used"), "{t}");
+}
+
+#[test]
+fn backup_codes_work_exactly_once() {
+    let pam = Pam::new("[enforce]\nusers = [\"tfbob\"]\n");
+    let (_, codes) = pam.enrol("tfbob");
+    let (v, t) = pam.run("tfbob", None, &[&codes[0]]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(
+        t.contains("Backup code accepted. 2 backup codes left."),
+        "{t}"
+    );
+    let (v, t) = pam.run("tfbob", None, &[&codes[0], "", ""]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert_eq!(pam.store().load("tfbob").unwrap().backup_codes_left(), 2);
+}
+
+#[test]
+fn lockout_refuses_without_a_prompt() {
+    let pam = Pam::new(
+        "[enforce]\nusers = [\"tfcarol\"]\n[lockout]\nmax_failures = 2\nlock_seconds = 600\n",
+    );
+    let (key, _) = pam.enrol("tfcarol");
+    let (v, t) = pam.run("tfcarol", None, &["000000", "000001"]);
+    assert_eq!(v, Verdict::AuthErr);
+    assert!(t.contains("locked for 10 minutes"), "{t}");
+    let (v, t) = pam.run("tfcarol", None, &[&oathtool(&key)]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(
+        !t.contains("Authentication code:"),
+        "no prompt while locked: {t}"
+    );
+    assert!(t.contains("twofactor unlock tfcarol"), "{t}");
+}
+
+#[test]
+fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
+    let pam = Pam::new("[enforce]\nusers = [\"tfdave\"]\n[backup_codes]\ncount = 4\n");
+    let mut s = Session::start(pam.spawn("tfdave", Some("127.0.0.1")));
+    let shown = s.wait_for("Code from the app to finish setup: ");
+    let key_line = shown
+        .lines()
+        .find(|l| l.starts_with("Key:"))
+        .expect("key shown");
+    let key: String = key_line["Key:".len()..].split_whitespace().collect();
+    assert!(
+        shown.contains(&format!("secret={key}&")),
+        "URI carries the same key"
+    );
+    assert!(shown.contains('▀') || shown.contains('▄'), "QR code drawn");
+    let code = oathtool(&key);
+    s.send(&code);
+    s.wait_for("Press Enter once you have saved the backup codes");
+    s.send("");
+    let text = s.finish();
+    assert_eq!(verdict(&text), Verdict::Success, "{text}");
+    let state = pam.store().load("tfdave").unwrap();
+    assert!(state.is_enrolled());
+    assert_eq!(state.backup_codes_left(), 4);
+    // The enrolment code was spent; a later code logs in.
+    let (v, t) = pam.run("tfdave", None, &[&code, &fresh_code(&key, &code)]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("already used"), "{t}");
+}
+
+#[test]
+fn grace_logins_then_refusal() {
+    let pam =
+        Pam::new("[enforce]\nall_users = true\n[enroll]\nat_login = false\ngrace_logins = 1\n");
+    let (v, t) = pam.run("tferin", None, &[]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("0 more logins will be allowed"), "{t}");
+    let (v, t) = pam.run("tferin", None, &[]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(t.contains("no authenticator is set up"), "{t}");
+}
+
+#[test]
+fn trusted_host_skips_the_code() {
+    let pam =
+        Pam::new("[enforce]\nusers = [\"tffay\"]\n[trusted_devices]\nenabled = true\ndays = 3\n");
+    let (key, _) = pam.enrol("tffay");
+    let (v, t) = pam.run("tffay", Some("10.0.0.5"), &[&oathtool(&key), "y"]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("for 3 days? [y/N]"), "{t}");
+    let (v, t) = pam.run("tffay", Some("10.0.0.5"), &[]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(!t.contains("Authentication code:"), "{t}");
+    let (v, _) = pam.run("tffay", Some("10.0.0.6"), &[]);
+    assert_eq!(v, Verdict::AuthErr, "another host is asked");
+}
+
+#[test]
+fn exempt_and_not_required_users_are_ignored() {
+    let pam = Pam::new("[enforce]\nall_users = true\nexempt_users = [\"tfrescue\"]\n");
+    let (v, t) = pam.run("tfrescue", None, &[]);
+    assert_eq!(v, Verdict::Ignored, "{t}");
+    assert!(!t.contains("code"), "{t}");
+    let pam = Pam::new("[enforce]\nusers = [\"someone-else\"]\n");
+    let (v, t) = pam.run("tfgus", None, &[]);
+    assert_eq!(v, Verdict::Ignored, "{t}");
+}
+
+#[test]
+fn corrupt_state_fails_closed() {
+    let pam = Pam::new("[enforce]\nusers = [\"tfhal\"]\n");
+    let path = pam.dir.path().join("state/tfhal.json");
+    let body = b"{\"version\":1,\"user\":\"tfhal\",\"state\":{\"authenticator\":";
+    fs::write(&path, body).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let (v, t) = pam.run("tfhal", None, &["123456"]);
+    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
+    assert_eq!(fs::read(&path).unwrap(), body, "left untouched");
+}
+
+#[test]
+fn bad_config_and_unknown_arguments_fail_closed() {
+    let pam = Pam::new("[enforce]\ngrups = [\"wheel\"]\n");
+    let (v, t) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(v, Verdict::ServiceErr, "{t}");
+    let pam = Pam::with_args("[enforce]\nall_users = true\n", "nullok");
+    let (v, t) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(v, Verdict::ServiceErr, "{t}");
+    let pam = Pam::new("[enforce]\nall_users = true\n");
+    let cfg = pam.dir.path().join("config.toml");
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
+    let (v, _) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(v, Verdict::ServiceErr, "a world-writable config is refused");
+}
+
+/// What pam-u2f's dlsym_check does: load the module as libpam would and look up its
+/// entry points.
+#[test]
+fn module_exports_the_pam_entry_points() {
+    let so = module_path();
+    let script = "import ctypes,sys\nlib=ctypes.CDLL(sys.argv[1])\nfor n in ['pam_sm_authenticate','pam_sm_setcred','pam_sm_acct_mgmt','pam_sm_open_session','pam_sm_close_session','pam_sm_chauthtok']:\n    getattr(lib,n)\nprint('ok')";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&so)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .unwrap();
+    let syms = String::from_utf8(nm.stdout).unwrap();
+    let exported: Vec<&str> = syms
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|s| s.starts_with("pam_"))
+        .collect();
+    assert!(
+        exported.contains(&"pam_sm_authenticate") && exported.contains(&"pam_sm_setcred"),
+        "{exported:?}"
+    );
+    let ldd = Command::new("ldd").arg(&so).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&ldd.stdout).contains("libpam.so"),
+        "links libpam"
+    );
+}
