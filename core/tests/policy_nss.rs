@@ -3,67 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::process::Command;
-
 use twofactor_core::policy::{LookupError, Nss, Policy, Reason, Requirement};
-
-/// Runs a shadow-utils command and fails the test with its stderr if it fails.
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Users and groups created for one test, deleted on drop even if the test fails.
-#[derive(Default)]
-struct Accounts {
-    users: Vec<String>,
-    groups: Vec<String>,
-}
-
-impl Accounts {
-    fn group(&mut self, name: &str) -> String {
-        run("groupadd", &[name]);
-        self.groups.push(name.to_string());
-        name.to_string()
-    }
-
-    fn user(&mut self, name: &str, primary: &str, supplementary: &[&str]) -> String {
-        let mut args = vec![
-            "--no-create-home",
-            "--no-user-group",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--gid",
-            primary,
-        ];
-        let joined = supplementary.join(",");
-        if !supplementary.is_empty() {
-            args.extend(["--groups", &joined]);
-        }
-        args.push(name);
-        run("useradd", &args);
-        self.users.push(name.to_string());
-        name.to_string()
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for u in &self.users {
-            let _ = Command::new("userdel").arg(u).status();
-        }
-        for g in &self.groups {
-            let _ = Command::new("groupdel").arg(g).status();
-        }
-    }
-}
+use twofactor_testkit::{Accounts, tag};
 
 fn req(required: bool, reason: Reason) -> Requirement {
     Requirement { required, reason }
@@ -75,7 +16,7 @@ fn rules_and_combinations_with_real_groups() {
         nix::unistd::geteuid().is_root(),
         "this test creates users and groups: run it as root"
     );
-    let tag = std::process::id() % 100_000;
+    let tag = tag();
     let mut acct = Accounts::default();
     let admins = acct.group(&format!("tfadm{tag}"));
     let devs = acct.group(&format!("tfdev{tag}"));

@@ -184,7 +184,7 @@ fn run(ui: &mut Ui<'_>, login: &Login<'_>, env: &mut Env<'_>) -> Result<Decision
 
 fn locked_message(user: &str, seconds: u64) -> String {
     format!(
-        "Too many wrong codes: two-factor login is locked for {}.\nTry again later, or ask an administrator to run: twofactor unlock {user}",
+        "Too many wrong codes.\nTwo-factor login is locked for {}. Try again later, or ask an\nadministrator to run: twofactor unlock {user}",
         minutes(seconds)
     )
 }
@@ -206,7 +206,7 @@ fn ask_for_code(
             return Ok(Decision::Deny(Reason::NoCode));
         };
         if code.trim().is_empty() {
-            ui.error("No code entered. Enter the 6-digit code shown in your authenticator app.")?;
+            ui.error("No code entered.\nEnter the code shown in your authenticator app.")?;
             last = Reason::NoCode;
             continue;
         }
@@ -221,11 +221,11 @@ fn ask_for_code(
             }
             CodeResult::BackupCode { left } => {
                 let mut text = format!(
-                    "Backup code accepted. {left} backup code{} left.",
+                    "Backup code accepted.\n{left} backup code{} left.",
                     if left == 1 { "" } else { "s" }
                 );
                 if left == 0 {
-                    text.push_str("\nYou have no backup codes left: make new ones now with: twofactor backup-codes");
+                    text.push_str("\nMake new ones now with: twofactor backup-codes");
                 } else if left <= FEW_BACKUP_CODES {
                     text.push_str("\nMake new ones soon with: twofactor backup-codes");
                 }
@@ -241,12 +241,12 @@ fn ask_for_code(
                 }
                 if replay {
                     ui.error(&format!(
-                        "That code was already used. Wait for the next code (up to {period} seconds) and enter it."
+                        "That code was already used.\nWait for the next code (up to {period} seconds) and enter it."
                     ))?;
                     last = Reason::Replay;
                 } else {
                     ui.error(
-                        "Wrong code. Enter the current code from your authenticator app, or a backup code.\nIf codes keep failing, check that the phone sets its time automatically.",
+                        "Wrong code.\nEnter the current code from your authenticator app, or a backup code.\nIf codes keep failing, check that the phone sets its time automatically.",
                     )?;
                     last = Reason::WrongCode { locked_for: None };
                 }
@@ -319,8 +319,9 @@ fn not_enrolled(
         })?;
         let left = allowed.saturating_sub(used);
         ui.info(&format!(
-            "Two-factor authentication is required for this account and is not set up yet.\n\
-             {left} more login{} will be allowed without it. Set it up now with: twofactor enroll",
+            "Two-factor authentication is required for this account\n\
+             and is not set up yet. {left} more login{} will be allowed without it.\n\
+             Set it up now with: twofactor enroll",
             if left == 1 { "" } else { "s" }
         ))?;
         return Ok(Decision::Allow(Reason::Grace { left }));
@@ -331,7 +332,7 @@ fn not_enrolled(
         "Ask an administrator to set it up for you (twofactor enroll --user)."
     };
     ui.error(&format!(
-        "Two-factor authentication is required for this account, but no authenticator is set up.\n{remedy}"
+        "Two-factor authentication is required for this account,\nbut no authenticator is set up.\n{remedy}"
     ))?;
     Ok(Decision::Deny(Reason::NoGraceLeft))
 }
@@ -378,7 +379,7 @@ fn enroll_at_login(
             Ok(Some(shown))
         })?;
         let Some(NewCodes(codes)) = saved else {
-            ui.error("That code does not match. Check that the phone sets its time automatically, then enter the next code.")?;
+            ui.error("That code does not match.\nCheck that the phone sets its time automatically, then enter the next code.")?;
             continue;
         };
         if !codes.is_empty() {
@@ -397,7 +398,8 @@ fn enroll_at_login(
 pub fn enrollment_text(config: &Config, e: &Enrollment) -> String {
     let p = e.params();
     let mut t = String::new();
-    t.push_str("Two-factor authentication is required for this account. Set it up now:\n");
+    // OpenSSH's client puts "(user@host) " before the first line, so it stays short.
+    t.push_str("Two-factor authentication is required.\nSet it up now for this account:\n");
     t.push_str(" 1. Open an authenticator app (Google Authenticator, Microsoft Authenticator,\n    FreeOTP, ...) and add an account.\n");
     t.push_str(" 2. Scan this QR code, or type the key below into the app.\n");
     t.push_str(" 3. Enter the code the app shows.\n\n");
@@ -421,7 +423,7 @@ pub fn enrollment_text(config: &Config, e: &Enrollment) -> String {
 /// The text that shows freshly made backup codes, two per line.
 pub fn backup_codes_text(codes: &[zeroize::Zeroizing<String>]) -> String {
     let mut t = String::from(
-        "Your authenticator is set up. If you lose your phone, each of these backup codes\nlets you log in once. Save them somewhere safe now; they are not shown again.\n",
+        "Your authenticator is set up.\nIf you lose your phone, each of these backup codes lets you log in once.\nSave them somewhere safe now; they are not shown again.\n",
     );
     for pair in codes.chunks(2) {
         let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
@@ -762,7 +764,7 @@ mod tests {
             false,
             vec![
                 Step::Hidden(CODE_PROMPT, say(&code)),
-                Step::Error("already used. Wait for the next code"),
+                Step::Error("already used.\nWait for the next code"),
                 Step::Hidden(CODE_PROMPT, eof()),
             ],
         );
@@ -790,7 +792,7 @@ mod tests {
             false,
             vec![
                 Step::Hidden(CODE_PROMPT, say(&codes[0])),
-                Step::Info("2 backup codes left.\nMake new ones soon with: twofactor backup-codes"),
+                Step::Info("Backup code accepted.\n2 backup codes left.\nMake new ones soon with: twofactor backup-codes"),
             ],
         );
         assert_eq!(d, Decision::Allow(Reason::BackupCode { left: 2 }));
@@ -812,7 +814,7 @@ mod tests {
             false,
             vec![
                 Step::Hidden(CODE_PROMPT, say(&codes[2])),
-                Step::Info("no backup codes left"),
+                Step::Info("0 backup codes left.\nMake new ones now"),
             ],
         );
         assert_eq!(d, Decision::Allow(Reason::BackupCode { left: 0 }));
@@ -885,6 +887,10 @@ mod tests {
         )
         .unwrap();
         let text = enrollment_text(&w.config, &e);
+        assert!(
+            text.lines().next().unwrap().len() <= 40,
+            "room for ssh's (user@host) prefix"
+        );
         // The URI and account label are data to copy whole, so only they may run long.
         for line in text
             .lines()

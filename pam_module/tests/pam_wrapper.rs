@@ -8,37 +8,21 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{Read, Write};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use std::{fs, thread};
 
 use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::{Authenticator, Store, StoreError};
 use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::{Session, fresh_code, oathtool, pam_module_so};
 
 const CHEAP: HashCost = HashCost {
     m_kib: 64,
     t: 1,
     p: 1,
 };
-
-/// The module next to this test binary: target/<profile>/libpam_twofactor.so.
-fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let so = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libpam_twofactor.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
-}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -98,7 +82,7 @@ impl Pam {
             services.join("tf"),
             format!(
                 "auth required {} config={} {extra_args}\n",
-                module_path().display(),
+                pam_module_so().display(),
                 cfg.display()
             ),
         )
@@ -133,7 +117,7 @@ impl Pam {
         for a in answers {
             s.send(a);
         }
-        let text = s.finish();
+        let (_, text) = s.finish();
         (verdict(&text), text)
     }
 
@@ -156,102 +140,6 @@ impl Pam {
             })
             .unwrap();
         (b32, plain.iter().map(|c| c.to_string()).collect())
-    }
-}
-
-/// A running pamtester whose stdout and stderr are collected into one transcript.
-struct Session {
-    child: Child,
-    text: Arc<Mutex<String>>,
-    readers: Vec<thread::JoinHandle<()>>,
-}
-
-impl Session {
-    fn start(mut child: Child) -> Self {
-        let text = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        for mut pipe in [out, err] {
-            let text = Arc::clone(&text);
-            readers.push(thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    text.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }));
-        }
-        Self {
-            child,
-            text,
-            readers,
-        }
-    }
-
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let t = self.text.lock().unwrap().clone();
-            if t.contains(needle) {
-                return t;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {needle:?}; got:\n{t}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        // pamtester may already have exited (a refusal before every answer was read).
-        let _ = self
-            .child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(format!("{line}\n").as_bytes());
-    }
-
-    fn finish(mut self) -> String {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("pamtester hung:\n{}", self.text.lock().unwrap());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        for r in self.readers.drain(..) {
-            r.join().unwrap();
-        }
-        self.text.lock().unwrap().clone()
-    }
-}
-
-fn oathtool(key: &str) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", key])
-        .output()
-        .expect("oathtool must be installed");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A correct code for `key` that is not `used`: waits for the next step if needed.
-fn fresh_code(key: &str, used: &str) -> String {
-    loop {
-        let c = oathtool(key);
-        if c != used {
-            return c;
-        }
-        thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -280,7 +168,7 @@ fn backup_codes_work_exactly_once() {
     let (v, t) = pam.run("tfbob", None, &[&codes[0]]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(
-        t.contains("Backup code accepted. 2 backup codes left."),
+        t.contains("Backup code accepted.\n2 backup codes left."),
         "{t}"
     );
     let (v, t) = pam.run("tfbob", None, &[&codes[0], "", ""]);
@@ -310,7 +198,9 @@ fn lockout_refuses_without_a_prompt() {
 fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
     let pam = Pam::new("[enforce]\nusers = [\"tfdave\"]\n[backup_codes]\ncount = 4\n");
     let mut s = Session::start(pam.spawn("tfdave", Some("127.0.0.1")));
-    let shown = s.wait_for("Code from the app to finish setup: ");
+    // Info text (stdout) and prompts (stderr) travel on different pipes: wait for both.
+    s.wait_for("Code from the app to finish setup: ");
+    let shown = s.wait_for("If the picture looks garbled");
     let key_line = shown
         .lines()
         .find(|l| l.starts_with("Key:"))
@@ -325,7 +215,7 @@ fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
     s.send(&code);
     s.wait_for("Press Enter once you have saved the backup codes");
     s.send("");
-    let text = s.finish();
+    let (_, text) = s.finish();
     assert_eq!(verdict(&text), Verdict::Success, "{text}");
     let state = pam.store().load("tfdave").unwrap();
     assert!(state.is_enrolled());
@@ -405,7 +295,7 @@ fn bad_config_and_unknown_arguments_fail_closed() {
 /// entry points.
 #[test]
 fn module_exports_the_pam_entry_points() {
-    let so = module_path();
+    let so = pam_module_so();
     let script = "import ctypes,sys\nlib=ctypes.CDLL(sys.argv[1])\nfor n in ['pam_sm_authenticate','pam_sm_setcred','pam_sm_acct_mgmt','pam_sm_open_session','pam_sm_close_session','pam_sm_chauthtok']:\n    getattr(lib,n)\nprint('ok')";
     let out = Command::new("python3")
         .args(["-c", script])

@@ -1,0 +1,231 @@
+//! End to end: a real sshd on a 127.0.0.1 port with its own sshd_config and its own PAM
+//! service (through pam_wrapper, so the system's /etc/pam.d is never read or changed),
+//! the built module after pam_unix, and the OpenSSH client answering prompts via expect.
+//!
+//! Needs root (sshd, a real account with a password) and the packages in tests/setup.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use twofactor_core::store::Store;
+use twofactor_testkit::{Accounts, KillOnDrop, free_port, fresh_code, pam_module_so, run, tag};
+
+const PASSWORD: &str = "Correct-Horse-42";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A private sshd with twofactor in its PAM stack, stopped when dropped.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    _server: KillOnDrop,
+}
+
+impl Sshd {
+    fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = d.join("state");
+        Store::create(&state, 0).unwrap();
+        let cfg = d.join("config.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "version = 1\n{config}\n[storage]\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+        let services = d.join("pam.d");
+        fs::create_dir(&services).unwrap();
+        fs::write(
+            services.join("sshd"),
+            format!(
+                "auth required pam_unix.so\n\
+                 auth required {} config={}\n\
+                 account required pam_unix.so\n\
+                 session required pam_permit.so\n\
+                 password required pam_deny.so\n",
+                pam_module_so().display(),
+                cfg.display()
+            ),
+        )
+        .unwrap();
+        let key = d.join("host_ed25519");
+        run(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+        );
+        let port = free_port();
+        let sshd_config = d.join("sshd_config");
+        fs::write(
+            &sshd_config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+                 UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                 PubkeyAuthentication no\nAuthenticationMethods keyboard-interactive\n\
+                 PermitRootLogin no\nStrictModes no\nMaxAuthTries 3\n",
+                key.display(),
+                d.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd refuses to start without its privilege-separation directory.
+        fs::create_dir_all("/run/sshd").unwrap();
+        let log = fs::File::create(d.join("sshd.log")).unwrap();
+        let server = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&sshd_config)
+            .env("LD_PRELOAD", "libpam_wrapper.so")
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", &services)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("openssh-server must be installed (tests/setup)");
+        let server = KillOnDrop(server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start:\n{}",
+                fs::read_to_string(d.join("sshd.log")).unwrap()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            dir,
+            port,
+            _server: server,
+        }
+    }
+
+    /// One ssh login; answers for "Authentication code:" prompts in order.
+    fn login(&self, user: &str, codes: &[&str]) -> (bool, String) {
+        let codes = if codes.is_empty() {
+            "-".to_string()
+        } else {
+            codes.join(",")
+        };
+        let out = Command::new("expect")
+            .arg(workspace().join("tests/e2e/ssh_login.exp"))
+            .args([&self.port.to_string(), user, PASSWORD, &codes])
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .expect("expect must be installed (tests/setup)");
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(!text.contains("EXPECT-TIMEOUT"), "ssh stalled:\n{text}");
+        let logged_in = text.contains(&format!("LOGGED-IN-AS-{user}"));
+        assert_eq!(
+            logged_in,
+            out.status.success(),
+            "exit status and output disagree:\n{text}"
+        );
+        (logged_in, text)
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("state")).unwrap()
+    }
+}
+
+fn key_in(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.contains("Key:"))
+        .expect("key shown at enrolment");
+    line.split("Key:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect()
+}
+
+fn backup_codes_in(text: &str) -> Vec<String> {
+    let start = text
+        .find("they are not shown again.")
+        .expect("backup codes shown");
+    text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_once() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfssh{}", tag());
+    let sshd = Sshd::start(&format!(
+        "[enforce]\nusers = [\"{user}\"]\n[lockout]\nmax_failures = 20\n"
+    ));
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.dir.path().join("home"), PASSWORD);
+
+    // 1. First login: the user is required and not enrolled, so enrols right there.
+    let (ok, text) = sshd.login(&user, &[]);
+    assert!(ok, "enrolment login failed:\n{text}");
+    assert!(
+        text.contains("Two-factor authentication is required.\nSet it up now"),
+        "{text}"
+    );
+    assert!(
+        text.contains('▀') || text.contains('▄'),
+        "QR code arrives intact under a UTF-8 locale:\n{text}"
+    );
+    let key = key_in(&text);
+    let backups = backup_codes_in(&text);
+    assert_eq!(backups.len(), 10, "{text}");
+    assert!(sshd.store().load(&user).unwrap().is_enrolled());
+    println!("--- what an enrolling user sees ---\n{text}\n--- end ---");
+
+    // 2. A fresh code logs in (the enrolment code's step is spent, so wait for the next).
+    let enrol_code = twofactor_testkit::oathtool(&key);
+    let code = fresh_code(&key, &enrol_code);
+    let (ok, text) = sshd.login(&user, &[&code]);
+    assert!(ok, "login with a fresh code failed:\n{text}");
+
+    // 3. A wrong code is refused, with advice.
+    let (ok, text) = sshd.login(&user, &["000000", "000000", "000000"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("Wrong code"), "{text}");
+
+    // 4. The code that already logged in is refused as a replay.
+    let (ok, text) = sshd.login(&user, &[&code, &code, &code]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("That code was already used"), "{text}");
+
+    // 5. A backup code logs in exactly once.
+    let (ok, text) = sshd.login(&user, &[&backups[0]]);
+    assert!(ok, "backup code login failed:\n{text}");
+    assert!(
+        text.contains("Backup code accepted.\n9 backup codes left."),
+        "{text}"
+    );
+    let (ok, text) = sshd.login(&user, &[&backups[0], &backups[0], &backups[0]]);
+    assert!(!ok, "a spent backup code worked again:\n{text}");
+    assert_eq!(sshd.store().load(&user).unwrap().backup_codes_left(), 9);
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}

@@ -1,0 +1,253 @@
+//! Helpers shared by twofactor's tests: throwaway accounts, interactive processes,
+//! oathtool codes and a private sshd on loopback.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs a command and fails the test with its stderr if it fails.
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Users and groups created for one test, deleted on drop even if the test fails.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Accounts {
+    /// Creates a group.
+    pub fn group(&mut self, name: &str) -> String {
+        run("groupadd", &[name]);
+        self.groups.push(name.to_string());
+        name.to_string()
+    }
+
+    /// Creates a user with no home, the given primary and supplementary groups.
+    pub fn user(&mut self, name: &str, primary: &str, supplementary: &[&str]) -> String {
+        let mut args = vec![
+            "--no-create-home",
+            "--no-user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--gid",
+            primary,
+        ];
+        let joined = supplementary.join(",");
+        if !supplementary.is_empty() {
+            args.extend(["--groups", &joined]);
+        }
+        args.push(name);
+        run("useradd", &args);
+        self.users.push(name.to_string());
+        name.to_string()
+    }
+
+    /// Creates a user who can log in: a home under `home`, /bin/sh and `password`.
+    pub fn login_user(&mut self, name: &str, home: &std::path::Path, password: &str) -> String {
+        let home = home.to_string_lossy().into_owned();
+        run(
+            "useradd",
+            &[
+                "--create-home",
+                "--home-dir",
+                &home,
+                "--shell",
+                "/bin/sh",
+                name,
+            ],
+        );
+        self.users.push(name.to_string());
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        chpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+        name.to_string()
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        for u in &self.users {
+            let _ = Command::new("userdel").args(["--remove", u]).output();
+        }
+        for g in &self.groups {
+            let _ = Command::new("groupdel").arg(g).output();
+        }
+    }
+}
+
+/// A short tag unique to this test process, for account names.
+pub fn tag() -> u32 {
+    std::process::id() % 100_000
+}
+
+/// The current TOTP code for a base32 key, from oathtool (an independent implementation).
+pub fn oathtool(key: &str) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", key])
+        .output()
+        .expect("oathtool must be installed (tests/setup)");
+    assert!(
+        out.status.success(),
+        "oathtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A current code for `key` different from `used`, waiting for the next step if needed.
+pub fn fresh_code(key: &str, used: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let c = oathtool(key);
+        if c != used {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "the TOTP step never changed");
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running child whose stdout and stderr are collected into one transcript.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    text: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Session {
+    /// Starts collecting; the child must have piped stdout and stderr (and stdin to send).
+    pub fn start(mut child: Child) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for mut pipe in [out, err] {
+            let text = Arc::clone(&text);
+            readers.push(thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    text.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }));
+        }
+        Self {
+            child,
+            text,
+            readers,
+        }
+    }
+
+    /// Waits until the transcript contains `needle`, and returns the transcript.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = self.text.lock().unwrap().clone();
+            if t.contains(needle) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; got:\n{t}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types a line. The child may already have exited, which is not an error here.
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+
+    /// Closes stdin, waits (up to 60 s, then kills) and returns the exit code and transcript.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("child hung:\n{}", self.text.lock().unwrap());
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let text = self.text.lock().unwrap().clone();
+        (status.code(), text)
+    }
+}
+
+/// A child process killed when dropped (servers started by a test).
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The built PAM module. `cargo test` leaves a fresh cdylib in target/<profile>/deps and
+/// `cargo build` copies it up to target/<profile>; the newer of the two is the one to test.
+pub fn pam_module_so() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let candidates = [
+        deps.join("libpam_twofactor.so"),
+        deps.parent().unwrap().join("libpam_twofactor.so"),
+    ];
+    let newest = candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.clone());
+    newest.unwrap_or_else(|| {
+        panic!("libpam_twofactor.so is not built: run `cargo build -p pam_twofactor`")
+    })
+}
