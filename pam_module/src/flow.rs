@@ -447,7 +447,6 @@ mod tests {
     use twofactor_core::clock::ManualClock;
     use twofactor_core::policy::LookupError;
     use twofactor_core::random::SeededRandom;
-    use twofactor_core::store::Authenticator;
     use twofactor_core::totp::{SecretKey, TotpParams};
     use zeroize::Zeroizing;
 
@@ -623,23 +622,7 @@ mod tests {
 
         /// Enrols `user` directly in the store with 3 backup codes; returns the key and codes.
         fn enrol(&mut self, user: &str) -> (SecretKey, Vec<String>) {
-            let key = SecretKey::generate(&mut self.rng).unwrap();
-            let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP, &mut self.rng).unwrap();
-            let k = key.clone();
-            self.store()
-                .update(user, |s| -> Result<(), StoreError> {
-                    s.authenticator = Some(Authenticator {
-                        secret: k,
-                        params: TotpParams::default(),
-                        enabled: true,
-                        enrolled_at: 0,
-                        last_step: None,
-                    });
-                    s.backup_codes = Some(codes);
-                    Ok(())
-                })
-                .unwrap();
-            (key, plain.iter().map(|c| c.to_string()).collect())
+            twofactor_testkit::enrol(&self.store(), user, &mut self.rng)
         }
 
         fn code(&self, key: &SecretKey) -> String {

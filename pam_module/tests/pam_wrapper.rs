@@ -12,17 +12,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 
-use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
 use twofactor_core::random::OsRandom;
-use twofactor_core::store::{Authenticator, Store, StoreError};
-use twofactor_core::totp::{SecretKey, TotpParams};
-use twofactor_testkit::{Session, fresh_code, oathtool, pam_module_so};
-
-const CHEAP: HashCost = HashCost {
-    m_kib: 64,
-    t: 1,
-    p: 1,
-};
+use twofactor_core::store::Store;
+use twofactor_testkit::{PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -53,9 +45,7 @@ fn verdict(transcript: &str) -> Verdict {
 }
 
 /// A throwaway PAM service "tf" with its own config and state directory.
-struct Pam {
-    dir: tempfile::TempDir,
-}
+struct Pam(PamFixture);
 
 impl Pam {
     fn new(config: &str) -> Self {
@@ -63,35 +53,13 @@ impl Pam {
     }
 
     fn with_args(config: &str, extra_args: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        Store::create(&state, 0).unwrap();
-        let cfg = dir.path().join("config.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "version = 1\n{config}\n[storage]\nstate_dir = \"{}\"\n",
-                state.display()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
-        let services = dir.path().join("services");
-        fs::create_dir(&services).unwrap();
-        fs::write(
-            services.join("tf"),
-            format!(
-                "auth required {} config={} {extra_args}\n",
-                pam_module_so().display(),
-                cfg.display()
-            ),
-        )
-        .unwrap();
-        Self { dir }
+        let f = PamFixture::new(config);
+        f.service("tf", &format!("auth required {{module}} {extra_args}\n"));
+        Self(f)
     }
 
     fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("state")).unwrap()
+        self.0.store()
     }
 
     fn spawn(&self, user: &str, rhost: Option<&str>) -> Child {
@@ -103,7 +71,7 @@ impl Pam {
         cmd.args(["tf", user, "authenticate"])
             .env("LD_PRELOAD", "libpam_wrapper.so")
             .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path().join("services"))
+            .env("PAM_WRAPPER_SERVICE_DIR", self.0.services())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -123,23 +91,8 @@ impl Pam {
 
     /// Enrols `user` straight into the store; returns the base32 key and backup codes.
     fn enrol(&self, user: &str) -> (String, Vec<String>) {
-        let key = SecretKey::generate(&mut OsRandom).unwrap();
-        let b32 = key.to_base32().to_string();
-        let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP, &mut OsRandom).unwrap();
-        self.store()
-            .update(user, |s| -> Result<(), StoreError> {
-                s.authenticator = Some(Authenticator {
-                    secret: key,
-                    params: TotpParams::default(),
-                    enabled: true,
-                    enrolled_at: 0,
-                    last_step: None,
-                });
-                s.backup_codes = Some(codes);
-                Ok(())
-            })
-            .unwrap();
-        (b32, plain.iter().map(|c| c.to_string()).collect())
+        let (key, codes) = enrol(&self.store(), user, &mut OsRandom);
+        (key.to_base32().to_string(), codes)
     }
 }
 
@@ -267,7 +220,7 @@ fn exempt_and_not_required_users_are_ignored() {
 #[test]
 fn corrupt_state_fails_closed() {
     let pam = Pam::new("[enforce]\nusers = [\"tfhal\"]\n");
-    let path = pam.dir.path().join("state/tfhal.json");
+    let path = pam.0.path().join("state/tfhal.json");
     let body = b"{\"version\":1,\"user\":\"tfhal\",\"state\":{\"authenticator\":";
     fs::write(&path, body).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
@@ -285,7 +238,7 @@ fn bad_config_and_unknown_arguments_fail_closed() {
     let (v, t) = pam.run("tfivy", None, &["123456"]);
     assert_eq!(v, Verdict::ServiceErr, "{t}");
     let pam = Pam::new("[enforce]\nall_users = true\n");
-    let cfg = pam.dir.path().join("config.toml");
+    let cfg = pam.0.config();
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
     let (v, _) = pam.run("tfivy", None, &["123456"]);
     assert_eq!(v, Verdict::ServiceErr, "a world-writable config is refused");

@@ -8,14 +8,13 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use twofactor_core::store::Store;
-use twofactor_testkit::{Accounts, KillOnDrop, free_port, fresh_code, pam_module_so, run, tag};
+use twofactor_testkit::{Accounts, KillOnDrop, PamFixture, free_port, fresh_code, run, tag};
 
 const PASSWORD: &str = "Correct-Horse-42";
 
@@ -28,43 +27,23 @@ fn workspace() -> PathBuf {
 
 /// A private sshd with twofactor in its PAM stack, stopped when dropped.
 struct Sshd {
-    dir: tempfile::TempDir,
+    fixture: PamFixture,
     port: u16,
     _server: KillOnDrop,
 }
 
 impl Sshd {
     fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-        let state = d.join("state");
-        Store::create(&state, 0).unwrap();
-        let cfg = d.join("config.toml");
-        fs::write(
-            &cfg,
-            format!(
-                "version = 1\n{config}\n[storage]\nstate_dir = \"{}\"\n",
-                state.display()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
-        let services = d.join("pam.d");
-        fs::create_dir(&services).unwrap();
-        fs::write(
-            services.join("sshd"),
-            format!(
-                "auth required pam_unix.so\n\
-                 auth required {} config={}\n\
-                 account required pam_unix.so\n\
-                 session required pam_permit.so\n\
-                 password required pam_deny.so\n",
-                pam_module_so().display(),
-                cfg.display()
-            ),
-        )
-        .unwrap();
+        let fixture = PamFixture::new(config);
+        fixture.service(
+            "sshd",
+            "auth required pam_unix.so\n\
+             auth required {module}\n\
+             account required pam_unix.so\n\
+             session required pam_permit.so\n\
+             password required pam_deny.so\n",
+        );
+        let d = fixture.path();
         let key = d.join("host_ed25519");
         run(
             "ssh-keygen",
@@ -92,7 +71,7 @@ impl Sshd {
             .arg(&sshd_config)
             .env("LD_PRELOAD", "libpam_wrapper.so")
             .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", &services)
+            .env("PAM_WRAPPER_SERVICE_DIR", fixture.services())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -108,7 +87,7 @@ impl Sshd {
             thread::sleep(Duration::from_millis(50));
         }
         Self {
-            dir,
+            fixture,
             port,
             _server: server,
         }
@@ -139,7 +118,7 @@ impl Sshd {
     }
 
     fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("state")).unwrap()
+        self.fixture.store()
     }
 }
 
@@ -175,7 +154,7 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
         "[enforce]\nusers = [\"{user}\"]\n[lockout]\nmax_failures = 20\n"
     ));
     let mut accounts = Accounts::default();
-    accounts.login_user(&user, &sshd.dir.path().join("home"), PASSWORD);
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
 
     // 1. First login: the user is required and not enrolled, so enrols right there.
     let (ok, text) = sshd.login(&user, &[]);

@@ -4,12 +4,20 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::thread;
+
 use std::time::{Duration, Instant};
+use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::random::Random;
+use twofactor_core::store::{Authenticator, Store, StoreError};
+use twofactor_core::totp::{SecretKey, TotpParams};
 
 /// Runs a command and fails the test with its stderr if it fails.
 pub fn run(cmd: &str, args: &[&str]) {
@@ -60,7 +68,7 @@ impl Accounts {
     }
 
     /// Creates a user who can log in: a home under `home`, /bin/sh and `password`.
-    pub fn login_user(&mut self, name: &str, home: &std::path::Path, password: &str) -> String {
+    pub fn login_user(&mut self, name: &str, home: &Path, password: &str) -> String {
         let home = home.to_string_lossy().into_owned();
         run(
             "useradd",
@@ -235,7 +243,7 @@ impl Drop for KillOnDrop {
 
 /// The built PAM module. `cargo test` leaves a fresh cdylib in target/<profile>/deps and
 /// `cargo build` copies it up to target/<profile>; the newer of the two is the one to test.
-pub fn pam_module_so() -> std::path::PathBuf {
+pub fn pam_module_so() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
     let candidates = [
@@ -244,10 +252,104 @@ pub fn pam_module_so() -> std::path::PathBuf {
     ];
     let newest = candidates
         .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .filter_map(|p| Some((fs::metadata(p).ok()?.modified().ok()?, p)))
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p.clone());
     newest.unwrap_or_else(|| {
         panic!("libpam_twofactor.so is not built: run `cargo build -p pam_twofactor`")
     })
+}
+
+/// Cheap backup-code hashing for tests; the real cost is measured by the benchmark.
+pub const CHEAP_HASH: HashCost = HashCost {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+/// Enrols `user` straight into `store` with default TOTP parameters and three backup
+/// codes; returns the key and the plaintext codes.
+pub fn enrol(store: &Store, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
+    let key = SecretKey::generate(rng).unwrap();
+    let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP_HASH, rng).unwrap();
+    let secret = key.clone();
+    store
+        .update(user, |s| -> Result<(), StoreError> {
+            s.authenticator = Some(Authenticator {
+                secret,
+                params: TotpParams::default(),
+                enabled: true,
+                enrolled_at: 0,
+                last_step: None,
+            });
+            s.backup_codes = Some(codes);
+            Ok(())
+        })
+        .unwrap();
+    (key, plain.iter().map(|c| c.to_string()).collect())
+}
+
+/// A private twofactor installation for one test: a root-owned 0700 state directory,
+/// a config file naming it, and a PAM service directory for pam_wrapper.
+#[derive(Debug)]
+pub struct PamFixture {
+    dir: tempfile::TempDir,
+}
+
+impl PamFixture {
+    /// `config` is the TOML after `version = 1`; `[storage]` is added.
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // sshd's unprivileged child and the test user must be able to traverse it.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let state = dir.path().join("state");
+        fs::DirBuilder::new().mode(0o700).create(&state).unwrap();
+        let cfg = dir.path().join("config.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "version = 1\n{config}\n[storage]\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::create_dir(dir.path().join("pam.d")).unwrap();
+        Self { dir }
+    }
+
+    /// The fixture's directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// The PAM service directory (PAM_WRAPPER_SERVICE_DIR).
+    pub fn services(&self) -> PathBuf {
+        self.dir.path().join("pam.d")
+    }
+
+    /// Writes PAM service `name`; `{module}` in `stack` becomes the module path and its
+    /// `config=` argument.
+    pub fn service(&self, name: &str, stack: &str) {
+        let module = format!(
+            "{} config={}",
+            pam_module_so().display(),
+            self.config().display()
+        );
+        fs::write(
+            self.services().join(name),
+            stack.replace("{module}", &module),
+        )
+        .unwrap();
+    }
+
+    /// The store in the state directory.
+    pub fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("state")).unwrap()
+    }
 }
