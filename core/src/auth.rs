@@ -127,6 +127,7 @@ mod tests {
                 enabled: true,
                 enrolled_at: 0,
                 last_step: None,
+                window: None,
             }),
             backup_codes: Some(codes),
             ..UserState::default()

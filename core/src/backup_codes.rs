@@ -75,8 +75,12 @@ fn display(code: &str) -> String {
     format!("{}-{}", &code[..CODE_CHARS / 2], &code[CODE_CHARS / 2..])
 }
 
+/// Length of google-authenticator's scratch codes, accepted after an import.
+pub const SCRATCH_DIGITS: usize = 8;
+
 /// Puts typed input in canonical form: no spaces or dashes, lower case, with the
-/// look-alikes O -> 0 and I, L -> 1. `None` if it cannot be a backup code.
+/// look-alikes O -> 0 and I, L -> 1. `None` if it cannot be a backup code: ten
+/// characters of ours, or eight digits of an imported google-authenticator scratch code.
 pub fn normalize(input: &str) -> Option<Zeroizing<String>> {
     let mut out = Zeroizing::new(String::with_capacity(CODE_CHARS));
     for c in input.chars() {
@@ -92,7 +96,8 @@ pub fn normalize(input: &str) -> Option<Zeroizing<String>> {
         }
         out.push(c);
     }
-    (out.len() == CODE_CHARS).then_some(out)
+    let scratch = out.len() == SCRATCH_DIGITS && out.bytes().all(|b| b.is_ascii_digit());
+    (out.len() == CODE_CHARS || scratch).then_some(out)
 }
 
 impl BackupCodes {
@@ -127,6 +132,31 @@ impl BackupCodes {
             shown.push(Zeroizing::new(display(&code)));
         }
         Ok((stored, NewCodes(shown)))
+    }
+
+    /// Stores existing codes (google-authenticator scratch codes) as hashes. Codes that
+    /// are not valid backup codes are refused, so nothing unusable is stored.
+    pub fn from_existing(
+        codes: &[&str],
+        cost: HashCost,
+        rng: &mut dyn Random,
+    ) -> Result<Self, GenerateError> {
+        let mut salt = vec![0u8; SALT_BYTES];
+        rng.fill(&mut salt)?;
+        let mut stored = Self {
+            cost,
+            salt,
+            hashes: Vec::with_capacity(codes.len()),
+        };
+        for code in codes {
+            let canonical =
+                normalize(code).ok_or_else(|| HashError("not a valid backup code".into()))?;
+            let hash = stored.hash(&canonical)?;
+            if !stored.hashes.contains(&hash) {
+                stored.hashes.push(hash);
+            }
+        }
+        Ok(stored)
     }
 
     /// Codes not yet used.
@@ -303,6 +333,17 @@ mod tests {
         let (mut stored, _) = BackupCodes::generate(2, CHEAP, &mut SeededRandom::new(1)).unwrap();
         assert!(!stored.try_spend("00000-00000").unwrap());
         assert_eq!(stored.remaining(), 2);
+    }
+
+    #[test]
+    fn imported_scratch_codes_work_once() {
+        let mut stored =
+            BackupCodes::from_existing(&["12345678", "87654321"], CHEAP, &mut SeededRandom::new(3))
+                .unwrap();
+        assert_eq!(stored.remaining(), 2);
+        assert!(stored.try_spend("1234 5678").unwrap());
+        assert!(!stored.try_spend("12345678").unwrap());
+        assert!(BackupCodes::from_existing(&["123"], CHEAP, &mut SeededRandom::new(3)).is_err());
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Enrollment {
             enabled: true,
             enrolled_at: now,
             last_step,
+            window: None,
         });
         state.grace_logins_used = 0;
     }

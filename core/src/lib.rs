@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 mod fsutil;
+pub mod import;
 pub mod lockout;
 pub mod net;
 pub mod policy;

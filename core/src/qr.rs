@@ -19,10 +19,10 @@ pub enum QrStyle {
 /// it keeps larger codes inside 80 columns.
 const QUIET: usize = 2;
 
-/// Draws `data` as text lines, light modules as ink (for the usual light-on-dark
-/// terminal; scanners accept the inverted code), or `None` for [`QrStyle::None`] or data
-/// too long for a QR code.
-pub fn render(data: &str, style: QrStyle) -> Option<String> {
+/// Draws `data` as text lines, or `None` for [`QrStyle::None`] or data too long for a
+/// QR code. Light modules are drawn as ink, which suits the usual light-on-dark
+/// terminal; `invert` draws the dark modules instead, for dark-on-light terminals.
+pub fn render(data: &str, style: QrStyle, invert: bool) -> Option<String> {
     if style == QrStyle::None {
         return None;
     }
@@ -32,10 +32,12 @@ pub fn render(data: &str, style: QrStyle) -> Option<String> {
     let size = width + 2 * QUIET;
     // Light means "draw ink"; everything outside the symbol is the (light) quiet zone.
     let light = |x: usize, y: usize| -> bool {
-        if x < QUIET || y < QUIET || x >= width + QUIET || y >= width + QUIET {
-            return true;
-        }
-        colors[(y - QUIET) * width + (x - QUIET)] == Color::Light
+        let is_light = x < QUIET
+            || y < QUIET
+            || x >= width + QUIET
+            || y >= width + QUIET
+            || colors[(y - QUIET) * width + (x - QUIET)] == Color::Light;
+        is_light != invert
     };
     let mut out = String::new();
     match style {
@@ -75,7 +77,7 @@ mod tests {
 
     #[test]
     fn unicode_fits_80_columns_with_quiet_zone() {
-        let text = render(URI, QrStyle::Unicode).unwrap();
+        let text = render(URI, QrStyle::Unicode, false).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let width = lines[0].chars().count();
         assert!(width <= 80, "{width} columns");
@@ -101,7 +103,7 @@ mod tests {
         // Rebuild the module matrix from the drawing and compare with the encoder's.
         let code = QrCode::with_error_correction_level(URI.as_bytes(), EcLevel::L).unwrap();
         let w = code.width();
-        let text = render(URI, QrStyle::Ascii).unwrap();
+        let text = render(URI, QrStyle::Ascii, false).unwrap();
         let rows: Vec<Vec<bool>> = text
             .lines()
             .map(|l| l.as_bytes().chunks(2).map(|c| c == b"##").collect())
@@ -115,10 +117,21 @@ mod tests {
     }
 
     #[test]
+    fn invert_swaps_ink_and_paper() {
+        let normal = render(URI, QrStyle::Ascii, false).unwrap();
+        let inverted = render(URI, QrStyle::Ascii, true).unwrap();
+        for (a, b) in normal.lines().zip(inverted.lines()) {
+            for (x, y) in a.as_bytes().chunks(2).zip(b.as_bytes().chunks(2)) {
+                assert_ne!(x, y);
+            }
+        }
+    }
+
+    #[test]
     fn none_draws_nothing() {
-        assert_eq!(render(URI, QrStyle::None), None);
+        assert_eq!(render(URI, QrStyle::None, false), None);
         assert!(
-            render(&"x".repeat(5000), QrStyle::Unicode).is_none(),
+            render(&"x".repeat(5000), QrStyle::Unicode, false).is_none(),
             "too long for any QR version"
         );
     }

@@ -76,6 +76,10 @@ pub struct Authenticator {
     pub enrolled_at: u64,
     /// The newest step accepted; codes at or before it are replays.
     pub last_step: Option<u64>,
+    /// Steps accepted either side of now, when taken over from an imported file;
+    /// otherwise `totp.window` from the config applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -335,6 +339,7 @@ mod tests {
                 enabled: true,
                 enrolled_at: 1_700_000_000,
                 last_step: Some(56_666_666),
+                window: None,
             }),
             grace_logins_used: 2,
             ..UserState::default()

@@ -40,6 +40,7 @@ fn enrolled_store(dir: &Path, user: &str) -> (Store, String, String) {
             enabled: true,
             enrolled_at: 0,
             last_step: None,
+            window: None,
         }),
         backup_codes: Some(codes),
         ..UserState::default()

@@ -404,7 +404,7 @@ pub fn enrollment_text(config: &Config, e: &Enrollment) -> String {
     t.push_str(" 2. Scan this QR code, or type the key below into the app.\n");
     t.push_str(" 3. Enter the code the app shows.\n\n");
     let uri = e.otpauth_uri();
-    if let Some(picture) = qr::render(&uri, config.enroll.qr) {
+    if let Some(picture) = qr::render(&uri, config.enroll.qr, false) {
         t.push_str(&picture);
         t.push('\n');
     }

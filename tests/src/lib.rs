@@ -281,6 +281,7 @@ pub fn enrol(store: &Store, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec
                 enabled: true,
                 enrolled_at: 0,
                 last_step: None,
+                window: None,
             });
             s.backup_codes = Some(codes);
             Ok(())
