@@ -70,10 +70,11 @@ pub fn apply_code(
     let Some(auth) = state.authenticator.as_mut().filter(|a| a.enabled) else {
         return Ok(CodeResult::NotEnrolled);
     };
+    let window = auth.window.unwrap_or(config.totp.window);
     match totp::check(
         &auth.secret,
         &auth.params,
-        config.totp.window,
+        window,
         input,
         now,
         auth.last_step,

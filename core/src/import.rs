@@ -106,6 +106,7 @@ impl GoogleAuthenticatorFile {
 impl GoogleAuthenticatorFile {
     /// Installs the imported authenticator in `state` (replacing any), with its window,
     /// and its scratch codes as hashed backup codes. Returns the number of backup codes.
+    #[allow(clippy::too_many_arguments)] // each is a distinct input of the takeover
     pub fn install(
         &self,
         state: &mut UserState,
