@@ -1,8 +1,64 @@
-//! `twofactor`: the command-line tool for users and admins.
+//! `twofactor`: the command-line tool for users (enrol, backup codes, new phone) and
+//! administrators (status, explain, reset, unlock, import).
+
+#![deny(unsafe_code)]
+
+mod cli;
+mod context;
+mod docs;
+mod enroll;
+mod files;
+mod import;
+mod manage;
+mod prompt;
+mod report;
+#[allow(unsafe_code)]
+mod sys;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+use crate::cli::{Cli, Command, TrustCommand};
+use crate::context::{Ctx, Error};
+
 fn main() -> ExitCode {
-    eprintln!("twofactor: no commands are available in this build yet");
-    ExitCode::FAILURE
+    // First, before anything can read it: clear the environment (setuid root).
+    let env_config = sys::take_environment();
+    let cli = Cli::parse();
+    match run(cli, env_config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twofactor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
+    // Commands that need no config.
+    match &cli.command {
+        Command::GenerateDocs { dir } => return docs::generate(dir),
+        Command::CheckConfig { path } => {
+            return report::check_config(&cli, path.as_deref(), env_config);
+        }
+        _ => {}
+    }
+    let ctx = Ctx::new(&cli, env_config)?;
+    match cli.command {
+        Command::Enroll(args) => enroll::run(&ctx, &args),
+        Command::Status { user, all } => report::status(&ctx, user.as_deref(), all),
+        Command::Explain { user } => report::explain(&ctx, user.as_deref()),
+        Command::BackupCodes(u) => manage::backup_codes(&ctx, u.user.as_deref()),
+        Command::Disable { user, remove } => manage::disable(&ctx, user.user.as_deref(), remove),
+        Command::Enable(u) => manage::enable(&ctx, u.user.as_deref()),
+        Command::Reset { user } => manage::reset(&ctx, &user),
+        Command::Unlock { user } => manage::unlock(&ctx, &user),
+        Command::Trust(TrustCommand::List(u)) => manage::trust_list(&ctx, u.user.as_deref()),
+        Command::Trust(TrustCommand::Revoke { user, id, all }) => {
+            manage::trust_revoke(&ctx, user.user.as_deref(), id.as_deref(), all)
+        }
+        Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
+        Command::GenerateDocs { .. } | Command::CheckConfig { .. } => Ok(()),
+    }
 }

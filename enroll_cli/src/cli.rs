@@ -1,0 +1,152 @@
+//! The command line, as clap definitions: the single source for `--help`, the man page
+//! and the shell completions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Manage two-factor authentication (TOTP) for Linux logins.
+///
+/// Users enrol an authenticator app, make backup codes and move to a new phone;
+/// administrators (root) inspect, reset and unlock users. Changes to your own account
+/// ask for your password first, and a current code when they touch an existing
+/// authenticator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "twofactor",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Read this config file instead of /etc/twofactor/config.toml (root only; also
+    /// TWOFACTOR_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Machine-readable JSON output, for commands that print data.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--user USER`: act on another user (root only).
+#[derive(Debug, Args)]
+pub struct UserArg {
+    /// Act on this user instead of yourself (root only).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set up an authenticator app: shows a QR code, asks for a code, then shows backup codes.
+    Enroll(EnrollArgs),
+    /// Show whether two-factor authentication is required and set up.
+    Status {
+        /// The user to show (root only, for users other than yourself).
+        user: Option<String>,
+        /// Every user with twofactor state, as a table (root only).
+        #[arg(long, conflicts_with = "user")]
+        all: bool,
+    },
+    /// Make new backup codes; all old ones stop working.
+    BackupCodes(UserArg),
+    /// Turn two-factor authentication off for now (the key is kept), or remove the key.
+    Disable {
+        #[command(flatten)]
+        user: UserArg,
+        /// Delete the key and the backup codes instead of turning them off for now.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Turn a temporarily disabled authenticator back on.
+    Enable(UserArg),
+    /// Remove a user's authenticator, backup codes, lock and trusted hosts (root only).
+    Reset {
+        /// The user to reset.
+        user: String,
+    },
+    /// Clear a user's lockout after too many wrong codes (root only).
+    Unlock {
+        /// The user to unlock.
+        user: String,
+    },
+    /// List or revoke trusted hosts that skip the code.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Check a config file; errors are printed as FILE:LINE:COLUMN: message.
+    CheckConfig {
+        /// The file to check (default: the config in use).
+        path: Option<PathBuf>,
+    },
+    /// Explain why a user must or need not use two-factor authentication.
+    Explain {
+        /// The user to explain (root only, for users other than yourself).
+        user: Option<String>,
+    },
+    /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
+    ImportGoogleAuthenticator(ImportArgs),
+    /// Write the man page and shell completions into a directory.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub user: UserArg,
+    /// Move to a new phone: the old authenticator keeps working until the new one is verified.
+    #[arg(long)]
+    pub replace: bool,
+    /// Provision without asking for a code (root only); with --json prints the key.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Also write the QR code as a PNG image to this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "qr_svg")]
+    pub qr_png: Option<PathBuf>,
+    /// Also write the QR code as an SVG image to this file.
+    #[arg(long, value_name = "FILE")]
+    pub qr_svg: Option<PathBuf>,
+    /// Draw the terminal QR code for dark text on a light background.
+    #[arg(long)]
+    pub invert: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// List trusted hosts.
+    List(UserArg),
+    /// Revoke one trusted host by ID, or all of them.
+    Revoke {
+        #[command(flatten)]
+        user: UserArg,
+        /// The ID shown by `twofactor trust list`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Revoke every trusted host.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The user whose file to import.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub user: Option<String>,
+    /// Read this file instead of the user's ~/.google_authenticator.
+    #[arg(long, value_name = "PATH", conflicts_with = "all")]
+    pub file: Option<PathBuf>,
+    /// Keep the old file (it is removed after a successful import by default).
+    #[arg(long)]
+    pub keep: bool,
+    /// Import every local user (from /etc/passwd) who has a ~/.google_authenticator file.
+    #[arg(long)]
+    pub all: bool,
+}

@@ -1,0 +1,224 @@
+//! Who is calling, which config applies, and the checks every command shares: root-only
+//! options, acting on one's own account, and confirming identity before a change.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{User, getuid};
+use twofactor_core::audit::{Event, Outcome, Reason};
+use twofactor_core::auth::{self, AuthError, CodeResult};
+use twofactor_core::clock::SystemClock;
+use twofactor_core::config::Config;
+use twofactor_core::policy::{Nss, Requirement};
+use twofactor_core::store::{Store, StoreError, UserState};
+
+use crate::cli::Cli;
+use crate::{prompt, sys};
+
+/// syslog ident of the command's audit lines.
+pub const IDENT: &str = "twofactor";
+/// PAM service used to confirm the caller's password.
+pub const PAM_SERVICE: &str = "twofactor";
+
+/// A one-line failure reason for stderr.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! from_display {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Self(e.to_string())
+            }
+        }
+    )*};
+}
+from_display!(
+    StoreError,
+    twofactor_core::config::ConfigError,
+    twofactor_core::policy::LookupError,
+    AuthError,
+    twofactor_core::random::RandomError,
+    twofactor_core::backup_codes::GenerateError,
+    std::io::Error,
+    serde_json::Error,
+    String
+);
+
+impl From<&str> for Error {
+    fn from(e: &str) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The real user running the command.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Real uid (never the effective one, never `$USER`).
+    pub uid: u32,
+    /// Their login name.
+    pub name: String,
+}
+
+impl Caller {
+    /// Root may act on anyone and skips the identity checks.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// The caller, from the real uid.
+pub fn caller() -> Result<Caller, Error> {
+    let uid = getuid();
+    let user = User::from_uid(uid)
+        .map_err(|e| Error(format!("cannot look up uid {uid}: {e}")))?
+        .ok_or_else(|| Error(format!("uid {uid} has no user name")))?;
+    Ok(Caller {
+        uid: uid.as_raw(),
+        name: user.name,
+    })
+}
+
+/// The config path: `--config` or `TWOFACTOR_CONFIG` for root, the default otherwise.
+pub fn config_path(
+    cli: &Cli,
+    caller: &Caller,
+    env_config: Option<OsString>,
+) -> Result<PathBuf, Error> {
+    let chosen = cli.config.clone().or_else(|| env_config.map(PathBuf::from));
+    match chosen {
+        Some(_) if !caller.is_root() => {
+            Err("--config and TWOFACTOR_CONFIG are for root only".into())
+        }
+        Some(p) => Ok(p),
+        None => Ok(PathBuf::from(twofactor_core::DEFAULT_CONFIG_PATH)),
+    }
+}
+
+/// Everything a command needs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Who runs the command.
+    pub caller: Caller,
+    /// The validated config.
+    pub config: Config,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Loads the config and checks that the command can reach the root-owned store.
+    pub fn new(cli: &Cli, env_config: Option<OsString>) -> Result<Self, Error> {
+        let caller = caller()?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err("twofactor must run as root: use sudo, or install it setuid root as the packages do".into());
+        }
+        let path = config_path(cli, &caller, env_config)?;
+        let config = Config::load(&path, 0)?;
+        Ok(Self {
+            caller,
+            config,
+            json: cli.json,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> Result<Store, Error> {
+        Ok(Store::open(&self.config.storage.state_dir)?)
+    }
+
+    /// Fails unless the caller is root.
+    pub fn require_root(&self, what: &str) -> Result<(), Error> {
+        if self.caller.is_root() {
+            Ok(())
+        } else {
+            Err(Error(format!("{what} is for root only")))
+        }
+    }
+
+    /// The user to act on: `user` (root only, unless it is the caller) or the caller.
+    pub fn target(&self, user: Option<&str>) -> Result<String, Error> {
+        match user {
+            None => Ok(self.caller.name.clone()),
+            Some(u) if u == self.caller.name => Ok(u.to_string()),
+            Some(u) if self.caller.is_root() => {
+                twofactor_core::store::validate_user_name(u)?;
+                Ok(u.to_string())
+            }
+            Some(_) => Err("you can only act on your own account (--user is for root)".into()),
+        }
+    }
+
+    /// Whether a rule requires two-factor authentication for `user`.
+    pub fn requirement(&self, user: &str) -> Result<Requirement, Error> {
+        Ok(self.config.policy.requires(user, &Nss)?)
+    }
+
+    /// Confirms the caller before a change: their password through PAM and, when the
+    /// change touches an existing authenticator, a current code or backup code. Root
+    /// skips both.
+    pub fn confirm(&self, store: &Store, state: &UserState, needs_code: bool) -> Result<(), Error> {
+        if self.caller.is_root() {
+            return Ok(());
+        }
+        sys::pam_check_password(PAM_SERVICE, &self.caller.name)
+            .map_err(|e| Error(format!("could not confirm your password: {e}")))?;
+        let has_authenticator = state.authenticator.as_ref().is_some_and(|a| a.enabled);
+        if !(needs_code && has_authenticator) {
+            return Ok(());
+        }
+        let code = prompt::read_hidden("Current authentication code (or a backup code): ")?
+            .ok_or("no code entered; nothing was changed")?;
+        let result =
+            auth::verify_code(store, &self.caller.name, &code, &self.config, &SystemClock)?;
+        match result {
+            CodeResult::Totp | CodeResult::BackupCode { .. } => Ok(()),
+            CodeResult::Locked { seconds_left } => Err(Error(format!(
+                "two-factor login is locked for {} more seconds after too many wrong codes; nothing was changed",
+                seconds_left
+            ))),
+            CodeResult::Replayed { .. } => Err(
+                "that code was already used; wait for the next code and run the command again"
+                    .into(),
+            ),
+            CodeResult::Wrong { .. } => Err(
+                "wrong code; nothing was changed. Check the phone's clock, or use a backup code"
+                    .into(),
+            ),
+            CodeResult::NotEnrolled => Ok(()),
+        }
+    }
+
+    /// Logs one change to syslog (authpriv, ident `twofactor`).
+    pub fn audit(&self, user: &str, action: &'static str) {
+        Event {
+            user: user.to_string(),
+            service: IDENT.to_string(),
+            rhost: None,
+            outcome: Outcome::Success,
+            reason: Reason::Admin {
+                action,
+                by: self.caller.name.clone(),
+            },
+        }
+        .log(IDENT);
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) -> Result<(), Error> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Checks a config file at `path` as the module would (root-owned, strict).
+pub fn load_config_at(path: &Path) -> Result<Config, twofactor_core::config::ConfigError> {
+    Config::load(path, 0)
+}

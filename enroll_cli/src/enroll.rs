@@ -1,0 +1,197 @@
+//! `twofactor enroll`: a new authenticator, saved only once a code from it verifies.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::clock::{Clock, SystemClock};
+use twofactor_core::enroll::{Enrollment, host_name};
+use twofactor_core::qr::{self, QrStyle};
+use twofactor_core::random::OsRandom;
+use zeroize::Zeroizing;
+
+use crate::cli::EnrollArgs;
+use crate::context::{Ctx, Error, print_json};
+use crate::{files, prompt};
+
+/// Tries at the confirmation code.
+const TRIES: usize = 3;
+
+pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
+    let user = ctx.target(args.user.user.as_deref())?;
+    if args.no_verify {
+        ctx.require_root("--no-verify")?;
+    }
+    let store = ctx.store()?;
+    let state = store.load(&user)?;
+    match (state.is_enrolled(), args.replace) {
+        (true, false) => {
+            return Err(Error(format!(
+                "{user} already has an authenticator. To move to a new phone run 'twofactor enroll --replace'; \
+                 to remove it run 'twofactor disable --remove'"
+            )));
+        }
+        (false, true) => {
+            return Err(Error(format!(
+                "{user} has no authenticator to replace; run 'twofactor enroll'"
+            )));
+        }
+        _ => {}
+    }
+    ctx.confirm(&store, &state, args.replace)?;
+
+    let enrollment = Enrollment::new(&ctx.config, &user, &host_name(), &mut OsRandom)?;
+    let uri = enrollment.otpauth_uri();
+    if let Some(path) = &args.qr_png {
+        files::write_private(path, &files::qr_png(&uri)?)
+            .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &args.qr_svg {
+        files::write_private(path, files::qr_svg(&uri)?.as_bytes())
+            .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
+    }
+
+    let count = ctx.config.backup_codes.count;
+    let codes = if args.no_verify {
+        let now = SystemClock.now();
+        store.update(&user, |s| -> Result<Vec<Zeroizing<String>>, Error> {
+            enrollment.install(s, now, None);
+            install_backup_codes(s, count)
+        })?
+    } else {
+        // With --json the conversation goes to stderr so stdout stays one JSON document.
+        let text = explain_enrollment(
+            &enrollment,
+            if args.invert { Invert::Yes } else { Invert::No },
+        );
+        if ctx.json {
+            eprintln!("{text}")
+        } else {
+            println!("{text}")
+        }
+        confirm_code(ctx, &enrollment, &user, count)?
+    };
+    ctx.audit(
+        &user,
+        if args.replace {
+            "replace authenticator"
+        } else {
+            "enroll"
+        },
+    );
+
+    if ctx.json {
+        return print_json(&json!({
+            "user": user,
+            "secret": &*enrollment.secret().to_base32(),
+            "otpauth_uri": &*uri,
+            "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        }));
+    }
+    if args.no_verify {
+        println!("Provisioned an authenticator for {user} without a code.");
+        println!("Key: {}", &*enrollment.secret().to_base32_grouped());
+        println!("URI: {}", &*uri);
+    } else if args.replace {
+        println!("Your new authenticator is set up; the old one no longer works.");
+    } else {
+        println!("Your authenticator is set up. From now on, logins ask for a code from it.");
+    }
+    print_backup_codes(&codes);
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Invert {
+    Yes,
+    No,
+}
+
+/// What to scan or type, as the login shows it.
+fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
+    let uri = e.otpauth_uri();
+    let p = e.params();
+    let mut t = String::from(
+        "Add this account to an authenticator app (Google Authenticator, Microsoft\n\
+         Authenticator, FreeOTP, ...): scan the QR code, or type the key into the app.\n\n",
+    );
+    if let Some(picture) = qr::render(&uri, QrStyle::Unicode, invert == Invert::Yes) {
+        t.push_str(&picture);
+        t.push('\n');
+    }
+    let _ = writeln!(t, "Key:     {}", &*e.secret().to_base32_grouped());
+    let _ = writeln!(t, "Account: {}", e.label());
+    let _ = writeln!(
+        t,
+        "Type:    time-based, {}, {} digits, every {} seconds",
+        p.algorithm, p.digits, p.period
+    );
+    let _ = writeln!(t, "URI:     {}", &*uri);
+    t.push_str(
+        "If the picture looks garbled, type the key instead (or try --invert on a light terminal).",
+    );
+    t
+}
+
+fn install_backup_codes(
+    s: &mut twofactor_core::store::UserState,
+    count: usize,
+) -> Result<Vec<Zeroizing<String>>, Error> {
+    if count == 0 {
+        s.backup_codes = None;
+        return Ok(Vec::new());
+    }
+    let (stored, NewCodes(shown)) = BackupCodes::generate(count, HashCost::DEFAULT, &mut OsRandom)?;
+    s.backup_codes = Some(stored);
+    Ok(shown)
+}
+
+/// Asks for the first code and saves the authenticator (and fresh backup codes) only
+/// when it verifies; until then any old authenticator stays in force.
+fn confirm_code(
+    ctx: &Ctx,
+    e: &Enrollment,
+    user: &str,
+    count: usize,
+) -> Result<Vec<Zeroizing<String>>, Error> {
+    let store = ctx.store()?;
+    for attempt in 1..=TRIES {
+        let Some(code) = prompt::read_hidden("Code from the app: ")? else {
+            return Err(
+                "no code entered; nothing was saved. Run 'twofactor enroll' again to start over"
+                    .into(),
+            );
+        };
+        let now = SystemClock.now();
+        let window = ctx.config.totp.window;
+        let saved = store.update(user, |s| -> Result<Option<Vec<Zeroizing<String>>>, Error> {
+            if e.confirm(s, &code, window, now).is_err() {
+                return Ok(None);
+            }
+            install_backup_codes(s, count).map(Some)
+        })?;
+        match saved {
+            Some(codes) => return Ok(codes),
+            None if attempt < TRIES => {
+                eprintln!(
+                    "That code does not match. Check that the phone sets its time automatically, then enter the next code."
+                );
+            }
+            None => {}
+        }
+    }
+    Err("the codes did not match; nothing was saved. Check the phone's clock and run 'twofactor enroll' again".into())
+}
+
+/// Shows new backup codes, two per line, with what to do with them.
+pub fn print_backup_codes(codes: &[Zeroizing<String>]) {
+    if codes.is_empty() {
+        return;
+    }
+    println!("\nBackup codes: each one lets you log in once if you lose your phone.");
+    println!("Save them somewhere safe now; they are not shown again.\n");
+    for pair in codes.chunks(2) {
+        let line: Vec<&str> = pair.iter().map(|c| c.as_str()).collect();
+        println!("    {}", line.join("    "));
+    }
+}

@@ -1,0 +1,229 @@
+//! Changes to an existing enrolment: backup codes, disable/enable, reset, unlock, trust.
+
+use serde_json::json;
+use twofactor_core::clock::{Clock, SystemClock, format_utc};
+use twofactor_core::store::UserState;
+
+use crate::context::{Ctx, Error, print_json};
+use crate::enroll::print_backup_codes;
+
+fn no_authenticator(user: &str) -> Error {
+    Error(format!(
+        "{user} has no authenticator; run 'twofactor enroll' first"
+    ))
+}
+
+pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let store = ctx.store()?;
+    let state = store.load(&user)?;
+    if !state.is_enrolled() {
+        return Err(no_authenticator(&user));
+    }
+    let count = ctx.config.backup_codes.count;
+    if count == 0 {
+        return Err("backup codes are turned off in the config (backup_codes.count = 0)".into());
+    }
+    ctx.confirm(&store, &state, true)?;
+    let codes = store.update(&user, |s| -> Result<_, Error> {
+        if !s.is_enrolled() {
+            return Err(no_authenticator(&user));
+        }
+        let (stored, shown) = twofactor_core::backup_codes::BackupCodes::generate(
+            count,
+            twofactor_core::backup_codes::HashCost::DEFAULT,
+            &mut twofactor_core::random::OsRandom,
+        )?;
+        s.backup_codes = Some(stored);
+        Ok(shown.0)
+    })?;
+    ctx.audit(&user, "new backup codes");
+    if ctx.json {
+        return print_json(&json!({
+            "user": user,
+            "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        }));
+    }
+    println!("New backup codes for {user}; all earlier ones no longer work.");
+    print_backup_codes(&codes);
+    Ok(())
+}
+
+pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let store = ctx.store()?;
+    let state = store.load(&user)?;
+    if !state.is_enrolled() {
+        return Err(no_authenticator(&user));
+    }
+    if !ctx.caller.is_root() {
+        let req = ctx.requirement(&user)?;
+        if req.required {
+            return Err(Error(format!(
+                "two-factor authentication is required for you ({}); only an administrator can turn it off",
+                req.reason
+            )));
+        }
+    }
+    ctx.confirm(&store, &state, true)?;
+    store.update(&user, |s| -> Result<(), Error> {
+        if remove {
+            s.authenticator = None;
+            s.backup_codes = None;
+            s.trusted_devices.revoke_all();
+        } else if let Some(a) = s.authenticator.as_mut() {
+            a.enabled = false;
+        }
+        Ok(())
+    })?;
+    if remove {
+        ctx.audit(&user, "remove authenticator");
+        println!(
+            "Removed the authenticator and backup codes of {user}. Run 'twofactor enroll' to set up a new one."
+        );
+    } else {
+        ctx.audit(&user, "disable");
+        println!(
+            "Two-factor authentication is off for {user}; the key is kept. Run 'twofactor enable' to turn it back on."
+        );
+    }
+    Ok(())
+}
+
+pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let store = ctx.store()?;
+    let state = store.load(&user)?;
+    match &state.authenticator {
+        None => return Err(no_authenticator(&user)),
+        Some(a) if a.enabled => {
+            println!("Two-factor authentication is already on for {user}.");
+            return Ok(());
+        }
+        Some(_) => {}
+    }
+    ctx.confirm(&store, &state, false)?;
+    store.update(&user, |s| -> Result<(), Error> {
+        if let Some(a) = s.authenticator.as_mut() {
+            a.enabled = true;
+        }
+        Ok(())
+    })?;
+    ctx.audit(&user, "enable");
+    println!("Two-factor authentication is on again for {user}.");
+    Ok(())
+}
+
+pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    ctx.require_root("reset")?;
+    let user = ctx.target(Some(user))?;
+    let store = ctx.store()?;
+    store.update(&user, |s| -> Result<(), Error> {
+        *s = UserState::default();
+        Ok(())
+    })?;
+    ctx.audit(&user, "reset");
+    let req = ctx.requirement(&user)?;
+    if req.required {
+        let next = if ctx.config.enroll.at_login {
+            "they will set up a new authenticator at their next login"
+        } else {
+            "they must run 'twofactor enroll' (enroll.at_login is off)"
+        };
+        println!(
+            "Reset {user}: authenticator, backup codes, lock and trusted hosts removed. 2FA is required ({}), so {next}.",
+            req.reason
+        );
+    } else {
+        println!(
+            "Reset {user}: authenticator, backup codes, lock and trusted hosts removed. 2FA is not required for {user}."
+        );
+    }
+    Ok(())
+}
+
+pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    ctx.require_root("unlock")?;
+    let user = ctx.target(Some(user))?;
+    let store = ctx.store()?;
+    let now = SystemClock.now();
+    let was = store.update(&user, |s| -> Result<Option<u64>, Error> {
+        let was = s.lockout.locked_for(now);
+        s.lockout.unlock();
+        Ok(was)
+    })?;
+    ctx.audit(&user, "unlock");
+    match was {
+        Some(secs) => println!("Unlocked {user} ({secs} seconds of lock were left)."),
+        None => println!("{user} was not locked; the failure count is cleared."),
+    }
+    Ok(())
+}
+
+pub fn trust_list(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let state = ctx.store()?.load(&user)?;
+    let now = SystemClock.now();
+    let active: Vec<_> = state.trusted_devices.active(now).collect();
+    if ctx.json {
+        let list: Vec<_> = active
+            .iter()
+            .map(
+                |d| json!({"id": d.id, "host": d.host, "created": d.created, "expires": d.expires}),
+            )
+            .collect();
+        return print_json(&json!({"user": user, "trusted_devices": list}));
+    }
+    if active.is_empty() {
+        println!("{user} has no trusted hosts.");
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<40} {:<24} EXPIRES",
+        "ID", "HOST", "TRUSTED SINCE"
+    );
+    for d in active {
+        println!(
+            "{:<14} {:<40} {:<24} {}",
+            d.id,
+            d.host,
+            format_utc(d.created),
+            format_utc(d.expires)
+        );
+    }
+    println!(
+        "\nRevoke one with 'twofactor trust revoke ID', or all with 'twofactor trust revoke --all'."
+    );
+    Ok(())
+}
+
+pub fn trust_revoke(
+    ctx: &Ctx,
+    user: Option<&str>,
+    id: Option<&str>,
+    all: bool,
+) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let store = ctx.store()?;
+    let state = store.load(&user)?;
+    ctx.confirm(&store, &state, false)?;
+    let removed = store.update(&user, |s| -> Result<usize, Error> {
+        if all {
+            return Ok(s.trusted_devices.revoke_all());
+        }
+        let id = id.unwrap_or_default();
+        if s.trusted_devices.revoke(id) {
+            Ok(1)
+        } else {
+            Err(Error(format!(
+                "no trusted host with ID {id:?}; see 'twofactor trust list'"
+            )))
+        }
+    })?;
+    ctx.audit(&user, "revoke trusted hosts");
+    println!(
+        "Revoked {removed} trusted host{} of {user}.",
+        if removed == 1 { "" } else { "s" }
+    );
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Read-only commands: `status`, `explain` and `check-config`.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use twofactor_core::clock::{Clock, SystemClock, format_utc};
+use twofactor_core::config::Config;
+use twofactor_core::policy::Requirement;
+use twofactor_core::store::UserState;
+
+use crate::cli::Cli;
+use crate::context::{self, Ctx, Error, print_json};
+use crate::files;
+
+/// When this few backup codes are left, status says how to make more.
+const FEW_CODES: usize = 3;
+
+fn status_json(user: &str, req: &Requirement, state: &UserState, now: u64) -> Value {
+    let locked = state.lockout.locked_for(now);
+    json!({
+        "user": user,
+        "required": req.required,
+        "required_by": if req.required { Value::from(req.reason.to_string()) } else { Value::Null },
+        "enrolled": state.is_enrolled(),
+        "enabled": state.authenticator.as_ref().is_some_and(|a| a.enabled),
+        "backup_codes_left": state.backup_codes_left(),
+        "locked": locked.is_some(),
+        "locked_seconds": locked.unwrap_or(0),
+        "trusted_devices": state.trusted_devices.active(now).count(),
+    })
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
+    let store = ctx.store()?;
+    let now = SystemClock.now();
+    if all {
+        ctx.require_root("status --all")?;
+        let mut users = store.users()?;
+        for u in &ctx.config.policy.users {
+            if !users.contains(u) {
+                users.push(u.clone());
+            }
+        }
+        users.sort();
+        let mut rows = Vec::new();
+        for u in &users {
+            let state = store.load(u)?;
+            let req = ctx.requirement(u).unwrap_or(Requirement {
+                required: true,
+                reason: twofactor_core::policy::Reason::NoRule,
+            });
+            rows.push(status_json(u, &req, &state, now));
+        }
+        if ctx.json {
+            return print_json(&Value::Array(rows));
+        }
+        println!(
+            "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} REQUIRED BY",
+            "USER", "REQUIRED", "ENROLLED", "ENABLED", "BACKUP", "LOCKED", "TRUSTED"
+        );
+        for r in &rows {
+            println!(
+                "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {}",
+                r["user"].as_str().unwrap_or("?"),
+                yes_no(r["required"].as_bool().unwrap_or(false)),
+                yes_no(r["enrolled"].as_bool().unwrap_or(false)),
+                yes_no(r["enabled"].as_bool().unwrap_or(false)),
+                r["backup_codes_left"],
+                yes_no(r["locked"].as_bool().unwrap_or(false)),
+                r["trusted_devices"],
+                r["required_by"].as_str().unwrap_or("-"),
+            );
+        }
+        println!(
+            "\n{} user{}.",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        );
+        return Ok(());
+    }
+    let user = ctx.target(user)?;
+    let state = store.load(&user)?;
+    let req = ctx.requirement(&user)?;
+    let j = status_json(&user, &req, &state, now);
+    if ctx.json {
+        return print_json(&j);
+    }
+    println!("User:           {user}");
+    println!(
+        "Required:       {}",
+        if req.required {
+            format!("yes, by {}", req.reason)
+        } else {
+            format!("no ({})", req.reason)
+        }
+    );
+    match &state.authenticator {
+        None => println!("Authenticator:  none"),
+        Some(a) => println!(
+            "Authenticator:  set up {}, {}",
+            format_utc(a.enrolled_at),
+            if a.enabled {
+                "on"
+            } else {
+                "turned off (twofactor enable)"
+            }
+        ),
+    }
+    println!("Backup codes:   {} left", state.backup_codes_left());
+    match state.lockout.locked_for(now) {
+        Some(s) => println!("Locked:         yes, for {s} more seconds"),
+        None => println!("Locked:         no"),
+    }
+    println!(
+        "Trusted hosts:  {}",
+        state.trusted_devices.active(now).count()
+    );
+    let own = user == ctx.caller.name;
+    if state.authenticator.is_none() && req.required {
+        println!(
+            "\nTwo-factor authentication is required but not set up. Run 'twofactor enroll'{}.",
+            if own { "" } else { " as that user" }
+        );
+    } else if state.is_enrolled() && state.backup_codes_left() <= FEW_CODES {
+        println!(
+            "\nYou have {} unused backup code{}. Run 'twofactor backup-codes' to make new ones.",
+            state.backup_codes_left(),
+            if state.backup_codes_left() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+    }
+    Ok(())
+}
+
+pub fn explain(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
+    let user = ctx.target(user)?;
+    let state = ctx.store()?.load(&user)?;
+    let req = ctx.requirement(&user)?;
+    let p = &ctx.config.policy;
+    let now = SystemClock.now();
+    if ctx.json {
+        let mut j = status_json(&user, &req, &state, now);
+        j["reason"] = Value::from(req.reason.to_string());
+        j["server_time"] = Value::from(format_utc(now));
+        j["config"] = Value::from(ctx.config.path.display().to_string());
+        return print_json(&j);
+    }
+    println!("User:          {user}");
+    println!(
+        "Decision:      2FA {} because of {}",
+        if req.required {
+            "is required"
+        } else {
+            "is not required"
+        },
+        req.reason
+    );
+    println!("Rules:         ({})", ctx.config.path.display());
+    println!("  enforce.all_users     = {}", p.all_users);
+    println!("  enforce.groups        = {:?}", p.groups);
+    println!("  enforce.users         = {:?}", p.users);
+    println!("  enforce.exempt_users  = {:?}", p.exempt_users);
+    println!("  enforce.exempt_groups = {:?}", p.exempt_groups);
+    println!(
+        "  Exemptions win over every other rule; groups count primary and supplementary membership."
+    );
+    match &state.authenticator {
+        None if req.required && ctx.config.enroll.at_login => {
+            println!("Authenticator: none; enrols at the next login (enroll.at_login)")
+        }
+        None if req.required => println!(
+            "Authenticator: none; {} of {} grace logins used, then refused",
+            state.grace_logins_used, ctx.config.enroll.grace_logins
+        ),
+        None => println!("Authenticator: none"),
+        Some(a) => println!(
+            "Authenticator: set up {}, {}, {} {} digits every {} s, last code used at {}",
+            format_utc(a.enrolled_at),
+            if a.enabled { "on" } else { "turned off" },
+            a.params.algorithm,
+            a.params.digits,
+            a.params.period,
+            a.last_step
+                .map_or("never".to_string(), |s| format_utc(s * a.params.period)),
+        ),
+    }
+    println!("Backup codes:  {} left", state.backup_codes_left());
+    match state.lockout.locked_for(now) {
+        Some(s) => {
+            println!("Lock:          locked for {s} more seconds ('twofactor unlock {user}')")
+        }
+        None => println!(
+            "Lock:          not locked ({} recent wrong codes)",
+            state.lockout.failures
+        ),
+    }
+    let trusted: Vec<_> = state.trusted_devices.active(now).collect();
+    if trusted.is_empty() {
+        println!("Trusted hosts: none");
+    } else {
+        for d in trusted {
+            println!(
+                "Trusted host:  {} until {} (id {})",
+                d.host,
+                format_utc(d.expires),
+                d.id
+            );
+        }
+    }
+    println!(
+        "Server time:   {} (codes are refused when the phone's clock is off)",
+        format_utc(now)
+    );
+    Ok(())
+}
+
+pub fn check_config(
+    cli: &Cli,
+    path: Option<&Path>,
+    env_config: Option<OsString>,
+) -> Result<(), Error> {
+    let caller = context::caller()?;
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => context::config_path(cli, &caller, env_config)?,
+    };
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    // A user's check reads the file with their own privileges, never root's.
+    let loaded = files::as_caller(|| Ok(context::load_config_at(&path)))?;
+    let config: Config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            // FILE:LINE:COL: message, alone on the line, so editors can jump to it.
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let p = &config.policy;
+    println!("{}: OK", path.display());
+    let who = if p.all_users {
+        "all users".to_string()
+    } else {
+        let mut parts = Vec::new();
+        if !p.groups.is_empty() {
+            parts.push(format!("members of {}", p.groups.join(", ")));
+        }
+        if !p.users.is_empty() {
+            parts.push(format!("users {}", p.users.join(", ")));
+        }
+        if parts.is_empty() {
+            "nobody (no rule is set)".to_string()
+        } else {
+            parts.join(" and ")
+        }
+    };
+    println!("2FA is required for {who}.");
+    if !p.exempt_users.is_empty() || !p.exempt_groups.is_empty() {
+        println!(
+            "Exempt: users {:?}, groups {:?}.",
+            p.exempt_users, p.exempt_groups
+        );
+    } else {
+        println!("No exempt break-glass account is set (enforce.exempt_users); consider one.");
+    }
+    Ok(())
+}

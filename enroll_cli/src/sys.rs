@@ -1,0 +1,212 @@
+//! The only `unsafe` in the command: clearing the environment at start, and asking libpam
+//! to check the caller's password (service `twofactor`).
+
+use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
+use std::ptr;
+
+use nix::libc;
+
+use crate::prompt;
+
+/// A safe PATH for anything libpam starts (unix_chkpwd and the like).
+const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Takes `TWOFACTOR_CONFIG` (honoured later for root only) and clears everything else:
+/// a setuid program must not let its caller steer it through the environment.
+pub fn take_environment() -> Option<OsString> {
+    let config = std::env::var_os("TWOFACTOR_CONFIG");
+    let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for name in names {
+        // SAFETY: called first thing in main, before any other thread exists, so no
+        // other code can be reading the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+    // SAFETY: as above, still single-threaded.
+    unsafe { std::env::set_var("PATH", SAFE_PATH) };
+    config
+}
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_BUF_ERR: c_int = 5;
+const PAM_CONV_ERR: c_int = 19;
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
+const PAM_ERROR_MSG: c_int = 3;
+const PAM_TEXT_INFO: c_int = 4;
+const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x0001;
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
+    appdata_ptr: *mut c_void,
+}
+
+#[repr(C)]
+struct PamHandle {
+    _private: [u8; 0],
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_start(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        pamh: *mut *mut PamHandle,
+    ) -> c_int;
+    fn pam_authenticate(pamh: *mut PamHandle, flags: c_int) -> c_int;
+    fn pam_acct_mgmt(pamh: *mut PamHandle, flags: c_int) -> c_int;
+    fn pam_end(pamh: *mut PamHandle, status: c_int) -> c_int;
+    fn pam_strerror(pamh: *mut PamHandle, errnum: c_int) -> *const c_char;
+}
+
+/// Answers one PAM message; `None` means the conversation failed.
+fn answer(style: c_int, text: &str) -> Option<Option<String>> {
+    match style {
+        PAM_PROMPT_ECHO_OFF => prompt::read_hidden(text)
+            .ok()
+            .flatten()
+            .map(|s| Some(s.to_string())),
+        PAM_PROMPT_ECHO_ON => prompt::read_visible(text).ok().flatten().map(Some),
+        PAM_ERROR_MSG | PAM_TEXT_INFO => {
+            eprintln!("{text}");
+            Some(None)
+        }
+        _ => None,
+    }
+}
+
+extern "C" fn conversation(
+    num_msg: c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    _appdata: *mut c_void,
+) -> c_int {
+    let result = std::panic::catch_unwind(|| {
+        let Ok(n) = usize::try_from(num_msg) else {
+            return PAM_CONV_ERR;
+        };
+        if n == 0 || msg.is_null() || resp.is_null() {
+            return PAM_CONV_ERR;
+        }
+        // SAFETY: libpam frees the array and each string with free(3), so both come
+        // from calloc/strdup; calloc zeroes every resp pointer.
+        let replies = unsafe { libc::calloc(n, size_of::<PamResponse>()) }.cast::<PamResponse>();
+        if replies.is_null() {
+            return PAM_BUF_ERR;
+        }
+        for i in 0..n {
+            // SAFETY: Linux-PAM passes an array of `num_msg` message pointers; i < n.
+            let slot = unsafe { msg.add(i) };
+            // SAFETY: each slot holds a valid pointer to a message owned by libpam.
+            let m_ptr = unsafe { *slot };
+            if m_ptr.is_null() {
+                free_replies(replies, n);
+                return PAM_CONV_ERR;
+            }
+            // SAFETY: checked non-null above; libpam keeps it alive during the call.
+            let m = unsafe { &*m_ptr };
+            let text = if m.msg.is_null() {
+                String::new()
+            } else {
+                // SAFETY: a non-null msg is a NUL-terminated string owned by libpam.
+                unsafe { CStr::from_ptr(m.msg) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            match answer(m.msg_style, &text) {
+                None => {
+                    free_replies(replies, n);
+                    return PAM_CONV_ERR;
+                }
+                Some(None) => {}
+                Some(Some(reply)) => {
+                    let c = CString::new(reply).unwrap_or_default();
+                    // SAFETY: strdup copies into malloc'd memory that libpam will free.
+                    let copy = unsafe { libc::strdup(c.as_ptr()) };
+                    // SAFETY: `replies` points to `n` zeroed entries from calloc.
+                    let entries = unsafe { std::slice::from_raw_parts_mut(replies, n) };
+                    entries[i].resp = copy;
+                }
+            }
+        }
+        // SAFETY: `resp` is libpam's out-pointer for the reply array.
+        unsafe { *resp = replies };
+        PAM_SUCCESS
+    });
+    result.unwrap_or(PAM_CONV_ERR)
+}
+
+/// Frees replies after a failed conversation (libpam only frees them on success).
+fn free_replies(replies: *mut PamResponse, n: usize) {
+    // SAFETY: `replies` points to the `n` entries allocated by calloc.
+    let entries = unsafe { std::slice::from_raw_parts_mut(replies, n) };
+    for r in entries.iter_mut() {
+        if r.resp.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null resp is a NUL-terminated string strdup'd above.
+        let len = unsafe { libc::strlen(r.resp) };
+        // SAFETY: wipes exactly the `len` bytes of that string before freeing it.
+        unsafe { libc::explicit_bzero(r.resp.cast(), len) };
+        // SAFETY: allocated by strdup and not handed to libpam.
+        unsafe { libc::free(r.resp.cast()) };
+    }
+    // SAFETY: allocated by calloc above and not handed to libpam.
+    unsafe { libc::free(replies.cast()) };
+}
+
+/// Checks `user`'s password (and account) through PAM service `service`, asking on the
+/// terminal or reading stdin. `Err` carries libpam's reason.
+pub fn pam_check_password(service: &str, user: &str) -> Result<(), String> {
+    let service = CString::new(service).map_err(|_| "bad PAM service name".to_string())?;
+    let user_c = CString::new(user).map_err(|_| "bad user name".to_string())?;
+    let conv = PamConv {
+        conv: conversation,
+        appdata_ptr: ptr::null_mut(),
+    };
+    let mut handle: *mut PamHandle = ptr::null_mut();
+    // SAFETY: valid NUL-terminated strings and a conversation struct that outlives the
+    // handle; `handle` receives the new PAM handle.
+    let rc = unsafe { pam_start(service.as_ptr(), user_c.as_ptr(), &conv, &mut handle) };
+    if rc != PAM_SUCCESS || handle.is_null() {
+        return Err(format!("cannot start PAM service {service:?} (code {rc})"));
+    }
+    // SAFETY: `handle` is the live handle from pam_start.
+    let mut rc = unsafe { pam_authenticate(handle, PAM_DISALLOW_NULL_AUTHTOK) };
+    if rc == PAM_SUCCESS {
+        // SAFETY: as above.
+        rc = unsafe { pam_acct_mgmt(handle, 0) };
+    }
+    let reason = if rc == PAM_SUCCESS {
+        String::new()
+    } else {
+        // SAFETY: pam_strerror returns a static string for any code.
+        let s = unsafe { pam_strerror(handle, rc) };
+        if s.is_null() {
+            format!("PAM error {rc}")
+        } else {
+            // SAFETY: non-null, NUL-terminated, static.
+            unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+        }
+    };
+    // SAFETY: ends the handle exactly once; it is not used afterwards.
+    unsafe { pam_end(handle, rc) };
+    if rc == PAM_SUCCESS {
+        Ok(())
+    } else {
+        Err(reason)
+    }
+}
