@@ -10,11 +10,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
-use twofactor_testkit::{PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so};
+use twofactor_testkit::{
+    PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so, pamtester,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -63,20 +65,7 @@ impl Pam {
     }
 
     fn spawn(&self, user: &str, rhost: Option<&str>) -> Child {
-        let mut cmd = Command::new("stdbuf");
-        cmd.args(["-o0", "-e0", "pamtester"]);
-        if let Some(h) = rhost {
-            cmd.args(["-I", &format!("rhost={h}")]);
-        }
-        cmd.args(["tf", user, "authenticate"])
-            .env("LD_PRELOAD", "libpam_wrapper.so")
-            .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", self.0.services())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("pamtester and libpam-wrapper must be installed (tests/setup)")
+        pamtester(&self.0.services(), "tf", user, rhost)
     }
 
     /// Runs one authentication with `answers` typed in advance, one per prompt.

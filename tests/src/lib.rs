@@ -354,3 +354,22 @@ impl PamFixture {
         Store::open(&self.dir.path().join("state")).unwrap()
     }
 }
+
+/// Starts pamtester for `service` and `user` under pam_wrapper with the fixture's PAM
+/// service directory; stdout and stderr unbuffered so prompts arrive in order.
+pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>) -> Child {
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-o0", "-e0", "pamtester"]);
+    if let Some(h) = rhost {
+        cmd.args(["-I", &format!("rhost={h}")]);
+    }
+    cmd.args([service, user, "authenticate"])
+        .env("LD_PRELOAD", "libpam_wrapper.so")
+        .env("PAM_WRAPPER", "1")
+        .env("PAM_WRAPPER_SERVICE_DIR", services)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pamtester and libpam-wrapper must be installed (tests/setup)")
+}

@@ -1,0 +1,363 @@
+//! The real `twofactor` binary, run as root against a private config and state
+//! directory: enrolment driven through stdin with oathtool codes, the JSON of each data
+//! command, QR images decoded back, admin commands, a google-authenticator import, and a
+//! reset followed by enrolment at login through the PAM module.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use twofactor_testkit::{Accounts, PamFixture, Session, oathtool, pamtester, tag};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
+
+fn cmd(f: &PamFixture, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env("TWOFACTOR_CONFIG", f.config());
+    c
+}
+
+fn run(f: &PamFixture, args: &[&str]) -> Output {
+    cmd(f, args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn ok(f: &PamFixture, args: &[&str]) -> String {
+    let out = run(f, args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn fails(f: &PamFixture, args: &[&str]) -> String {
+    let out = run(f, args);
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(f: &PamFixture, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(f, args)).unwrap_or_else(|e| panic!("{args:?}: not JSON: {e}"))
+}
+
+/// Runs `twofactor enroll ARGS` answering the code prompt with oathtool from the key it
+/// shows. Returns the key and everything printed.
+fn enrol(f: &PamFixture, args: &[&str]) -> (String, String) {
+    let child = cmd(f, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut s = Session::start(child);
+    s.wait_for("Code from the app: ");
+    let shown = s.wait_for("If the picture looks garbled");
+    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
+        .split_whitespace()
+        .collect();
+    s.send(&oathtool(&key));
+    let (code, text) = s.finish();
+    assert_eq!(code, Some(0), "{text}");
+    (key, text)
+}
+
+fn backup_codes(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("    ") && l.contains('-'))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn enroll_through_stdin_then_status_and_backup_codes() {
+    let f = PamFixture::new("[enforce]\nusers = [\"tfcli1\"]\n");
+    let (_, text) = enrol(&f, &["enroll", "--user", "tfcli1"]);
+    assert!(text.contains('▀') || text.contains('▄'), "QR code shown");
+    assert!(text.contains("otpauth://totp/"), "{text}");
+    let codes = backup_codes(&text);
+    assert_eq!(codes.len(), 10, "{text}");
+    let state = f.path().join("state/tfcli1.json");
+    let meta = fs::metadata(&state).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    assert!(
+        !fs::read_to_string(&state).unwrap().contains(&codes[0]),
+        "backup codes are stored hashed"
+    );
+
+    let s = json(&f, &["status", "tfcli1", "--json"]);
+    assert_eq!(s["user"], "tfcli1");
+    assert_eq!(s["required"], true);
+    assert_eq!(s["required_by"], "user list (enforce.users)");
+    assert_eq!(s["enrolled"], true);
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["backup_codes_left"], 10);
+    assert_eq!(s["locked"], false);
+    assert_eq!(s["trusted_devices"], 0);
+
+    // Enrolling again without --replace is refused with what to do instead.
+    assert!(fails(&f, &["enroll", "--user", "tfcli1"]).contains("--replace"));
+
+    let b = json(&f, &["backup-codes", "--user", "tfcli1", "--json"]);
+    assert_eq!(b["backup_codes"].as_array().unwrap().len(), 10);
+    assert_ne!(
+        b["backup_codes"][0],
+        codes[0].as_str(),
+        "new codes replace the old ones"
+    );
+
+    let all = json(&f, &["status", "--all", "--json"]);
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let table = ok(&f, &["status", "--all"]);
+    assert!(
+        table.contains("USER") && table.contains("tfcli1"),
+        "{table}"
+    );
+
+    let e = json(&f, &["explain", "tfcli1", "--json"]);
+    assert_eq!(e["reason"], "user list (enforce.users)");
+    assert!(e["server_time"].as_str().unwrap().ends_with("UTC"));
+    let t = json(&f, &["trust", "list", "--user", "tfcli1", "--json"]);
+    assert_eq!(t["trusted_devices"], Value::Array(vec![]));
+}
+
+#[test]
+fn no_verify_json_and_qr_images_decode_to_the_uri() {
+    let f = PamFixture::new("");
+    let png = f.path().join("qr.png");
+    let svg = f.path().join("qr.svg");
+    let j = json(
+        &f,
+        &[
+            "enroll",
+            "--user",
+            "tfcli2",
+            "--no-verify",
+            "--json",
+            "--qr-png",
+            png.to_str().unwrap(),
+        ],
+    );
+    for field in ["user", "secret", "otpauth_uri", "backup_codes"] {
+        assert!(!j[field].is_null(), "missing {field}: {j}");
+    }
+    let uri = j["otpauth_uri"].as_str().unwrap();
+    assert!(uri.contains(&format!("secret={}", j["secret"].as_str().unwrap())));
+    let out = Command::new("zbarimg")
+        .args(["--quiet", "--raw"])
+        .arg(&png)
+        .output()
+        .expect("zbarimg (zbar-tools)");
+    assert!(out.status.success(), "zbarimg could not read the PNG");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), uri);
+    assert_eq!(
+        fs::metadata(&png).unwrap().mode() & 0o777,
+        0o600,
+        "the QR holds the secret"
+    );
+
+    let j2 = json(
+        &f,
+        &[
+            "enroll",
+            "--user",
+            "tfcli3",
+            "--no-verify",
+            "--json",
+            "--qr-svg",
+            svg.to_str().unwrap(),
+        ],
+    );
+    let body = fs::read_to_string(&svg).unwrap();
+    assert!(body.contains("<svg") && body.contains("</svg>"));
+    assert_ne!(j2["secret"], j["secret"]);
+}
+
+#[test]
+fn replace_keeps_the_old_authenticator_until_the_new_one_verifies() {
+    let f = PamFixture::new("");
+    let j = json(&f, &["enroll", "--user", "tfcli4", "--no-verify", "--json"]);
+    let old = j["secret"].as_str().unwrap().to_string();
+    // An aborted replace (no code) changes nothing.
+    let out = run(&f, &["enroll", "--user", "tfcli4", "--replace"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was saved"));
+    let state = fs::read_to_string(f.path().join("state/tfcli4.json")).unwrap();
+    assert!(state.contains(&old), "the old key is still in force");
+    let (new, _) = enrol(&f, &["enroll", "--user", "tfcli4", "--replace"]);
+    let state = fs::read_to_string(f.path().join("state/tfcli4.json")).unwrap();
+    assert!(state.contains(&new) && !state.contains(&old));
+}
+
+#[test]
+fn disable_enable_remove_unlock_and_trust_revoke() {
+    let f = PamFixture::new("");
+    json(&f, &["enroll", "--user", "tfcli5", "--no-verify", "--json"]);
+    ok(&f, &["disable", "--user", "tfcli5"]);
+    assert_eq!(json(&f, &["status", "tfcli5", "--json"])["enabled"], false);
+    ok(&f, &["enable", "--user", "tfcli5"]);
+    assert_eq!(json(&f, &["status", "tfcli5", "--json"])["enabled"], true);
+    assert!(ok(&f, &["unlock", "tfcli5"]).contains("was not locked"));
+    assert!(
+        fails(&f, &["trust", "revoke", "--user", "tfcli5", "nope"]).contains("no trusted host")
+    );
+    ok(&f, &["trust", "revoke", "--user", "tfcli5", "--all"]);
+    ok(&f, &["disable", "--user", "tfcli5", "--remove"]);
+    assert_eq!(json(&f, &["status", "tfcli5", "--json"])["enrolled"], false);
+    assert!(fails(&f, &["disable", "--user", "tfcli5"]).contains("no authenticator"));
+}
+
+#[test]
+fn check_config_reports_file_line_column() {
+    let f = PamFixture::new("");
+    assert!(ok(&f, &["check-config"]).contains(": OK"));
+    let bad = f.path().join("bad.toml");
+    fs::write(&bad, "version = 1\n[totp]\ndigits = 7\n").unwrap();
+    let err = fails(&f, &["check-config", bad.to_str().unwrap()]);
+    assert_eq!(
+        err.trim(),
+        format!("{}:3:10: totp.digits must be 6 or 8, got 7", bad.display())
+    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/config.toml");
+    let tmp = f.path().join("shipped.toml");
+    fs::copy(shipped, &tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(ok(&f, &["check-config", tmp.to_str().unwrap()]).contains("required for nobody"));
+}
+
+#[test]
+fn reset_makes_a_required_user_enrol_again_at_login() {
+    let f = PamFixture::new("[enforce]\nusers = [\"tfcli6\"]\n");
+    f.service("tf", "auth required {module}\n");
+    let j = json(&f, &["enroll", "--user", "tfcli6", "--no-verify", "--json"]);
+    let key = j["secret"].as_str().unwrap().to_string();
+    let mut s = Session::start(pamtester(&f.services(), "tf", "tfcli6", None));
+    s.send(&oathtool(&key));
+    let (_, text) = s.finish();
+    assert!(text.contains("successfully authenticated"), "{text}");
+
+    let out = ok(&f, &["reset", "tfcli6"]);
+    assert!(out.contains("at their next login"), "{out}");
+    assert_eq!(json(&f, &["status", "tfcli6", "--json"])["enrolled"], false);
+    let s = Session::start(pamtester(&f.services(), "tf", "tfcli6", None));
+    s.wait_for("Code from the app to finish setup: ");
+    let shown = s.wait_for("Set it up now");
+    assert!(shown.contains("Key:"), "{shown}");
+    s.finish();
+}
+
+#[test]
+fn import_from_a_real_google_authenticator_file() {
+    let f = PamFixture::new("[enforce]\nall_users = true\n");
+    f.service("tf", "auth required {module}\n");
+    let mut acct = Accounts::default();
+    let user = acct.login_user(
+        &format!("tfga{}", tag()),
+        &f.path().join("home"),
+        "x-Pass-123",
+    );
+    let file = f.path().join("home/.google_authenticator");
+    let status = Command::new("google-authenticator")
+        .args([
+            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "5", "-e", "4", "-q", "-Q", "NONE", "-s",
+        ])
+        .arg(&file)
+        .status()
+        .expect("google-authenticator (libpam-google-authenticator)");
+    assert!(status.success());
+    assert!(
+        Command::new("chown")
+            .arg(&user)
+            .arg(&file)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let text = fs::read_to_string(&file).unwrap();
+    let secret = text.lines().next().unwrap().to_string();
+    let scratch: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(scratch.len(), 4);
+
+    let out = ok(&f, &["import-google-authenticator", &user, "--keep"]);
+    assert!(out.contains("4 scratch codes became backup codes"), "{out}");
+    assert!(file.exists(), "--keep keeps the file");
+    assert!(fails(&f, &["import-google-authenticator", &user]).contains("already has"));
+
+    let login = |answer: &str| {
+        let mut s = Session::start(pamtester(&f.services(), "tf", &user, None));
+        s.send(answer);
+        s.finish().1
+    };
+    assert!(
+        login(&oathtool(&secret)).contains("successfully authenticated"),
+        "oathtool code on the imported secret"
+    );
+    assert!(
+        login(scratch[0]).contains("successfully authenticated"),
+        "a scratch code works"
+    );
+    let again = login(scratch[0]);
+    assert!(
+        again.contains("Authentication failure"),
+        "a scratch code works once: {again}"
+    );
+
+    // Without --keep the file goes; HOTP files are refused with a clear message.
+    ok(&f, &["reset", &user]);
+    ok(&f, &["import-google-authenticator", &user]);
+    assert!(!file.exists());
+    ok(&f, &["reset", &user]);
+    let hotp = f.path().join("hotp");
+    Command::new("google-authenticator")
+        .args([
+            "-c", "-f", "-w", "3", "-e", "2", "-q", "-r", "3", "-R", "30", "-Q", "NONE", "-s",
+        ])
+        .arg(&hotp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let err = fails(
+        &f,
+        &[
+            "import-google-authenticator",
+            &user,
+            "--file",
+            hotp.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("HOTP"), "{err}");
+}
+
+#[test]
+fn docs_in_packaging_match_the_cli() {
+    let f = PamFixture::new("");
+    let dir = f.path().join("docs");
+    fs::create_dir(&dir).unwrap();
+    ok(&f, &["generate-docs", dir.to_str().unwrap()]);
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging");
+    for (name, sub) in [
+        ("twofactor.1", "man"),
+        ("twofactor.bash", "completions"),
+        ("_twofactor", "completions"),
+        ("twofactor.fish", "completions"),
+    ] {
+        let fresh = fs::read(dir.join(name)).unwrap();
+        let kept = fs::read(format!("{committed}/{sub}/{name}")).unwrap_or_default();
+        assert!(
+            fresh == kept,
+            "packaging/{sub}/{name} is out of date: run `twofactor generate-docs DIR` and copy it there"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_twofactor_global_optspecs
+    string join \n config= json h/help V/version
+end
+
+function __fish_twofactor_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_twofactor_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_twofactor_using_subcommand
+    set -l cmd (__fish_twofactor_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c twofactor -n "__fish_twofactor_needs_command" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_needs_command" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c twofactor -n "__fish_twofactor_needs_command" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "enroll" -d 'Set up an authenticator app: shows a QR code, asks for a code, then shows backup codes'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "status" -d 'Show whether two-factor authentication is required and set up'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "backup-codes" -d 'Make new backup codes; all old ones stop working'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "disable" -d 'Turn two-factor authentication off for now (the key is kept), or remove the key'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "enable" -d 'Turn a temporarily disabled authenticator back on'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "reset" -d 'Remove a user\'s authenticator, backup codes, lock and trusted hosts (root only)'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "unlock" -d 'Clear a user\'s lockout after too many wrong codes (root only)'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "trust" -d 'List or revoke trusted hosts that skip the code'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "check-config" -d 'Check a config file; errors are printed as FILE:LINE:COLUMN: message'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "explain" -d 'Explain why a user must or need not use two-factor authentication'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "import-google-authenticator" -d 'Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only)'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "generate-docs" -d 'Write the man page and shell completions into a directory'
+complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l qr-png -d 'Also write the QR code as a PNG image to this file' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l qr-svg -d 'Also write the QR code as an SVG image to this file' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l replace -d 'Move to a new phone: the old authenticator keeps working until the new one is verified'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l no-verify -d 'Provision without asking for a code (root only); with --json prints the key'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l invert -d 'Draw the terminal QR code for dark text on a light background'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand status" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand status" -l all -d 'Every user with twofactor state, as a table (root only)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand status" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand status" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand status" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -l remove -d 'Delete the key and the backup codes instead of turning them off for now'
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand disable" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enable" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand enable" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand enable" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enable" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand enable" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand reset" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand reset" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand reset" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand reset" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand unlock" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand unlock" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand unlock" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand unlock" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -f -a "list" -d 'List trusted hosts'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -f -a "revoke" -d 'Revoke one trusted host by ID, or all of them'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and not __fish_seen_subcommand_from list revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from list" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from list" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from list" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -l all -d 'Revoke every trusted host'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from revoke" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from help" -f -a "list" -d 'List trusted hosts'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke one trusted host by ID, or all of them'
+complete -c twofactor -n "__fish_twofactor_using_subcommand trust; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand check-config" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand check-config" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand check-config" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l file -d 'Read this file instead of the user\'s ~/.google_authenticator' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l keep -d 'Keep the old file (it is removed after a successful import by default)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l all -d 'Import every local user (from /etc/passwd) who has a ~/.google_authenticator file'
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand generate-docs" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand generate-docs" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand generate-docs" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand generate-docs" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "enroll" -d 'Set up an authenticator app: shows a QR code, asks for a code, then shows backup codes'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "status" -d 'Show whether two-factor authentication is required and set up'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "backup-codes" -d 'Make new backup codes; all old ones stop working'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "disable" -d 'Turn two-factor authentication off for now (the key is kept), or remove the key'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "enable" -d 'Turn a temporarily disabled authenticator back on'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "reset" -d 'Remove a user\'s authenticator, backup codes, lock and trusted hosts (root only)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "unlock" -d 'Clear a user\'s lockout after too many wrong codes (root only)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "trust" -d 'List or revoke trusted hosts that skip the code'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "check-config" -d 'Check a config file; errors are printed as FILE:LINE:COLUMN: message'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "explain" -d 'Explain why a user must or need not use two-factor authentication'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "import-google-authenticator" -d 'Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "generate-docs" -d 'Write the man page and shell completions into a directory'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and not __fish_seen_subcommand_from enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from trust" -f -a "list" -d 'List trusted hosts'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from trust" -f -a "revoke" -d 'Revoke one trusted host by ID, or all of them'
