@@ -1,0 +1,321 @@
+//! The binary installed setuid root and run by an ordinary user, as the packages install
+//! it. Each run happens in a private mount namespace whose /etc is an overlay holding
+//! this test's /etc/twofactor/config.toml and /etc/pam.d/twofactor, so the real /etc is
+//! never changed.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use twofactor_testkit::{Accounts, Session, oathtool, tag};
+
+const PASSWORD: &str = "Setuid-Pass-77";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl Setup {
+    fn new(user: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = d.join("twofactor");
+        fs::copy(env!("CARGO_BIN_EXE_twofactor"), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o4755)).unwrap();
+        let state = d.join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        let etc = d.join("upper");
+        fs::create_dir_all(etc.join("twofactor")).unwrap();
+        fs::create_dir_all(etc.join("pam.d")).unwrap();
+        fs::create_dir(d.join("work")).unwrap();
+        fs::write(
+            etc.join("twofactor/config.toml"),
+            format!(
+                "version = 1\n[enforce]\nusers = [\"{user}\"]\n[storage]\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pam.d/twofactor"),
+            etc.join("pam.d/twofactor"),
+        )
+        .unwrap();
+        let out = Command::new("id").args(["-u", user]).output().unwrap();
+        let uid = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let out = Command::new("id").args(["-g", user]).output().unwrap();
+        let gid = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Self { dir, bin, uid, gid }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The command that runs the setuid binary as the test user inside the overlay.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let d = self.path();
+        let script = format!(
+            "mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc && exec \"$@\"",
+            d.join("upper").display(),
+            d.join("work").display()
+        );
+        let mut c = Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .args([
+            "setpriv",
+            &format!("--reuid={}", self.uid),
+            &format!("--regid={}", self.gid),
+            "--init-groups",
+            "--",
+        ])
+        .arg("env")
+        .arg("-i");
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.arg(&self.bin).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        self.run_env(args, stdin, &[])
+    }
+
+    fn run_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        let mut child = self
+            .command(args, env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    }
+
+    fn state(&self, user: &str) -> PathBuf {
+        self.path().join("state").join(format!("{user}.json"))
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn refused(o: &Output, why: &str) {
+    assert!(
+        !o.status.success(),
+        "should be refused ({why}): {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        stderr(o).contains(why),
+        "expected {why:?} in: {}",
+        stderr(o)
+    );
+}
+
+#[test]
+fn unprivileged_caller_gets_only_what_is_safe() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test installs a setuid binary: run as root"
+    );
+    let mut accounts = Accounts::default();
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let me = accounts.login_user(&format!("tfsu{}", tag()), &base.path().join("me"), PASSWORD);
+    let other = accounts.login_user(
+        &format!("tfso{}", tag()),
+        &base.path().join("other"),
+        PASSWORD,
+    );
+    let s = Setup::new(&me);
+
+    // Identity comes from the real uid, never the environment.
+    let out = s.run_env(
+        &["status", "--json"],
+        "",
+        &[("USER", "root"), ("LOGNAME", &other)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["user"], me.as_str());
+    assert_eq!(j["required"], true);
+
+    // Root-only options and other users' accounts are refused.
+    refused(
+        &s.run(&["--config", "/tmp/evil.toml", "status"], ""),
+        "root only",
+    );
+    refused(
+        &s.run_env(&["status"], "", &[("TWOFACTOR_CONFIG", "/tmp/evil.toml")]),
+        "root only",
+    );
+    refused(&s.run(&["status", &other], ""), "your own account");
+    refused(
+        &s.run(&["backup-codes", "--user", &other], ""),
+        "your own account",
+    );
+    refused(&s.run(&["status", "--all"], ""), "root only");
+    refused(&s.run(&["reset", &other], ""), "root only");
+    refused(&s.run(&["unlock", &me], ""), "root only");
+    refused(&s.run(&["enroll", "--no-verify"], ""), "root only");
+    refused(
+        &s.run(&["import-google-authenticator", &me], ""),
+        "root only",
+    );
+
+    // A wrong password changes nothing.
+    refused(
+        &s.run(&["enroll"], "not-the-password\n123456\n"),
+        "could not confirm your password",
+    );
+    assert!(!s.state(&me).exists());
+
+    // Enrolment with the password (through PAM service "twofactor") and a code.
+    let mut sess = Session::start(
+        s.command(&["enroll"], &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    sess.wait_for("Password: ");
+    sess.send(PASSWORD);
+    sess.wait_for("Code from the app: ");
+    let shown = sess.wait_for("If the picture looks garbled");
+    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
+        .split_whitespace()
+        .collect();
+    sess.send(&oathtool(&key));
+    let (code, text) = sess.finish();
+    assert_eq!(code, Some(0), "{text}");
+    let backups: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("    ") && l.contains('-'))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(backups.len(), 10);
+    let meta = fs::metadata(s.state(&me)).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o600),
+        "state stays root-owned"
+    );
+
+    // Changing the authenticator needs the password and a current code.
+    refused(
+        &s.run(&["backup-codes"], &format!("{PASSWORD}\n000000\n")),
+        "wrong code",
+    );
+    let out = s.run(
+        &["backup-codes", "--json"],
+        &format!("{PASSWORD}\n{}\n", backups[0]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The old codes are gone; the rest of the test spends the new ones.
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backups: Vec<String> = j["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+
+    // A required user cannot turn 2FA off; an admin can.
+    refused(
+        &s.run(&["disable"], &format!("{PASSWORD}\n{}\n", backups[1])),
+        "only an administrator",
+    );
+    refused(
+        &s.run(&["disable", "--remove"], ""),
+        "only an administrator",
+    );
+
+    // Output files are written as the caller, never through a symlink, never where the
+    // caller could not write.
+    let home = base.path().join("me");
+    let png = home.join("qr.png");
+    let out = s.run(
+        &["enroll", "--replace", "--qr-png", png.to_str().unwrap()],
+        &format!("{PASSWORD}\n{}\n", backups[2]),
+    );
+    refused(&out, "nothing was saved");
+    let meta = fs::metadata(&png).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (s.uid, 0o600),
+        "QR written as the caller"
+    );
+    let target = s.path().join("root-owned");
+    fs::write(&target, b"keep").unwrap();
+    let link = home.join("link.png");
+    symlink(&target, &link).unwrap();
+    refused(
+        &s.run(
+            &["enroll", "--replace", "--qr-png", link.to_str().unwrap()],
+            &format!("{PASSWORD}\n{}\n", backups[3]),
+        ),
+        "cannot write",
+    );
+    assert_eq!(fs::read(&target).unwrap(), b"keep");
+    let private = s.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let denied = private.join("qr.png");
+    refused(
+        &s.run(
+            &["enroll", "--replace", "--qr-png", denied.to_str().unwrap()],
+            &format!("{PASSWORD}\n{}\n", backups[4]),
+        ),
+        "Permission denied",
+    );
+    assert!(!denied.exists());
+
+    // check-config reads files with the caller's rights: no peeking at root's files.
+    refused(
+        &s.run(&["check-config", "/etc/shadow"], ""),
+        "Permission denied",
+    );
+
+    // The admin path: root may disable a required user without any code.
+    let root_out = Command::new(&s.bin)
+        .args(["disable", "--user", &me])
+        .env(
+            "TWOFACTOR_CONFIG",
+            s.path().join("upper/twofactor/config.toml"),
+        )
+        .output()
+        .unwrap();
+    assert!(root_out.status.success(), "{}", stderr(&root_out));
+}
