@@ -50,15 +50,29 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
         let mut rows = Vec::new();
         for u in &users {
             let state = store.load(u)?;
-            let req = ctx.requirement(u).unwrap_or(Requirement {
-                required: true,
-                reason: twofactor_core::policy::Reason::NoRule,
-            });
-            rows.push(status_json(u, &req, &state, now));
+            let row = match ctx.requirement(u) {
+                Ok(req) => status_json(u, &req, &state, now),
+                Err(e) => {
+                    // An account NSS cannot resolve: say so rather than guess.
+                    let req = Requirement {
+                        required: false,
+                        reason: twofactor_core::policy::Reason::NoRule,
+                    };
+                    let mut row = status_json(u, &req, &state, now);
+                    row["required"] = Value::Null;
+                    row["required_by"] = Value::from(format!("unknown: {e}"));
+                    row
+                }
+            };
+            rows.push(row);
         }
         if ctx.json {
             return print_json(&Value::Array(rows));
         }
+        let flag = |v: &Value| match v.as_bool() {
+            Some(b) => yes_no(b),
+            None => "?",
+        };
         println!(
             "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} REQUIRED BY",
             "USER", "REQUIRED", "ENROLLED", "ENABLED", "BACKUP", "LOCKED", "TRUSTED"
@@ -67,12 +81,12 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             println!(
                 "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {}",
                 r["user"].as_str().unwrap_or("?"),
-                yes_no(r["required"].as_bool().unwrap_or(false)),
-                yes_no(r["enrolled"].as_bool().unwrap_or(false)),
-                yes_no(r["enabled"].as_bool().unwrap_or(false)),
-                r["backup_codes_left"],
-                yes_no(r["locked"].as_bool().unwrap_or(false)),
-                r["trusted_devices"],
+                flag(&r["required"]),
+                flag(&r["enrolled"]),
+                flag(&r["enabled"]),
+                r["backup_codes_left"].to_string(),
+                flag(&r["locked"]),
+                r["trusted_devices"].to_string(),
                 r["required_by"].as_str().unwrap_or("-"),
             );
         }
@@ -155,7 +169,7 @@ pub fn explain(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     }
     println!("User:          {user}");
     println!(
-        "Decision:      2FA {} because of {}",
+        "Decision:      2FA {}: {}",
         if req.required {
             "is required"
         } else {
@@ -182,7 +196,7 @@ pub fn explain(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         ),
         None => println!("Authenticator: none"),
         Some(a) => println!(
-            "Authenticator: set up {}, {}, {} {} digits every {} s, last code used at {}",
+            "Authenticator: set up {}, {}, {} {} digits every {} s, last code accepted: {}",
             format_utc(a.enrolled_at),
             if a.enabled { "on" } else { "turned off" },
             a.params.algorithm,
