@@ -313,6 +313,16 @@ fn import_from_a_real_google_authenticator_file() {
         "a scratch code works once: {again}"
     );
 
+    // --all finds the user through /etc/passwd (--keep: other accounts on this machine
+    // must not lose their files to a test).
+    ok(&f, &["reset", &user]);
+    let all = ok(&f, &["import-google-authenticator", "--all", "--keep"]);
+    assert!(
+        all.contains(&format!("Imported {user} from {}", file.display())),
+        "{all}"
+    );
+    assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], true);
+
     // Without --keep the file goes; HOTP files are refused with a clear message.
     ok(&f, &["reset", &user]);
     ok(&f, &["import-google-authenticator", &user]);
