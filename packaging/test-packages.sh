@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the .deb and .rpm and checks them for real on this (Debian) machine, as root:
+# file list and modes, conffiles, pam-auth-update enabling the module in common-auth,
+# a login through a stack that includes common-auth asking for the code, dpkg -r
+# restoring common-auth exactly, state surviving remove and reinstall, purge keeping
+# enrolled users' state, and the rpm inspected and installed into a --root directory.
+# Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+check() { # check "what" command...
+    local what=$1; shift
+    if "$@" >/tmp/twofactor-pkgtest.out 2>&1; then
+        passed=$((passed + 1)); echo "ok   $what"
+    else
+        failed=$((failed + 1)); echo "FAIL $what"; sed 's/^/     /' /tmp/twofactor-pkgtest.out
+    fi
+}
+
+user=tfpkg$$
+service=twofactor-pkgtest
+work=$(mktemp -d)
+cp -a /etc/pam.d/common-auth "$work/common-auth.orig"
+cleanup() {
+    dpkg --purge libpam-twofactor >/dev/null 2>&1 || true
+    rm -f "/etc/pam.d/$service"
+    userdel --remove "$user" >/dev/null 2>&1 || true
+    rm -rf /var/lib/twofactor /etc/twofactor "$work"
+}
+trap cleanup EXIT
+
+if dpkg -s libpam-twofactor >/dev/null 2>&1; then
+    echo "libpam-twofactor is already installed here; refusing to test over it" >&2
+    exit 1
+fi
+
+make deb rpm >"$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
+deb=$(ls -t target/debian/libpam-twofactor_*.deb | head -1)
+rpm=$(ls -t target/generate-rpm/pam_twofactor-*.rpm | head -1)
+echo "built $deb ($(stat -c %s "$deb") bytes) and $rpm ($(stat -c %s "$rpm") bytes)"
+dpkg -c "$deb" > "$work/deb.list"
+cat "$work/deb.list"
+
+# --- the .deb's contents
+check "deb: setuid root twofactor" grep -Eq '^-rwsr-xr-x root/root .* \./usr/bin/twofactor$' "$work/deb.list"
+check "deb: module in the multiarch security dir" grep -q '\./usr/lib/x86_64-linux-gnu/security/pam_twofactor.so$' "$work/deb.list"
+check "deb: pam-auth-update profile" grep -q '\./usr/share/pam-configs/twofactor$' "$work/deb.list"
+check "deb: man pages" sh -c "grep -q man1/twofactor.1 '$work/deb.list' && grep -q man5/twofactor.toml.5 '$work/deb.list' && grep -q man8/pam_twofactor.8 '$work/deb.list'"
+check "deb: completions" sh -c "grep -q bash-completion/completions/twofactor '$work/deb.list' && grep -q _twofactor '$work/deb.list' && grep -q twofactor.fish '$work/deb.list'"
+check "deb: conffiles" sh -c "dpkg-deb -I '$deb' conffiles | grep -qx /etc/twofactor/config.toml && dpkg-deb -I '$deb' conffiles | grep -qx /etc/pam.d/twofactor"
+check "deb: profile is Default: no" sh -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/share/pam-configs/twofactor | grep -qx 'Default: no'"
+
+# --- install: nothing is enabled by itself
+check "dpkg -i" dpkg -i "$deb"
+check "state dir is root 0700" sh -c '[ "$(stat -c %U:%a /var/lib/twofactor)" = root:700 ]'
+check "installed twofactor is setuid root" sh -c '[ "$(stat -c %U:%a /usr/bin/twofactor)" = root:4755 ]'
+check "installing enabled nothing (common-auth unchanged)" cmp /etc/pam.d/common-auth "$work/common-auth.orig"
+check "installed config is valid" twofactor check-config
+
+# --- pam-auth-update puts the module into common-auth, and logins ask for the code
+check "pam-auth-update --enable twofactor" pam-auth-update --enable twofactor
+check "common-auth has pam_twofactor.so" grep -q 'pam_twofactor.so' /etc/pam.d/common-auth
+useradd --create-home --shell /bin/sh "$user" && echo "$user:Pkg-Test-Pass-1" | chpasswd
+printf 'version = 1\n[enforce]\nusers = ["%s"]\n' "$user" > /etc/twofactor/config.toml
+printf '@include common-auth\naccount required pam_permit.so\n' > "/etc/pam.d/$service"
+secret=$(twofactor enroll --user "$user" --no-verify --json | sed -n 's/.*"secret": "\([A-Z2-7]*\)".*/\1/p')
+check "enrolled through the installed CLI" test -n "$secret"
+check "login via common-auth asks for the code and accepts it" sh -c \
+    "printf 'Pkg-Test-Pass-1\n%s\n' \$(oathtool --totp -b $secret) | pamtester $service $user authenticate 2>&1 | tee /dev/stderr | grep -q 'Authentication code' "
+check "login via common-auth refuses a wrong code" sh -c \
+    "! printf 'Pkg-Test-Pass-1\n000000\n000000\n000000\n' | pamtester $service $user authenticate"
+
+# --- remove restores common-auth exactly and keeps state; reinstall finds it
+check "dpkg -r" dpkg -r libpam-twofactor
+check "dpkg -r restored common-auth exactly" cmp /etc/pam.d/common-auth "$work/common-auth.orig"
+check "state survives remove" test -f "/var/lib/twofactor/$user.json"
+check "config kept on remove" test -f /etc/twofactor/config.toml
+check "reinstall" dpkg -i --force-confold "$deb"
+check "state still enrolled after reinstall" sh -c "twofactor status $user --json | grep -q '\"enrolled\": true'"
+check "reinstall did not enable the module" cmp /etc/pam.d/common-auth "$work/common-auth.orig"
+check "purge keeps enrolled users' state" sh -c "dpkg --purge libpam-twofactor && test -f /var/lib/twofactor/$user.json && ! test -e /usr/bin/twofactor"
+
+# --- the .rpm, with Debian's rpm tool
+rpm -qplv "$rpm" > "$work/rpm.list" 2>/dev/null
+cat "$work/rpm.list"
+check "rpm: setuid twofactor" grep -Eq '^-rwsr-xr-x .* /usr/bin/twofactor$' "$work/rpm.list"
+check "rpm: module in /usr/lib64/security" grep -q ' /usr/lib64/security/pam_twofactor.so$' "$work/rpm.list"
+check "rpm: config files are noreplace" sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$rpm' 2>/dev/null | grep -Eq '^/etc/twofactor/config.toml c.*n'"
+check "rpm: requires" sh -c "rpm -qpR '$rpm' 2>/dev/null | tee /dev/stderr | grep -q ."
+check "rpm: scriptlets leave PAM alone" sh -c "rpm -qp --scripts '$rpm' 2>/dev/null | tee /dev/stderr | grep -q 'install -d -m 0700' && ! rpm -qp --scripts '$rpm' 2>/dev/null | grep -Eq 'pam.d|authselect|pam-auth-update'"
+root=$work/rpmroot
+mkdir -p "$root"
+check "rpm: install into --root" sh -c "rpm --root '$root' --initdb && rpm -i --root '$root' --nodeps --noscripts --nosignature '$rpm'"
+check "rpm: files in the root" sh -c "[ \"\$(stat -c %a '$root/usr/bin/twofactor')\" = 4755 ] && test -f '$root/usr/lib64/security/pam_twofactor.so' && test -f '$root/etc/twofactor/config.toml'"
+
+# --- the demo comes up, takes an ssh login with an oathtool code, and tears down
+check "make demo (DEMO_CHECK=1)" sh -c "DEMO_CHECK=1 DEMO_PORT=2222 make demo"
+check "demo left nothing behind" sh -c "! id demo && ! test -e /etc/pam.d/twofactor-demo && ! ls -d /tmp/twofactor-demo.* 2>/dev/null"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
