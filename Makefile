@@ -48,7 +48,8 @@ deb: build
 	$(CARGO) deb -p twofactor --no-build --output target/debian/
 
 rpm: build
-	$(CARGO) generate-rpm -p enroll_cli --output target/generate-rpm/
+	mkdir -p target/generate-rpm
+	$(CARGO) generate-rpm -p enroll_cli --target-dir target
 
 demo:
 	bash packaging/demo.sh

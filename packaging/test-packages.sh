@@ -44,7 +44,7 @@ dpkg -c "$deb" > "$work/deb.list"
 cat "$work/deb.list"
 
 # --- the .deb's contents
-check "deb: setuid root twofactor" grep -Eq '^-rwsr-xr-x root/root .* \./usr/bin/twofactor$' "$work/deb.list"
+check "deb: setuid root twofactor" grep -Eq '^-rwsr-xr-x (root/root|0/0) .* \./usr/bin/twofactor$' "$work/deb.list"
 check "deb: module in the multiarch security dir" grep -q '\./usr/lib/x86_64-linux-gnu/security/pam_twofactor.so$' "$work/deb.list"
 check "deb: pam-auth-update profile" grep -q '\./usr/share/pam-configs/twofactor$' "$work/deb.list"
 check "deb: man pages" sh -c "grep -q man1/twofactor.1 '$work/deb.list' && grep -q man5/twofactor.toml.5 '$work/deb.list' && grep -q man8/pam_twofactor.8 '$work/deb.list'"
