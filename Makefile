@@ -27,7 +27,8 @@ install: build
 	[ -e $(DESTDIR)/etc/twofactor/config.toml ] || install -m 0644 config/config.toml $(DESTDIR)/etc/twofactor/config.toml
 	[ -e $(DESTDIR)/etc/pam.d/twofactor ] || install -D -m 0644 config/pam.d/twofactor $(DESTDIR)/etc/pam.d/twofactor
 	install -d -m 0700 $(DESTDIR)/var/lib/twofactor
-	install -D -m 0644 packaging/man/twofactor.1 $(DESTDIR)$(MANDIR)/man1/twofactor.1
+	install -d $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 packaging/man/twofactor*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -D -m 0644 packaging/man/twofactor.toml.5 $(DESTDIR)$(MANDIR)/man5/twofactor.toml.5
 	install -D -m 0644 packaging/man/pam_twofactor.8 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
 	install -D -m 0644 packaging/completions/twofactor.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/twofactor
@@ -38,7 +39,7 @@ install: build
 # Removes the program files; the config and the users' state are kept.
 uninstall:
 	rm -f $(DESTDIR)$(PAMDIR)/pam_twofactor.so $(DESTDIR)$(BINDIR)/twofactor
-	rm -f $(DESTDIR)$(MANDIR)/man1/twofactor.1 $(DESTDIR)$(MANDIR)/man5/twofactor.toml.5 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
+	rm -f $(DESTDIR)$(MANDIR)/man1/twofactor.1 $(DESTDIR)$(MANDIR)/man1/twofactor-*.1 $(DESTDIR)$(MANDIR)/man5/twofactor.toml.5 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
 	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/twofactor
 	rm -f $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_twofactor
 	rm -f $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/twofactor.fish
