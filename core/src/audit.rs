@@ -100,6 +100,8 @@ pub enum Reason {
     Exempt(policy::Reason),
     /// The authenticator is temporarily disabled.
     Disabled,
+    /// Not applicable: the PAM service is not in `enforce.services`.
+    OutOfScope { service: String },
     /// An administrator or the user changed the state through the CLI.
     Admin { action: &'static str, by: String },
     /// An internal error; the text comes from twofactor's own error types.
@@ -125,6 +127,9 @@ impl fmt::Display for Reason {
             Self::NotRequired(r) => write!(f, "not required: {r}"),
             Self::Exempt(r) => write!(f, "{r}"),
             Self::Disabled => f.write_str("authenticator temporarily disabled"),
+            Self::OutOfScope { service } => {
+                write!(f, "service {service} is not in enforce.services")
+            }
             Self::Admin { action, by } => write!(f, "{action} by {by}"),
             Self::Error(e) => write!(f, "error: {e}"),
         }
@@ -306,6 +311,9 @@ mod tests {
             Reason::NotRequired(policy::Reason::NoRule),
             Reason::Exempt(policy::Reason::ExemptGroup("ops".into())),
             Reason::Disabled,
+            Reason::OutOfScope {
+                service: "sudo".into(),
+            },
             Reason::Admin {
                 action: "reset",
                 by: "root".into(),

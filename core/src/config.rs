@@ -242,6 +242,7 @@ struct RawEnforce {
     users: Names,
     exempt_users: Names,
     exempt_groups: Names,
+    services: Names,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,6 +433,7 @@ impl Raw {
             users: names(src, &self.enforce.users, "enforce.users")?,
             exempt_users: names(src, &self.enforce.exempt_users, "enforce.exempt_users")?,
             exempt_groups: names(src, &self.enforce.exempt_groups, "enforce.exempt_groups")?,
+            services: names(src, &self.enforce.services, "enforce.services")?,
         };
 
         let issuer = match &self.enroll.issuer {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup_codes;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod enroll;
 mod fsutil;
 pub mod import;

@@ -19,6 +19,8 @@ pub struct Policy {
     pub exempt_users: Vec<String>,
     /// Never required for members of these groups.
     pub exempt_groups: Vec<String>,
+    /// PAM services where 2FA applies; empty means every service.
+    pub services: Vec<String>,
 }
 
 /// Whether a user must use a second factor.
@@ -108,6 +110,11 @@ impl Directory for Nss {
 }
 
 impl Policy {
+    /// Whether the module applies to PAM service `service` at all (`enforce.services`).
+    pub fn applies_to_service(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|s| s == service)
+    }
+
     /// Whether `user` must use a second factor, and which rule says so.
     ///
     /// Exemptions are checked first and win. Group rules are resolved only when
@@ -212,6 +219,18 @@ mod tests {
     }
 
     #[test]
+    fn service_scope() {
+        let all = Policy::default();
+        assert!(all.applies_to_service("sudo"));
+        let some = Policy {
+            services: names(&["sshd", "login"]),
+            ..Policy::default()
+        };
+        assert!(some.applies_to_service("sshd") && some.applies_to_service("login"));
+        assert!(!some.applies_to_service("sudo") && !some.applies_to_service(""));
+    }
+
+    #[test]
     fn nobody_by_default() {
         let r = Policy::default().requires("alice", &dir()).unwrap();
         assert_eq!(
@@ -273,6 +292,7 @@ mod tests {
             users: names(&["alice", "ops"]),
             exempt_users: names(&["alice"]),
             exempt_groups: names(&["breakglass"]),
+            services: vec![],
         };
         let d = dir();
         assert_eq!(

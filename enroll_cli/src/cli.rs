@@ -86,7 +86,12 @@ pub enum Command {
     Explain {
         /// The user to explain (root only, for users other than yourself).
         user: Option<String>,
+        /// Explain a login through this PAM service (enforce.services).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
     },
+    /// Check PAM stacks, sshd and the policy for 2FA bypasses and lockouts (root only).
+    Doctor(DoctorArgs),
     /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
     ImportGoogleAuthenticator(ImportArgs),
     /// Write the man page and shell completions into a directory.
@@ -133,6 +138,16 @@ pub enum TrustCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Read PAM service files from this directory instead of /etc/pam.d.
+    #[arg(long, value_name = "DIR")]
+    pub pam_dir: Option<PathBuf>,
+    /// Check this sshd_config instead of /etc/ssh/sshd_config.
+    #[arg(long, value_name = "FILE")]
+    pub sshd_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 mod cli;
 mod context;
 mod docs;
+mod doctor;
 mod enroll;
 mod files;
 mod import;
@@ -42,13 +43,16 @@ fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
         Command::CheckConfig { path } => {
             return report::check_config(&cli, path.as_deref(), env_config);
         }
+        Command::Doctor(args) => return doctor::run(&cli, args, env_config),
         _ => {}
     }
     let ctx = Ctx::new(&cli, env_config)?;
     match cli.command {
         Command::Enroll(args) => enroll::run(&ctx, &args),
         Command::Status { user, all } => report::status(&ctx, user.as_deref(), all),
-        Command::Explain { user } => report::explain(&ctx, user.as_deref()),
+        Command::Explain { user, service } => {
+            report::explain(&ctx, user.as_deref(), service.as_deref())
+        }
         Command::BackupCodes(u) => manage::backup_codes(&ctx, u.user.as_deref()),
         Command::Disable { user, remove } => manage::disable(&ctx, user.user.as_deref(), remove),
         Command::Enable(u) => manage::enable(&ctx, u.user.as_deref()),
@@ -59,6 +63,6 @@ fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
             manage::trust_revoke(&ctx, user.user.as_deref(), id.as_deref(), all)
         }
         Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
-        Command::GenerateDocs { .. } | Command::CheckConfig { .. } => Ok(()),
+        Command::GenerateDocs { .. } | Command::CheckConfig { .. } | Command::Doctor(_) => Ok(()),
     }
 }

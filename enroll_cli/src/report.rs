@@ -154,17 +154,23 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn explain(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
+pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
     let state = ctx.store()?.load(&user)?;
-    let req = ctx.requirement(&user)?;
     let p = &ctx.config.policy;
+    let in_scope = service.is_none_or(|s| p.applies_to_service(s));
+    let mut req = ctx.requirement(&user)?;
+    if !in_scope {
+        req.required = false;
+    }
     let now = SystemClock.now();
     if ctx.json {
         let mut j = status_json(&user, &req, &state, now);
         j["reason"] = Value::from(req.reason.to_string());
         j["server_time"] = Value::from(format_utc(now));
         j["config"] = Value::from(ctx.config.path.display().to_string());
+        j["service"] = service.map_or(Value::Null, Value::from);
+        j["service_in_scope"] = Value::from(in_scope);
         return print_json(&j);
     }
     println!("User:          {user}");
@@ -183,6 +189,24 @@ pub fn explain(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     println!("  enforce.users         = {:?}", p.users);
     println!("  enforce.exempt_users  = {:?}", p.exempt_users);
     println!("  enforce.exempt_groups = {:?}", p.exempt_groups);
+    println!(
+        "  enforce.services      = {:?}{}",
+        p.services,
+        if p.services.is_empty() {
+            " (every service)"
+        } else {
+            ""
+        }
+    );
+    if let Some(s) = service {
+        if in_scope {
+            println!("Service:       {s} is in scope: the rules above apply to it");
+        } else {
+            println!(
+                "Service:       {s} is not in enforce.services: the module ignores it (PAM_IGNORE)"
+            );
+        }
+    }
     println!(
         "  Exemptions win over every other rule; groups count primary and supplementary membership."
     );
@@ -280,6 +304,9 @@ pub fn check_config(
         }
     };
     println!("2FA is required for {who}.");
+    if !p.services.is_empty() {
+        println!("Only for the PAM services {}.", p.services.join(", "));
+    }
     if !p.exempt_users.is_empty() || !p.exempt_groups.is_empty() {
         println!(
             "Exempt: users {:?}, groups {:?}.",

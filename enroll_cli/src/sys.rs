@@ -210,3 +210,16 @@ pub fn pam_check_password(service: &str, user: &str) -> Result<(), String> {
         Err(reason)
     }
 }
+
+/// Whether the kernel considers the clock synchronised (NTP), from adjtimex(2) in
+/// read-only mode; `None` if it cannot be asked.
+pub fn clock_synchronised() -> Option<bool> {
+    // SAFETY: timex is plain C data; all-zero (modes = 0) asks adjtimex to change nothing.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, writable timex for the duration of the call.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return None;
+    }
+    Some(state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0)
+}

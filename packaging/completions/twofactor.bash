@@ -25,6 +25,9 @@ _twofactor() {
             twofactor,disable)
                 cmd="twofactor__subcmd__disable"
                 ;;
+            twofactor,doctor)
+                cmd="twofactor__subcmd__doctor"
+                ;;
             twofactor,enable)
                 cmd="twofactor__subcmd__enable"
                 ;;
@@ -63,6 +66,9 @@ _twofactor() {
                 ;;
             twofactor__subcmd__help,disable)
                 cmd="twofactor__subcmd__help__subcmd__disable"
+                ;;
+            twofactor__subcmd__help,doctor)
+                cmd="twofactor__subcmd__help__subcmd__doctor"
                 ;;
             twofactor__subcmd__help,enable)
                 cmd="twofactor__subcmd__help__subcmd__enable"
@@ -125,7 +131,7 @@ _twofactor() {
 
     case "${cmd}" in
         twofactor)
-            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help"
+            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config explain doctor import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +210,32 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__doctor)
+            opts="-h -V --pam-dir --sshd-config --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pam-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sshd-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__enable)
             opts="-h -V --user --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -257,12 +289,16 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__explain)
-            opts="-h -V --config --json --help --version"
+            opts="-h -V --service --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -293,7 +329,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help)
-            opts="enroll status backup-codes disable enable reset unlock trust check-config explain import-google-authenticator generate-docs help"
+            opts="enroll status backup-codes disable enable reset unlock trust check-config explain doctor import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +371,20 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help__subcmd__disable)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

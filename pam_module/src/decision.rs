@@ -95,6 +95,12 @@ mod tests {
                 PamResultCode::PAM_IGNORE,
             ),
             (
+                Decision::NotApplicable(Reason::OutOfScope {
+                    service: "sudo".into(),
+                }),
+                PamResultCode::PAM_IGNORE,
+            ),
+            (
                 Decision::Deny(Reason::WrongCode { locked_for: None }),
                 PamResultCode::PAM_AUTH_ERR,
             ),

@@ -142,6 +142,11 @@ pub fn authenticate(conv: &mut dyn Conversation, login: &Login<'_>, env: &mut En
 
 fn run(ui: &mut Ui<'_>, login: &Login<'_>, env: &mut Env<'_>) -> Result<Decision, Stop> {
     let config = env.config;
+    if !config.policy.applies_to_service(login.service) {
+        return Ok(Decision::NotApplicable(Reason::OutOfScope {
+            service: login.service.to_string(),
+        }));
+    }
     let requirement = match config.policy.requires(login.user, env.directory) {
         Ok(r) => r,
         Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
@@ -643,6 +648,25 @@ mod tests {
             w.login("bob", None, false, vec![]),
             Decision::NotApplicable(Reason::NotRequired(policy::Reason::NoRule))
         );
+    }
+
+    #[test]
+    fn services_outside_enforce_services_are_ignored() {
+        let mut w = World::new();
+        w.config.policy.services = vec!["login".into()];
+        let (_, _) = w.enrol("admin");
+        // The World logs in as service "sshd": out of scope, so no prompt at all.
+        assert_eq!(
+            w.login("admin", None, false, vec![]),
+            Decision::NotApplicable(Reason::OutOfScope {
+                service: "sshd".into()
+            })
+        );
+        w.config.policy.services = vec!["sshd".into()];
+        assert!(matches!(
+            w.login("admin", None, false, vec![Step::Hidden(CODE_PROMPT, eof())]),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

@@ -1,0 +1,341 @@
+//! `twofactor doctor`: gathers the PAM stacks, sshd's effective settings, the policy and
+//! the clock, and prints what core's analysis finds, with fixes.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::unistd::{Group, User};
+use serde_json::json;
+use twofactor_core::config::Config;
+use twofactor_core::doctor::{self, Finding, PamFiles, Severity, SshdPolicy, SshdSettings};
+use twofactor_core::policy::{Nss, Policy};
+use twofactor_core::store::Store;
+
+use crate::cli::{Cli, DoctorArgs};
+use crate::context::{self, Error, print_json};
+use crate::sys;
+
+/// PAM service files in a directory.
+struct Dir(PathBuf);
+
+impl PamFiles for Dir {
+    fn read(&self, name: &str) -> Option<String> {
+        if name.contains('/') {
+            return fs::read_to_string(name).ok();
+        }
+        fs::read_to_string(self.0.join(name)).ok()
+    }
+}
+
+fn finding(
+    severity: Severity,
+    id: &'static str,
+    location: impl Into<String>,
+    message: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        severity,
+        id,
+        location: location.into(),
+        message: message.into(),
+        fix: fix.into(),
+    }
+}
+
+pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result<(), Error> {
+    let caller = context::caller()?;
+    if !caller.is_root() {
+        return Err("doctor is for root only".into());
+    }
+    let mut findings = Vec::new();
+    let config_path = context::config_path(cli, &caller, env_config)?;
+    let config = match Config::load(&config_path, 0) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            findings.push(finding(
+                Severity::Error,
+                "config",
+                config_path.display().to_string(),
+                format!("the config is refused, so every login through the module fails: {e}"),
+                "fix it and check with: twofactor check-config",
+            ));
+            None
+        }
+    };
+    let policy = config
+        .as_ref()
+        .map(|c| c.policy.clone())
+        .unwrap_or_default();
+    let store = config.as_ref().and_then(|c| match Store::open(&c.storage.state_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            findings.push(finding(Severity::Error, "state-dir", c.storage.state_dir.display().to_string(), format!("the state directory is refused, so logins of enrolled or required users fail: {e}"), "create it as root with mode 0700: install -d -m 0700 /var/lib/twofactor"));
+            None
+        }
+    });
+
+    check_pam(
+        args.pam_dir.as_deref().unwrap_or(Path::new("/etc/pam.d")),
+        &policy,
+        &mut findings,
+    );
+
+    let anyone_required = policy.all_users || !policy.groups.is_empty() || !policy.users.is_empty();
+    let root_exempt = policy.requires("root", &Nss).is_ok_and(|r| {
+        matches!(
+            r.reason,
+            twofactor_core::policy::Reason::ExemptUser
+                | twofactor_core::policy::Reason::ExemptGroup(_)
+        )
+    });
+    let root_enrolled = store
+        .as_ref()
+        .and_then(|s| s.load("root").ok())
+        .is_some_and(|s| s.is_enrolled());
+    let root_covered = root_exempt || root_enrolled;
+    let sshd_config = args
+        .sshd_config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config"));
+    if sshd_config.exists() && policy.applies_to_service("sshd") {
+        let (text, origin) = sshd_settings(&sshd_config, &mut findings);
+        let settings = SshdSettings::parse(&text);
+        findings.extend(doctor::check_sshd(
+            &settings,
+            SshdPolicy {
+                anyone_required,
+                root_covered,
+            },
+            &origin,
+        ));
+    }
+
+    if let Some(c) = &config {
+        check_policy(c, store.as_ref(), &mut findings);
+    }
+    match sys::clock_synchronised() {
+        Some(true) => {}
+        Some(false) => findings.push(finding(
+            Severity::Warning,
+            "clock",
+            "system clock",
+            "the clock is not synchronised: the top cause of \"codes not accepted\"",
+            "enable NTP (timedatectl set-ntp true, or chrony/systemd-timesyncd)",
+        )),
+        None => findings.push(finding(
+            Severity::Info,
+            "clock",
+            "system clock",
+            "cannot tell whether the clock is synchronised",
+            "make sure NTP runs",
+        )),
+    }
+
+    findings.sort_by_key(|f| f.severity);
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    let (errors, warnings, infos) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
+    if cli.json {
+        print_json(
+            &json!({"errors": errors, "warnings": warnings, "infos": infos, "findings": findings}),
+        )?;
+    } else {
+        println!(
+            "twofactor doctor: {errors} error{}, {warnings} warning{}, {infos} note{}",
+            plural(errors),
+            plural(warnings),
+            plural(infos)
+        );
+        for f in &findings {
+            println!(
+                "\n{:<8} {}\n         {}\n         fix: {}",
+                f.severity.to_string(),
+                f.location,
+                f.message,
+                f.fix
+            );
+        }
+    }
+    if errors > 0 {
+        Err(Error(format!("{errors} error{} found", plural(errors))))
+    } else {
+        Ok(())
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Every service file's auth stack: where the module is, and what can skip it.
+fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
+    let files = Dir(dir.to_path_buf());
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect(),
+        Err(e) => {
+            findings.push(finding(
+                Severity::Error,
+                "pam-dir",
+                dir.display().to_string(),
+                format!("cannot read the PAM directory: {e}"),
+                "check the path",
+            ));
+            return;
+        }
+    };
+    names.sort();
+    let mut with_module = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| !n.starts_with("common-") && !n.starts_with('.') && !n.ends_with(".dpkg-dist"))
+    {
+        match doctor::auth_stack(&files, name) {
+            Ok(stack) => {
+                if stack.iter().any(|l| l.module == doctor::MODULE) {
+                    with_module.push(name.clone());
+                    if policy.applies_to_service(name) {
+                        findings.extend(doctor::check_stack(name, &stack));
+                    }
+                }
+            }
+            Err(e) => findings.push(finding(
+                Severity::Info,
+                "pam-parse",
+                format!("{}/{name}", dir.display()),
+                format!("could not follow this stack: {e}"),
+                "check the file",
+            )),
+        }
+    }
+    if with_module.is_empty() {
+        findings.push(finding(Severity::Error, "module-missing", dir.display().to_string(), "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after pam_unix.so"));
+        return;
+    }
+    for service in &policy.services {
+        if !with_module.contains(service) {
+            findings.push(finding(Severity::Error, "service-missing", format!("{}/{service}", dir.display()), format!("enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"), "add the module to that stack (or to common-auth)"));
+        }
+    }
+    findings.push(finding(
+        Severity::Info,
+        "active",
+        dir.display().to_string(),
+        format!(
+            "pam_twofactor.so is in the auth stacks of: {}",
+            with_module.join(", ")
+        ),
+        "list the ones that should ask for codes in enforce.services",
+    ));
+}
+
+/// sshd's effective settings: `sshd -T` where possible (Include and Match evaluated),
+/// the file itself otherwise.
+fn sshd_settings(config: &Path, findings: &mut Vec<Finding>) -> (String, String) {
+    for extra in [
+        &[][..],
+        &["-C", "user=root,host=localhost,addr=127.0.0.1"][..],
+    ] {
+        let out = Command::new("/usr/sbin/sshd")
+            .arg("-T")
+            .arg("-f")
+            .arg(config)
+            .args(extra)
+            .output();
+        if let Ok(out) = out
+            && out.status.success()
+        {
+            return (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                format!("sshd -T -f {}", config.display()),
+            );
+        }
+    }
+    findings.push(finding(
+        Severity::Info,
+        "sshd-T",
+        config.display().to_string(),
+        "could not run sshd -T; read the file itself (Include and Match are not evaluated)",
+        "install openssh-server, or check the file with sshd -t",
+    ));
+    (
+        fs::read_to_string(config).unwrap_or_default(),
+        config.display().to_string(),
+    )
+}
+
+/// Accounts the policy may require: listed users, group members, and for all_users every
+/// local account with a login shell.
+fn candidates(policy: &Policy) -> Vec<String> {
+    let mut users: Vec<String> = policy.users.clone();
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 7)
+        .collect();
+    for g in &policy.groups {
+        if let Ok(Some(group)) = Group::from_name(g) {
+            users.extend(group.mem.iter().cloned());
+            let gid = group.gid.as_raw().to_string();
+            users.extend(
+                entries
+                    .iter()
+                    .filter(|f| f[3] == gid)
+                    .map(|f| f[0].to_string()),
+            );
+        }
+    }
+    if policy.all_users {
+        users.extend(
+            entries
+                .iter()
+                .filter(|f| {
+                    f[2].parse::<u32>().is_ok_and(|uid| uid == 0 || uid >= 1000)
+                        && !f[6].ends_with("nologin")
+                        && !f[6].ends_with("false")
+                })
+                .map(|f| f[0].to_string()),
+        );
+    }
+    users.sort();
+    users.dedup();
+    users
+}
+
+fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) {
+    let p = &c.policy;
+    if p.all_users && p.exempt_users.is_empty() && p.exempt_groups.is_empty() {
+        findings.push(finding(Severity::Warning, "no-breakglass", c.path.display().to_string(), "all_users = true with no exempt account: a broken phone, a full disk or a bad config can lock every admin out", "add a break-glass account to enforce.exempt_users and keep its password offline"));
+    }
+    let Some(store) = store else { return };
+    if c.enroll.at_login {
+        return;
+    }
+    let stranded: Vec<String> = candidates(p)
+        .into_iter()
+        .filter(|u| User::from_name(u).ok().flatten().is_some())
+        .filter(|u| p.requires(u, &Nss).is_ok_and(|r| r.required))
+        .filter(|u| {
+            store
+                .load(u)
+                .is_ok_and(|s| !s.is_enrolled() && s.grace_logins_used >= c.enroll.grace_logins)
+        })
+        .collect();
+    if !stranded.is_empty() {
+        findings.push(finding(
+            Severity::Error,
+            "stranded",
+            c.path.display().to_string(),
+            format!("required but not enrolled, with enrolment at login off and no grace logins left, so they cannot log in: {}", stranded.join(", ")),
+            "enrol them (twofactor enroll --user U --no-verify), give grace logins, or turn enroll.at_login on",
+        ));
+    }
+}

@@ -1,0 +1,190 @@
+//! `twofactor doctor` on fixture trees: Debian's real PAM stacks with the pam-auth-update
+//! profile enabled and disabled, one tree per bad pattern, sshd configs checked through
+//! the real `sshd -T -f FILE`, and policy risks.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use twofactor_testkit::{Accounts, PamFixture, run, tag};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/doctor"
+    ))
+}
+
+/// An sshd_config fixture with a host key added, so the real `sshd -T` can read it.
+fn sshd_config(f: &PamFixture, name: &str) -> PathBuf {
+    let key = f.path().join("host_ed25519");
+    if !key.exists() {
+        run(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+        );
+    }
+    let text = fs::read_to_string(fixtures().join("sshd").join(name)).unwrap();
+    let path = f.path().join(name);
+    fs::write(&path, format!("HostKey {}\n{text}", key.display())).unwrap();
+    path
+}
+
+/// Runs doctor with `--json`; returns the exit code and the findings.
+fn doctor(f: &PamFixture, pam: &str, sshd: &str) -> (i32, Vec<Value>) {
+    let out = Command::new(BIN)
+        .args(["doctor", "--json", "--pam-dir"])
+        .arg(fixtures().join(pam))
+        .arg("--sshd-config")
+        .arg(sshd_config(f, sshd))
+        .env("TWOFACTOR_CONFIG", f.config())
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let findings = j["findings"].as_array().unwrap().clone();
+    (out.status.code().unwrap(), findings)
+}
+
+fn has(findings: &[Value], id: &str, severity: &str) -> bool {
+    findings
+        .iter()
+        .any(|f| f["id"] == id && f["severity"] == severity)
+}
+
+fn errors(findings: &[Value]) -> Vec<String> {
+    findings
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const POLICY: &str = "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"rescue\"]\n";
+
+#[test]
+fn a_good_setup_has_no_errors() {
+    let f = PamFixture::new(POLICY);
+    let (code, found) = doctor(&f, "debian-enabled", "good.conf");
+    assert_eq!(errors(&found), Vec::<String>::new(), "{found:#?}");
+    assert_eq!(code, 0);
+    assert!(
+        found
+            .iter()
+            .any(|x| x["id"] == "active" && x["message"].as_str().unwrap().contains("sshd"))
+    );
+    assert!(
+        found
+            .iter()
+            .all(|x| x["location"].as_str().unwrap().starts_with("sshd -T")
+                || x["id"] != "sshd-pubkey"),
+        "read through sshd -T"
+    );
+}
+
+#[test]
+fn debian_without_the_profile_has_the_module_nowhere() {
+    let f = PamFixture::new(POLICY);
+    let (code, found) = doctor(&f, "debian-disabled", "good.conf");
+    assert!(has(&found, "module-missing", "error"), "{found:#?}");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn each_bad_stack_is_found_where_it_is() {
+    let f = PamFixture::new(POLICY);
+    for (tree, id, severity, location) in [
+        ("sufficient", "skippable", "error", "sshd:2"),
+        ("jump", "skippable", "error", "sshd:1"),
+        ("bypass", "bypass", "error", "sshd:2"),
+        ("order", "order", "warning", "sshd:1"),
+    ] {
+        let (_, found) = doctor(&f, tree, "good.conf");
+        let hit = found
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap_or_else(|| panic!("{tree}: no {id} in {found:#?}"));
+        assert_eq!(hit["severity"], severity, "{tree}");
+        assert_eq!(hit["location"], location, "{tree}");
+        assert!(!hit["fix"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn sshd_settings_through_sshd_t() {
+    let f = PamFixture::new(POLICY);
+    for (conf, id, severity) in [
+        ("usepam-no.conf", "sshd-usepam", "error"),
+        ("kbdint-no.conf", "sshd-kbdint", "error"),
+        ("kbdint-no.conf", "sshd-password", "warning"),
+        ("pubkey-skips.conf", "sshd-pubkey", "warning"),
+        ("root-login.conf", "sshd-root", "warning"),
+    ] {
+        let (_, found) = doctor(&f, "debian-enabled", conf);
+        assert!(
+            has(&found, id, severity),
+            "{conf}: no {severity} {id} in {found:#?}"
+        );
+    }
+    // With nobody required, public-key logins skipping 2FA is only a note.
+    let nobody = PamFixture::new("[enforce]\nexempt_users = [\"root\"]\n");
+    let (_, found) = doctor(&nobody, "debian-enabled", "pubkey-skips.conf");
+    assert!(has(&found, "sshd-pubkey", "info"), "{found:#?}");
+    assert!(
+        !found.iter().any(|x| x["id"] == "sshd-root"),
+        "root is exempt"
+    );
+}
+
+#[test]
+fn policy_risks() {
+    let f = PamFixture::new("[enforce]\nall_users = true\n");
+    let (_, found) = doctor(&f, "debian-enabled", "good.conf");
+    assert!(has(&found, "no-breakglass", "warning"), "{found:#?}");
+
+    let mut acct = Accounts::default();
+    let base = tempfile::tempdir().unwrap();
+    let user = acct.login_user(
+        &format!("tfdoc{}", tag()),
+        &base.path().join("h"),
+        "Doc-Pass-1",
+    );
+    let f = PamFixture::new(&format!(
+        "[enforce]\nusers = [\"{user}\"]\nexempt_users = [\"rescue\"]\n[enroll]\nat_login = false\n"
+    ));
+    let (code, found) = doctor(&f, "debian-enabled", "good.conf");
+    let stranded = found
+        .iter()
+        .find(|x| x["id"] == "stranded")
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert!(stranded["message"].as_str().unwrap().contains(&user));
+    assert_eq!(code, 1);
+
+    let scoped = PamFixture::new(
+        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"rescue\"]\nservices = [\"sshd\", \"xrdp\"]\n",
+    );
+    let (_, found) = doctor(&scoped, "debian-enabled", "good.conf");
+    let missing = found
+        .iter()
+        .find(|x| x["id"] == "service-missing")
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert!(missing["message"].as_str().unwrap().contains("xrdp"));
+
+    let broken = PamFixture::new("[enforce]\ngrups = []\n");
+    let (code, found) = doctor(&broken, "debian-enabled", "good.conf");
+    assert!(has(&found, "config", "error"), "{found:#?}");
+    assert_eq!(code, 1);
+    let bad_state = PamFixture::new(POLICY);
+    fs::set_permissions(
+        bad_state.path().join("state"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (_, found) = doctor(&bad_state, "debian-enabled", "good.conf");
+    assert!(has(&found, "state-dir", "error"), "{found:#?}");
+}
