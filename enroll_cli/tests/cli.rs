@@ -125,8 +125,23 @@ fn enroll_through_stdin_then_status_and_backup_codes() {
     let e = json(&f, &["explain", "tfcli1", "--json"]);
     assert_eq!(e["reason"], "user list (enforce.users)");
     assert!(e["server_time"].as_str().unwrap().ends_with("UTC"));
+    let scoped = json(&f, &["explain", "tfcli1", "--service", "sshd", "--json"]);
+    assert_eq!(scoped["service_in_scope"], true);
     let t = json(&f, &["trust", "list", "--user", "tfcli1", "--json"]);
     assert_eq!(t["trusted_devices"], Value::Array(vec![]));
+}
+
+#[test]
+fn services_scope_shows_in_explain_and_check_config() {
+    let f = PamFixture::new("[enforce]\nusers = [\"tfcli7\"]\nservices = [\"sshd\"]\n");
+    let e = json(&f, &["explain", "tfcli7", "--service", "sudo", "--json"]);
+    assert_eq!(
+        (e["service_in_scope"].clone(), e["required"].clone()),
+        (Value::from(false), Value::from(false))
+    );
+    let e = json(&f, &["explain", "tfcli7", "--service", "sshd", "--json"]);
+    assert_eq!(e["required"], true);
+    assert!(ok(&f, &["check-config"]).contains("Only for the PAM services sshd."));
 }
 
 #[test]
