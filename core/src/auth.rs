@@ -253,4 +253,90 @@ mod tests {
         );
         assert_eq!(store.load("carol").unwrap().lockout.failures, 1);
     }
+
+    #[test]
+    fn clock_jumping_back_an_hour_allows_no_replay_and_no_early_unlock() {
+        let (mut s, key, _) = setup();
+        let c = Config::default();
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, NOW).unwrap(),
+            CodeResult::Totp
+        );
+        let back = NOW - 3600;
+        // Every code of the earlier hour is now at or before the last used step.
+        assert_eq!(
+            apply_code(&mut s, &code(&key, back), &c, back).unwrap(),
+            CodeResult::Replayed { locked_for: None }
+        );
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, back).unwrap(),
+            CodeResult::Wrong { locked_for: None }
+        );
+        // A lock taken now still holds after the clock goes back: it lasts longer, never shorter.
+        let mut l = UserState {
+            lockout: Default::default(),
+            ..s.clone()
+        };
+        for _ in 0..5 {
+            apply_code(&mut l, "000000", &c, NOW).unwrap();
+        }
+        assert_eq!(l.lockout.locked_for(NOW), Some(300));
+        assert_eq!(l.lockout.locked_for(back), Some(3900));
+        assert!(matches!(
+            apply_code(&mut l, &code(&key, back), &c, back).unwrap(),
+            CodeResult::Locked { .. }
+        ));
+    }
+
+    /// The online brute-force budget at the default settings: an attacker who has the
+    /// password guesses as fast as the lockout allows for 30 days.
+    #[test]
+    fn a_month_of_online_guessing_stays_under_one_in_a_thousand() {
+        let (mut s, key, _) = setup();
+        s.backup_codes = None;
+        let c = Config::default();
+        let p = TotpParams::default();
+        let start = NOW;
+        let end = start + 30 * 86_400;
+        let mut now = start;
+        let mut guesses: u64 = 0;
+        while now < end {
+            if let Some(wait) = s.lockout.locked_for(now) {
+                now += wait;
+                continue;
+            }
+            // A guess that is wrong for every step in the window, so the count is exact.
+            let valid: Vec<String> = (0..3)
+                .map(|d| key.code_at_step(&p, p.step_at(now) + d - 1).to_string())
+                .collect();
+            let guess = (0..)
+                .map(|n| format!("{:06}", (guesses * 7919 + n) % 1_000_000))
+                .find(|g| !valid.contains(g))
+                .unwrap();
+            assert!(matches!(
+                apply_code(&mut s, &guess, &c, now).unwrap(),
+                CodeResult::Wrong { .. }
+            ));
+            guesses += 1;
+            now += 1;
+        }
+        // Each guess hits one of the 2 * window + 1 = 3 codes in force with chance 3 / 10^6.
+        let chance = 1.0 - (1.0 - 3e-6f64).powf(guesses as f64);
+        println!(
+            "{guesses} guesses in 30 days at the defaults: chance of success {:.4}%",
+            chance * 100.0
+        );
+        assert!(guesses <= 200, "{guesses} guesses allowed");
+        assert!(chance < 0.001, "chance {chance}");
+
+        // A user who mistypes twice is not locked, and the next correct code works.
+        let (mut user, key, _) = setup();
+        apply_code(&mut user, "000000", &c, NOW).unwrap();
+        apply_code(&mut user, "000001", &c, NOW).unwrap();
+        assert_eq!(user.lockout.locked_for(NOW), None);
+        assert_eq!(
+            apply_code(&mut user, &code(&key, NOW), &c, NOW).unwrap(),
+            CodeResult::Totp
+        );
+    }
 }

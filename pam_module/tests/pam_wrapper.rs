@@ -207,15 +207,33 @@ fn exempt_and_not_required_users_are_ignored() {
 }
 
 #[test]
-fn corrupt_state_fails_closed() {
-    let pam = Pam::new("[enforce]\nusers = [\"tfhal\"]\n");
-    let path = pam.0.path().join("state/tfhal.json");
-    let body = b"{\"version\":1,\"user\":\"tfhal\",\"state\":{\"authenticator\":";
-    fs::write(&path, body).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    let (v, t) = pam.run("tfhal", None, &["123456"]);
-    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
-    assert_eq!(fs::read(&path).unwrap(), body, "left untouched");
+fn corrupt_state_fails_closed_and_is_never_re_enrolled() {
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "truncated",
+            b"{\"version\":1,\"user\":\"tfhal\",\"state\":{\"authenticator\":",
+        ),
+        ("empty", b""),
+        ("garbage", b"\x00\xff\xfegarbage\n"),
+        ("future", b"{\"version\":2,\"user\":\"tfhal\",\"state\":{}}"),
+        (
+            "other user",
+            b"{\"version\":1,\"user\":\"root\",\"state\":{}}",
+        ),
+    ];
+    for (what, body) in cases {
+        let pam = Pam::new("[enforce]\nusers = [\"tfhal\"]\n");
+        let path = pam.0.path().join("state/tfhal.json");
+        fs::write(&path, body).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let (v, t) = pam.run("tfhal", None, &["123456"]);
+        assert_eq!(v, Verdict::AuthInfoUnavail, "{what}: {t}");
+        assert!(
+            !t.contains("Set it up now"),
+            "{what}: a broken file must never lead to a new enrolment"
+        );
+        assert_eq!(fs::read(&path).unwrap(), body, "{what}: left untouched");
+    }
 }
 
 #[test]
@@ -231,6 +249,23 @@ fn bad_config_and_unknown_arguments_fail_closed() {
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
     let (v, _) = pam.run("tfivy", None, &["123456"]);
     assert_eq!(v, Verdict::ServiceErr, "a world-writable config is refused");
+    // Unreadable: missing, a directory, or a symlink.
+    fs::remove_file(&cfg).unwrap();
+    let (v, _) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(v, Verdict::ServiceErr, "a missing config fails closed");
+    fs::create_dir(&cfg).unwrap();
+    let (v, _) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(
+        v,
+        Verdict::ServiceErr,
+        "a directory in place of the config fails closed"
+    );
+    fs::remove_dir(&cfg).unwrap();
+    let real = pam.0.path().join("real.toml");
+    fs::write(&real, "version = 1\n").unwrap();
+    std::os::unix::fs::symlink(&real, &cfg).unwrap();
+    let (v, _) = pam.run("tfivy", None, &["123456"]);
+    assert_eq!(v, Verdict::ServiceErr, "a symlinked config fails closed");
 }
 
 /// What pam-u2f's dlsym_check does: load the module as libpam would and look up its
