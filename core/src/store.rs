@@ -148,6 +148,39 @@ pub fn validate_user_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Parses the bytes of `user`'s state file (`path` is for messages): format version,
+/// owner name and every field are checked; nothing is guessed.
+pub fn parse_state(path: &Path, user: &str, bytes: &[u8]) -> Result<UserState, StoreError> {
+    let path = path.to_path_buf();
+    // serde_json's own messages can quote field values (a secret among them), so the
+    // reason keeps only the kind of error and where it is.
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        path: path.clone(),
+        reason: format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+        .to_lowercase(),
+    };
+    let header: VersionOnly = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if header.version != STATE_VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            path,
+            version: header.version,
+        });
+    }
+    let file: StateFile<UserState> = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if file.user != user {
+        return Err(StoreError::WrongUser {
+            path,
+            found: file.user,
+        });
+    }
+    Ok(file.state)
+}
+
 /// The per-user state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -213,33 +246,7 @@ impl Store {
             Err(FileError::NotFound(_)) => return Ok(UserState::default()),
             Err(e) => return Err(e.into()),
         };
-        // serde_json's own messages can quote field values (a secret among them), so the
-        // reason keeps only the kind of error and where it is.
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            path: path.clone(),
-            reason: format!(
-                "{:?} error at line {} column {}",
-                e.classify(),
-                e.line(),
-                e.column()
-            )
-            .to_lowercase(),
-        };
-        let header: VersionOnly = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if header.version != STATE_VERSION {
-            return Err(StoreError::UnsupportedVersion {
-                path,
-                version: header.version,
-            });
-        }
-        let file: StateFile<UserState> = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if file.user != user {
-            return Err(StoreError::WrongUser {
-                path,
-                found: file.user,
-            });
-        }
-        Ok(file.state)
+        parse_state(&path, user, &bytes)
     }
 
     fn write(&self, user: &str, state: &UserState) -> Result<(), StoreError> {
