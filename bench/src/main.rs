@@ -1,0 +1,454 @@
+//! pam-bench: pam_twofactor against pam_google_authenticator through real libpam
+//! (pam_wrapper), with libfaketime moving the clock so every login spends a fresh step.
+//! Prints tables; `BENCHMARKS.md` records a run. Run as root: `bash bench/run`.
+
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod ffi;
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use std::{env, thread};
+
+use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::clock::{Clock, SystemClock};
+use twofactor_core::random::OsRandom;
+use twofactor_core::store::Store;
+use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::{Accounts, enrol, pam_module_so};
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const GA_MODULE: &str = "/lib/x86_64-linux-gnu/security/pam_google_authenticator.so";
+const N: usize = 2000;
+
+fn main() {
+    let args: Vec<String> = env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--inproc") => inproc(
+            &args[2],
+            &args[3],
+            &args[4],
+            args[5].parse().expect("count"),
+            args[6].parse().expect("start"),
+        ),
+        Some("--rss") => rss(&args[2]),
+        _ => orchestrate(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Child: `count` pam_authenticate calls, each at a fresh 30 s step (libfaketime), printing
+/// "median_us p99_us successes".
+fn inproc(service: &str, user: &str, key: &str, count: usize, start: u64) {
+    let key = SecretKey::from_base32(key).expect("key");
+    let p = TotpParams::default();
+    let (service, user) = (
+        CString::new(service).unwrap_or_default(),
+        CString::new(user).unwrap_or_default(),
+    );
+    let mut times = Vec::with_capacity(count);
+    let mut ok = 0;
+    for i in 0..count as u64 {
+        ffi::set_env("FAKETIME", &format!("+{}", start + i * 30));
+        let code = key.code_at_step(&p, p.step_at(SystemClock.now()));
+        let t = Instant::now();
+        let rc = ffi::authenticate(&service, &user, &code);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        ok += usize::from(rc == 0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{:.1} {:.1} {ok}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+}
+
+/// Child: RSS added by loading a module, in kB.
+fn rss(module: &str) {
+    let vm = || -> u64 {
+        let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    };
+    let before = vm();
+    let loaded = ffi::dlopen(&CString::new(module).unwrap_or_default());
+    let after = vm();
+    println!("{} {loaded}", after.saturating_sub(before));
+}
+
+struct Setup {
+    dir: PathBuf,
+    key: String,
+}
+
+fn write(path: &Path, text: &str, mode: u32) {
+    fs::write(path, text).expect("write");
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A fixture with services "tf" (pam_twofactor) and "ga" (pam_google_authenticator), the
+/// same secret for `user` in both, window ±1, replay protection on, no rate limit.
+fn setup(user: &str, state_dir: Option<&Path>) -> Setup {
+    let dir = tempfile::Builder::new()
+        .prefix("tfbench")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = state_dir.map_or_else(|| dir.join("state"), Path::to_path_buf);
+    let store = Store::create(&state, 0).expect("state dir");
+    let key = SecretKey::generate(&mut OsRandom).expect("random");
+    let b32 = key.to_base32().to_string();
+    let mut rng = OsRandom;
+    enrol(&store, user, &mut rng);
+    // Put our key in place of the random one enrol() chose, through the store.
+    store
+        .update(user, |s| -> Result<(), twofactor_core::store::StoreError> {
+            if let Some(a) = s.authenticator.as_mut() {
+                a.secret = key.clone();
+            }
+            Ok(())
+        })
+        .expect("update");
+    write(
+        &dir.join("config.toml"),
+        &format!(
+            "version = 1\n[enforce]\nall_users = true\n[totp]\nwindow = 1\n[lockout]\nmax_failures = 1000\n[storage]\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+        0o644,
+    );
+    write(
+        &dir.join("ga_secret"),
+        &format!("{b32}\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n"),
+        0o600,
+    );
+    fs::create_dir_all(dir.join("pam.d")).expect("pam.d");
+    write(
+        &dir.join("pam.d/tf"),
+        &format!(
+            "auth required {} config={}\n",
+            pam_module_so().display(),
+            dir.join("config.toml").display()
+        ),
+        0o644,
+    );
+    write(
+        &dir.join("pam.d/ga"),
+        &format!(
+            "auth required {GA_MODULE} secret={} user=root\n",
+            dir.join("ga_secret").display()
+        ),
+        0o644,
+    );
+    Setup { dir, key: b32 }
+}
+
+fn child_env(cmd: &mut Command, s: &Setup) {
+    cmd.env("LD_PRELOAD", format!("libpam_wrapper.so {FAKETIME_LIB}"))
+        .env("PAM_WRAPPER", "1")
+        .env("PAM_WRAPPER_SERVICE_DIR", s.dir.join("pam.d"))
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME", "+0");
+}
+
+fn run_inproc(s: &Setup, service: &str, user: &str, count: usize, start: u64) -> (f64, f64, usize) {
+    let mut cmd = Command::new(env::current_exe().expect("exe"));
+    cmd.args([
+        "--inproc",
+        service,
+        user,
+        &s.key,
+        &count.to_string(),
+        &start.to_string(),
+    ]);
+    child_env(&mut cmd, s);
+    let out = cmd.output().expect("child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        v.len() == 3,
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        v[0].parse().unwrap_or(0.0),
+        v[1].parse().unwrap_or(0.0),
+        v[2].parse().unwrap_or(0),
+    )
+}
+
+fn pamtester(
+    s: &Setup,
+    service: &str,
+    user: &str,
+    code: &str,
+    faketime: Option<u64>,
+) -> (bool, f64) {
+    let mut cmd = Command::new("pamtester");
+    cmd.args([service, user, "authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    child_env(&mut cmd, s);
+    if let Some(off) = faketime {
+        cmd.env("FAKETIME", format!("+{off}"));
+    } else {
+        cmd.env("LD_PRELOAD", "libpam_wrapper.so");
+    }
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("pamtester");
+    use std::io::Write;
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{code}\n").as_bytes());
+    let out = child.wait_with_output().expect("pamtester");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    (
+        String::from_utf8_lossy(&out.stderr).contains("successfully authenticated")
+            || String::from_utf8_lossy(&out.stdout).contains("successfully authenticated"),
+        ms,
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+fn code_at(key: &str, at: u64) -> String {
+    let k = SecretKey::from_base32(key).expect("key");
+    let p = TotpParams::default();
+    k.code_at_step(&p, p.step_at(at)).to_string()
+}
+
+fn orchestrate() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "run as root: bash bench/run"
+    );
+    let mut accounts = Accounts::default();
+    let user = accounts.login_user("tfbench", Path::new("/tmp/tfbench-home"), "Bench-Pass-1");
+    println!("pam-bench: pam_twofactor vs pam_google_authenticator, real libpam under pam_wrapper");
+    println!(
+        "each login is at a fresh 30 s step (libfaketime moves the clock), same secret, window ±1,"
+    );
+    println!("replay protection on (DISALLOW_REUSE for google-authenticator), no rate limit.\n");
+
+    // In-process: N pam_authenticate calls per module in one process each.
+    let s = setup(&user, None);
+    let (tf_med, tf_p99, tf_ok) = run_inproc(&s, "tf", &user, N, 3600);
+    let (ga_med, ga_p99, ga_ok) = run_inproc(&s, "ga", &user, N, 3600);
+    println!("In-process pam_authenticate, {N} logins each");
+    println!("| module | median µs | p99 µs | accepted |");
+    println!("|---|---:|---:|---:|");
+    println!("| pam_twofactor | {tf_med:.1} | {tf_p99:.1} | {tf_ok}/{N} |");
+    println!("| pam_google_authenticator | {ga_med:.1} | {ga_p99:.1} | {ga_ok}/{N} |");
+    println!(
+        "| ratio twofactor / google-authenticator | {:.2} | {:.2} | |\n",
+        tf_med / ga_med,
+        tf_p99 / ga_p99
+    );
+
+    // Whole process: pamtester per login.
+    let runs = 60;
+    let base = 86_400 * 10;
+    let now = SystemClock.now();
+    let mut tf_ms = Vec::new();
+    let mut ga_ms = Vec::new();
+    let (mut tf_good, mut ga_good) = (0, 0);
+    for i in 0..runs {
+        let off = base + i * 30;
+        let (ok, ms) = pamtester(&s, "tf", &user, &code_at(&s.key, now + off), Some(off));
+        tf_good += usize::from(ok);
+        tf_ms.push(ms);
+        let (ok, ms) = pamtester(&s, "ga", &user, &code_at(&s.key, now + off), Some(off));
+        ga_good += usize::from(ok);
+        ga_ms.push(ms);
+    }
+    let (tfm, gam) = (median(tf_ms), median(ga_ms));
+    println!("Whole process (pamtester), {runs} logins each");
+    println!("| module | median ms | accepted |");
+    println!("|---|---:|---:|");
+    println!("| pam_twofactor | {tfm:.2} | {tf_good}/{runs} |");
+    println!("| pam_google_authenticator | {gam:.2} | {ga_good}/{runs} |");
+    println!("| ratio | {:.2} | |\n", tfm / gam);
+
+    // Scale: enrolled users in the state directory.
+    println!("Scale: pam_twofactor median with many enrolled users in the state dir (300 logins)");
+    println!("| users in state dir | median µs | p99 µs |");
+    println!("|---:|---:|---:|");
+    for users in [100usize, 10_000, 100_000] {
+        let dir = tempfile::Builder::new()
+            .prefix("tfscale")
+            .tempdir()
+            .expect("tmp")
+            .keep();
+        let state = dir.join("state");
+        let s2 = setup(&user, Some(&state));
+        let template = fs::read_to_string(state.join(format!("{user}.json"))).expect("template");
+        let needle = format!("\"user\": \"{user}\"");
+        for i in 0..users.saturating_sub(1) {
+            let name = format!("filler{i:06}");
+            write(
+                &state.join(format!("{name}.json")),
+                &template.replace(&needle, &format!("\"user\": \"{name}\"")),
+                0o600,
+            );
+        }
+        let (m, p99, ok) = run_inproc(&s2, "tf", &user, 300, 7200);
+        assert_eq!(ok, 300, "scale run refused logins");
+        println!("| {users} | {m:.1} | {p99:.1} |");
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&s2.dir);
+    }
+    println!();
+
+    concurrency(&user);
+    footprint();
+    let _ = fs::remove_dir_all(&s.dir);
+}
+
+fn concurrency(user: &str) {
+    let s = setup(user, None);
+    let store = Store::open(&s.dir.join("state")).expect("store");
+    // 32 distinct users at once.
+    let users: Vec<(String, String)> = (0..32)
+        .map(|i| {
+            let name = format!("conc{i:02}");
+            let (key, _) = enrol(&store, &name, &mut OsRandom);
+            (name, key.to_base32().to_string())
+        })
+        .collect();
+    let now = SystemClock.now();
+    let t = Instant::now();
+    let handles: Vec<_> = users
+        .iter()
+        .map(|(u, k)| {
+            let (s, u, c) = (
+                Setup {
+                    dir: s.dir.clone(),
+                    key: k.clone(),
+                },
+                u.clone(),
+                code_at(k, now),
+            );
+            thread::spawn(move || pamtester(&s, "tf", &u, &c, None).0)
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(false))
+        .filter(|b| *b)
+        .count();
+    let secs = t.elapsed().as_secs_f64();
+    println!("Concurrency (pamtester processes started together)");
+    println!("| case | result |");
+    println!("|---|---|");
+    println!(
+        "| 32 logins of distinct users | {ok}/32 accepted, {} errors, {:.0} logins/s |",
+        32 - ok,
+        32.0 / secs
+    );
+
+    // 20 logins of one user, each with a different backup code.
+    let (codes, NewCodes(plain)) =
+        BackupCodes::generate(20, HashCost::DEFAULT, &mut OsRandom).expect("codes");
+    enrol(&store, "concbackup", &mut OsRandom);
+    store
+        .update(
+            "concbackup",
+            |st| -> Result<(), twofactor_core::store::StoreError> {
+                st.backup_codes = Some(codes);
+                Ok(())
+            },
+        )
+        .expect("update");
+    let handles: Vec<_> = plain
+        .iter()
+        .map(|c| {
+            let (s, c) = (
+                Setup {
+                    dir: s.dir.clone(),
+                    key: String::new(),
+                },
+                c.to_string(),
+            );
+            thread::spawn(move || pamtester(&s, "tf", "concbackup", &c, None).0)
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(false))
+        .filter(|b| *b)
+        .count();
+    let left = store.load("concbackup").expect("load").backup_codes_left();
+    println!(
+        "| 20 logins of one user, 20 different backup codes | {ok}/20 accepted, {left} codes left |"
+    );
+
+    // 20 logins of one user with the same TOTP code.
+    let (key, _) = enrol(&store, "concsame", &mut OsRandom);
+    let code = code_at(&key.to_base32(), SystemClock.now());
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, c) = (
+                Setup {
+                    dir: s.dir.clone(),
+                    key: String::new(),
+                },
+                code.clone(),
+            );
+            thread::spawn(move || pamtester(&s, "tf", "concsame", &c, None).0)
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(false))
+        .filter(|b| *b)
+        .count();
+    println!("| 20 logins of one user, the same TOTP code | {ok}/20 accepted |\n");
+    let _ = fs::remove_dir_all(&s.dir);
+}
+
+fn footprint() {
+    let ours = pam_module_so();
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let rss = |p: &Path| {
+        let out = Command::new(env::current_exe().expect("exe"))
+            .args(["--rss", &p.display().to_string()])
+            .output()
+            .expect("child");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!("Footprint");
+    println!("| module | file size (stripped) | RSS added by dlopen |");
+    println!("|---|---:|---:|");
+    println!(
+        "| pam_twofactor | {} KiB | {} kB |",
+        size(&ours) / 1024,
+        rss(&ours)
+    );
+    println!(
+        "| pam_google_authenticator | {} KiB | {} kB |",
+        size(Path::new(GA_MODULE)) / 1024,
+        rss(Path::new(GA_MODULE))
+    );
+}
