@@ -44,7 +44,8 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(
+    /// A finding.
+    pub fn new(
         severity: Severity,
         id: &'static str,
         location: impl Into<String>,

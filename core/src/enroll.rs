@@ -4,6 +4,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+use crate::qr::{self, QrStyle};
 use crate::random::{Random, RandomError};
 use crate::store::{Authenticator, UserState};
 use crate::totp::{self, SecretKey, TotpCheck, TotpParams};
@@ -121,6 +122,27 @@ impl Enrollment {
             self.params.digits,
             self.params.period,
         ))
+    }
+
+    /// What to scan or type, as the login and `twofactor enroll` both show it: the QR code
+    /// (if `style` draws one), then the key in groups, the account, the code type and the
+    /// otpauth URI, for when the picture cannot be scanned.
+    pub fn scan_or_type(&self, style: QrStyle, invert: bool) -> String {
+        let uri = self.otpauth_uri();
+        let p = &self.params;
+        let mut t = String::new();
+        if let Some(picture) = qr::render(&uri, style, invert) {
+            t.push_str(&picture);
+            t.push('\n');
+        }
+        t.push_str(&format!("Key:     {}\n", &*self.secret.to_base32_grouped()));
+        t.push_str(&format!("Account: {}\n", self.label()));
+        t.push_str(&format!(
+            "Type:    time-based, {}, {} digits, every {} seconds\n",
+            p.algorithm, p.digits, p.period
+        ));
+        t.push_str(&format!("URI:     {}\n", &*uri));
+        t
     }
 
     /// Checks `code` against the new secret and, if it matches, installs the authenticator

@@ -29,22 +29,6 @@ impl PamFiles for Dir {
     }
 }
 
-fn finding(
-    severity: Severity,
-    id: &'static str,
-    location: impl Into<String>,
-    message: impl Into<String>,
-    fix: impl Into<String>,
-) -> Finding {
-    Finding {
-        severity,
-        id,
-        location: location.into(),
-        message: message.into(),
-        fix: fix.into(),
-    }
-}
-
 pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result<(), Error> {
     let caller = context::caller()?;
     if !caller.is_root() {
@@ -55,7 +39,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     let config = match Config::load(&config_path, 0) {
         Ok(c) => Some(c),
         Err(e) => {
-            findings.push(finding(
+            findings.push(Finding::new(
                 Severity::Error,
                 "config",
                 config_path.display().to_string(),
@@ -72,7 +56,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     let store = config.as_ref().and_then(|c| match Store::open(&c.storage.state_dir) {
         Ok(s) => Some(s),
         Err(e) => {
-            findings.push(finding(Severity::Error, "state-dir", c.storage.state_dir.display().to_string(), format!("the state directory is refused, so logins of enrolled or required users fail: {e}"), "create it as root with mode 0700: install -d -m 0700 /var/lib/twofactor"));
+            findings.push(Finding::new(Severity::Error, "state-dir", c.storage.state_dir.display().to_string(), format!("the state directory is refused, so logins of enrolled or required users fail: {e}"), "create it as root with mode 0700: install -d -m 0700 /var/lib/twofactor"));
             None
         }
     });
@@ -118,14 +102,14 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     }
     match sys::clock_synchronised() {
         Some(true) => {}
-        Some(false) => findings.push(finding(
+        Some(false) => findings.push(Finding::new(
             Severity::Warning,
             "clock",
             "system clock",
             "the clock is not synchronised: the top cause of \"codes not accepted\"",
             "enable NTP (timedatectl set-ntp true, or chrony/systemd-timesyncd)",
         )),
-        None => findings.push(finding(
+        None => findings.push(Finding::new(
             Severity::Info,
             "clock",
             "system clock",
@@ -181,7 +165,7 @@ fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect(),
         Err(e) => {
-            findings.push(finding(
+            findings.push(Finding::new(
                 Severity::Error,
                 "pam-dir",
                 dir.display().to_string(),
@@ -206,7 +190,7 @@ fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
                     }
                 }
             }
-            Err(e) => findings.push(finding(
+            Err(e) => findings.push(Finding::new(
                 Severity::Info,
                 "pam-parse",
                 format!("{}/{name}", dir.display()),
@@ -216,15 +200,15 @@ fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
         }
     }
     if with_module.is_empty() {
-        findings.push(finding(Severity::Error, "module-missing", dir.display().to_string(), "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after pam_unix.so"));
+        findings.push(Finding::new(Severity::Error, "module-missing", dir.display().to_string(), "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after pam_unix.so"));
         return;
     }
     for service in &policy.services {
         if !with_module.contains(service) {
-            findings.push(finding(Severity::Error, "service-missing", format!("{}/{service}", dir.display()), format!("enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"), "add the module to that stack (or to common-auth)"));
+            findings.push(Finding::new(Severity::Error, "service-missing", format!("{}/{service}", dir.display()), format!("enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"), "add the module to that stack (or to common-auth)"));
         }
     }
-    findings.push(finding(
+    findings.push(Finding::new(
         Severity::Info,
         "active",
         dir.display().to_string(),
@@ -258,7 +242,7 @@ fn sshd_settings(config: &Path, findings: &mut Vec<Finding>) -> (String, String)
             );
         }
     }
-    findings.push(finding(
+    findings.push(Finding::new(
         Severity::Info,
         "sshd-T",
         config.display().to_string(),
@@ -313,7 +297,7 @@ fn candidates(policy: &Policy) -> Vec<String> {
 fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) {
     let p = &c.policy;
     if p.all_users && p.exempt_users.is_empty() && p.exempt_groups.is_empty() {
-        findings.push(finding(Severity::Warning, "no-breakglass", c.path.display().to_string(), "all_users = true with no exempt account: a broken phone, a full disk or a bad config can lock every admin out", "add a break-glass account to enforce.exempt_users and keep its password offline"));
+        findings.push(Finding::new(Severity::Warning, "no-breakglass", c.path.display().to_string(), "all_users = true with no exempt account: a broken phone, a full disk or a bad config can lock every admin out", "add a break-glass account to enforce.exempt_users and keep its password offline"));
     }
     let Some(store) = store else { return };
     if c.enroll.at_login {
@@ -330,7 +314,7 @@ fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) 
         })
         .collect();
     if !stranded.is_empty() {
-        findings.push(finding(
+        findings.push(Finding::new(
             Severity::Error,
             "stranded",
             c.path.display().to_string(),

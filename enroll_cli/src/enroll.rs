@@ -1,12 +1,10 @@
 //! `twofactor enroll`: a new authenticator, saved only once a code from it verifies.
 
-use std::fmt::Write as _;
-
 use serde_json::json;
 use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::{Enrollment, host_name};
-use twofactor_core::qr::{self, QrStyle};
+use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
 use zeroize::Zeroizing;
 
@@ -109,24 +107,11 @@ enum Invert {
 
 /// What to scan or type, as the login shows it.
 fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
-    let uri = e.otpauth_uri();
-    let p = e.params();
     let mut t = String::from(
         "Add this account to an authenticator app (Google Authenticator, Microsoft\n\
          Authenticator, FreeOTP, ...): scan the QR code, or type the key into the app.\n\n",
     );
-    if let Some(picture) = qr::render(&uri, QrStyle::Unicode, invert == Invert::Yes) {
-        t.push_str(&picture);
-        t.push('\n');
-    }
-    let _ = writeln!(t, "Key:     {}", &*e.secret().to_base32_grouped());
-    let _ = writeln!(t, "Account: {}", e.label());
-    let _ = writeln!(
-        t,
-        "Type:    time-based, {}, {} digits, every {} seconds",
-        p.algorithm, p.digits, p.period
-    );
-    let _ = writeln!(t, "URI:     {}", &*uri);
+    t.push_str(&e.scan_or_type(QrStyle::Unicode, invert == Invert::Yes));
     t.push_str(
         "If the picture looks garbled, type the key instead (or try --invert on a light terminal).",
     );

@@ -11,7 +11,6 @@ use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy::{self, Directory};
-use twofactor_core::qr;
 use twofactor_core::random::Random;
 use twofactor_core::store::{Store, StoreError, UserState};
 
@@ -401,26 +400,13 @@ fn enroll_at_login(
 
 /// The text shown before the first code when enrolling at login.
 pub fn enrollment_text(config: &Config, e: &Enrollment) -> String {
-    let p = e.params();
     let mut t = String::new();
     // OpenSSH's client puts "(user@host) " before the first line, so it stays short.
     t.push_str("Two-factor authentication is required.\nSet it up now for this account:\n");
     t.push_str(" 1. Open an authenticator app (Google Authenticator, Microsoft Authenticator,\n    FreeOTP, ...) and add an account.\n");
     t.push_str(" 2. Scan this QR code, or type the key below into the app.\n");
     t.push_str(" 3. Enter the code the app shows.\n\n");
-    let uri = e.otpauth_uri();
-    if let Some(picture) = qr::render(&uri, config.enroll.qr, false) {
-        t.push_str(&picture);
-        t.push('\n');
-    }
-    let _ = writeln!(t, "Key:     {}", &*e.secret().to_base32_grouped());
-    let _ = writeln!(t, "Account: {}", e.label());
-    let _ = writeln!(
-        t,
-        "Type:    time-based, {}, {} digits, every {} seconds",
-        p.algorithm, p.digits, p.period
-    );
-    let _ = writeln!(t, "URI:     {}", &*uri);
+    t.push_str(&e.scan_or_type(config.enroll.qr, false));
     t.push_str("If the picture looks garbled, type the key into the app instead.");
     t
 }
