@@ -183,7 +183,8 @@ fn run(ui: &mut Ui<'_>, login: &Login<'_>, env: &mut Env<'_>) -> Result<Decision
         ui.error(&locked_message(login.user, seconds))?;
         return Ok(Decision::Deny(Reason::Locked { seconds }));
     }
-    ask_for_code(ui, login, env, &store)
+    let period = state.authenticator.as_ref().map_or(30, |a| a.params.period);
+    ask_for_code(ui, login, env, &store, period)
 }
 
 fn locked_message(user: &str, seconds: u64) -> String {
@@ -198,12 +199,9 @@ fn ask_for_code(
     login: &Login<'_>,
     env: &mut Env<'_>,
     store: &Store,
+    period: u64,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    let period = store
-        .load(login.user)?
-        .authenticator
-        .map_or(30, |a| a.params.period);
     let mut last = Reason::NoCode;
     for _ in 0..MAX_TRIES {
         let Some(code) = ui.conv.ask_hidden(CODE_PROMPT)? else {
