@@ -254,7 +254,7 @@ fn reset_makes_a_required_user_enrol_again_at_login() {
     f.service("tf", "auth required {module}\n");
     let j = json(&f, &["enroll", "--user", "tfcli6", "--no-verify", "--json"]);
     let key = j["secret"].as_str().unwrap().to_string();
-    let mut s = Session::start(pamtester(&f.services(), "tf", "tfcli6", None));
+    let mut s = pamtester(&f.services(), "tf", "tfcli6", None);
     s.send(&oathtool(&key));
     let (_, text) = s.finish();
     assert!(text.contains("successfully authenticated"), "{text}");
@@ -262,7 +262,7 @@ fn reset_makes_a_required_user_enrol_again_at_login() {
     let out = ok(&f, &["reset", "tfcli6"]);
     assert!(out.contains("at their next login"), "{out}");
     assert_eq!(json(&f, &["status", "tfcli6", "--json"])["enrolled"], false);
-    let s = Session::start(pamtester(&f.services(), "tf", "tfcli6", None));
+    let s = pamtester(&f.services(), "tf", "tfcli6", None);
     s.wait_for("Code from the app to finish setup: ");
     let shown = s.wait_for("Set it up now");
     assert!(shown.contains("Key:"), "{shown}");
@@ -310,7 +310,7 @@ fn import_from_a_real_google_authenticator_file() {
     assert!(fails(&f, &["import-google-authenticator", &user]).contains("already has"));
 
     let login = |answer: &str| {
-        let mut s = Session::start(pamtester(&f.services(), "tf", &user, None));
+        let mut s = pamtester(&f.services(), "tf", &user, None);
         s.send(answer);
         s.finish().1
     };

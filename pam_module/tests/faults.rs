@@ -16,7 +16,7 @@ use twofactor_core::config::Config;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
-use twofactor_testkit::{CHEAP_HASH, Session, enrol, oathtool, pamtester, run};
+use twofactor_testkit::{CHEAP_HASH, enrol, oathtool, pamtester, run};
 use zeroize::Zeroizing;
 
 /// A tmpfs of `size`, unmounted when dropped.
@@ -181,7 +181,7 @@ fn full_disk_through_libpam_is_authinfo_unavail() {
     )
     .unwrap();
     t.fill();
-    let mut s = Session::start(pamtester(&services, "tf", "tffault", None));
+    let mut s = pamtester(&services, "tf", "tffault", None);
     s.send(&oathtool(&key));
     let (_, text) = s.finish();
     assert!(

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
@@ -64,13 +64,13 @@ impl Pam {
         self.0.store()
     }
 
-    fn spawn(&self, user: &str, rhost: Option<&str>) -> Child {
+    fn spawn(&self, user: &str, rhost: Option<&str>) -> Session {
         pamtester(&self.0.services(), "tf", user, rhost)
     }
 
     /// Runs one authentication with `answers` typed in advance, one per prompt.
     fn run(&self, user: &str, rhost: Option<&str>, answers: &[&str]) -> (Verdict, String) {
-        let mut s = Session::start(self.spawn(user, rhost));
+        let mut s = self.spawn(user, rhost);
         for a in answers {
             s.send(a);
         }
@@ -139,7 +139,7 @@ fn lockout_refuses_without_a_prompt() {
 #[test]
 fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
     let pam = Pam::new("[enforce]\nusers = [\"tfdave\"]\n[backup_codes]\ncount = 4\n");
-    let mut s = Session::start(pam.spawn("tfdave", Some("127.0.0.1")));
+    let mut s = pam.spawn("tfdave", Some("127.0.0.1"));
     // Info text (stdout) and prompts (stderr) travel on different pipes: wait for both.
     s.wait_for("Code from the app to finish setup: ");
     let shown = s.wait_for("If the picture looks garbled");

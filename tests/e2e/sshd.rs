@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use twofactor_core::store::Store;
-use twofactor_testkit::{Accounts, KillOnDrop, PamFixture, free_port, fresh_code, run, tag};
+use twofactor_testkit::{
+    Accounts, KillOnDrop, PamFixture, free_port, fresh_code, remove_pam_wrapper_dirs, run, tag,
+};
 
 const PASSWORD: &str = "Correct-Horse-42";
 
@@ -30,6 +32,32 @@ struct Sshd {
     fixture: PamFixture,
     port: u16,
     _server: KillOnDrop,
+}
+
+impl Sshd {
+    /// Waits until sshd has no connection processes left. Each connection re-executes
+    /// sshd, and pam_wrapper gives each process a "/tmp/pam.X" directory that it removes
+    /// when it exits; a new connection must not pick that name while the old one is still
+    /// removing it.
+    fn wait_for_idle(&self) {
+        let pid = self._server.0.id();
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty())
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // Stop sshd first, then remove the service copies pam_wrapper made for it.
+        let _ = self._server.0.kill();
+        let _ = self._server.0.wait();
+        remove_pam_wrapper_dirs(self.fixture.path());
+    }
 }
 
 impl Sshd {
@@ -95,6 +123,7 @@ impl Sshd {
 
     /// One ssh login; answers for "Authentication code:" prompts in order.
     fn login(&self, user: &str, codes: &[&str]) -> (bool, String) {
+        self.wait_for_idle();
         let codes = if codes.is_empty() {
             "-".to_string()
         } else {

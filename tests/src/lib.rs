@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use std::time::{Duration, Instant};
@@ -155,6 +155,8 @@ pub struct Session {
     child: Child,
     text: Arc<Mutex<String>>,
     readers: Vec<thread::JoinHandle<()>>,
+    /// Held while a pam_wrapper process runs (see [`pamtester`]).
+    _pam_wrapper: Option<MutexGuard<'static, ()>>,
 }
 
 impl Session {
@@ -182,6 +184,7 @@ impl Session {
             child,
             text,
             readers,
+            _pam_wrapper: None,
         }
     }
 
@@ -355,9 +358,18 @@ impl PamFixture {
     }
 }
 
+/// pam_wrapper swaps libpam's "/etc/pam.d" for a private directory with a name of the same
+/// length, "/tmp/pam.X", so processes running at the same time can pick the same one and
+/// one removes it under the other. Tests in one binary therefore take turns.
+static PAM_WRAPPER: Mutex<()> = Mutex::new(());
+
 /// Starts pamtester for `service` and `user` under pam_wrapper with the fixture's PAM
-/// service directory; stdout and stderr unbuffered so prompts arrive in order.
-pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>) -> Child {
+/// service directory, unbuffered so prompts arrive in order. Only one runs at a time in a
+/// test process (see [`PAM_WRAPPER`]).
+pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>) -> Session {
+    let guard = PAM_WRAPPER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut cmd = Command::new("stdbuf");
     cmd.args(["-o0", "-e0", "pamtester"]);
     if let Some(h) = rhost {
@@ -369,7 +381,35 @@ pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>
         .env("PAM_WRAPPER_SERVICE_DIR", services)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd
         .spawn()
-        .expect("pamtester and libpam-wrapper must be installed (tests/setup)")
+        .expect("pamtester and libpam-wrapper must be installed (tests/setup)");
+    let mut session = Session::start(child);
+    session._pam_wrapper = Some(guard);
+    session
+}
+
+/// Removes pam_wrapper's private copies of service files ("/tmp/pam.X") that mention
+/// `marker`: a process killed with SIGKILL (a test's sshd) cannot remove its own.
+pub fn remove_pam_wrapper_dirs(marker: &Path) {
+    let marker = marker.to_string_lossy();
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.len() == 5 && name.starts_with("pam.")) {
+            continue;
+        }
+        let dir = entry.path();
+        let ours = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| fs::read_to_string(f.path()).is_ok_and(|t| t.contains(marker.as_ref())));
+        if ours {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
 }
