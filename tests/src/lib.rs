@@ -157,6 +157,21 @@ pub struct Session {
     readers: Vec<thread::JoinHandle<()>>,
     /// Held while a pam_wrapper process runs (see [`pamtester`]).
     _pam_wrapper: Option<MutexGuard<'static, ()>>,
+    /// pam_wrapper copies mentioning this path are removed when the session ends.
+    pam_wrapper_marker: Option<PathBuf>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(marker) = &self.pam_wrapper_marker {
+            // pamtester often leaves its "/tmp/pam.X" copy behind; the test cleans up.
+            remove_pam_wrapper_dirs(marker);
+        }
+    }
 }
 
 impl Session {
@@ -185,6 +200,7 @@ impl Session {
             text,
             readers,
             _pam_wrapper: None,
+            pam_wrapper_marker: None,
         }
     }
 
@@ -387,6 +403,8 @@ pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>
         .expect("pamtester and libpam-wrapper must be installed (tests/setup)");
     let mut session = Session::start(child);
     session._pam_wrapper = Some(guard);
+    // The service files name the fixture's config, which lives beside the service dir.
+    session.pam_wrapper_marker = services.parent().map(Path::to_path_buf);
     session
 }
 
