@@ -335,25 +335,11 @@ fn concurrency(user: &str) {
         .collect();
     let now = SystemClock.now();
     let t = Instant::now();
-    let handles: Vec<_> = users
+    let logins = users
         .iter()
-        .map(|(u, k)| {
-            let (s, u, c) = (
-                Setup {
-                    dir: s.dir.clone(),
-                    key: k.clone(),
-                },
-                u.clone(),
-                code_at(k, now),
-            );
-            thread::spawn(move || pamtester(&s, "tf", &u, &c, None).0)
-        })
+        .map(|(u, k)| (u.clone(), code_at(k, now)))
         .collect();
-    let ok = handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or(false))
-        .filter(|b| *b)
-        .count();
+    let ok = parallel_logins(&s.dir, logins);
     let secs = t.elapsed().as_secs_f64();
     println!("Concurrency (pamtester processes started together)");
     println!("| case | result |");
@@ -377,24 +363,13 @@ fn concurrency(user: &str) {
             },
         )
         .expect("update");
-    let handles: Vec<_> = plain
-        .iter()
-        .map(|c| {
-            let (s, c) = (
-                Setup {
-                    dir: s.dir.clone(),
-                    key: String::new(),
-                },
-                c.to_string(),
-            );
-            thread::spawn(move || pamtester(&s, "tf", "concbackup", &c, None).0)
-        })
-        .collect();
-    let ok = handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or(false))
-        .filter(|b| *b)
-        .count();
+    let ok = parallel_logins(
+        &s.dir,
+        plain
+            .iter()
+            .map(|c| ("concbackup".to_string(), c.to_string()))
+            .collect(),
+    );
     let left = store.load("concbackup").expect("load").backup_codes_left();
     println!(
         "| 20 logins of one user, 20 different backup codes | {ok}/20 accepted, {left} codes left |"
@@ -403,25 +378,33 @@ fn concurrency(user: &str) {
     // 20 logins of one user with the same TOTP code.
     let (key, _) = enrol(&store, "concsame", &mut OsRandom);
     let code = code_at(&key.to_base32(), SystemClock.now());
-    let handles: Vec<_> = (0..20)
-        .map(|_| {
-            let (s, c) = (
-                Setup {
-                    dir: s.dir.clone(),
-                    key: String::new(),
-                },
-                code.clone(),
-            );
-            thread::spawn(move || pamtester(&s, "tf", "concsame", &c, None).0)
+    let ok = parallel_logins(
+        &s.dir,
+        (0..20)
+            .map(|_| ("concsame".to_string(), code.clone()))
+            .collect(),
+    );
+    println!("| 20 logins of one user, the same TOTP code | {ok}/20 accepted |\n");
+    let _ = fs::remove_dir_all(&s.dir);
+}
+
+/// Starts one pamtester per `(user, code)` at once; returns how many were accepted.
+fn parallel_logins(dir: &Path, logins: Vec<(String, String)>) -> usize {
+    let handles: Vec<_> = logins
+        .into_iter()
+        .map(|(user, code)| {
+            let s = Setup {
+                dir: dir.to_path_buf(),
+                key: String::new(),
+            };
+            thread::spawn(move || pamtester(&s, "tf", &user, &code, None).0)
         })
         .collect();
-    let ok = handles
+    handles
         .into_iter()
         .map(|h| h.join().unwrap_or(false))
         .filter(|b| *b)
-        .count();
-    println!("| 20 logins of one user, the same TOTP code | {ok}/20 accepted |\n");
-    let _ = fs::remove_dir_all(&s.dir);
+        .count()
 }
 
 fn footprint() {
