@@ -94,6 +94,8 @@ pub enum Reason {
     WrongCode { locked_for: Option<u64> },
     /// The user gave up (no code entered, conversation ended).
     NoCode,
+    /// The name service knows no account by the name given.
+    UnknownAccount,
     /// Not applicable: no rule requires the user and they have not enrolled.
     NotRequired(policy::Reason),
     /// Not applicable: an exemption rule.
@@ -124,6 +126,7 @@ impl fmt::Display for Reason {
                 locked_for: Some(s),
             } => write!(f, "wrong code, now locked for {s}s"),
             Self::NoCode => f.write_str("no code entered"),
+            Self::UnknownAccount => f.write_str("no such account"),
             Self::NotRequired(r) => write!(f, "not required: {r}"),
             Self::Exempt(r) => write!(f, "{r}"),
             Self::Disabled => f.write_str("authenticator temporarily disabled"),
@@ -139,8 +142,10 @@ impl fmt::Display for Reason {
 /// One decision about one login or one CLI change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// The user the decision is about.
+    /// The user the decision is about, as the application named them.
     pub user: String,
+    /// The account's canonical name, where it differs from `user`.
+    pub account: Option<String>,
     /// PAM service (`sshd`, `sudo`, ...) or `twofactor` for the CLI.
     pub service: String,
     /// PAM_RHOST, when there is one.
@@ -187,6 +192,10 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         field(f, "user", &self.user)?;
         f.write_str(" ")?;
+        if let Some(account) = self.account.as_deref().filter(|a| *a != self.user) {
+            field(f, "account", account)?;
+            f.write_str(" ")?;
+        }
         field(f, "service", &self.service)?;
         f.write_str(" ")?;
         field(f, "rhost", self.rhost.as_deref().unwrap_or("-"))?;
@@ -202,6 +211,7 @@ mod tests {
     fn event(reason: Reason) -> Event {
         Event {
             user: "alice".into(),
+            account: None,
             service: "sshd".into(),
             rhost: Some("192.0.2.7".into()),
             outcome: Outcome::Success,
@@ -230,6 +240,7 @@ mod tests {
     fn hostile_fields_cannot_forge_or_split_lines() {
         let e = Event {
             user: "eve\nuser=root outcome=success".into(),
+            account: None,
             rhost: Some("a\" outcome=success".into()),
             ..event(Reason::Totp)
         };

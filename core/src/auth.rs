@@ -1,12 +1,18 @@
 //! Checking a code a user typed: lock, TOTP with replay protection, then backup codes,
-//! all in one locked read-change-write of the user's state.
+//! all under the user's lock.
+//!
+//! **Charge before you check.** The attempt is first recorded as a failure and made
+//! durable; only then is the code looked at, and a right code writes the success over
+//! it. A failure that cannot be written (a full disk, a file-size limit inherited through
+//! `su` or a setuid exec) therefore refuses the login without looking at the code, and no
+//! lost write can ever leave a wrong guess uncounted while a right one is accepted.
 
 use thiserror::Error;
 
 use crate::backup_codes::HashError;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{Store, StoreError, UserState};
+use crate::store::{Held, Store, StoreError, UserState};
 use crate::totp::{self, TotpCheck};
 
 /// What a typed code achieved.
@@ -44,9 +50,20 @@ pub enum AuthError {
     Hash(#[from] HashError),
 }
 
-/// Checks `input` for `user` and records the result (used step, spent backup code,
-/// failure count, lock) before returning. Success is returned only after the new state
-/// is on disk.
+/// What a code is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A login: only an enabled authenticator counts.
+    Login,
+    /// Confirming a change to one's own second factor: a temporarily disabled
+    /// authenticator still has to be answered, so that the password alone cannot plant
+    /// backup codes or a new key that work once 2FA is back on.
+    Change,
+}
+
+/// Checks `input` for `user` at login and records the result (used step, spent backup
+/// code, failure count, lock) before returning. Success is returned only after the new
+/// state is on disk.
 pub fn verify_code(
     store: &Store,
     user: &str,
@@ -54,20 +71,80 @@ pub fn verify_code(
     config: &Config,
     clock: &dyn Clock,
 ) -> Result<CodeResult, AuthError> {
-    store.update(user, |state| apply_code(state, input, config, clock.now()))
+    verify(store, user, input, config, clock, Purpose::Login)
 }
 
-/// The decision itself, on a state already held under the user's lock.
+/// As [`verify_code`], for `purpose`.
+pub fn verify(
+    store: &Store,
+    user: &str,
+    input: &str,
+    config: &Config,
+    clock: &dyn Clock,
+    purpose: Purpose,
+) -> Result<CodeResult, AuthError> {
+    store.hold(user, |held| {
+        charge_then_check(held, input, config, clock.now(), purpose)
+    })
+}
+
+/// The attempt is made durable as a failure first (see the module docs); the code is
+/// looked at only once that write succeeded.
+fn charge_then_check(
+    held: &mut Held<'_>,
+    input: &str,
+    config: &Config,
+    now: u64,
+    purpose: Purpose,
+) -> Result<CodeResult, AuthError> {
+    let before = held.state.clone();
+    if let Some(result) = refuse_unchecked(&before, now, purpose) {
+        return Ok(result);
+    }
+    held.state.lockout.record_failure(&config.lockout, now);
+    held.commit()?;
+    let mut after = before;
+    let result = apply_code_for(&mut after, input, config, now, purpose)?;
+    // A wrong code leaves exactly the charged state; a right one is written when `hold`
+    // commits, and a failure of that write refuses the login.
+    held.state = after;
+    Ok(result)
+}
+
+/// A result reached without looking at the code: locked, or nothing to check against.
+fn refuse_unchecked(state: &UserState, now: u64, purpose: Purpose) -> Option<CodeResult> {
+    if let Some(seconds_left) = state.lockout.locked_for(now) {
+        return Some(CodeResult::Locked { seconds_left });
+    }
+    let usable = state
+        .authenticator
+        .as_ref()
+        .is_some_and(|a| a.enabled || purpose == Purpose::Change);
+    (!usable).then_some(CodeResult::NotEnrolled)
+}
+
+/// The decision itself for a login, on a state already held under the user's lock.
 pub fn apply_code(
     state: &mut UserState,
     input: &str,
     config: &Config,
     now: u64,
 ) -> Result<CodeResult, AuthError> {
-    if let Some(seconds_left) = state.lockout.locked_for(now) {
-        return Ok(CodeResult::Locked { seconds_left });
+    apply_code_for(state, input, config, now, Purpose::Login)
+}
+
+/// The decision itself for `purpose`, on a state already held under the user's lock.
+pub fn apply_code_for(
+    state: &mut UserState,
+    input: &str,
+    config: &Config,
+    now: u64,
+    purpose: Purpose,
+) -> Result<CodeResult, AuthError> {
+    if let Some(result) = refuse_unchecked(state, now, purpose) {
+        return Ok(result);
     }
-    let Some(auth) = state.authenticator.as_mut().filter(|a| a.enabled) else {
+    let Some(auth) = state.authenticator.as_mut() else {
         return Ok(CodeResult::NotEnrolled);
     };
     let window = auth.window.unwrap_or(config.totp.window);
@@ -109,6 +186,7 @@ mod tests {
     use crate::random::SeededRandom;
     use crate::store::Authenticator;
     use crate::totp::{SecretKey, TotpParams};
+    use std::fs;
 
     const CHEAP: HashCost = HashCost {
         m_kib: 64,
@@ -338,5 +416,59 @@ mod tests {
             apply_code(&mut user, &code(&key, NOW), &c, NOW).unwrap(),
             CodeResult::Totp
         );
+    }
+
+    #[test]
+    fn a_disabled_authenticator_still_answers_for_changes() {
+        let (mut s, key, _) = setup();
+        let c = Config::default();
+        s.authenticator.as_mut().unwrap().enabled = false;
+        assert_eq!(
+            apply_code_for(&mut s, "000000", &c, NOW, Purpose::Change).unwrap(),
+            CodeResult::Wrong { locked_for: None }
+        );
+        assert_eq!(
+            apply_code_for(&mut s, &code(&key, NOW), &c, NOW, Purpose::Change).unwrap(),
+            CodeResult::Totp
+        );
+        assert_eq!(
+            apply_code_for(&mut UserState::default(), "1", &c, NOW, Purpose::Change).unwrap(),
+            CodeResult::NotEnrolled
+        );
+    }
+
+    /// The attempt is written before the code is looked at: when that write fails, even a
+    /// right code is not accepted and nothing else changes.
+    #[test]
+    fn an_attempt_that_cannot_be_recorded_is_refused_unchecked() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw()).unwrap();
+        let (state, key, _) = setup();
+        store
+            .update("dan", |s| -> Result<(), StoreError> {
+                *s = state;
+                Ok(())
+            })
+            .unwrap();
+        let before = fs::read(store.dir().join("dan.json")).unwrap();
+        // A directory where the temp file goes makes every write fail.
+        fs::create_dir(store.dir().join(".dan.tmp")).unwrap();
+        let clock = ManualClock::new(NOW);
+        let c = Config::default();
+        assert!(verify_code(&store, "dan", &code(&key, NOW), &c, &clock).is_err());
+        assert!(verify_code(&store, "dan", "000000", &c, &clock).is_err());
+        assert_eq!(fs::read(store.dir().join("dan.json")).unwrap(), before);
+        fs::remove_dir(store.dir().join(".dan.tmp")).unwrap();
+        // Charged and checked: a wrong code leaves exactly one failure, a right one none.
+        assert_eq!(
+            verify_code(&store, "dan", "000000", &c, &clock).unwrap(),
+            CodeResult::Wrong { locked_for: None }
+        );
+        assert_eq!(store.load("dan").unwrap().lockout.failures, 1);
+        assert_eq!(
+            verify_code(&store, "dan", &code(&key, NOW), &c, &clock).unwrap(),
+            CodeResult::Totp
+        );
+        assert_eq!(store.load("dan").unwrap().lockout, Default::default());
     }
 }

@@ -103,6 +103,8 @@ pub struct TrustSettings {
     pub enabled: bool,
     /// How long a trust lasts.
     pub days: u32,
+    /// Whether a host name (not an IP address) in PAM_RHOST may be trusted.
+    pub allow_host_names: bool,
 }
 
 /// `[storage]`.
@@ -137,6 +139,7 @@ impl Default for Config {
             trusted_devices: TrustSettings {
                 enabled: false,
                 days: 30,
+                allow_host_names: false,
             },
             storage: StorageSettings {
                 state_dir: PathBuf::from("/var/lib/twofactor"),
@@ -282,6 +285,7 @@ struct RawLockout {
 struct RawTrust {
     enabled: Option<bool>,
     days: Option<Spanned<i64>>,
+    allow_host_names: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -583,6 +587,7 @@ impl Raw {
                     1..=365,
                     30,
                 )?,
+                allow_host_names: self.trusted_devices.allow_host_names.unwrap_or(false),
             },
             storage: StorageSettings { state_dir },
         })
@@ -660,7 +665,8 @@ mod tests {
             c.trusted_devices,
             TrustSettings {
                 enabled: true,
-                days: 7
+                days: 7,
+                allow_host_names: false,
             }
         );
         assert_eq!(c.storage.state_dir, Path::new("/srv/twofactor/state"));

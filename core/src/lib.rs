@@ -21,6 +21,7 @@ pub mod policy;
 pub mod qr;
 pub mod random;
 pub mod store;
+pub mod text;
 pub mod totp;
 pub mod trusted;
 

@@ -73,8 +73,12 @@ pub enum LookupError {
     Failed { what: String, reason: String },
 }
 
-/// Group membership as the system sees it.
+/// Accounts and group membership as the system sees them.
 pub trait Directory {
+    /// The canonical name of the account `typed` names, or `None` if there is no such
+    /// account. One account can answer to several names (`alice`, `ALICE`,
+    /// `alice@corp.example`); policy and state are keyed by the canonical one.
+    fn account(&self, typed: &str) -> Result<Option<String>, LookupError>;
     /// Every gid the user belongs to, primary and supplementary.
     fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError>;
     /// The gid of a group, or `None` if no such group exists.
@@ -86,6 +90,28 @@ pub trait Directory {
 pub struct Nss;
 
 impl Directory for Nss {
+    /// `getpwuid(getpwnam(typed).pw_uid).pw_name`: some NSS sources answer `getpwnam`
+    /// with the name as typed, but the uid leads back to the one name of the account.
+    fn account(&self, typed: &str) -> Result<Option<String>, LookupError> {
+        let failed = |e: nix::Error| LookupError::Failed {
+            what: format!("user {typed:?}"),
+            reason: e.to_string(),
+        };
+        if typed.is_empty() || typed.contains('\0') {
+            return Ok(None);
+        }
+        let Some(entry) = User::from_name(typed).map_err(failed)? else {
+            return Ok(None);
+        };
+        match User::from_uid(entry.uid).map_err(failed)? {
+            Some(owner) => Ok(Some(owner.name)),
+            None => Err(LookupError::Failed {
+                what: format!("uid {} of user {typed:?}", entry.uid),
+                reason: "the uid has no name".into(),
+            }),
+        }
+    }
+
     fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError> {
         let failed = |e: nix::Error| LookupError::Failed {
             what: format!("user {user:?}"),
@@ -149,6 +175,108 @@ impl Policy {
     }
 }
 
+/// A name in an `[enforce]` rule that does not mean what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameProblem {
+    /// The config key, such as `enforce.groups`.
+    pub key: &'static str,
+    /// The name as written.
+    pub name: String,
+    /// What is wrong.
+    pub problem: NameIssue,
+}
+
+/// What is wrong with a name in a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameIssue {
+    /// The name service does not know it: the rule matches nobody.
+    NotFound,
+    /// An alias of an account with another canonical name; rules compare canonical names.
+    NotCanonical(String),
+    /// The lookup itself failed, so nothing can be said.
+    LookupFailed(String),
+}
+
+impl NameProblem {
+    /// Whether this makes the rule silently wrong (an error), rather than unknowable now.
+    pub fn is_error(&self) -> bool {
+        !matches!(self.problem, NameIssue::LookupFailed(_))
+    }
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.key.ends_with("groups") {
+            "group"
+        } else {
+            "user"
+        };
+        match &self.problem {
+            NameIssue::NotFound => write!(
+                f,
+                "{}: no {kind} {:?} is known to the name service, so this entry matches nobody",
+                self.key, self.name
+            ),
+            NameIssue::NotCanonical(c) => write!(
+                f,
+                "{}: {:?} is another name of the account {c:?}; rules match canonical names only, so write {c:?}",
+                self.key, self.name
+            ),
+            NameIssue::LookupFailed(e) => {
+                write!(
+                    f,
+                    "{}: cannot look up {kind} {:?}: {e}",
+                    self.key, self.name
+                )
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// Every user and group a rule names that the name service does not know, or knows
+    /// under another name. A typo such as `sudoo` would otherwise turn 2FA off for a group.
+    pub fn check_names(&self, dir: &dyn Directory) -> Vec<NameProblem> {
+        let mut out = Vec::new();
+        for (key, names) in [
+            ("enforce.users", &self.users),
+            ("enforce.exempt_users", &self.exempt_users),
+        ] {
+            for name in names {
+                let problem = match dir.account(name) {
+                    Ok(Some(c)) if &c == name => continue,
+                    Ok(Some(c)) => NameIssue::NotCanonical(c),
+                    Ok(None) => NameIssue::NotFound,
+                    Err(e) => NameIssue::LookupFailed(e.to_string()),
+                };
+                out.push(NameProblem {
+                    key,
+                    name: name.clone(),
+                    problem,
+                });
+            }
+        }
+        for (key, names) in [
+            ("enforce.groups", &self.groups),
+            ("enforce.exempt_groups", &self.exempt_groups),
+        ] {
+            for name in names {
+                let problem = match dir.group_gid(name) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => NameIssue::NotFound,
+                    Err(e) => NameIssue::LookupFailed(e.to_string()),
+                };
+                out.push(NameProblem {
+                    key,
+                    name: name.clone(),
+                    problem,
+                });
+            }
+        }
+        out
+    }
+}
+
 /// The first group in `groups` that one of `gids` belongs to; groups NSS does not know
 /// are skipped (no one can be a member of them).
 fn first_member_of(
@@ -179,6 +307,21 @@ mod tests {
     }
 
     impl Directory for Fixed {
+        fn account(&self, typed: &str) -> Result<Option<String>, LookupError> {
+            if self.fail {
+                return Err(LookupError::Failed {
+                    what: typed.into(),
+                    reason: "down".into(),
+                });
+            }
+            // ALICE is an alias of alice, as a case-insensitive directory would answer.
+            let lower = typed.to_ascii_lowercase();
+            Ok(self
+                .users
+                .keys()
+                .find(|u| **u == lower)
+                .map(|u| u.to_string()))
+        }
         fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError> {
             if self.fail {
                 return Err(LookupError::Failed {
@@ -375,6 +518,52 @@ mod tests {
         assert_eq!(
             p.requires("alice", &dir()).unwrap().reason,
             Reason::UserList
+        );
+    }
+
+    #[test]
+    fn check_names_reports_typos_aliases_and_failures() {
+        let p = Policy {
+            groups: names(&["wheel", "sudoo"]),
+            users: names(&["alice", "ALICE", "nobody-here"]),
+            exempt_users: names(&["ops"]),
+            exempt_groups: names(&["breakglas"]),
+            ..Policy::default()
+        };
+        let found: Vec<(String, NameIssue)> = p
+            .check_names(&dir())
+            .into_iter()
+            .map(|n| (format!("{}={}", n.key, n.name), n.problem))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "enforce.users=ALICE".to_string(),
+                    NameIssue::NotCanonical("alice".into())
+                ),
+                ("enforce.users=nobody-here".to_string(), NameIssue::NotFound),
+                ("enforce.groups=sudoo".to_string(), NameIssue::NotFound),
+                (
+                    "enforce.exempt_groups=breakglas".to_string(),
+                    NameIssue::NotFound
+                ),
+            ]
+        );
+        let text = p.check_names(&dir())[2].to_string();
+        assert!(
+            text.contains("no group \"sudoo\"") && text.contains("matches nobody"),
+            "{text}"
+        );
+        let down = Fixed {
+            fail: true,
+            ..dir()
+        };
+        let failed = p.check_names(&down);
+        assert_eq!(failed.len(), 7, "every name is unknowable when NSS is down");
+        assert!(
+            failed.iter().all(|n| !n.is_error()),
+            "a lookup failure is not a verdict"
         );
     }
 }

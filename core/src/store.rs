@@ -1,14 +1,16 @@
 //! The user store: one root-owned 0600 file per user, changed only under a per-user lock
 //! and replaced atomically.
 //!
-//! Every change goes through [`Store::update`]: take the user's `flock`, read the state,
-//! run the change, write a temp file, fsync, rename, fsync the directory. Two logins can
-//! therefore never both spend one backup code or both pass with one TOTP step, and a crash
-//! leaves either the old state or the new one.
+//! Every change goes through [`Store::hold`] (or [`Store::update`], built on it): take the
+//! user's `flock`, read the state, run the change, write a temp file, fsync, rename, fsync
+//! the directory. Two logins can therefore never both spend one backup code or both pass
+//! with one TOTP step, and a crash leaves either the old state or the new one. A change
+//! may also commit in steps under one lock: a login records its attempt before the code
+//! is looked at.
 
-use std::fs::{self, DirBuilder};
+use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,12 +20,14 @@ use zeroize::Zeroizing;
 use crate::backup_codes::BackupCodes;
 use crate::fsutil::{self, FileError, FileRules};
 use crate::lockout::Lockout;
-use crate::random::{OsRandom, Random};
 use crate::totp::{SecretKey, TotpParams};
-use crate::trusted::TrustedDevices;
+use crate::trusted::{TrustedDeviceV1, TrustedDevices};
 
-/// The state file format this code reads and writes.
-pub const STATE_VERSION: u32 = 1;
+/// The state file format this code writes. Version 1 files are still read: their
+/// trusted hosts (which named neither service nor address type) are dropped.
+pub const STATE_VERSION: u32 = 2;
+/// The oldest format this code reads.
+pub const OLDEST_STATE_VERSION: u32 = 1;
 /// State files larger than this are refused as corrupt.
 pub const MAX_STATE_BYTES: u64 = 256 * 1024;
 /// Longest accepted user name, in bytes, leaving room for the file suffixes.
@@ -95,6 +99,38 @@ struct VersionOnly {
     version: u32,
 }
 
+/// Version 1 of [`UserState`], read only to be converted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserStateV1 {
+    #[serde(default)]
+    authenticator: Option<Authenticator>,
+    #[serde(default)]
+    backup_codes: Option<BackupCodes>,
+    #[serde(default)]
+    lockout: Lockout,
+    // Parsed so that a damaged entry is still refused, then dropped.
+    #[serde(default)]
+    #[allow(dead_code)]
+    trusted_devices: Vec<TrustedDeviceV1>,
+    #[serde(default)]
+    grace_logins_used: u32,
+}
+
+impl From<UserStateV1> for UserState {
+    fn from(v1: UserStateV1) -> Self {
+        Self {
+            authenticator: v1.authenticator,
+            backup_codes: v1.backup_codes,
+            lockout: v1.lockout,
+            // Trust granted by version 1 named no service and no address type; widening
+            // it to every service is worse than asking for one more code.
+            trusted_devices: TrustedDevices::default(),
+            grace_logins_used: v1.grace_logins_used,
+        }
+    }
+}
+
 /// Why the store refused.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -112,14 +148,19 @@ pub enum StoreError {
     #[error("state file {} is corrupt ({reason}); it was left untouched: restore it from backup or run `twofactor reset`", .path.display())]
     Corrupt { path: PathBuf, reason: String },
     /// A state file written by a newer twofactor.
-    #[error("state file {} has format version {version}; this twofactor reads version {STATE_VERSION}", .path.display())]
+    #[error("state file {} has format version {version}; this twofactor reads versions {OLDEST_STATE_VERSION} to {STATE_VERSION}: upgrade twofactor", .path.display())]
     UnsupportedVersion { path: PathBuf, version: u32 },
     /// A state file whose recorded owner is another user (copied or renamed by hand).
     #[error("state file {} belongs to user {found:?}", .path.display())]
     WrongUser { path: PathBuf, found: String },
-    /// Random bytes for a temp file name were unavailable.
-    #[error(transparent)]
-    Random(#[from] crate::random::RandomError),
+    /// Another lock holder kept removing the lock file (should never happen).
+    #[error("could not take the lock {} (it kept being replaced)", .0.display())]
+    LockRace(PathBuf),
+}
+
+/// The one temp file name of `user`'s state writes.
+fn temp_name(user: &str) -> String {
+    format!(".{user}.tmp")
 }
 
 /// Checks a user name before it becomes part of a path.
@@ -165,20 +206,43 @@ pub fn parse_state(path: &Path, user: &str, bytes: &[u8]) -> Result<UserState, S
         .to_lowercase(),
     };
     let header: VersionOnly = serde_json::from_slice(bytes).map_err(corrupt)?;
-    if header.version != STATE_VERSION {
-        return Err(StoreError::UnsupportedVersion {
-            path,
-            version: header.version,
-        });
+    let (owner, state) = match header.version {
+        STATE_VERSION => {
+            let file: StateFile<UserState> = serde_json::from_slice(bytes).map_err(corrupt)?;
+            (file.user, file.state)
+        }
+        1 => {
+            let file: StateFile<UserStateV1> = serde_json::from_slice(bytes).map_err(corrupt)?;
+            (file.user, file.state.into())
+        }
+        version => return Err(StoreError::UnsupportedVersion { path, version }),
+    };
+    if owner != user {
+        return Err(StoreError::WrongUser { path, found: owner });
     }
-    let file: StateFile<UserState> = serde_json::from_slice(bytes).map_err(corrupt)?;
-    if file.user != user {
-        return Err(StoreError::WrongUser {
-            path,
-            found: file.user,
-        });
+    Ok(state)
+}
+
+/// A user's state held under their lock: see [`Store::hold`].
+#[derive(Debug)]
+pub struct Held<'a> {
+    store: &'a Store,
+    user: &'a str,
+    on_disk: UserState,
+    /// The state as the change wants it; written by [`Held::commit`] and at the end.
+    pub state: UserState,
+}
+
+impl Held<'_> {
+    /// Makes the current [`Held::state`] durable now (temp file, fsync, rename, directory
+    /// fsync), if it differs from what is on disk. The lock stays held.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.state != self.on_disk {
+            self.store.write(self.user, &self.state)?;
+            self.on_disk = self.state.clone();
+        }
+        Ok(())
     }
-    Ok(file.state)
 }
 
 /// The per-user state directory.
@@ -224,6 +288,11 @@ impl Store {
         &self.dir
     }
 
+    /// The owner required of state files (root in production).
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
     fn state_path(&self, user: &str) -> PathBuf {
         self.dir.join(format!("{user}.json"))
     }
@@ -265,11 +334,41 @@ impl Store {
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
-        let mut tag = [0u8; 8];
-        OsRandom.fill(&mut tag)?;
-        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        fsutil::replace_atomically(&self.dir, &path, &format!(".{user}.{tag}.tmp"), &bytes)?;
+        // One temp name per user: writes happen only under the user's lock, so a file
+        // already there is what a killed write left behind, and it is replaced. A user
+        // can therefore never leave more than one.
+        let temp = self.dir.join(temp_name(user));
+        fsutil::remove_durably(&self.dir, &temp)?;
+        fsutil::replace_atomically(&self.dir, &path, &temp_name(user), &bytes)?;
         Ok(())
+    }
+
+    fn lock_path(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("{user}.lock"))
+    }
+
+    /// Takes the user's lock. A holder that leaves the state empty removes the lock file,
+    /// so after taking the lock this checks that the file is still the one at the path;
+    /// otherwise the lock is taken again on the new file.
+    fn lock(&self, user: &str) -> Result<File, StoreError> {
+        let path = self.lock_path(user);
+        for _ in 0..16 {
+            let lock = fsutil::open_lock_file(&path, self.owner)?;
+            // flock(2): held until `lock` is dropped, and released by the kernel if the
+            // process dies.
+            lock.lock()
+                .map_err(|e| StoreError::from(FileError::io("cannot lock", &path, e)))?;
+            let held = lock
+                .metadata()
+                .map_err(|e| FileError::io("cannot stat", &path, e))?;
+            match fs::symlink_metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(lock),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(FileError::io("cannot stat", &path, e).into()),
+            }
+        }
+        Err(StoreError::LockRace(path))
     }
 
     /// Changes one user's state atomically. The closure runs under the user's lock with
@@ -284,21 +383,42 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.hold(user, |held| change(&mut held.state))
+    }
+
+    /// Runs `change` under the user's lock with their state. The change may make parts of
+    /// its work durable as it goes with [`Held::commit`]; when it returns `Ok`, whatever it
+    /// left in [`Held::state`] is committed too. When it returns `Err`, only what it had
+    /// already committed stays. The lock file goes when no state is left.
+    pub fn hold<T, E>(
+        &self,
+        user: &str,
+        change: impl FnOnce(&mut Held<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
         validate_user_name(user)?;
-        let lock_path = self.dir.join(format!("{user}.lock"));
-        let lock = fsutil::open_lock_file(&lock_path, self.owner).map_err(StoreError::from)?;
-        // flock(2): held until `lock` is dropped at the end of this function, and released
-        // by the kernel if the process dies.
-        lock.lock()
-            .map_err(|e| StoreError::from(FileError::io("cannot lock", &lock_path, e)))?;
-        let mut state = self.read(user)?;
-        let before = state.clone();
-        let out = change(&mut state)?;
-        if state != before {
-            self.write(user, &state)?;
+        let lock = self.lock(user)?;
+        let state = self.read(user)?;
+        let mut held = Held {
+            store: self,
+            user,
+            on_disk: state.clone(),
+            state,
+        };
+        let out = change(&mut held);
+        let committed = match out {
+            Ok(_) => held.commit(),
+            Err(_) => Ok(()),
+        };
+        if held.on_disk == UserState::default() {
+            // Still under the lock; waiters notice the file is gone and lock anew.
+            let _ = fsutil::remove_durably(&self.dir, &self.lock_path(user));
         }
         drop(lock);
-        Ok(out)
+        committed?;
+        out
     }
 
     /// Users that have a state file, sorted.
@@ -374,7 +494,7 @@ mod tests {
             0o700
         );
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"version\": 1"), "{text}");
+        assert!(text.contains("\"version\": 2"), "{text}");
         assert_eq!(store.users().unwrap(), vec!["alice".to_string()]);
     }
 
@@ -537,5 +657,78 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.load("dora").unwrap().grace_logins_used, 7);
+    }
+
+    #[test]
+    fn version_1_is_read_and_its_trusted_hosts_are_dropped() {
+        let (_d, store) = store();
+        let v1 = br#"{"version":1,"user":"vera","state":{"lockout":{"failures":2,"locked_until":null,"locks":0},"trusted_devices":[{"id":"a1b2c3d4e5f6","host":"10.0.0.5","created":1,"expires":99999999999}],"grace_logins_used":1}}"#;
+        put(&store, "vera", v1, 0o600);
+        let state = store.load("vera").unwrap();
+        assert_eq!(state.lockout.failures, 2);
+        assert_eq!(state.grace_logins_used, 1);
+        assert!(
+            state.trusted_devices.0.is_empty(),
+            "old trust is not widened"
+        );
+        // A damaged version 1 entry is still refused, not silently dropped.
+        let bad = br#"{"version":1,"user":"vera","state":{"trusted_devices":[{"id":"x","host":"h","created":1}]}}"#;
+        put(&store, "vera", bad, 0o600);
+        assert!(matches!(
+            store.load("vera"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        // The next write is version 2.
+        put(&store, "vera", v1, 0o600);
+        store
+            .update("vera", |s| -> Result<(), StoreError> {
+                s.grace_logins_used = 2;
+                Ok(())
+            })
+            .unwrap();
+        let text = fs::read_to_string(store.dir().join("vera.json")).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+    }
+
+    #[test]
+    fn a_left_over_temp_file_is_replaced_and_empty_state_leaves_no_lock() {
+        let (_d, store) = store();
+        let temp = store.dir().join(".tess.tmp");
+        fs::write(&temp, b"{\"half").unwrap();
+        store
+            .update("tess", |s| -> Result<(), StoreError> {
+                *s = enrolled();
+                Ok(())
+            })
+            .unwrap();
+        assert!(!temp.exists(), "the stale temp file is gone");
+        assert_eq!(store.load("tess").unwrap(), enrolled());
+        assert!(store.dir().join("tess.lock").exists());
+        store
+            .update("tess", |s| -> Result<(), StoreError> {
+                *s = UserState::default();
+                Ok(())
+            })
+            .unwrap();
+        // A change that leaves nothing, or a refused one for a user with no state,
+        // leaves no file behind at all.
+        let r: Result<(), StoreError> =
+            store.update("ghost", |_| Err(StoreError::MissingDir("x".into())));
+        assert!(r.is_err());
+        let left: Vec<_> = fs::read_dir(store.dir()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn commit_makes_a_step_durable_and_an_error_keeps_it() {
+        let (_d, store) = store();
+        let r: Result<(), StoreError> = store.hold("cora", |held| {
+            held.state.grace_logins_used = 1;
+            held.commit()?;
+            held.state.grace_logins_used = 2;
+            Err(StoreError::MissingDir("stop".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(store.load("cora").unwrap().grace_logins_used, 1);
     }
 }

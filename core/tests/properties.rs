@@ -65,8 +65,11 @@ proptest! {
         s.lockout.failures = failures;
         s.lockout.locks = locks;
         s.lockout.locked_until = until;
-        let text = serde_json::json!({"version": 1, "user": "u", "state": s_to_json(&s)}).to_string();
-        prop_assert_eq!(parse_state(Path::new("/s/u.json"), "u", text.as_bytes()).unwrap(), s);
+        // The current format, and version 1, which is still read.
+        for version in [1, 2] {
+            let text = serde_json::json!({"version": version, "user": "u", "state": s_to_json(&s)}).to_string();
+            prop_assert_eq!(parse_state(Path::new("/s/u.json"), "u", text.as_bytes()).unwrap(), s.clone());
+        }
     }
 
     #[test]
@@ -121,6 +124,9 @@ fn s_to_json(s: &UserState) -> serde_json::Value {
 struct Fixed(Vec<String>);
 
 impl Directory for Fixed {
+    fn account(&self, typed: &str) -> Result<Option<String>, LookupError> {
+        Ok(Some(typed.to_string()))
+    }
     fn user_gids(&self, _: &str) -> Result<Vec<u32>, LookupError> {
         Ok(self.0.iter().map(|g| g[1..].parse().unwrap()).collect())
     }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{User, getuid};
 use twofactor_core::audit::{Event, Outcome, Reason};
-use twofactor_core::auth::{self, AuthError, CodeResult};
+use twofactor_core::auth::{self, AuthError, CodeResult, Purpose};
 use twofactor_core::clock::SystemClock;
 use twofactor_core::config::Config;
-use twofactor_core::policy::{Nss, Requirement};
+use twofactor_core::policy::{Directory, Nss, Requirement};
 use twofactor_core::store::{Store, StoreError, UserState};
 
 use crate::cli::Cli;
@@ -143,16 +143,35 @@ impl Ctx {
         }
     }
 
-    /// The user to act on: `user` (root only, unless it is the caller) or the caller.
+    /// The user to act on, by the account's canonical name: `user` (root only, unless it
+    /// is the caller) or the caller. An account the name service does not know is refused.
     pub fn target(&self, user: Option<&str>) -> Result<String, Error> {
-        match user {
-            None => Ok(self.caller.name.clone()),
-            Some(u) if u == self.caller.name => Ok(u.to_string()),
-            Some(u) if self.caller.is_root() => {
-                twofactor_core::store::validate_user_name(u)?;
-                Ok(u.to_string())
+        let Some(typed) = user else {
+            return Ok(self.caller.name.clone());
+        };
+        let name = Nss.account(typed)?.ok_or_else(|| {
+            Error(format!(
+                "no account named {typed:?}; for state left behind by a deleted account, root can run 'twofactor reset {typed}'"
+            ))
+        })?;
+        if name == self.caller.name || self.caller.is_root() {
+            twofactor_core::store::validate_user_name(&name)?;
+            Ok(name)
+        } else {
+            Err("you can only act on your own account (--user is for root)".into())
+        }
+    }
+
+    /// As [`Ctx::target`], for root commands that must also reach state left under a
+    /// name no account has any more.
+    pub fn target_or_leftover(&self, typed: &str) -> Result<String, Error> {
+        self.require_root("this command")?;
+        match Nss.account(typed)? {
+            Some(name) => Ok(name),
+            None => {
+                twofactor_core::store::validate_user_name(typed)?;
+                Ok(typed.to_string())
             }
-            Some(_) => Err("you can only act on your own account (--user is for root)".into()),
         }
     }
 
@@ -162,22 +181,27 @@ impl Ctx {
     }
 
     /// Confirms the caller before a change: their password through PAM and, when the
-    /// change touches an existing authenticator, a current code or backup code. Root
-    /// skips both.
+    /// change touches an existing authenticator (enabled or temporarily disabled), a
+    /// current code or backup code. Root skips both.
     pub fn confirm(&self, store: &Store, state: &UserState, needs_code: bool) -> Result<(), Error> {
         if self.caller.is_root() {
             return Ok(());
         }
         sys::pam_check_password(PAM_SERVICE, &self.caller.name)
             .map_err(|e| Error(format!("could not confirm your password: {e}")))?;
-        let has_authenticator = state.authenticator.as_ref().is_some_and(|a| a.enabled);
-        if !(needs_code && has_authenticator) {
+        if !(needs_code && state.is_enrolled()) {
             return Ok(());
         }
         let code = prompt::read_hidden("Current authentication code (or a backup code): ")?
             .ok_or("no code entered; nothing was changed")?;
-        let result =
-            auth::verify_code(store, &self.caller.name, &code, &self.config, &SystemClock)?;
+        let result = auth::verify(
+            store,
+            &self.caller.name,
+            &code,
+            &self.config,
+            &SystemClock,
+            Purpose::Change,
+        )?;
         match result {
             CodeResult::Totp | CodeResult::BackupCode { .. } => Ok(()),
             CodeResult::Locked { seconds_left } => Err(Error(format!(
@@ -192,7 +216,9 @@ impl Ctx {
                 "wrong code; nothing was changed. Check the phone's clock, or use a backup code"
                     .into(),
             ),
-            CodeResult::NotEnrolled => Ok(()),
+            CodeResult::NotEnrolled => Err(
+                "the authenticator was removed while you were typing; nothing was changed".into(),
+            ),
         }
     }
 
@@ -200,6 +226,7 @@ impl Ctx {
     pub fn audit(&self, user: &str, action: &'static str) {
         Event {
             user: user.to_string(),
+            account: None,
             service: IDENT.to_string(),
             rhost: None,
             outcome: Outcome::Success,

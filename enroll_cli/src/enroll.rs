@@ -6,6 +6,8 @@ use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::{Enrollment, host_name};
 use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
+use twofactor_core::store::UserState;
+use twofactor_core::totp::SecretKey;
 use zeroize::Zeroizing;
 
 use crate::cli::EnrollArgs;
@@ -37,6 +39,9 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         _ => {}
     }
     ctx.confirm(&store, &state, args.replace)?;
+    // What the change was confirmed against: saving re-checks it under the lock, so an
+    // authenticator set up meanwhile (another login, an admin) is never overwritten.
+    let expected = state.authenticator.as_ref().map(|a| a.secret.clone());
 
     let enrollment = Enrollment::new(&ctx.config, &user, &host_name(), &mut OsRandom)?;
     let uri = enrollment.otpauth_uri();
@@ -53,6 +58,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     let codes = if args.no_verify {
         let now = SystemClock.now();
         store.update(&user, |s| -> Result<Vec<Zeroizing<String>>, Error> {
+            unchanged_since_start(s, expected.as_ref(), &user)?;
             enrollment.install(s, now, None);
             install_backup_codes(s, count)
         })?
@@ -67,7 +73,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         } else {
             println!("{text}")
         }
-        confirm_code(ctx, &enrollment, &user, count)?
+        confirm_code(ctx, &enrollment, &user, count, expected.as_ref())?
     };
     ctx.audit(
         &user,
@@ -118,10 +124,7 @@ fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
     t
 }
 
-fn install_backup_codes(
-    s: &mut twofactor_core::store::UserState,
-    count: usize,
-) -> Result<Vec<Zeroizing<String>>, Error> {
+fn install_backup_codes(s: &mut UserState, count: usize) -> Result<Vec<Zeroizing<String>>, Error> {
     if count == 0 {
         s.backup_codes = None;
         return Ok(Vec::new());
@@ -138,6 +141,7 @@ fn confirm_code(
     e: &Enrollment,
     user: &str,
     count: usize,
+    expected: Option<&SecretKey>,
 ) -> Result<Vec<Zeroizing<String>>, Error> {
     let store = ctx.store()?;
     for attempt in 1..=TRIES {
@@ -150,6 +154,7 @@ fn confirm_code(
         let now = SystemClock.now();
         let window = ctx.config.totp.window;
         let saved = store.update(user, |s| -> Result<Option<Vec<Zeroizing<String>>>, Error> {
+            unchanged_since_start(s, expected, user)?;
             if e.confirm(s, &code, window, now).is_err() {
                 return Ok(None);
             }
@@ -166,6 +171,20 @@ fn confirm_code(
         }
     }
     Err("the codes did not match; nothing was saved. Check the phone's clock and run 'twofactor enroll' again".into())
+}
+
+/// Fails unless the user's authenticator is still the one the command started from.
+fn unchanged_since_start(
+    s: &UserState,
+    expected: Option<&SecretKey>,
+    user: &str,
+) -> Result<(), Error> {
+    if s.authenticator.as_ref().map(|a| &a.secret) == expected {
+        return Ok(());
+    }
+    Err(Error(format!(
+        "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"
+    )))
 }
 
 /// Shows new backup codes, two per line, with what to do with them.

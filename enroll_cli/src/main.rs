@@ -24,8 +24,13 @@ use crate::cli::{Cli, Command, TrustCommand};
 use crate::context::{Ctx, Error};
 
 fn main() -> ExitCode {
-    // First, before anything can read it: clear the environment (setuid root).
+    // First, before anything can read it: clear the environment and what else a caller
+    // hands a setuid program (limits, signals, dumpability, group).
     let env_config = sys::take_environment();
+    if let Err(e) = sys::harden_process() {
+        eprintln!("twofactor: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli, env_config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 use serde_json::json;
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::store::UserState;
+use twofactor_core::text::printable;
 
 use crate::context::{Ctx, Error, print_json};
 use crate::enroll::print_backup_codes;
@@ -102,7 +103,8 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         }
         Some(_) => {}
     }
-    ctx.confirm(&store, &state, false)?;
+    // Turning an authenticator back on touches it, so it takes a code from it.
+    ctx.confirm(&store, &state, true)?;
     store.update(&user, |s| -> Result<(), Error> {
         if let Some(a) = s.authenticator.as_mut() {
             a.enabled = true;
@@ -116,14 +118,17 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
 
 pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("reset")?;
-    let user = ctx.target(Some(user))?;
+    let user = ctx.target_or_leftover(user)?;
     let store = ctx.store()?;
     store.update(&user, |s| -> Result<(), Error> {
         *s = UserState::default();
         Ok(())
     })?;
     ctx.audit(&user, "reset");
-    let req = ctx.requirement(&user)?;
+    let Ok(req) = ctx.requirement(&user) else {
+        println!("Reset {user}: the state left by this name is removed (no account has it).");
+        return Ok(());
+    };
     if req.required {
         let next = if ctx.config.enroll.at_login {
             "they will set up a new authenticator at their next login"
@@ -144,7 +149,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
 
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("unlock")?;
-    let user = ctx.target(Some(user))?;
+    let user = ctx.target_or_leftover(user)?;
     let store = ctx.store()?;
     let now = SystemClock.now();
     let was = store.update(&user, |s| -> Result<Option<u64>, Error> {
@@ -168,9 +173,10 @@ pub fn trust_list(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     if ctx.json {
         let list: Vec<_> = active
             .iter()
-            .map(
-                |d| json!({"id": d.id, "host": d.host, "created": d.created, "expires": d.expires}),
-            )
+            .map(|d| {
+                json!({"id": d.id, "service": d.service, "host": d.host, "kind": d.kind,
+                       "created": d.created, "expires": d.expires})
+            })
             .collect();
         return print_json(&json!({"user": user, "trusted_devices": list}));
     }
@@ -179,14 +185,16 @@ pub fn trust_list(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         return Ok(());
     }
     println!(
-        "{:<14} {:<40} {:<24} EXPIRES",
-        "ID", "HOST", "TRUSTED SINCE"
+        "{:<14} {:<12} {:<40} {:<24} EXPIRES",
+        "ID", "SERVICE", "HOST", "TRUSTED SINCE"
     );
     for d in active {
+        // Stored text came from PAM items: never let it reach the terminal raw.
         println!(
-            "{:<14} {:<40} {:<24} {}",
-            d.id,
-            d.host,
+            "{:<14} {:<12} {:<40} {:<24} {}",
+            printable(&d.id),
+            printable(&d.service),
+            printable(&d.host),
             format_utc(d.created),
             format_utc(d.expires)
         );

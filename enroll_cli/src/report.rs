@@ -8,6 +8,7 @@ use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::policy::Requirement;
 use twofactor_core::store::UserState;
+use twofactor_core::text::printable;
 
 use crate::cli::Cli;
 use crate::context::{self, Ctx, Error, print_json};
@@ -246,10 +247,11 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
     } else {
         for d in trusted {
             println!(
-                "Trusted host:  {} until {} (id {})",
-                d.host,
+                "Trusted host:  {} for {} until {} (id {})",
+                printable(&d.host),
+                printable(&d.service),
                 format_utc(d.expires),
-                d.id
+                printable(&d.id)
             );
         }
     }

@@ -1,10 +1,15 @@
-//! The only `unsafe` in the command: clearing the environment at start, and asking libpam
-//! to check the caller's password (service `twofactor`).
+//! The only `unsafe` in the command: clearing the environment and the inherited process
+//! settings at start, and asking libpam to check the caller's password (service
+//! `twofactor`).
 
 use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
 use std::ptr;
 
 use nix::libc;
+use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+use nix::unistd::{Gid, setegid};
+use zeroize::Zeroizing;
 
 use crate::prompt;
 
@@ -24,6 +29,56 @@ pub fn take_environment() -> Option<OsString> {
     // SAFETY: as above, still single-threaded.
     unsafe { std::env::set_var("PATH", SAFE_PATH) };
     config
+}
+
+/// Resets what a caller can hand a setuid program through exec: resource limits (a
+/// file-size limit would make state writes fail at will), signal dispositions and the
+/// signal mask, core dumps and ptrace (`PR_SET_DUMPABLE` 0, so nobody can read the
+/// secrets in memory), and the effective group, so files it creates are root:root.
+pub fn harden_process() -> Result<(), String> {
+    let limits = [
+        (Resource::RLIMIT_FSIZE, RLIM_INFINITY),
+        (Resource::RLIMIT_CORE, 0),
+        (Resource::RLIMIT_NOFILE, 4096),
+        (Resource::RLIMIT_CPU, RLIM_INFINITY),
+        (Resource::RLIMIT_AS, RLIM_INFINITY),
+        (Resource::RLIMIT_DATA, RLIM_INFINITY),
+    ];
+    for (resource, value) in limits {
+        setrlimit(resource, value, value)
+            .map_err(|e| format!("cannot reset resource limit {resource:?}: {e}"))?;
+    }
+    for sig in [
+        Signal::SIGXFSZ,
+        Signal::SIGXCPU,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGALRM,
+        Signal::SIGCHLD,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: single-threaded at start; the default disposition runs no handler code.
+        unsafe { signal(sig, SigHandler::SigDfl) }
+            .map_err(|e| format!("cannot reset {sig}: {e}"))?;
+    }
+    // A write to a closed pipe is an error, never a kill halfway through a command.
+    // SAFETY: as above; ignoring runs no handler code.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
+        .map_err(|e| format!("cannot set SIGPIPE: {e}"))?;
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("cannot clear the signal mask: {e}"))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("cannot turn off core dumps: {e}"))?;
+    if nix::unistd::geteuid().is_root() {
+        setegid(Gid::from_raw(0)).map_err(|e| format!("cannot set the effective group: {e}"))?;
+    }
+    Ok(())
 }
 
 const PAM_SUCCESS: c_int = 0;
@@ -73,13 +128,13 @@ unsafe extern "C" {
 }
 
 /// Answers one PAM message; `None` means the conversation failed.
-fn answer(style: c_int, text: &str) -> Option<Option<String>> {
+fn answer(style: c_int, text: &str) -> Option<Option<Zeroizing<String>>> {
     match style {
-        PAM_PROMPT_ECHO_OFF => prompt::read_hidden(text)
+        PAM_PROMPT_ECHO_OFF => prompt::read_hidden(text).ok().flatten().map(Some),
+        PAM_PROMPT_ECHO_ON => prompt::read_visible(text)
             .ok()
             .flatten()
-            .map(|s| Some(s.to_string())),
-        PAM_PROMPT_ECHO_ON => prompt::read_visible(text).ok().flatten().map(Some),
+            .map(|s| Some(Zeroizing::new(s))),
         PAM_ERROR_MSG | PAM_TEXT_INFO => {
             eprintln!("{text}");
             Some(None)
@@ -133,7 +188,14 @@ extern "C" fn conversation(
                 }
                 Some(None) => {}
                 Some(Some(reply)) => {
-                    let c = CString::new(reply).unwrap_or_default();
+                    // The password passes through here: only wiped buffers hold it.
+                    let mut bytes = Zeroizing::new(Vec::with_capacity(reply.len() + 1));
+                    bytes.extend_from_slice(reply.as_bytes());
+                    bytes.push(0);
+                    let Ok(c) = CStr::from_bytes_with_nul(&bytes) else {
+                        free_replies(replies, n);
+                        return PAM_CONV_ERR;
+                    };
                     // SAFETY: strdup copies into malloc'd memory that libpam will free.
                     let copy = unsafe { libc::strdup(c.as_ptr()) };
                     // SAFETY: `replies` points to `n` zeroed entries from calloc.

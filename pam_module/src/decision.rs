@@ -29,7 +29,13 @@ pub enum Decision {
 
 impl Decision {
     /// The audit record of this decision.
-    pub fn event(&self, user: &str, service: &str, rhost: Option<&str>) -> Event {
+    pub fn event(
+        &self,
+        user: &str,
+        account: Option<&str>,
+        service: &str,
+        rhost: Option<&str>,
+    ) -> Event {
         let (outcome, reason) = match self {
             Self::Allow(r) => (Outcome::Success, r.clone()),
             Self::Deny(r) => (Outcome::Failure, r.clone()),
@@ -38,6 +44,7 @@ impl Decision {
         };
         Event {
             user: user.to_string(),
+            account: account.map(str::to_string),
             service: service.to_string(),
             rhost: rhost.map(str::to_string),
             outcome,
@@ -114,6 +121,10 @@ mod tests {
                 PamResultCode::PAM_AUTH_ERR,
             ),
             (Decision::Deny(Reason::NoCode), PamResultCode::PAM_AUTH_ERR),
+            (
+                Decision::Deny(Reason::UnknownAccount),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
             (e(ErrorKind::Config), PamResultCode::PAM_SERVICE_ERR),
             (
                 e(ErrorKind::Unavailable),
@@ -130,6 +141,7 @@ mod tests {
     fn events_carry_outcome_and_reason() {
         let ev = Decision::Error(ErrorKind::Unavailable, "disk full".into()).event(
             "u",
+            None,
             "sshd",
             Some("10.0.0.1"),
         );

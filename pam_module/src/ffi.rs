@@ -116,8 +116,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             return PamResultCode::PAM_USER_UNKNOWN;
         }
     };
-    let finish = |decision: Decision| {
-        decision.event(&user, &service, rhost.as_deref()).log(IDENT);
+    let finish = |decision: Decision, account: Option<&str>| {
+        decision
+            .event(&user, account, &service, rhost.as_deref())
+            .log(IDENT);
         pam_code(&decision)
     };
 
@@ -128,15 +130,15 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let args = match ModuleArgs::parse(arg_text.iter().map(String::as_str)) {
         Ok(a) => a,
         Err(e) => {
-            return finish(Decision::Error(
-                ErrorKind::Config,
-                format!("module arguments: {e}"),
-            ));
+            return finish(
+                Decision::Error(ErrorKind::Config, format!("module arguments: {e}")),
+                None,
+            );
         }
     };
     let config = match flow::load_config(&args.config, 0) {
         Ok(c) => c,
-        Err(d) => return finish(d),
+        Err(d) => return finish(d, None),
     };
     if args.debug {
         audit::syslog(
@@ -167,5 +169,6 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         store_owner: 0,
         hash_cost: HashCost::DEFAULT,
     };
-    finish(flow::authenticate(&mut conv, &login, &mut env))
+    let (decision, account) = flow::authenticate(&mut conv, &login, &mut env);
+    finish(decision, account.as_deref())
 }

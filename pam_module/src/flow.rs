@@ -13,6 +13,7 @@ use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy::{self, Directory};
 use twofactor_core::random::Random;
 use twofactor_core::store::{Store, StoreError, UserState};
+use twofactor_core::trusted::RemoteHost;
 
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind};
@@ -127,25 +128,56 @@ fn minutes(seconds: u64) -> String {
     }
 }
 
-/// Runs the whole second-factor step for one login.
-pub fn authenticate(conv: &mut dyn Conversation, login: &Login<'_>, env: &mut Env<'_>) -> Decision {
+/// Runs the whole second-factor step for one login. Returns the decision and, once it
+/// was resolved, the account's canonical name (for the audit line).
+pub fn authenticate(
+    conv: &mut dyn Conversation,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+) -> (Decision, Option<String>) {
     let mut ui = Ui {
         conv,
         silent: login.silent,
     };
-    match run(&mut ui, login, env) {
+    let mut account = None;
+    let decision = match run(&mut ui, login, env, &mut account) {
         Ok(d) => d,
         Err(stop) => stop.into(),
-    }
+    };
+    (decision, account)
 }
 
-fn run(ui: &mut Ui<'_>, login: &Login<'_>, env: &mut Env<'_>) -> Result<Decision, Stop> {
+fn run(
+    ui: &mut Ui<'_>,
+    typed: &Login<'_>,
+    env: &mut Env<'_>,
+    account: &mut Option<String>,
+) -> Result<Decision, Stop> {
     let config = env.config;
-    if !config.policy.applies_to_service(login.service) {
+    if !config.policy.applies_to_service(typed.service) {
         return Ok(Decision::NotApplicable(Reason::OutOfScope {
-            service: login.service.to_string(),
+            service: typed.service.to_string(),
         }));
     }
+    // Break-glass accounts are decided by the name as typed, with no lookup, so they
+    // still work when a remote directory is down.
+    if config.policy.exempt_users.iter().any(|u| u == typed.user) {
+        return Ok(Decision::NotApplicable(Reason::Exempt(
+            policy::Reason::ExemptUser,
+        )));
+    }
+    // Everything else is keyed by the account's one canonical name, so an alias
+    // (ALICE, alice@corp.example) gets neither other rules nor other state.
+    let name = match env.directory.account(typed.user) {
+        Ok(Some(name)) => name,
+        Ok(None) => return Ok(Decision::Deny(Reason::UnknownAccount)),
+        Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
+    };
+    let login = &Login {
+        user: &name,
+        ..*typed
+    };
+    *account = Some(name.clone());
     let requirement = match config.policy.requires(login.user, env.directory) {
         Ok(r) => r,
         Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
@@ -173,15 +205,19 @@ fn run(ui: &mut Ui<'_>, login: &Login<'_>, env: &mut Env<'_>) -> Result<Decision
         _ => return not_enrolled(ui, login, env, &store, &state),
     }
 
-    if config.trusted_devices.enabled
-        && let Some(host) = login.rhost
-        && state.trusted_devices.is_trusted(host, now)
-    {
-        return Ok(Decision::Allow(Reason::Trusted));
-    }
+    // A lock holds for trusted hosts too: trust saves typing, it is not a way around a lock.
     if let Some(seconds) = state.lockout.locked_for(now) {
         ui.error(&locked_message(login.user, seconds))?;
         return Ok(Decision::Deny(Reason::Locked { seconds }));
+    }
+    let trust = config.trusted_devices;
+    if trust.enabled
+        && let Some(host) = login.rhost.and_then(RemoteHost::parse)
+        && state
+            .trusted_devices
+            .is_trusted(login.service, &host, trust.allow_host_names, now)
+    {
+        return Ok(Decision::Allow(Reason::Trusted));
     }
     let period = state.authenticator.as_ref().map_or(30, |a| a.params.period);
     ask_for_code(ui, login, env, &store, period)
@@ -275,12 +311,17 @@ fn offer_trust(
     store: &Store,
 ) -> Result<(), Stop> {
     let settings = env.config.trusted_devices;
-    let Some(host) = login.rhost.filter(|_| settings.enabled) else {
+    let Some(host) = login
+        .rhost
+        .filter(|_| settings.enabled)
+        .and_then(RemoteHost::parse)
+        .filter(|h| h.may_be_trusted(settings.allow_host_names))
+    else {
         return Ok(());
     };
     let question = format!(
-        "Skip the code for logins from {host} for {} days? [y/N]: ",
-        settings.days
+        "Skip the code for {} logins from {} for {} days? [y/N]: ",
+        login.service, host.host, settings.days
     );
     let answer = ui.conv.ask_visible(&question)?.unwrap_or_default();
     if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
@@ -290,13 +331,13 @@ fn offer_trust(
     let rng = &mut *env.rng;
     store.update(login.user, |s| -> Result<(), Stop> {
         s.trusted_devices
-            .add(host, now, settings.days, rng)
+            .add(login.service, &host, now, settings.days, rng)
             .map(|_| ())
             .map_err(|e| Stop::Store(e.to_string()))
     })?;
     ui.info(&format!(
-        "Logins from {host} will not ask for a code until {} days from now.",
-        settings.days
+        "{} logins from {} will not ask for a code until {} days from now.",
+        login.service, host.host, settings.days
     ))?;
     Ok(())
 }
@@ -314,12 +355,20 @@ fn not_enrolled(
         return enroll_at_login(ui, login, env, store);
     }
     let allowed = config.enroll.grace_logins;
-    if state.grace_logins_used < allowed {
-        let used = store.update(login.user, |s| -> Result<u32, Stop> {
-            s.grace_logins_used = s.grace_logins_used.saturating_add(1);
-            Ok(s.grace_logins_used)
-        })?;
-        let left = allowed.saturating_sub(used);
+    // Counted again under the lock: two logins racing for the last grace login must not
+    // both get it.
+    let granted = if state.grace_logins_used < allowed {
+        store.update(login.user, |s| -> Result<Option<u32>, Stop> {
+            if s.grace_logins_used >= allowed {
+                return Ok(None);
+            }
+            s.grace_logins_used += 1;
+            Ok(Some(allowed - s.grace_logins_used))
+        })?
+    } else {
+        None
+    };
+    if let Some(left) = granted {
         ui.info(&format!(
             "Two-factor authentication is required for this account\n\
              and is not set up yet. {left} more login{} will be allowed without it.\n\
@@ -540,6 +589,14 @@ mod tests {
     /// Users in groups: "admin" is in wheel, "rescue" in breakglass, others in users.
     struct Groups;
     impl Directory for Groups {
+        /// "ghost" has no account; "ADMIN" is another name of "admin".
+        fn account(&self, typed: &str) -> Result<Option<String>, LookupError> {
+            Ok(match typed {
+                "ghost" => None,
+                "ADMIN" => Some("admin".into()),
+                other => Some(other.to_string()),
+            })
+        }
         fn user_gids(&self, user: &str) -> Result<Vec<u32>, LookupError> {
             Ok(match user {
                 "admin" => vec![100, 10],
@@ -606,7 +663,7 @@ mod tests {
                 store_owner: me(),
                 hash_cost: CHEAP,
             };
-            authenticate(&mut script, &login, &mut env)
+            authenticate(&mut script, &login, &mut env).0
         }
 
         /// Enrols `user` directly in the store with 3 backup codes; returns the key and codes.

@@ -96,7 +96,7 @@ fn login(config: &Config, code: &str) -> Decision {
         rhost: None,
         silent: false,
     };
-    flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env)
+    flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }
 
 fn setup(fs_: &Tmpfs) -> (Config, PathBuf, String) {
