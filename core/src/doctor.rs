@@ -130,7 +130,7 @@ impl Control {
     }
 }
 
-/// One `auth` line of a flattened stack.
+/// One `auth` line of a stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthLine {
     /// `file:line`.
@@ -139,6 +139,23 @@ pub struct AuthLine {
     pub control: Control,
     /// Module file name (path stripped).
     pub module: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// An entry of an `auth` stack: a module line, or a substack, which Linux-PAM runs as
+/// one module whose `die` and `done` end only the substack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A module line (`include` and `@include` are already expanded in place).
+    Line(AuthLine),
+    /// `auth substack NAME` at `location`.
+    Substack {
+        /// `file:line` of the substack line.
+        location: String,
+        /// The substack's own entries.
+        items: Vec<Item>,
+    },
 }
 
 /// Reads PAM service files: `service name -> text`.
@@ -147,17 +164,33 @@ pub trait PamFiles {
     fn read(&self, name: &str) -> Option<String>;
 }
 
-/// The `auth` stack of `service`, with `@include`, `include` and `substack` followed.
-pub fn auth_stack(files: &dyn PamFiles, service: &str) -> Result<Vec<AuthLine>, String> {
+/// The `auth` stack of `service` as Linux-PAM runs it: includes expanded, substacks kept
+/// as nested entries.
+pub fn auth_tree(files: &dyn PamFiles, service: &str) -> Result<Vec<Item>, String> {
     let mut out = Vec::new();
-    flatten(files, service, &mut out, 0)?;
+    read_stack(files, service, &mut out, 0)?;
     Ok(out)
 }
 
-fn flatten(
+/// Every module line of `service`'s `auth` stack in order, substacks included.
+pub fn auth_stack(files: &dyn PamFiles, service: &str) -> Result<Vec<AuthLine>, String> {
+    fn walk(items: &[Item], out: &mut Vec<AuthLine>) {
+        for item in items {
+            match item {
+                Item::Line(l) => out.push(l.clone()),
+                Item::Substack { items, .. } => walk(items, out),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&auth_tree(files, service)?, &mut out);
+    Ok(out)
+}
+
+fn read_stack(
     files: &dyn PamFiles,
     service: &str,
-    out: &mut Vec<AuthLine>,
+    out: &mut Vec<Item>,
     depth: usize,
 ) -> Result<(), String> {
     if depth > 16 {
@@ -182,7 +215,7 @@ fn flatten(
         }
         let location = format!("{service}:{}", i + 1);
         if let Some(name) = line.strip_prefix("@include") {
-            flatten(files, name.trim(), out, depth + 1)?;
+            read_stack(files, name.trim(), out, depth + 1)?;
             continue;
         }
         let (kind, rest) = split_word(line);
@@ -198,19 +231,26 @@ fn flatten(
         } else {
             split_word(rest)
         };
-        let (module, _args) = split_word(rest);
-        if control == "include" || control == "substack" {
-            flatten(files, module, out, depth + 1)?;
+        let (module, args) = split_word(rest);
+        if control == "include" {
+            read_stack(files, module, out, depth + 1)?;
+            continue;
+        }
+        if control == "substack" {
+            let mut items = Vec::new();
+            read_stack(files, module, &mut items, depth + 1)?;
+            out.push(Item::Substack { location, items });
             continue;
         }
         let control = Control::parse(control)
             .ok_or_else(|| format!("{location}: unknown control {control:?}"))?;
         let module = module.rsplit('/').next().unwrap_or(module).to_string();
-        out.push(AuthLine {
+        out.push(Item::Line(AuthLine {
             location,
             control,
             module,
-        });
+            args: args.split_whitespace().map(str::to_string).collect(),
+        }));
     }
     Ok(())
 }
@@ -223,65 +263,280 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// What a module can return, as far as the stack's flow is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ret {
+    Success,
+    /// PAM_AUTH_ERR: a wrong password, pam_deny.
+    AuthErr,
+    /// PAM_IGNORE.
+    Ignore,
+}
+
+/// What a control does with a return value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// ok, bad, ignore, reset: carry on with the next line.
+    Next,
+    /// End the (sub)stack in failure.
+    Die,
+    /// End the (sub)stack; with a success before, in success.
+    Done,
+    /// Skip this many lines.
+    Jump(usize),
+}
+
+impl Control {
+    fn action(&self, ret: Ret) -> Action {
+        let key = match ret {
+            Ret::Success => "success",
+            Ret::AuthErr => "auth_err",
+            Ret::Ignore => "ignore",
+        };
+        match self {
+            Self::Required | Self::Optional => Action::Next,
+            Self::Requisite if ret == Ret::AuthErr => Action::Die,
+            Self::Requisite => Action::Next,
+            Self::Sufficient if ret == Ret::Success => Action::Done,
+            Self::Sufficient => Action::Next,
+            Self::Brackets(kv) => {
+                let value = kv
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .or_else(|| kv.iter().find(|(k, _)| k == "default"))
+                    .map(|(_, v)| v.as_str());
+                match value {
+                    Some("die") => Action::Die,
+                    Some("done") => Action::Done,
+                    Some(n) => match n.parse::<usize>() {
+                        Ok(n) if n > 0 => Action::Jump(n),
+                        _ => Action::Next,
+                    },
+                    // Linux-PAM's default for a value not listed is bad: carry on.
+                    None => Action::Next,
+                }
+            }
+        }
+    }
+}
+
+/// How a run through a stack can end, seen from pam_twofactor.so.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Exit {
+    /// The first pam_twofactor.so line runs.
+    Reached,
+    /// The stack ends in success before it, by `done` at this line.
+    Done(String),
+    /// The stack ends in failure before it.
+    Died,
+    /// The stack runs out without reaching it; a jump at this line passed over it.
+    RanOut(Option<String>),
+}
+
+/// Every way a run through `items` from entry `start` can end, when `returns` says what
+/// each module may return. Jumps only go forward, so each position is worked out once.
+fn exits(
+    items: &[Item],
+    start: usize,
+    returns: &dyn Fn(&AuthLine) -> &'static [Ret],
+    memo: &mut std::collections::HashMap<(usize, usize), Vec<Exit>>,
+) -> Vec<Exit> {
+    let key = (items.as_ptr() as usize, start);
+    if let Some(known) = memo.get(&key) {
+        return known.clone();
+    }
+    let mut out = Vec::new();
+    match items.get(start) {
+        None => out.push(Exit::RanOut(None)),
+        Some(Item::Substack { items: inner, .. }) => {
+            for exit in exits(inner, 0, returns, memo) {
+                match exit {
+                    Exit::Reached => out.push(Exit::Reached),
+                    // die and done end only the substack: the parent carries on.
+                    _ => out.extend(exits(items, start + 1, returns, memo)),
+                }
+            }
+        }
+        Some(Item::Line(line)) if line.module == MODULE => out.push(Exit::Reached),
+        Some(Item::Line(line)) => {
+            for &ret in returns(line) {
+                match line.control.action(ret) {
+                    Action::Next => out.extend(exits(items, start + 1, returns, memo)),
+                    Action::Die => out.push(Exit::Died),
+                    Action::Done => out.push(Exit::Done(line.location.clone())),
+                    Action::Jump(n) => {
+                        for exit in exits(items, start + 1 + n, returns, memo) {
+                            out.push(match exit {
+                                Exit::RanOut(None) => Exit::RanOut(Some(line.location.clone())),
+                                other => other,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    memo.insert(key, out.clone());
+    out
+}
+
+fn is_password_module(module: &str) -> bool {
+    PASSWORD_MODULES.contains(&module)
+}
+
+/// What modules return when the user typed a wrong password (`wrong`) or the right one.
+fn returns_for(wrong: bool) -> impl Fn(&AuthLine) -> &'static [Ret] {
+    const ANY: &[Ret] = &[Ret::Success, Ret::AuthErr, Ret::Ignore];
+    move |line: &AuthLine| match line.module.as_str() {
+        m if is_password_module(m) => {
+            if wrong {
+                &[Ret::AuthErr]
+            } else {
+                &[Ret::Success]
+            }
+        }
+        "pam_deny.so" => &[Ret::AuthErr],
+        "pam_permit.so" => &[Ret::Success],
+        // Lets only root through, and root is not whom a bypass is for.
+        "pam_rootok.so" => &[Ret::AuthErr],
+        _ => ANY,
+    }
+}
+
+/// Where the first factor of a stack comes from, besides the stack's own password module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstFactor {
+    /// Only from the stack.
+    Stack,
+    /// sshd checks a public key before it runs the stack (every `AuthenticationMethods`
+    /// list starts with publickey and includes keyboard-interactive).
+    SshKey,
+}
+
 /// Findings for one service's auth stack.
-pub fn check_stack(service: &str, stack: &[AuthLine]) -> Vec<Finding> {
+pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Finding> {
     let mut f = Vec::new();
-    let Some(ours) = stack.iter().position(|l| l.module == MODULE) else {
+    let mut flat = Vec::new();
+    let mut substacks = Vec::new();
+    fn walk<'a>(items: &'a [Item], flat: &mut Vec<&'a AuthLine>, subs: &mut Vec<(&'a str, usize)>) {
+        for item in items {
+            match item {
+                Item::Line(l) => flat.push(l),
+                Item::Substack { location, items } => {
+                    let at = flat.len();
+                    walk(items, flat, subs);
+                    subs.push((location, at));
+                }
+            }
+        }
+    }
+    walk(items, &mut flat, &mut substacks);
+    let Some(ours) = flat.iter().position(|l| l.module == MODULE) else {
         return f;
     };
-    let here = &stack[ours].location;
-    for (i, line) in stack[..ours].iter().enumerate() {
-        // pam_rootok only lets root through, and root needs no bypass.
-        if line.module == "pam_rootok.so" {
-            continue;
-        }
-        match line.control.on_success() {
-            Some(None) => f.push(Finding::new(
+    let here = flat[ours].location.clone();
+    let password_after = flat[ours + 1..]
+        .iter()
+        .any(|l| is_password_module(&l.module));
+    if flat[ours].control.on_success().is_some() {
+        f.push(Finding::new(
+            Severity::Error,
+            "bypass",
+            &here,
+            format!("{MODULE} can end authentication by itself on success{}: a code alone lets users in", if password_after { ", before the password is checked" } else { "" }),
+            "use \"auth required pam_twofactor.so\" after a password line that ends the stack on failure (requisite)",
+        ));
+    }
+
+    let mut memo = std::collections::HashMap::new();
+    let right = exits(items, 0, &returns_for(false), &mut memo);
+    for exit in &right {
+        match exit {
+            Exit::Done(at) => f.push(Finding::new(
                 Severity::Error,
                 "skippable",
-                &line.location,
-                format!("{} ends authentication on success before {MODULE} ({here}) runs: 2FA is skipped", line.module),
-                "make that line required/requisite, or move pam_twofactor.so before it",
+                at,
+                format!("this line ends authentication on success before {MODULE} ({here}) runs: 2FA is skipped"),
+                "make that line requisite (or [success=ok default=die]), or move pam_twofactor.so before it",
             )),
-            Some(Some(n)) if i + 1 + n > ours => f.push(Finding::new(
+            Exit::RanOut(Some(at)) => f.push(Finding::new(
                 Severity::Error,
                 "skippable",
-                &line.location,
-                format!("{} jumps over {MODULE} ({here}) on success: 2FA is skipped", line.module),
+                at,
+                format!("this line jumps over {MODULE} ({here}) on success: 2FA is skipped"),
                 "change the jump so it lands before pam_twofactor.so",
             )),
             _ => {}
         }
     }
-    let password_before = stack[..ours]
-        .iter()
-        .any(|l| PASSWORD_MODULES.contains(&l.module.as_str()));
-    let password_after = stack[ours + 1..]
-        .iter()
-        .any(|l| PASSWORD_MODULES.contains(&l.module.as_str()));
-    match stack[ours].control.on_success() {
-        Some(_) => f.push(Finding::new(
-            Severity::Error,
-            "bypass",
-            here,
-            format!("{MODULE} can end authentication by itself on success{}: a code alone lets users in", if password_after { ", before the password is checked" } else { "" }),
-            "use \"auth required pam_twofactor.so\" after the password module",
-        )),
-        None if !password_before && password_after => f.push(Finding::new(
-            Severity::Warning,
-            "order",
-            here,
-            format!("{MODULE} runs before the password module: the code is asked first, which tells anyone which accounts use 2FA"),
-            "move pam_twofactor.so after pam_unix.so (use requisite on the password line to stop at a wrong password)",
-        )),
-        None if !password_before && !password_after => f.push(Finding::new(
-            Severity::Warning,
-            "no-password",
-            here,
-            format!("no password module in the {service} auth stack: only the code is checked"),
-            "intended only with sshd AuthenticationMethods publickey,keyboard-interactive; otherwise add pam_unix.so before it",
-        )),
-        None => {}
+
+    memo.clear();
+    let wrong = exits(items, 0, &returns_for(true), &mut memo);
+    if wrong.contains(&Exit::Reached) {
+        let before: Vec<&&AuthLine> = flat[..ours]
+            .iter()
+            .filter(|l| is_password_module(&l.module))
+            .collect();
+        let substack = substacks.iter().find(|(_, at)| {
+            *at < ours
+                && flat[*at..ours]
+                    .iter()
+                    .any(|l| is_password_module(&l.module))
+        });
+        let finding = if before.is_empty() {
+            let (severity, fix) = match first {
+                FirstFactor::SshKey => (
+                    Severity::Info,
+                    "sshd checks a public key first (AuthenticationMethods publickey,keyboard-interactive): the key is the first factor",
+                ),
+                FirstFactor::Stack => (
+                    Severity::Error,
+                    "put a password line that ends the stack on failure before it: auth requisite pam_unix.so",
+                ),
+            };
+            Finding::new(
+                severity,
+                "no-password",
+                &here,
+                format!(
+                    "no password module runs before {MODULE} in the {service} auth stack{}: it asks anyone who types a user name for a code, and enrols them at login",
+                    if password_after {
+                        " (the password is checked after it)"
+                    } else {
+                        ""
+                    }
+                ),
+                fix,
+            )
+        } else if let Some((at, _)) = substack {
+            Finding::new(
+                Severity::Error,
+                "after-substack",
+                &here,
+                format!(
+                    "{MODULE} runs after the substack at {at}: die and done inside a substack end only the substack, so a wrong password never stops the stack before the module, which then asks for a code or enrols whoever typed the user name"
+                ),
+                "put pam_twofactor.so inside the password stack itself, after a password line that dies on failure (RHEL/Fedora: a custom authselect profile's password-auth and system-auth; see the README)",
+            )
+        } else {
+            let names: Vec<String> = before
+                .iter()
+                .map(|l| format!("{} ({})", l.module, l.location))
+                .collect();
+            Finding::new(
+                Severity::Error,
+                "password-not-requisite",
+                &here,
+                format!(
+                    "a wrong password does not end the stack before {MODULE}: {} carries on after a failure, so the module asks for a code or enrols whoever typed the user name",
+                    names.join(", ")
+                ),
+                "make the password line requisite (auth requisite pam_unix.so), or [success=ok default=die], or Debian's [success=1 default=ignore] followed by auth requisite pam_deny.so",
+            )
+        };
+        f.push(finding);
     }
     f
 }
@@ -341,6 +596,20 @@ impl SshdSettings {
             }
         }
         s
+    }
+
+    /// Every `AuthenticationMethods` list checks a public key before keyboard-interactive,
+    /// so the key is a first factor before PAM runs.
+    pub fn requires_key_first(&self) -> bool {
+        self.methods != "any"
+            && self.methods.split_whitespace().all(|list| {
+                let methods: Vec<&str> = list.split(',').collect();
+                let key = methods.iter().position(|m| *m == "publickey");
+                let kbd = methods
+                    .iter()
+                    .position(|m| m.starts_with("keyboard-interactive"));
+                matches!((key, kbd), (Some(k), Some(i)) if k < i)
+            })
     }
 
     fn methods_require_kbd(&self) -> bool {
@@ -433,6 +702,18 @@ mod tests {
         f.iter().map(|x| x.id).collect()
     }
 
+    fn check(files: &Files, service: &str) -> Vec<Finding> {
+        check_stack(
+            service,
+            &auth_tree(files, service).unwrap(),
+            FirstFactor::Stack,
+        )
+    }
+
+    fn one(text: &'static str) -> Vec<&'static str> {
+        ids(&check(&Files(HashMap::from([("svc", text)])), "svc"))
+    }
+
     #[test]
     fn debian_common_auth_with_the_profile_is_clean() {
         let files = Files(HashMap::from([
@@ -446,10 +727,36 @@ mod tests {
         assert_eq!(stack.len(), 5);
         assert_eq!(stack[3].location, "common-auth:4");
         assert!(
-            check_stack("sshd", &stack).is_empty(),
+            check(&files, "sshd").is_empty(),
             "{:?}",
-            check_stack("sshd", &stack)
+            check(&files, "sshd")
         );
+    }
+
+    #[test]
+    fn the_shipped_example_stacks_are_clean() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pam.d/examples");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 4, "{names:?}");
+        let texts: HashMap<&'static str, &'static str> = names
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(format!("{dir}/{n}")).unwrap();
+                (&*n.clone().leak(), &*text.leak())
+            })
+            .collect();
+        let files = Files(texts);
+        for name in &names {
+            let found = check(&files, name);
+            assert!(
+                found.iter().all(|f| f.severity != Severity::Error),
+                "{name}: {found:?}"
+            );
+        }
     }
 
     #[test]
@@ -468,23 +775,109 @@ mod tests {
                 "skippable",
             ),
             (
-                "auth required pam_unix.so\nauth sufficient pam_twofactor.so\n",
+                "auth requisite pam_unix.so\nauth sufficient pam_twofactor.so\n",
                 "bypass",
             ),
             (
                 "auth sufficient pam_twofactor.so\nauth required pam_unix.so\n",
                 "bypass",
             ),
+        ] {
+            let found = one(text);
+            assert!(found.contains(&id), "{text:?} -> {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_must_end_the_stack_before_the_module() {
+        for (text, id) in [
             (
-                "auth required pam_twofactor.so\nauth required pam_unix.so\n",
-                "order",
+                "auth required pam_unix.so\nauth required pam_twofactor.so\n",
+                "password-not-requisite",
+            ),
+            (
+                "auth optional pam_sss.so\nauth required pam_twofactor.so\n",
+                "password-not-requisite",
+            ),
+            (
+                "auth [success=ok default=bad] pam_unix.so\nauth required pam_twofactor.so\n",
+                "password-not-requisite",
+            ),
+            (
+                "auth [success=1 default=ignore] pam_unix.so\nauth required pam_permit.so\nauth required pam_twofactor.so\n",
+                "password-not-requisite",
+            ),
+            (
+                "auth required pam_twofactor.so\nauth requisite pam_unix.so\n",
+                "no-password",
             ),
             ("auth required pam_twofactor.so\n", "no-password"),
         ] {
-            let files = Files(HashMap::from([("svc", text)]));
-            let found = check_stack("svc", &auth_stack(&files, "svc").unwrap());
-            assert!(ids(&found).contains(&id), "{text:?} -> {found:?}");
+            let found = check(&Files(HashMap::from([("svc", text)])), "svc");
+            let hit = found.iter().find(|f| f.id == id);
+            assert!(
+                hit.is_some_and(|f| f.severity == Severity::Error),
+                "{text:?} -> {found:?}"
+            );
         }
+        for good in [
+            "auth requisite pam_unix.so\nauth required pam_twofactor.so\n",
+            "auth [success=ok default=die] pam_unix.so nullok\nauth required pam_twofactor.so\n",
+            "auth [success=1 default=ignore] pam_unix.so\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_twofactor.so\n",
+            "auth [success=2 default=ignore] pam_unix.so\nauth [success=1 default=ignore] pam_sss.so use_first_pass\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_twofactor.so\n",
+        ] {
+            assert_eq!(one(good), Vec::<&str>::new(), "{good:?}");
+        }
+    }
+
+    /// RHEL and Fedora: `auth substack password-auth` then the module. A `sufficient`
+    /// line inside the substack returns to the parent, which runs the module; a wrong
+    /// password ends only the substack, and the module runs too.
+    #[test]
+    fn substacks_end_only_themselves() {
+        let password_auth = "auth required pam_env.so\nauth required pam_faildelay.so delay=2000000\nauth sufficient pam_unix.so nullok\nauth required pam_deny.so\n";
+        let files = Files(HashMap::from([
+            (
+                "sshd",
+                "auth substack password-auth\nauth include postlogin\nauth required pam_twofactor.so\n",
+            ),
+            ("password-auth", password_auth),
+            ("postlogin", "session optional pam_lastlog.so\n"),
+        ]));
+        let found = check(&files, "sshd");
+        assert_eq!(ids(&found), ["after-substack"], "{found:?}");
+        assert!(found[0].location == "sshd:3" && found[0].message.contains("sshd:1"));
+        // Inside the substack, after a password line that dies on failure: clean.
+        let files = Files(HashMap::from([
+            (
+                "sshd",
+                "auth substack password-auth\nauth include postlogin\n",
+            ),
+            (
+                "password-auth",
+                "auth required pam_env.so\nauth requisite pam_unix.so nullok\nauth required pam_twofactor.so\n",
+            ),
+            ("postlogin", "session optional pam_lastlog.so\n"),
+        ]));
+        assert!(check(&files, "sshd").is_empty());
+        // A password line that dies in the substack does not protect a module after it.
+        let files = Files(HashMap::from([
+            ("sshd", "auth substack pw\nauth required pam_twofactor.so\n"),
+            ("pw", "auth requisite pam_unix.so\n"),
+        ]));
+        assert_eq!(ids(&check(&files, "sshd")), ["after-substack"]);
+    }
+
+    #[test]
+    fn key_first_sshd_needs_no_password_in_the_stack() {
+        let files = Files(HashMap::from([(
+            "sshd",
+            "auth required pam_twofactor.so\n",
+        )]));
+        let tree = auth_tree(&files, "sshd").unwrap();
+        let found = check_stack("sshd", &tree, FirstFactor::SshKey);
+        assert_eq!(ids(&found), ["no-password"]);
+        assert_eq!(found[0].severity, Severity::Info);
     }
 
     #[test]

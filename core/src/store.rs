@@ -158,6 +158,88 @@ pub enum StoreError {
     LockRace(PathBuf),
 }
 
+/// The user a leftover temp file belongs to: `.USER.tmp`, or `.USER.TAG.tmp` with a
+/// 16-hex-digit tag as earlier versions named them.
+fn temp_owner(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let user = match inner.rsplit_once('.') {
+        Some((user, tag)) if tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => user,
+        _ => inner,
+    };
+    validate_user_name(user).ok().map(|()| user)
+}
+
+/// What [`Store::scan`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Users with a state file, sorted.
+    pub users: Vec<String>,
+    /// Lock files of users with no state file.
+    pub orphan_locks: Vec<String>,
+    /// Leftover temp files: (user, file name).
+    pub stale_temps: Vec<(String, String)>,
+}
+
+/// Why two states could not be merged.
+#[derive(Debug, Error)]
+pub enum MergeError {
+    /// Both hold different authenticators or backup codes: an admin must choose.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The state of an account whose state was also kept under an alias (`ALICE.json` beside
+/// `alice.json`). The same authenticator merges (the newer used step wins, so nothing
+/// can be replayed); one side with none takes the other's; two different ones are a
+/// conflict. The stricter lockout of the two is kept, and trusted hosts of both.
+pub fn merge_states(canonical: &UserState, alias: &UserState) -> Result<UserState, MergeError> {
+    let mut out = canonical.clone();
+    match (&mut out.authenticator, &alias.authenticator) {
+        (_, None) => {}
+        (None, Some(a)) => out.authenticator = Some(a.clone()),
+        (Some(c), Some(a)) if c.secret == a.secret => {
+            c.last_step = c.last_step.max(a.last_step);
+        }
+        (Some(_), Some(_)) => {
+            return Err(MergeError::Conflict(
+                "both names hold a different authenticator".into(),
+            ));
+        }
+    }
+    match (&out.backup_codes, &alias.backup_codes) {
+        (_, None) => {}
+        (None, Some(b)) => out.backup_codes = Some(b.clone()),
+        (Some(c), Some(b)) if c == b => {}
+        (Some(_), Some(_)) => {
+            return Err(MergeError::Conflict(
+                "both names hold different backup codes".into(),
+            ));
+        }
+    }
+    let (l, a) = (&mut out.lockout, &alias.lockout);
+    l.failures = l.failures.max(a.failures);
+    l.locks = l.locks.max(a.locks);
+    l.locked_until = l.locked_until.max(a.locked_until);
+    out.grace_logins_used = out.grace_logins_used.max(alias.grace_logins_used);
+    for d in &alias.trusted_devices.0 {
+        if !out.trusted_devices.0.iter().any(|o| o.id == d.id) {
+            out.trusted_devices.0.push(d.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn fold_alias(canon: &mut Held<'_>, old: &mut Held<'_>) -> Result<(), MergeError> {
+    canon.state = merge_states(&canon.state, &old.state)?;
+    canon.commit()?;
+    old.state = UserState::default();
+    old.commit()?;
+    Ok(())
+}
+
 /// The one temp file name of `user`'s state writes.
 fn temp_name(user: &str) -> String {
     format!(".{user}.tmp")
@@ -419,6 +501,76 @@ impl Store {
         drop(lock);
         committed?;
         out
+    }
+
+    /// What the directory holds besides state: temp files a killed write left behind,
+    /// and lock files of users with no state (both are removed by [`Store::tidy_user`]).
+    pub fn scan(&self) -> Result<Scan, StoreError> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| FileError::io("cannot list", &self.dir, e))?;
+        let mut scan = Scan::default();
+        let mut locks = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| FileError::io("cannot list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(user) = name.strip_suffix(".json") {
+                if validate_user_name(user).is_ok() {
+                    scan.users.push(user.to_string());
+                }
+            } else if let Some(user) = name.strip_suffix(".lock") {
+                locks.push(user.to_string());
+            } else if let Some(user) = temp_owner(name) {
+                scan.stale_temps.push((user.to_string(), name.to_string()));
+            }
+        }
+        scan.users.sort();
+        scan.orphan_locks = locks
+            .into_iter()
+            .filter(|u| validate_user_name(u).is_ok() && scan.users.binary_search(u).is_err())
+            .collect();
+        scan.orphan_locks.sort();
+        scan.stale_temps.sort();
+        Ok(scan)
+    }
+
+    /// Removes `user`'s leftover temp files and, if they have no state, their lock file,
+    /// under their lock, so no write in progress is touched.
+    pub fn tidy_user(&self, user: &str) -> Result<(), StoreError> {
+        self.hold(user, |_| -> Result<(), StoreError> {
+            for entry in fs::read_dir(&self.dir)
+                .map_err(|e| FileError::io("cannot list", &self.dir, e))?
+                .flatten()
+            {
+                let name = entry.file_name();
+                if let Some(name) = name.to_str()
+                    && temp_owner(name) == Some(user)
+                {
+                    fsutil::remove_durably(&self.dir, &self.dir.join(name))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves the state kept under `alias` into `canonical` (see [`merge_states`]) and
+    /// removes the alias's file. Both users are locked (in name order); the canonical
+    /// state is durable before the alias's file goes, so a crash loses nothing.
+    pub fn merge_alias(&self, alias: &str, canonical: &str) -> Result<(), MergeError> {
+        let (a, b) = if alias < canonical {
+            (alias, canonical)
+        } else {
+            (canonical, alias)
+        };
+        self.hold(a, |first| {
+            self.hold(b, |second| {
+                if first.user == canonical {
+                    fold_alias(first, second)
+                } else {
+                    fold_alias(second, first)
+                }
+            })
+        })
     }
 
     /// Users that have a state file, sorted.
@@ -730,5 +882,99 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(store.load("cora").unwrap().grace_logins_used, 1);
+    }
+
+    #[test]
+    fn scan_and_tidy_remove_leftovers_only() {
+        let (_d, store) = store();
+        store
+            .update("ann", |s| -> Result<(), StoreError> {
+                *s = enrolled();
+                Ok(())
+            })
+            .unwrap();
+        for name in [
+            ".ann.tmp",
+            ".ann.0123456789abcdef.tmp",
+            ".a.b.tmp",
+            ".not-a-temp",
+        ] {
+            fs::write(store.dir().join(name), b"x").unwrap();
+        }
+        // A lock file as a login leaves it: empty and private.
+        put(&store, "gone", b"", 0o600);
+        fs::rename(store.dir().join("gone.json"), store.dir().join("gone.lock")).unwrap();
+        let scan = store.scan().unwrap();
+        assert_eq!(scan.users, ["ann"]);
+        assert_eq!(scan.orphan_locks, ["gone"]);
+        assert_eq!(
+            scan.stale_temps,
+            [
+                ("a.b".to_string(), ".a.b.tmp".to_string()),
+                ("ann".to_string(), ".ann.0123456789abcdef.tmp".to_string()),
+                ("ann".to_string(), ".ann.tmp".to_string()),
+            ]
+        );
+        for user in ["ann", "a.b", "gone"] {
+            store.tidy_user(user).unwrap();
+        }
+        let scan = store.scan().unwrap();
+        assert_eq!(
+            scan,
+            Scan {
+                users: vec!["ann".into()],
+                ..Scan::default()
+            }
+        );
+        assert_eq!(store.load("ann").unwrap(), enrolled());
+        assert!(
+            store.dir().join(".not-a-temp").exists(),
+            "only known leftovers go"
+        );
+    }
+
+    #[test]
+    fn an_alias_merges_into_the_canonical_name() {
+        let (_d, store) = store();
+        let put_state = |user: &str, state: UserState| {
+            store
+                .update(user, |s| -> Result<(), StoreError> {
+                    *s = state;
+                    Ok(())
+                })
+                .unwrap();
+        };
+        // Only failures under the alias: they count for the account.
+        put_state("alice", enrolled());
+        let mut counted = UserState::default();
+        counted.lockout.failures = 3;
+        counted.lockout.locked_until = Some(99);
+        put_state("ALICE", counted);
+        store.merge_alias("ALICE", "alice").unwrap();
+        let merged = store.load("alice").unwrap();
+        assert_eq!(
+            (merged.lockout.failures, merged.lockout.locked_until),
+            (3, Some(99))
+        );
+        assert_eq!(merged.authenticator, enrolled().authenticator);
+        assert!(!store.dir().join("ALICE.json").exists());
+        assert!(!store.dir().join("ALICE.lock").exists());
+        // Enrolled only under the alias: moved, with its user rewritten.
+        put_state("Bob@corp", enrolled());
+        store.merge_alias("Bob@corp", "bob").unwrap();
+        assert_eq!(store.load("bob").unwrap(), enrolled());
+        let text = fs::read_to_string(store.dir().join("bob.json")).unwrap();
+        assert!(text.contains("\"user\": \"bob\""), "{text}");
+        // Two different authenticators: refused, both left as they were.
+        let mut other = enrolled();
+        other.authenticator.as_mut().unwrap().secret =
+            SecretKey::generate(&mut SeededRandom::new(99)).unwrap();
+        put_state("BOB", other.clone());
+        assert!(matches!(
+            store.merge_alias("BOB", "bob"),
+            Err(MergeError::Conflict(_))
+        ));
+        assert_eq!(store.load("BOB").unwrap(), other);
+        assert_eq!(store.load("bob").unwrap(), enrolled());
     }
 }

@@ -92,6 +92,13 @@ pub enum Command {
     },
     /// Check PAM stacks, sshd and the policy for 2FA bypasses and lockouts (root only).
     Doctor(DoctorArgs),
+    /// Tidy the state directory: merge state kept under another name of an account into
+    /// its canonical name, and remove leftover temp and lock files (root only).
+    Tidy {
+        /// Only show what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
     ImportGoogleAuthenticator(ImportArgs),
     /// Write the man page and shell completions into a directory.

@@ -9,8 +9,10 @@ use std::process::Command;
 use nix::unistd::{Group, User};
 use serde_json::json;
 use twofactor_core::config::Config;
-use twofactor_core::doctor::{self, Finding, PamFiles, Severity, SshdPolicy, SshdSettings};
-use twofactor_core::policy::{Nss, Policy};
+use twofactor_core::doctor::{
+    self, Finding, FirstFactor, PamFiles, Severity, SshdPolicy, SshdSettings,
+};
+use twofactor_core::policy::{Directory, Nss, Policy};
 use twofactor_core::store::Store;
 
 use crate::cli::{Cli, DoctorArgs};
@@ -61,9 +63,19 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         }
     });
 
+    let sshd_config = args
+        .sshd_config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config"));
+    let sshd = (sshd_config.exists() && policy.applies_to_service("sshd")).then(|| {
+        let (text, origin) = sshd_settings(&sshd_config, &mut findings);
+        (SshdSettings::parse(&text), origin)
+    });
+    let key_first = sshd.as_ref().is_some_and(|(s, _)| s.requires_key_first());
     check_pam(
         args.pam_dir.as_deref().unwrap_or(Path::new("/etc/pam.d")),
         &policy,
+        key_first,
         &mut findings,
     );
 
@@ -80,20 +92,14 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         .and_then(|s| s.load("root").ok())
         .is_some_and(|s| s.is_enrolled());
     let root_covered = root_exempt || root_enrolled;
-    let sshd_config = args
-        .sshd_config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config"));
-    if sshd_config.exists() && policy.applies_to_service("sshd") {
-        let (text, origin) = sshd_settings(&sshd_config, &mut findings);
-        let settings = SshdSettings::parse(&text);
+    if let Some((settings, origin)) = &sshd {
         findings.extend(doctor::check_sshd(
-            &settings,
+            settings,
             SshdPolicy {
                 anyone_required,
                 root_covered,
             },
-            &origin,
+            origin,
         ));
     }
 
@@ -158,7 +164,7 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Every service file's auth stack: where the module is, and what can skip it.
-fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
+fn check_pam(dir: &Path, policy: &Policy, key_first: bool, findings: &mut Vec<Finding>) {
     let files = Dir(dir.to_path_buf());
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(entries) => entries
@@ -181,12 +187,18 @@ fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
         .iter()
         .filter(|n| !n.starts_with("common-") && !n.starts_with('.') && !n.ends_with(".dpkg-dist"))
     {
-        match doctor::auth_stack(&files, name) {
-            Ok(stack) => {
+        let tree = doctor::auth_tree(&files, name);
+        match doctor::auth_stack(&files, name).and_then(|s| Ok((s, tree?))) {
+            Ok((stack, tree)) => {
                 if stack.iter().any(|l| l.module == doctor::MODULE) {
                     with_module.push(name.clone());
                     if policy.applies_to_service(name) {
-                        findings.extend(doctor::check_stack(name, &stack));
+                        let first = if name == "sshd" && key_first {
+                            FirstFactor::SshKey
+                        } else {
+                            FirstFactor::Stack
+                        };
+                        findings.extend(doctor::check_stack(name, &tree, first));
                     }
                 }
             }
@@ -200,7 +212,7 @@ fn check_pam(dir: &Path, policy: &Policy, findings: &mut Vec<Finding>) {
         }
     }
     if with_module.is_empty() {
-        findings.push(Finding::new(Severity::Error, "module-missing", dir.display().to_string(), "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after pam_unix.so"));
+        findings.push(Finding::new(Severity::Error, "module-missing", dir.display().to_string(), "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after \"auth requisite pam_unix.so\""));
         return;
     }
     for service in &policy.services {
@@ -294,8 +306,89 @@ fn candidates(policy: &Policy) -> Vec<String> {
     users
 }
 
+/// Findings for names in the rules that mean nobody or an alias (shared with
+/// check-config).
+pub fn name_findings(c: &Config) -> Vec<Finding> {
+    c.policy
+        .check_names(&Nss)
+        .into_iter()
+        .map(|n| {
+            Finding::new(
+                if n.is_error() {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                "rule-name",
+                c.path.display().to_string(),
+                n.to_string(),
+                "correct the name in the config, then run twofactor check-config",
+            )
+        })
+        .collect()
+}
+
+/// State kept under another name of an account, under a name no account has, and
+/// leftover files.
+fn check_store(store: &Store, findings: &mut Vec<Finding>) {
+    let scan = match store.scan() {
+        Ok(s) => s,
+        Err(e) => {
+            findings.push(Finding::new(
+                Severity::Error,
+                "state-dir",
+                store.dir().display().to_string(),
+                format!("cannot list the state directory: {e}"),
+                "check its owner and mode (root, 0700)",
+            ));
+            return;
+        }
+    };
+    let dir = store.dir().display().to_string();
+    for user in &scan.users {
+        match Nss.account(user) {
+            Ok(Some(c)) if &c == user => {}
+            Ok(Some(c)) => findings.push(Finding::new(
+                Severity::Error,
+                "alias-state",
+                format!("{dir}/{user}.json"),
+                format!("state kept under {user:?}, another name of the account {c:?}: logins use {c}.json, so this account can look unenrolled and be enrolled at login by whoever has the password"),
+                "merge it into the canonical file: twofactor tidy",
+            )),
+            Ok(None) => findings.push(Finding::new(
+                Severity::Warning,
+                "orphan-state",
+                format!("{dir}/{user}.json"),
+                format!("no account is named {user:?} (deleted or renamed?)"),
+                format!("if it is no longer needed: twofactor reset {user}"),
+            )),
+            Err(e) => findings.push(Finding::new(
+                Severity::Warning,
+                "orphan-state",
+                format!("{dir}/{user}.json"),
+                format!("cannot look up {user:?}: {e}"),
+                "check the name service",
+            )),
+        }
+    }
+    let leftovers = scan.stale_temps.len() + scan.orphan_locks.len();
+    if leftovers > 0 {
+        findings.push(Finding::new(
+            Severity::Info,
+            "leftovers",
+            dir,
+            format!("{} leftover temp file(s) from interrupted writes and {} lock file(s) of users with no state", scan.stale_temps.len(), scan.orphan_locks.len()),
+            "remove them: twofactor tidy",
+        ));
+    }
+}
+
 fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) {
     let p = &c.policy;
+    findings.extend(name_findings(c));
+    if let Some(store) = store {
+        check_store(store, findings);
+    }
     if p.all_users && p.exempt_users.is_empty() && p.exempt_groups.is_empty() {
         findings.push(Finding::new(Severity::Warning, "no-breakglass", c.path.display().to_string(), "all_users = true with no exempt account: a broken phone, a full disk or a bad config can lock every admin out", "add a break-glass account to enforce.exempt_users and keep its password offline"));
     }

@@ -3,11 +3,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 
-use nix::libc;
-use nix::unistd::User;
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, User, unlinkat};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::host_name;
@@ -77,23 +79,76 @@ fn local_users() -> Result<Vec<(String, PathBuf)>, Error> {
         .collect())
 }
 
-/// Reads the file without following a symlink; it must belong to the user (or root) and
-/// not be writable by others, as google-authenticator itself insists.
-fn read_file(path: &Path, owner: u32) -> Result<Zeroizing<String>, Error> {
+/// Opens `path` from `/` one component at a time, each with O_NOFOLLOW: a symlink at any
+/// level (`~/link/.google_authenticator`, a home that is a link) is refused, so the file
+/// read is the one at that path and nowhere else.
+fn open_without_symlinks(path: &Path) -> Result<(OwnedFd, fs::File), Error> {
+    let err = |what: String| Error(format!("{}: {what}", path.display()));
+    if !path.is_absolute() {
+        return Err(err("not an absolute path".into()));
+    }
+    let parts: Vec<Component<'_>> = path.components().collect();
+    let mut parent = None;
+    let mut dir: OwnedFd = open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(e.to_string()))?;
+    for (i, part) in parts.iter().enumerate() {
+        let name = match part {
+            Component::RootDir => continue,
+            Component::Normal(n) => *n,
+            _ => return Err(err("must not contain . or ..".into())),
+        };
+        let last = i + 1 == parts.len();
+        let flags = OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK
+            | if last {
+                OFlag::O_RDONLY
+            } else {
+                OFlag::O_DIRECTORY | OFlag::O_RDONLY
+            };
+        let next = openat(&dir, name, flags, Mode::empty()).map_err(|e| match e {
+            nix::errno::Errno::ELOOP => err(format!(
+                "{} is a symbolic link; refusing to follow links anywhere in the path",
+                name.to_string_lossy()
+            )),
+            nix::errno::Errno::ENOTDIR if !last => err(format!(
+                "{} is a symbolic link or not a directory; refusing to follow links anywhere in the path",
+                name.to_string_lossy()
+            )),
+            e => err(e.to_string()),
+        })?;
+        parent = Some(std::mem::replace(&mut dir, next));
+    }
+    let parent = parent.ok_or_else(|| err("names no file".into()))?;
+    Ok((parent, fs::File::from(dir)))
+}
+
+/// Reads the file with no symlink anywhere in its path. It must be a regular file with
+/// one link, owned by the user (not root: a root-owned file is not the user's secret),
+/// and not writable by others, as google-authenticator itself insists.
+/// Returns the open parent directory too, to remove the file through it.
+fn read_file(path: &Path, owner: u32) -> Result<(OwnedFd, Zeroizing<String>), Error> {
     let err = |what: &str| Error(format!("{}: {what}", path.display()));
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| err(&e.to_string()))?;
+    let (parent, file) = open_without_symlinks(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(err("not a regular file"));
     }
-    if meta.uid() != owner && meta.uid() != 0 {
+    if meta.uid() != owner {
         return Err(err(&format!(
-            "owned by uid {}, not by the user",
+            "owned by uid {}, not by the user (uid {owner})",
             meta.uid()
+        )));
+    }
+    if meta.nlink() != 1 {
+        return Err(err(&format!(
+            "has {} hard links; refusing a file that may be linked from elsewhere",
+            meta.nlink()
         )));
     }
     if meta.mode() & 0o022 != 0 {
@@ -105,14 +160,15 @@ fn read_file(path: &Path, owner: u32) -> Result<Zeroizing<String>, Error> {
     file.take(MAX_BYTES)
         .read_to_string(&mut text)
         .map_err(|e| err(&e.to_string()))?;
-    Ok(text)
+    Ok((parent, text))
 }
 
 fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Error> {
+    let user = &ctx.target(Some(user))?;
     let account = User::from_name(user)
         .map_err(|e| Error(format!("cannot look up {user}: {e}")))?
         .ok_or_else(|| Error(format!("no such user: {user}")))?;
-    let text = read_file(path, account.uid.as_raw())?;
+    let (parent, text) = read_file(path, account.uid.as_raw())?;
     let parsed = GoogleAuthenticatorFile::parse(&text)
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     let store = ctx.store()?;
@@ -131,7 +187,9 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
             path.display()
         );
     } else {
-        fs::remove_file(path).map_err(|e| {
+        // Through the directory that was opened, so the file removed is the one read.
+        let name = path.file_name().unwrap_or_default();
+        unlinkat(&parent, name, UnlinkatFlags::NoRemoveDir).map_err(|e| {
             Error(format!(
                 "imported, but could not remove {}: {e}",
                 path.display()

@@ -68,6 +68,7 @@ fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
             manage::trust_revoke(&ctx, user.user.as_deref(), id.as_deref(), all)
         }
         Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
+        Command::Tidy { dry_run } => manage::tidy(&ctx, dry_run),
         Command::GenerateDocs { .. } | Command::CheckConfig { .. } | Command::Doctor(_) => Ok(()),
     }
 }

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
+use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::store::UserState;
 use twofactor_core::text::printable;
 
@@ -233,5 +234,91 @@ pub fn trust_revoke(
         "Revoked {removed} trusted host{} of {user}.",
         if removed == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+/// What `tidy` finds for one state file name.
+enum Alias {
+    Canonical,
+    Of(String),
+    NoAccount,
+    Unknown(String),
+}
+
+fn classify(name: &str) -> Alias {
+    match Nss.account(name) {
+        Ok(Some(c)) if c == name => Alias::Canonical,
+        Ok(Some(c)) => Alias::Of(c),
+        Ok(None) => Alias::NoAccount,
+        Err(e) => Alias::Unknown(e.to_string()),
+    }
+}
+
+pub fn tidy(ctx: &Ctx, dry_run: bool) -> Result<(), Error> {
+    ctx.require_root("tidy")?;
+    let store = ctx.store()?;
+    let scan = store.scan()?;
+    let mut actions = Vec::new();
+    let mut conflicts = 0;
+    for user in &scan.users {
+        let (action, ok) = match classify(user) {
+            Alias::Canonical => continue,
+            Alias::Of(canonical) if dry_run => (
+                format!("would merge {user}.json into {canonical}.json"),
+                true,
+            ),
+            Alias::Of(canonical) => match store.merge_alias(user, &canonical) {
+                Ok(()) => {
+                    ctx.audit(&canonical, "merge state of another name");
+                    (format!("merged {user}.json into {canonical}.json"), true)
+                }
+                Err(e) => (
+                    format!(
+                        "not merged {user}.json into {canonical}.json: {e}; decide which to keep, then 'twofactor reset {user}' or 'twofactor reset {canonical}'"
+                    ),
+                    false,
+                ),
+            },
+            Alias::NoAccount => (
+                format!(
+                    "kept {user}.json: no account has this name (remove it with 'twofactor reset {user}')"
+                ),
+                true,
+            ),
+            Alias::Unknown(e) => (format!("kept {user}.json: cannot look it up: {e}"), true),
+        };
+        if !ok {
+            conflicts += 1;
+        }
+        actions.push(json!({"file": format!("{user}.json"), "ok": ok, "action": action}));
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (user, file) in &scan.stale_temps {
+        if !dry_run {
+            store.tidy_user(user)?;
+        }
+        actions.push(json!({"file": file, "ok": true, "action": format!("{verb} leftover temp file {file}")}));
+    }
+    for user in &scan.orphan_locks {
+        if !dry_run {
+            store.tidy_user(user)?;
+        }
+        actions.push(json!({"file": format!("{user}.lock"), "ok": true, "action": format!("{verb} {user}.lock (no state)")}));
+    }
+    if ctx.json {
+        print_json(&json!({"dry_run": dry_run, "actions": actions}))?;
+    } else if actions.is_empty() {
+        println!("Nothing to tidy in {}.", store.dir().display());
+    } else {
+        for a in &actions {
+            println!("{}", a["action"].as_str().unwrap_or_default());
+        }
+    }
+    if conflicts > 0 {
+        return Err(Error(format!(
+            "{conflicts} file{} could not be merged; see above",
+            if conflicts == 1 { "" } else { "s" }
+        )));
+    }
     Ok(())
 }

@@ -288,6 +288,22 @@ pub fn check_config(
         }
     };
     let p = &config.policy;
+    let problems = crate::doctor::name_findings(&config);
+    let errors = problems
+        .iter()
+        .filter(|f| f.severity == twofactor_core::doctor::Severity::Error)
+        .count();
+    for f in &problems {
+        eprintln!("{}: {}: {}", path.display(), f.severity, f.message);
+    }
+    if errors > 0 {
+        return Err(Error(format!(
+            "{}: {errors} name{} in [enforce] match{} nobody or only an alias; fix and check again",
+            path.display(),
+            if errors == 1 { "" } else { "s" },
+            if errors == 1 { "es" } else { "" }
+        )));
+    }
     println!("{}: OK", path.display());
     let who = if p.all_users {
         "all users".to_string()
