@@ -69,7 +69,7 @@ echo "$user:$password" | chpasswd
 # demo a PAM service of its own instead of /etc/pam.d/sshd.
 cat > "/etc/pam.d/$service" <<PAM
 # twofactor demo (removed when the demo stops)
-auth     required  pam_unix.so
+auth     requisite pam_unix.so
 auth     required  $repo/target/release/libpam_twofactor.so config=$dir/config.toml
 account  required  pam_unix.so
 session  required  pam_unix.so

@@ -79,6 +79,8 @@ fn backup_codes(text: &str) -> Vec<String> {
 
 #[test]
 fn enroll_through_stdin_then_status_and_backup_codes() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli1", "users", &[]);
     let f = PamFixture::new("[enforce]\nusers = [\"tfcli1\"]\n");
     let (_, text) = enrol(&f, &["enroll", "--user", "tfcli1"]);
     assert!(text.contains('▀') || text.contains('▄'), "QR code shown");
@@ -133,6 +135,8 @@ fn enroll_through_stdin_then_status_and_backup_codes() {
 
 #[test]
 fn services_scope_shows_in_explain_and_check_config() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli7", "users", &[]);
     let f = PamFixture::new("[enforce]\nusers = [\"tfcli7\"]\nservices = [\"sshd\"]\n");
     let e = json(&f, &["explain", "tfcli7", "--service", "sudo", "--json"]);
     assert_eq!(
@@ -146,6 +150,9 @@ fn services_scope_shows_in_explain_and_check_config() {
 
 #[test]
 fn no_verify_json_and_qr_images_decode_to_the_uri() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli2", "users", &[]);
+    accounts.user("tfcli3", "users", &[]);
     let f = PamFixture::new("");
     let png = f.path().join("qr.png");
     let svg = f.path().join("qr.svg");
@@ -198,6 +205,8 @@ fn no_verify_json_and_qr_images_decode_to_the_uri() {
 
 #[test]
 fn replace_keeps_the_old_authenticator_until_the_new_one_verifies() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli4", "users", &[]);
     let f = PamFixture::new("");
     let j = json(&f, &["enroll", "--user", "tfcli4", "--no-verify", "--json"]);
     let old = j["secret"].as_str().unwrap().to_string();
@@ -214,6 +223,8 @@ fn replace_keeps_the_old_authenticator_until_the_new_one_verifies() {
 
 #[test]
 fn disable_enable_remove_unlock_and_trust_revoke() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli5", "users", &[]);
     let f = PamFixture::new("");
     json(&f, &["enroll", "--user", "tfcli5", "--no-verify", "--json"]);
     ok(&f, &["disable", "--user", "tfcli5"]);
@@ -250,6 +261,8 @@ fn check_config_reports_file_line_column() {
 
 #[test]
 fn reset_makes_a_required_user_enrol_again_at_login() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcli6", "users", &[]);
     let f = PamFixture::new("[enforce]\nusers = [\"tfcli6\"]\n");
     f.service("tf", "auth required {module}\n");
     let j = json(&f, &["enroll", "--user", "tfcli6", "--no-verify", "--json"]);

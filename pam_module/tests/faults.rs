@@ -120,7 +120,7 @@ fn full_disk_refuses_the_login_with_a_reason_and_keeps_the_state() {
     let before = fs::read(&file).unwrap();
     t.fill();
     let d = login(&config, &oathtool(&key));
-    let line = d.event("tffault", "sshd", None).to_string();
+    let line = d.event("tffault", None, "sshd", None).to_string();
     assert!(
         matches!(d, Decision::Error(ErrorKind::Unavailable, _)),
         "{d:?}"
@@ -146,7 +146,7 @@ fn read_only_state_refuses_the_login_and_keeps_the_state() {
     let before = fs::read(&file).unwrap();
     t.read_only();
     let d = login(&config, &oathtool(&key));
-    let line = d.event("tffault", "sshd", None).to_string();
+    let line = d.event("tffault", None, "sshd", None).to_string();
     assert!(
         matches!(d, Decision::Error(ErrorKind::Unavailable, _)),
         "{d:?}"

@@ -15,7 +15,7 @@ use std::process::Command;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_testkit::{
-    PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so, pamtester,
+    Accounts, PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so, pamtester,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +87,8 @@ impl Pam {
 
 #[test]
 fn totp_success_wrong_and_replay() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfalice", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfalice\"]\n");
     let (key, _) = pam.enrol("tfalice");
     let code = oathtool(&key);
@@ -105,6 +107,8 @@ fn totp_success_wrong_and_replay() {
 
 #[test]
 fn backup_codes_work_exactly_once() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfbob", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfbob\"]\n");
     let (_, codes) = pam.enrol("tfbob");
     let (v, t) = pam.run("tfbob", None, &[&codes[0]]);
@@ -120,6 +124,8 @@ fn backup_codes_work_exactly_once() {
 
 #[test]
 fn lockout_refuses_without_a_prompt() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcarol", "users", &[]);
     let pam = Pam::new(
         "[enforce]\nusers = [\"tfcarol\"]\n[lockout]\nmax_failures = 2\nlock_seconds = 600\n",
     );
@@ -138,6 +144,8 @@ fn lockout_refuses_without_a_prompt() {
 
 #[test]
 fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfdave", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfdave\"]\n[backup_codes]\ncount = 4\n");
     let mut s = pam.spawn("tfdave", Some("127.0.0.1"));
     // Info text (stdout) and prompts (stderr) travel on different pipes: wait for both.
@@ -170,6 +178,8 @@ fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
 
 #[test]
 fn grace_logins_then_refusal() {
+    let mut accounts = Accounts::default();
+    accounts.user("tferin", "users", &[]);
     let pam =
         Pam::new("[enforce]\nall_users = true\n[enroll]\nat_login = false\ngrace_logins = 1\n");
     let (v, t) = pam.run("tferin", None, &[]);
@@ -182,6 +192,8 @@ fn grace_logins_then_refusal() {
 
 #[test]
 fn trusted_host_skips_the_code() {
+    let mut accounts = Accounts::default();
+    accounts.user("tffay", "users", &[]);
     let pam =
         Pam::new("[enforce]\nusers = [\"tffay\"]\n[trusted_devices]\nenabled = true\ndays = 3\n");
     let (key, _) = pam.enrol("tffay");
@@ -197,6 +209,9 @@ fn trusted_host_skips_the_code() {
 
 #[test]
 fn exempt_and_not_required_users_are_ignored() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfgus", "users", &[]);
+    // tfrescue has no account at all: exemptions are decided by the name as typed.
     let pam = Pam::new("[enforce]\nall_users = true\nexempt_users = [\"tfrescue\"]\n");
     let (v, t) = pam.run("tfrescue", None, &[]);
     assert_eq!(v, Verdict::Ignored, "{t}");
@@ -208,6 +223,8 @@ fn exempt_and_not_required_users_are_ignored() {
 
 #[test]
 fn corrupt_state_fails_closed_and_is_never_re_enrolled() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfhal", "users", &[]);
     let cases: [(&str, &[u8]); 5] = [
         (
             "truncated",

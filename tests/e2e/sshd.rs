@@ -1,6 +1,7 @@
 //! End to end: a real sshd on a 127.0.0.1 port with its own sshd_config and its own PAM
 //! service (through pam_wrapper, so the system's /etc/pam.d is never read or changed),
-//! the built module after pam_unix, and the OpenSSH client answering prompts via expect.
+//! the built module after `requisite pam_unix`, and the OpenSSH client answering prompts
+//! via expect.
 //!
 //! Needs root (sshd, a real account with a password) and the packages in tests/setup.
 
@@ -65,7 +66,7 @@ impl Sshd {
         let fixture = PamFixture::new(config);
         fixture.service(
             "sshd",
-            "auth required pam_unix.so\n\
+            "auth requisite pam_unix.so\n\
              auth required {module}\n\
              account required pam_unix.so\n\
              session required pam_permit.so\n\
@@ -123,6 +124,11 @@ impl Sshd {
 
     /// One ssh login; answers for "Authentication code:" prompts in order.
     fn login(&self, user: &str, codes: &[&str]) -> (bool, String) {
+        self.login_as(user, PASSWORD, codes)
+    }
+
+    /// One ssh login with `password`.
+    fn login_as(&self, user: &str, password: &str, codes: &[&str]) -> (bool, String) {
         self.wait_for_idle();
         let codes = if codes.is_empty() {
             "-".to_string()
@@ -131,7 +137,7 @@ impl Sshd {
         };
         let out = Command::new("expect")
             .arg(workspace().join("tests/e2e/ssh_login.exp"))
-            .args([&self.port.to_string(), user, PASSWORD, &codes])
+            .args([&self.port.to_string(), user, password, &codes])
             .env("LC_ALL", "C.UTF-8")
             .output()
             .expect("expect must be installed (tests/setup)");
@@ -228,6 +234,35 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
     let (ok, text) = sshd.login(&user, &[&backups[0], &backups[0], &backups[0]]);
     assert!(!ok, "a spent backup code worked again:\n{text}");
     assert_eq!(sshd.store().load(&user).unwrap().backup_codes_left(), 9);
+}
+
+/// With the password line requisite, a wrong password ends the stack: the module never
+/// runs, so whoever typed the user name sees no QR code and no state is written.
+#[test]
+fn a_wrong_password_never_reaches_the_module() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfwpw{}", tag());
+    let sshd = Sshd::start(&format!("[enforce]\nusers = [\"{user}\"]\n"));
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    let (ok, text) = sshd.login_as(&user, "not-the-password", &[]);
+    assert!(!ok, "{text}");
+    for shown in ["Set it up now", "Key:", "otpauth://", "Authentication code"] {
+        assert!(
+            !text.contains(shown),
+            "{shown:?} shown after a wrong password:\n{text}"
+        );
+    }
+    let left: Vec<_> = fs::read_dir(sshd.fixture.path().join("state"))
+        .unwrap()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "state written for a wrong password: {left:?}"
+    );
+    // The right password does reach it: the stack is not simply broken.
+    let (ok, text) = sshd.login(&user, &[]);
+    assert!(ok && text.contains("Set it up now"), "{text}");
 }
 
 fn nix_is_root() -> bool {

@@ -383,16 +383,51 @@ static PAM_WRAPPER: Mutex<()> = Mutex::new(());
 /// service directory, unbuffered so prompts arrive in order. Only one runs at a time in a
 /// test process (see [`PAM_WRAPPER`]).
 pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>) -> Session {
+    pamtester_with(services, service, user, rhost, &Wrap::default())
+}
+
+/// How [`pamtester_with`] runs pamtester beyond the usual.
+#[derive(Debug, Default, Clone)]
+pub struct Wrap {
+    /// A command line pamtester is exec'd through, such as `prlimit --fsize=N --`.
+    pub prefix: Vec<String>,
+    /// Dispositions the prefix's shell sets to ignored before exec (`XFSZ`): ignored
+    /// signals survive exec, as they do through su or a setuid program.
+    pub ignore_signals: Vec<String>,
+    /// Libraries preloaded after pam_wrapper (libnss_wrapper.so).
+    pub preload: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// [`pamtester`], run as `wrap` says.
+pub fn pamtester_with(
+    services: &Path,
+    service: &str,
+    user: &str,
+    rhost: Option<&str>,
+    wrap: &Wrap,
+) -> Session {
     let guard = PAM_WRAPPER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-o0", "-e0", "pamtester"]);
+    let trap = if wrap.ignore_signals.is_empty() {
+        "exec \"$@\"".to_string()
+    } else {
+        format!("trap '' {}; exec \"$@\"", wrap.ignore_signals.join(" "))
+    };
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &trap, "sh"]);
+    cmd.args(&wrap.prefix);
+    cmd.args(["stdbuf", "-o0", "-e0", "pamtester"]);
     if let Some(h) = rhost {
         cmd.args(["-I", &format!("rhost={h}")]);
     }
+    let mut preload = vec!["libpam_wrapper.so".to_string()];
+    preload.extend(wrap.preload.iter().cloned());
+    cmd.envs(wrap.env.iter().map(|(k, v)| (k, v)));
     cmd.args([service, user, "authenticate"])
-        .env("LD_PRELOAD", "libpam_wrapper.so")
+        .env("LD_PRELOAD", preload.join(" "))
         .env("PAM_WRAPPER", "1")
         .env("PAM_WRAPPER_SERVICE_DIR", services)
         .stdin(std::process::Stdio::piped())
