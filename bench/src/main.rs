@@ -15,8 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use std::{env, thread};
 
+use twofactor_core::auth::{CodeResult, verify_code};
 use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
-use twofactor_core::clock::{Clock, SystemClock};
+use twofactor_core::clock::{Clock, ManualClock, SystemClock};
+use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
@@ -37,6 +39,7 @@ fn main() {
             args[6].parse().expect("start"),
         ),
         Some("--rss") => rss(&args[2]),
+        Some("--charge") => charge_cost(),
         _ => orchestrate(),
     }
 }
@@ -433,5 +436,85 @@ fn footprint() {
         "| pam_google_authenticator | {} KiB | {} kB |",
         size(Path::new(GA_MODULE)) / 1024,
         rss(Path::new(GA_MODULE))
+    );
+}
+
+/// What charging before checking costs, on the store alone (no PAM): a right code writes
+/// the state twice (the charge, then the success) where one locked write did before; a
+/// wrong code writes once, as before. The state directory is under /var/tmp, on the root
+/// filesystem like /var/lib/twofactor.
+fn charge_cost() {
+    const RUNS: usize = 1000;
+    let dir = tempfile::tempdir_in("/var/tmp").expect("temp dir");
+    let store = Store::create(&dir.path().join("state"), 0).expect("state dir");
+    let (key, _) = enrol(&store, "bench", &mut OsRandom);
+    let p = TotpParams::default();
+    let config = Config::default();
+    let start = 1_900_000_000;
+    let time = |f: &mut dyn FnMut(u64)| {
+        let mut v: Vec<f64> = (0..RUNS as u64)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
+    let one_write = time(&mut |i| {
+        store
+            .update(
+                "bench",
+                |s| -> Result<(), twofactor_core::store::StoreError> {
+                    s.grace_logins_used = u32::try_from(i % 2).unwrap_or(0);
+                    Ok(())
+                },
+            )
+            .expect("write");
+    });
+    let right = time(&mut |i| {
+        let now = start + i * 30;
+        let code = key.code_at_step(&p, p.step_at(now)).to_string();
+        let r = verify_code(&store, "bench", &code, &config, &ManualClock::new(now));
+        assert!(matches!(r, Ok(CodeResult::Totp)), "{r:?}");
+    });
+    let mut lenient = config.clone();
+    lenient.lockout.max_failures = 1000;
+    let wrong = time(&mut |i| {
+        let now = start + (RUNS as u64 + i) * 30;
+        if i % 500 == 0 {
+            store
+                .update(
+                    "bench",
+                    |s| -> Result<(), twofactor_core::store::StoreError> {
+                        s.lockout.record_success();
+                        Ok(())
+                    },
+                )
+                .expect("reset");
+        }
+        let r = verify_code(&store, "bench", "000000", &lenient, &ManualClock::new(now));
+        assert!(matches!(r, Ok(CodeResult::Wrong { .. })), "{r:?}");
+    });
+    println!("Charge before check: {RUNS} runs each, state on /var/tmp");
+    println!("| case | median µs | p99 µs |");
+    println!("|---|---:|---:|");
+    println!(
+        "| one locked state write (a right code before) | {:.1} | {:.1} |",
+        one_write.0, one_write.1
+    );
+    println!(
+        "| right code: charge, check, success write | {:.1} | {:.1} |",
+        right.0, right.1
+    );
+    println!(
+        "| wrong code: charge, check | {:.1} | {:.1} |",
+        wrong.0, wrong.1
+    );
+    println!(
+        "| ratio right code / one write | {:.2} | {:.2} |",
+        right.0 / one_write.0,
+        right.1 / one_write.1
     );
 }

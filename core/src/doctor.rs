@@ -487,11 +487,13 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         });
         let finding = if before.is_empty() {
             let (severity, fix) = match first {
-                FirstFactor::SshKey => (
+                // Only a pure key-and-code stack: a password after the module means a
+                // password was meant to come first.
+                FirstFactor::SshKey if !password_after => (
                     Severity::Info,
                     "sshd checks a public key first (AuthenticationMethods publickey,keyboard-interactive): the key is the first factor",
                 ),
-                FirstFactor::Stack => (
+                _ => (
                     Severity::Error,
                     "put a password line that ends the stack on failure before it: auth requisite pam_unix.so",
                 ),

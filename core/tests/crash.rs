@@ -11,6 +11,7 @@ use std::{env, thread};
 
 use twofactor_core::random::{OsRandom, Random};
 use twofactor_core::store::{Store, StoreError};
+use twofactor_core::trusted::RemoteHost;
 
 fn me() -> u32 {
     nix::unistd::geteuid().as_raw()
@@ -76,13 +77,9 @@ fn crash_writer() {
                 // Two fields change together: a torn write would show them disagreeing.
                 s.grace_logins_used += 1;
                 let n = s.grace_logins_used;
+                let host = RemoteHost::parse(&format!("10.0.{}.{}", n / 250, n % 250)).unwrap();
                 s.trusted_devices
-                    .add(
-                        &format!("10.0.{}.{}", n / 250, n % 250),
-                        1,
-                        30,
-                        &mut OsRandom,
-                    )
+                    .add("sshd", &host, 1, 30, &mut OsRandom)
                     .unwrap();
                 Ok(())
             })

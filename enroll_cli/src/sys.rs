@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
 use std::ptr;
 
 use nix::libc;
-use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
 use nix::unistd::{Gid, setegid};
 use zeroize::Zeroizing;
@@ -45,8 +45,17 @@ pub fn harden_process() -> Result<(), String> {
         (Resource::RLIMIT_DATA, RLIM_INFINITY),
     ];
     for (resource, value) in limits {
-        setrlimit(resource, value, value)
-            .map_err(|e| format!("cannot reset resource limit {resource:?}: {e}"))?;
+        if setrlimit(resource, value, value).is_ok() {
+            continue;
+        }
+        // Without CAP_SYS_RESOURCE (some containers) a lowered hard limit cannot be
+        // raised: take all of it, and refuse to run under a file-size limit.
+        let fail = |e: nix::Error| format!("cannot reset resource limit {resource:?}: {e}");
+        let (_, hard) = getrlimit(resource).map_err(fail)?;
+        setrlimit(resource, hard.min(value), hard).map_err(fail)?;
+        if resource == Resource::RLIMIT_FSIZE && hard != RLIM_INFINITY {
+            return Err("a file-size limit (ulimit -f) was inherited and cannot be lifted here; run twofactor without one".into());
+        }
     }
     for sig in [
         Signal::SIGXFSZ,

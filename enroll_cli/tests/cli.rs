@@ -366,6 +366,17 @@ fn import_from_a_real_google_authenticator_file() {
         .stdout(Stdio::null())
         .status()
         .unwrap();
+    // The file must be the user's own.
+    let uid = fs::metadata(f.path().join("home")).map(|m| m.uid()).ok();
+    let uid = uid.unwrap_or_else(|| {
+        let out = Command::new("id").args(["-u", &user]).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    });
+    std::os::unix::fs::chown(&hotp, Some(uid), None).unwrap();
     let err = fails(
         &f,
         &[
@@ -407,4 +418,181 @@ fn docs_in_packaging_match_the_cli() {
             "packaging/{sub}/{name} is out of date: run `twofactor generate-docs DIR` and copy it there"
         );
     }
+}
+
+#[test]
+fn names_in_rules_must_be_real_and_canonical() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tfname{}", tag()), "users", &[]);
+    let alias = accounts.alias(&format!("tfnamea{}", tag()), &user);
+    let f = PamFixture::new(&format!(
+        "[enforce]\ngroups = [\"sudoo\"]\nusers = [\"{user}\", \"{alias}\", \"tfnosuchuser\"]\n"
+    ));
+    let err = fails(&f, &["check-config"]);
+    assert!(
+        err.contains("enforce.groups: no group \"sudoo\" is known to the name service"),
+        "{err}"
+    );
+    assert!(err.contains("no user \"tfnosuchuser\""), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{alias:?} is another name of the account {user:?}"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!("\"{user}\" is")),
+        "the canonical name is fine: {err}"
+    );
+    let out = cmd(&f, &["doctor", "--json", "--pam-dir"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/doctor/debian-enabled"
+        ))
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "rule-name" && f["severity"] == "error")
+        .count();
+    assert_eq!(names, 3, "{j}");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn tidy_merges_state_kept_under_another_name_and_removes_leftovers() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tftidy{}", tag()), "users", &[]);
+    let alias = accounts.alias(&format!("tftidya{}", tag()), &user);
+    let f = PamFixture::new(&format!("[enforce]\nusers = [\"{user}\"]\n"));
+    // Enrolled under the other name, as a module that keyed state by the typed name did.
+    twofactor_testkit::enrol(&f.store(), &alias, &mut twofactor_core::random::OsRandom);
+    let state = f.path().join("state");
+    fs::write(state.join(format!(".{user}.0123456789abcdef.tmp")), b"{").unwrap();
+    fs::write(state.join("tfgone.lock"), b"").unwrap();
+    fs::set_permissions(state.join("tfgone.lock"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    let out = cmd(&f, &["doctor", "--json", "--pam-dir"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/doctor/debian-enabled"
+        ))
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let has = |id: &str| {
+        j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == id)
+    };
+    assert!(has("alias-state") && has("leftovers"), "{j}");
+    assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], false);
+
+    let before: Vec<String> = names_in(&state);
+    let dry = ok(&f, &["tidy", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would merge {alias}.json into {user}.json")),
+        "{dry}"
+    );
+    assert_eq!(names_in(&state), before, "--dry-run changes nothing");
+    let done = ok(&f, &["tidy"]);
+    assert!(
+        done.contains(&format!("merged {alias}.json into {user}.json")),
+        "{done}"
+    );
+    assert_eq!(
+        names_in(&state),
+        [format!("{user}.json"), format!("{user}.lock")],
+        "{done}"
+    );
+    assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], true);
+    assert!(ok(&f, &["tidy"]).contains("Nothing to tidy"));
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn import_refuses_links_root_files_and_other_owners() {
+    let f = PamFixture::new("[enforce]\nall_users = true\n");
+    let mut acct = Accounts::default();
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let home = base.path().join("home");
+    let user = acct.login_user(&format!("tfimp{}", tag()), &home, "Import-Pass-1");
+    let uid = fs::metadata(&home).unwrap().uid();
+    let body = "JBSWY3DPEHPK3PXPJBSWY3DPEH\n\" TOTP_AUTH\n";
+    let put = |path: &std::path::Path, owner: u32| {
+        fs::write(path, body).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o400)).unwrap();
+        std::os::unix::fs::chown(path, Some(owner), None).unwrap();
+    };
+    let real = home.join("real");
+    fs::create_dir(&real).unwrap();
+    let file = real.join(".google_authenticator");
+    // Root-owned: not the user's secret.
+    put(&file, 0);
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let err = fails(
+        &f,
+        &[
+            "import-google-authenticator",
+            &user,
+            "--file",
+            &arg(&file),
+            "--keep",
+        ],
+    );
+    assert!(err.contains("not by the user"), "{err}");
+    // Hard-linked from elsewhere.
+    put(&file, uid);
+    let other = home.join("other-link");
+    fs::hard_link(&file, &other).unwrap();
+    let err = fails(
+        &f,
+        &[
+            "import-google-authenticator",
+            &user,
+            "--file",
+            &arg(&file),
+            "--keep",
+        ],
+    );
+    assert!(err.contains("hard links"), "{err}");
+    fs::remove_file(&other).unwrap();
+    // A symbolic link in an intermediate directory.
+    let link = home.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let via = link.join(".google_authenticator");
+    let err = fails(
+        &f,
+        &[
+            "import-google-authenticator",
+            &user,
+            "--file",
+            &arg(&via),
+            "--keep",
+        ],
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], false);
+    // The same file by its real path is taken over.
+    let out = ok(
+        &f,
+        &["import-google-authenticator", &user, "--file", &arg(&file)],
+    );
+    assert!(out.contains("removed the file"), "{out}");
+    assert!(!file.exists());
+    assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], true);
 }

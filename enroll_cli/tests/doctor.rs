@@ -65,7 +65,7 @@ fn errors(findings: &[Value]) -> Vec<String> {
         .collect()
 }
 
-const POLICY: &str = "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"rescue\"]\n";
+const POLICY: &str = "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"nobody\"]\n";
 
 #[test]
 fn a_good_setup_has_no_errors() {
@@ -102,7 +102,14 @@ fn each_bad_stack_is_found_where_it_is() {
         ("sufficient", "skippable", "error", "sshd:2"),
         ("jump", "skippable", "error", "sshd:1"),
         ("bypass", "bypass", "error", "sshd:2"),
-        ("order", "order", "warning", "sshd:1"),
+        ("order", "no-password", "error", "sshd:1"),
+        (
+            "required-password",
+            "password-not-requisite",
+            "error",
+            "sshd:2",
+        ),
+        ("substack", "after-substack", "error", "sshd:3"),
     ] {
         let (_, found) = doctor(&f, tree, "good.conf");
         let hit = found
@@ -155,7 +162,7 @@ fn policy_risks() {
         "Doc-Pass-1",
     );
     let f = PamFixture::new(&format!(
-        "[enforce]\nusers = [\"{user}\"]\nexempt_users = [\"rescue\"]\n[enroll]\nat_login = false\n"
+        "[enforce]\nusers = [\"{user}\"]\nexempt_users = [\"nobody\"]\n[enroll]\nat_login = false\n"
     ));
     let (code, found) = doctor(&f, "debian-enabled", "good.conf");
     let stranded = found
@@ -166,7 +173,7 @@ fn policy_risks() {
     assert_eq!(code, 1);
 
     let scoped = PamFixture::new(
-        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"rescue\"]\nservices = [\"sshd\", \"xrdp\"]\n",
+        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"nobody\"]\nservices = [\"sshd\", \"xrdp\"]\n",
     );
     let (_, found) = doctor(&scoped, "debian-enabled", "good.conf");
     let missing = found

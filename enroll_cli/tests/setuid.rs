@@ -71,6 +71,11 @@ impl Setup {
 
     /// The command that runs the setuid binary as the test user inside the overlay.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        self.command_through(args, env, &[])
+    }
+
+    /// As [`Setup::command`], with the binary exec'd through `prefix` (as the user).
+    fn command_through(&self, args: &[&str], env: &[(&str, &str)], prefix: &[&str]) -> Command {
         let d = self.path();
         let script = format!(
             "mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc && exec \"$@\"",
@@ -95,6 +100,7 @@ impl Setup {
             "--init-groups",
             "--",
         ])
+        .args(prefix)
         .arg("env")
         .arg("-i");
         for (k, v) in env {
@@ -109,8 +115,18 @@ impl Setup {
     }
 
     fn run_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        self.run_through(args, stdin, env, &[])
+    }
+
+    fn run_through(
+        &self,
+        args: &[&str],
+        stdin: &str,
+        env: &[(&str, &str)],
+        prefix: &[&str],
+    ) -> Output {
         let mut child = self
-            .command(args, env)
+            .command_through(args, env, prefix)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -318,4 +334,197 @@ fn unprivileged_caller_gets_only_what_is_safe() {
         .output()
         .unwrap();
     assert!(root_out.status.success(), "{}", stderr(&root_out));
+}
+
+/// Runs the binary as root against the test's config.
+fn as_root(s: &Setup, args: &[&str]) -> Output {
+    Command::new(&s.bin)
+        .args(args)
+        .env(
+            "TWOFACTOR_CONFIG",
+            s.path().join("upper/twofactor/config.toml"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn status(s: &Setup, user: &str) -> Value {
+    let out = as_root(s, &["status", user, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The review's attacks on the setuid binary, as an ordinary user.
+#[test]
+fn setuid_resists_the_review_attacks() {
+    let mut accounts = Accounts::default();
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let me = accounts.login_user(&format!("tfsr{}", tag()), &base.path().join("me"), PASSWORD);
+    let s = Setup::new(&me);
+    let out = as_root(&s, &["enroll", "--user", &me, "--no-verify", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = j["secret"].as_str().unwrap().to_string();
+
+    // 1. A file-size limit and an ignored SIGXFSZ, inherited through the setuid exec, do
+    // not make wrong codes free: the binary lifts the limit and resets the signal, every
+    // guess counts, and the fifth locks. A right code is then refused. A hard limit that
+    // cannot be lifted (no CAP_SYS_RESOURCE, as in some containers) makes it refuse to
+    // run at all.
+    let size = fs::metadata(s.state(&me)).unwrap().len();
+    let before = fs::read(s.state(&me)).unwrap();
+    let store = twofactor_core::store::Store::open(&s.path().join("state")).unwrap();
+    let failures = || store.load(&me).unwrap().lockout.failures;
+    let through = |limit: String| -> Vec<String> {
+        ["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh", "prlimit"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([limit, "--".to_string()])
+            .collect()
+    };
+    let hard = through(format!("--fsize={size}"));
+    let hard: Vec<&str> = hard.iter().map(String::as_str).collect();
+    let out = s.run_through(
+        &["backup-codes"],
+        &format!("{PASSWORD}\n999999\n"),
+        &[],
+        &hard,
+    );
+    let counted = if stderr(&out).contains("cannot be lifted") {
+        refused(&out, "run twofactor without one");
+        assert_eq!(
+            fs::read(s.state(&me)).unwrap(),
+            before,
+            "nothing checked or written"
+        );
+        0
+    } else {
+        refused(&out, "wrong code");
+        assert_eq!(failures(), 1, "the guess under the limit counted");
+        1
+    };
+    let soft = through(format!("--fsize={size}:unlimited"));
+    let limited: Vec<&str> = soft.iter().map(String::as_str).collect();
+    for i in (counted + 1)..=5 {
+        let out = s.run_through(
+            &["backup-codes"],
+            &format!("{PASSWORD}\n00000{i}\n"),
+            &[],
+            &limited,
+        );
+        refused(&out, "wrong code");
+        assert_eq!(
+            status(&s, &me)["locked"],
+            i == 5,
+            "after {i} wrong codes: {}",
+            stderr(&out)
+        );
+    }
+    let out = s.run_through(
+        &["backup-codes"],
+        &format!("{PASSWORD}\n{}\n", oathtool(&key)),
+        &[],
+        &limited,
+    );
+    refused(&out, "locked");
+
+    // 7. Files the setuid binary writes are root:root, whatever the caller's group.
+    for file in [
+        s.state(&me),
+        s.path().join("state").join(format!("{me}.lock")),
+    ] {
+        let meta = fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (0, 0, 0o600),
+            "{}",
+            file.display()
+        );
+    }
+    assert!(as_root(&s, &["unlock", &me]).status.success());
+
+    // 8. A temporarily disabled authenticator still needs a code for changes to it.
+    assert!(as_root(&s, &["disable", "--user", &me]).status.success());
+    refused(
+        &s.run(&["backup-codes"], &format!("{PASSWORD}\n")),
+        "no code entered",
+    );
+    refused(
+        &s.run(&["enable"], &format!("{PASSWORD}\n")),
+        "no code entered",
+    );
+    refused(
+        &s.run(&["enroll", "--replace"], &format!("{PASSWORD}\n")),
+        "no code entered",
+    );
+    refused(
+        &s.run(&["enable"], &format!("{PASSWORD}\n000000\n")),
+        "wrong code",
+    );
+    assert_eq!(status(&s, &me)["enabled"], false);
+    let out = s.run(&["enable"], &format!("{PASSWORD}\n{}\n", oathtool(&key)));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status(&s, &me)["enabled"], true);
+
+    // 9. Stored text reaches the terminal escaped.
+    let store = twofactor_core::store::Store::open(&s.path().join("state")).unwrap();
+    store
+        .update(&me, |st| -> Result<(), twofactor_core::store::StoreError> {
+            st.trusted_devices
+                .0
+                .push(twofactor_core::trusted::TrustedDevice {
+                    id: "0a0b0c0d0e0f".into(),
+                    service: "sshd".into(),
+                    host: "evil\u{1b}]0;owned\u{7}\u{1b}[2J".into(),
+                    kind: twofactor_core::trusted::HostKind::Name,
+                    created: 1,
+                    expires: u64::MAX / 2,
+                });
+            Ok(())
+        })
+        .unwrap();
+    let out = s.run(&["trust", "list"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b), "raw escape printed");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("evil\\u{1b}]0;owned"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // 4. An authenticator set up while `enroll` waits at its code prompt is never
+    // overwritten.
+    assert!(as_root(&s, &["reset", &me]).status.success());
+    let mut sess = Session::start(
+        s.command(&["enroll"], &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    sess.wait_for("Password: ");
+    sess.send(PASSWORD);
+    sess.wait_for("Code from the app: ");
+    let shown = sess.wait_for("If the picture looks garbled");
+    let offered: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
+        .split_whitespace()
+        .collect();
+    let out = as_root(&s, &["enroll", "--user", &me, "--no-verify", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let admins = j["secret"].as_str().unwrap().to_string();
+    sess.send(&oathtool(&offered));
+    let (code, text) = sess.finish();
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("was changed while this command ran"),
+        "{text}"
+    );
+    let state = fs::read_to_string(s.state(&me)).unwrap();
+    assert!(
+        state.contains(&admins) && !state.contains(&offered),
+        "the admin's authenticator stays"
+    );
 }

@@ -52,6 +52,9 @@ _twofactor() {
             twofactor,status)
                 cmd="twofactor__subcmd__status"
                 ;;
+            twofactor,tidy)
+                cmd="twofactor__subcmd__tidy"
+                ;;
             twofactor,trust)
                 cmd="twofactor__subcmd__trust"
                 ;;
@@ -94,6 +97,9 @@ _twofactor() {
             twofactor__subcmd__help,status)
                 cmd="twofactor__subcmd__help__subcmd__status"
                 ;;
+            twofactor__subcmd__help,tidy)
+                cmd="twofactor__subcmd__help__subcmd__tidy"
+                ;;
             twofactor__subcmd__help,trust)
                 cmd="twofactor__subcmd__help__subcmd__trust"
                 ;;
@@ -131,7 +137,7 @@ _twofactor() {
 
     case "${cmd}" in
         twofactor)
-            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config explain doctor import-google-authenticator generate-docs help"
+            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config explain doctor tidy import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -329,7 +335,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help)
-            opts="enroll status backup-codes disable enable reset unlock trust check-config explain doctor import-google-authenticator generate-docs help"
+            opts="enroll status backup-codes disable enable reset unlock trust check-config explain doctor tidy import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -510,6 +516,20 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__help__subcmd__tidy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__help__subcmd__trust)
             opts="list revoke"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -608,6 +628,24 @@ _twofactor() {
             ;;
         twofactor__subcmd__status)
             opts="-h -V --all --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__tidy)
+            opts="-h -V --dry-run --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

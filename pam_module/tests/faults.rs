@@ -16,7 +16,7 @@ use twofactor_core::config::Config;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
-use twofactor_testkit::{CHEAP_HASH, enrol, oathtool, pamtester, run};
+use twofactor_testkit::{Accounts, CHEAP_HASH, enrol, oathtool, pamtester, run};
 use zeroize::Zeroizing;
 
 /// A tmpfs of `size`, unmounted when dropped.
@@ -79,7 +79,7 @@ impl Conversation for Answer {
     }
 }
 
-fn login(config: &Config, code: &str) -> Decision {
+fn login(config: &Config, user: &str, code: &str) -> Decision {
     let mut rng = OsRandom;
     let mut env = Env {
         config,
@@ -91,7 +91,7 @@ fn login(config: &Config, code: &str) -> Decision {
         hash_cost: CHEAP_HASH,
     };
     let login = Login {
-        user: "tffault",
+        user,
         service: "sshd",
         rhost: None,
         silent: false,
@@ -99,28 +99,30 @@ fn login(config: &Config, code: &str) -> Decision {
     flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }
 
-fn setup(fs_: &Tmpfs) -> (Config, PathBuf, String) {
+fn setup(fs_: &Tmpfs, user: &str) -> (Config, PathBuf, String) {
     let state = fs_.path().join("state");
     let store = Store::create(&state, 0).unwrap();
-    let (key, _) = enrol(&store, "tffault", &mut OsRandom);
+    let (key, _) = enrol(&store, user, &mut OsRandom);
     let mut config = Config::default();
-    config.policy.users = vec!["tffault".into()];
+    config.policy.users = vec![user.into()];
     config.storage.state_dir = state.clone();
     (
         config,
-        state.join("tffault.json"),
+        state.join(format!("{user}.json")),
         key.to_base32().to_string(),
     )
 }
 
 #[test]
 fn full_disk_refuses_the_login_with_a_reason_and_keeps_the_state() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user("tffault1", "users", &[]);
     let t = Tmpfs::new("256k");
-    let (config, file, key) = setup(&t);
+    let (config, file, key) = setup(&t, &user);
     let before = fs::read(&file).unwrap();
     t.fill();
-    let d = login(&config, &oathtool(&key));
-    let line = d.event("tffault", None, "sshd", None).to_string();
+    let d = login(&config, &user, &oathtool(&key));
+    let line = d.event(&user, None, "sshd", None).to_string();
     assert!(
         matches!(d, Decision::Error(ErrorKind::Unavailable, _)),
         "{d:?}"
@@ -141,12 +143,14 @@ fn full_disk_refuses_the_login_with_a_reason_and_keeps_the_state() {
 
 #[test]
 fn read_only_state_refuses_the_login_and_keeps_the_state() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user("tffault2", "users", &[]);
     let t = Tmpfs::new("1m");
-    let (config, file, key) = setup(&t);
+    let (config, file, key) = setup(&t, &user);
     let before = fs::read(&file).unwrap();
     t.read_only();
-    let d = login(&config, &oathtool(&key));
-    let line = d.event("tffault", None, "sshd", None).to_string();
+    let d = login(&config, &user, &oathtool(&key));
+    let line = d.event(&user, None, "sshd", None).to_string();
     assert!(
         matches!(d, Decision::Error(ErrorKind::Unavailable, _)),
         "{d:?}"
@@ -157,14 +161,16 @@ fn read_only_state_refuses_the_login_and_keeps_the_state() {
 
 #[test]
 fn full_disk_through_libpam_is_authinfo_unavail() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user("tffault3", "users", &[]);
     let t = Tmpfs::new("256k");
-    let (config, file, key) = setup(&t);
+    let (config, file, key) = setup(&t, &user);
     let before = fs::read(&file).unwrap();
     let cfg = t.path().join("config.toml");
     fs::write(
         &cfg,
         format!(
-            "version = 1\n[enforce]\nusers = [\"tffault\"]\n[storage]\nstate_dir = \"{}\"\n",
+            "version = 1\n[enforce]\nusers = [\"{user}\"]\n[storage]\nstate_dir = \"{}\"\n",
             config.storage.state_dir.display()
         ),
     )
@@ -181,7 +187,7 @@ fn full_disk_through_libpam_is_authinfo_unavail() {
     )
     .unwrap();
     t.fill();
-    let mut s = pamtester(&services, "tf", "tffault", None);
+    let mut s = pamtester(&services, "tf", &user, None);
     s.send(&oathtool(&key));
     let (_, text) = s.finish();
     assert!(

@@ -232,7 +232,7 @@ fn corrupt_state_fails_closed_and_is_never_re_enrolled() {
         ),
         ("empty", b""),
         ("garbage", b"\x00\xff\xfegarbage\n"),
-        ("future", b"{\"version\":2,\"user\":\"tfhal\",\"state\":{}}"),
+        ("future", b"{\"version\":3,\"user\":\"tfhal\",\"state\":{}}"),
         (
             "other user",
             b"{\"version\":1,\"user\":\"root\",\"state\":{}}",

@@ -8,7 +8,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -21,8 +20,8 @@ use twofactor_core::config::Config;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use twofactor_testkit::{
-    Accounts, CHEAP_HASH, PamFixture, Session, Wrap, enrol, fresh_code, oathtool, pam_module_so,
-    pamtester, pamtester_with, run, tag,
+    Accounts, CHEAP_HASH, NssAliases, PamFixture, Session, Wrap, enrol, fresh_code, oathtool,
+    pam_module_so, pamtester, pamtester_with, tag,
 };
 use zeroize::Zeroizing;
 
@@ -203,52 +202,6 @@ fn a_wrong_password_never_reaches_the_module_in_any_documented_stack() {
     s.finish();
 }
 
-/// A real NSS source that answers for other names of one account, through nss_wrapper:
-/// a passwd file with the canonical entry, and tests/nss/alias.c compiled here.
-struct Aliases {
-    dir: tempfile::TempDir,
-    name: String,
-    uid: String,
-}
-
-impl Aliases {
-    fn new(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/nss/alias.c");
-        let so = dir.path().join("libnss_tfalias.so");
-        run("cc", &["-shared", "-fPIC", "-o", so.to_str().unwrap(), src]);
-        fs::copy("/etc/passwd", dir.path().join("passwd")).unwrap();
-        fs::copy("/etc/group", dir.path().join("group")).unwrap();
-        let out = Command::new("id").args(["-u", name]).output().unwrap();
-        let uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        Self {
-            dir,
-            name: name.to_string(),
-            uid,
-        }
-    }
-
-    fn wrap(&self) -> Wrap {
-        let d = self.dir.path();
-        let path = |f: &str| d.join(f).display().to_string();
-        Wrap {
-            preload: vec!["libnss_wrapper.so".into()],
-            env: vec![
-                ("NSS_WRAPPER_PASSWD".into(), path("passwd")),
-                ("NSS_WRAPPER_GROUP".into(), path("group")),
-                (
-                    "NSS_WRAPPER_MODULE_SO_PATH".into(),
-                    path("libnss_tfalias.so"),
-                ),
-                ("NSS_WRAPPER_MODULE_FN_PREFIX".into(), "tfalias".into()),
-                ("TF_ALIAS_NAME".into(), self.name.clone()),
-                ("TF_ALIAS_UID".into(), self.uid.clone()),
-            ],
-            ..Wrap::default()
-        }
-    }
-}
-
 /// Finding 3: `NAME` and `name@corp.example` are the same account as `name`. They get
 /// its policy, its state and its lockout, never state of their own; a name no account
 /// has is refused with no state written.
@@ -257,7 +210,7 @@ fn aliases_share_the_canonical_account_and_unknown_names_get_nothing() {
     let user = format!("tfcanon{}", tag());
     let mut accounts = Accounts::default();
     accounts.user(&user, "users", &[]);
-    let aliases = Aliases::new(&user);
+    let aliases = NssAliases::new(&user);
     let f = PamFixture::new(&format!(
         "[enforce]\nusers = [\"{user}\"]\n[lockout]\nmax_failures = 50\n"
     ));

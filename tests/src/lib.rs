@@ -67,6 +67,31 @@ impl Accounts {
         name.to_string()
     }
 
+    /// Creates `name` as a second name of the existing account `of` (the same uid, as
+    /// `useradd -o` makes it). NSS files then answer `getpwnam(name)` with `name`, and
+    /// `getpwuid` with `of`, which comes first in /etc/passwd.
+    pub fn alias(&mut self, name: &str, of: &str) -> String {
+        let out = Command::new("id").args(["-u", of]).output().unwrap();
+        let uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        run(
+            "useradd",
+            &[
+                "--non-unique",
+                "--uid",
+                &uid,
+                "--no-create-home",
+                "--no-user-group",
+                "--gid",
+                "users",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+        );
+        self.users.push(name.to_string());
+        name.to_string()
+    }
+
     /// Creates a user who can log in: a home under `home`, /bin/sh and `password`.
     pub fn login_user(&mut self, name: &str, home: &Path, password: &str) -> String {
         let home = home.to_string_lossy().into_owned();
@@ -463,6 +488,62 @@ pub fn remove_pam_wrapper_dirs(marker: &Path) {
             .any(|f| fs::read_to_string(f.path()).is_ok_and(|t| t.contains(marker.as_ref())));
         if ours {
             let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// A real NSS source that answers for other names of one account, through nss_wrapper: a
+/// passwd file with the canonical entry, and `tests/nss/alias.c` compiled here. `NAME`
+/// and `name@corp.example` resolve to the account, with `pw_name` as typed, as SSSD or
+/// LDAP can answer.
+#[derive(Debug)]
+pub struct NssAliases {
+    dir: tempfile::TempDir,
+    name: String,
+    uid: String,
+}
+
+impl NssAliases {
+    /// Aliases of the existing account `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/nss/alias.c");
+        let so = dir.path().join("libnss_tfalias.so");
+        run("cc", &["-shared", "-fPIC", "-o", so.to_str().unwrap(), src]);
+        fs::copy("/etc/passwd", dir.path().join("passwd")).unwrap();
+        fs::copy("/etc/group", dir.path().join("group")).unwrap();
+        let out = Command::new("id").args(["-u", name]).output().unwrap();
+        let uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Self {
+            dir,
+            name: name.to_string(),
+            uid,
+        }
+    }
+
+    /// The environment nss_wrapper needs (with `libnss_wrapper.so` preloaded).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let d = self.dir.path();
+        let path = |f: &str| d.join(f).display().to_string();
+        vec![
+            ("NSS_WRAPPER_PASSWD".into(), path("passwd")),
+            ("NSS_WRAPPER_GROUP".into(), path("group")),
+            (
+                "NSS_WRAPPER_MODULE_SO_PATH".into(),
+                path("libnss_tfalias.so"),
+            ),
+            ("NSS_WRAPPER_MODULE_FN_PREFIX".into(), "tfalias".into()),
+            ("TF_ALIAS_NAME".into(), self.name.clone()),
+            ("TF_ALIAS_UID".into(), self.uid.clone()),
+        ]
+    }
+
+    /// pamtester through these aliases.
+    pub fn wrap(&self) -> Wrap {
+        Wrap {
+            preload: vec!["libnss_wrapper.so".into()],
+            env: self.env(),
+            ..Wrap::default()
         }
     }
 }
