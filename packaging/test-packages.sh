@@ -71,6 +71,8 @@ check "login via common-auth asks for the code and accepts it" sh -c \
     "printf 'Pkg-Test-Pass-1\n%s\n' \$(oathtool --totp -b $secret) | pamtester $service $user authenticate 2>&1 | tee /dev/stderr | grep -q 'Authentication code' "
 check "login via common-auth refuses a wrong code" sh -c \
     "! printf 'Pkg-Test-Pass-1\n000000\n000000\n000000\n' | pamtester $service $user authenticate"
+check "a wrong password ends common-auth before the module asks anything" sh -c \
+    "out=\$(printf 'not-the-password\n000000\n' | pamtester $service $user authenticate 2>&1); echo \"\$out\"; echo \"\$out\" | grep -q 'Authentication failure' && ! echo \"\$out\" | grep -q 'Authentication code'"
 
 # --- remove restores common-auth exactly and keeps state; reinstall finds it
 check "dpkg -r" dpkg -r libpam-twofactor

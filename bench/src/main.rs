@@ -328,10 +328,18 @@ fn orchestrate() {
 fn concurrency(user: &str) {
     let s = setup(user, None);
     let store = Store::open(&s.dir.join("state")).expect("store");
+    // The module refuses names no account has, so each login is a real account.
+    let mut accounts = Accounts::default();
+    for name in (0..32)
+        .map(|i| format!("tfconc{i:02}"))
+        .chain(["tfconcbackup".into(), "tfconcsame".into()])
+    {
+        accounts.user(&name, "users", &[]);
+    }
     // 32 distinct users at once.
     let users: Vec<(String, String)> = (0..32)
         .map(|i| {
-            let name = format!("conc{i:02}");
+            let name = format!("tfconc{i:02}");
             let (key, _) = enrol(&store, &name, &mut OsRandom);
             (name, key.to_base32().to_string())
         })
@@ -356,10 +364,10 @@ fn concurrency(user: &str) {
     // 20 logins of one user, each with a different backup code.
     let (codes, NewCodes(plain)) =
         BackupCodes::generate(20, HashCost::DEFAULT, &mut OsRandom).expect("codes");
-    enrol(&store, "concbackup", &mut OsRandom);
+    enrol(&store, "tfconcbackup", &mut OsRandom);
     store
         .update(
-            "concbackup",
+            "tfconcbackup",
             |st| -> Result<(), twofactor_core::store::StoreError> {
                 st.backup_codes = Some(codes);
                 Ok(())
@@ -370,21 +378,24 @@ fn concurrency(user: &str) {
         &s.dir,
         plain
             .iter()
-            .map(|c| ("concbackup".to_string(), c.to_string()))
+            .map(|c| ("tfconcbackup".to_string(), c.to_string()))
             .collect(),
     );
-    let left = store.load("concbackup").expect("load").backup_codes_left();
+    let left = store
+        .load("tfconcbackup")
+        .expect("load")
+        .backup_codes_left();
     println!(
         "| 20 logins of one user, 20 different backup codes | {ok}/20 accepted, {left} codes left |"
     );
 
     // 20 logins of one user with the same TOTP code.
-    let (key, _) = enrol(&store, "concsame", &mut OsRandom);
+    let (key, _) = enrol(&store, "tfconcsame", &mut OsRandom);
     let code = code_at(&key.to_base32(), SystemClock.now());
     let ok = parallel_logins(
         &s.dir,
         (0..20)
-            .map(|_| ("concsame".to_string(), code.clone()))
+            .map(|_| ("tfconcsame".to_string(), code.clone()))
             .collect(),
     );
     println!("| 20 logins of one user, the same TOTP code | {ok}/20 accepted |\n");

@@ -444,14 +444,7 @@ fn names_in_rules_must_be_real_and_canonical() {
         !err.contains(&format!("\"{user}\" is")),
         "the canonical name is fine: {err}"
     );
-    let out = cmd(&f, &["doctor", "--json", "--pam-dir"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/doctor/debian-enabled"
-        ))
-        .output()
-        .unwrap();
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (passed, j) = doctor_json(&f);
     let names = j["findings"]
         .as_array()
         .unwrap()
@@ -459,7 +452,7 @@ fn names_in_rules_must_be_real_and_canonical() {
         .filter(|f| f["id"] == "rule-name" && f["severity"] == "error")
         .count();
     assert_eq!(names, 3, "{j}");
-    assert!(!out.status.success());
+    assert!(!passed);
 }
 
 #[test]
@@ -475,14 +468,7 @@ fn tidy_merges_state_kept_under_another_name_and_removes_leftovers() {
     fs::write(state.join("tfgone.lock"), b"").unwrap();
     fs::set_permissions(state.join("tfgone.lock"), fs::Permissions::from_mode(0o600)).unwrap();
 
-    let out = cmd(&f, &["doctor", "--json", "--pam-dir"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/doctor/debian-enabled"
-        ))
-        .output()
-        .unwrap();
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (passed, j) = doctor_json(&f);
     let has = |id: &str| {
         j["findings"]
             .as_array()
@@ -512,6 +498,22 @@ fn tidy_merges_state_kept_under_another_name_and_removes_leftovers() {
     );
     assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], true);
     assert!(ok(&f, &["tidy"]).contains("Nothing to tidy"));
+}
+
+/// `twofactor doctor --json` over Debian's stacks with the profile enabled: whether it
+/// passed, and its report.
+fn doctor_json(f: &PamFixture) -> (bool, Value) {
+    let out = cmd(f, &["doctor", "--json", "--pam-dir"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/doctor/debian-enabled"
+        ))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
 }
 
 fn names_in(dir: &std::path::Path) -> Vec<String> {

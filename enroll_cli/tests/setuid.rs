@@ -218,21 +218,7 @@ fn unprivileged_caller_gets_only_what_is_safe() {
     assert!(!s.state(&me).exists());
 
     // Enrolment with the password (through PAM service "twofactor") and a code.
-    let mut sess = Session::start(
-        s.command(&["enroll"], &[])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    sess.wait_for("Password: ");
-    sess.send(PASSWORD);
-    sess.wait_for("Code from the app: ");
-    let shown = sess.wait_for("If the picture looks garbled");
-    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
-        .split_whitespace()
-        .collect();
+    let (mut sess, key) = start_enroll(&s);
     sess.send(&oathtool(&key));
     let (code, text) = sess.finish();
     assert_eq!(code, Some(0), "{text}");
@@ -334,6 +320,27 @@ fn unprivileged_caller_gets_only_what_is_safe() {
         .output()
         .unwrap();
     assert!(root_out.status.success(), "{}", stderr(&root_out));
+}
+
+/// Starts `twofactor enroll` as the user, gives the password, and waits at the code
+/// prompt; returns the session and the key it shows.
+fn start_enroll(s: &Setup) -> (Session, String) {
+    let mut sess = Session::start(
+        s.command(&["enroll"], &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    sess.wait_for("Password: ");
+    sess.send(PASSWORD);
+    sess.wait_for("Code from the app: ");
+    let shown = sess.wait_for("If the picture looks garbled");
+    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
+        .split_whitespace()
+        .collect();
+    (sess, key)
 }
 
 /// Runs the binary as root against the test's config.
@@ -496,21 +503,7 @@ fn setuid_resists_the_review_attacks() {
     // 4. An authenticator set up while `enroll` waits at its code prompt is never
     // overwritten.
     assert!(as_root(&s, &["reset", &me]).status.success());
-    let mut sess = Session::start(
-        s.command(&["enroll"], &[])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    sess.wait_for("Password: ");
-    sess.send(PASSWORD);
-    sess.wait_for("Code from the app: ");
-    let shown = sess.wait_for("If the picture looks garbled");
-    let offered: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
-        .split_whitespace()
-        .collect();
+    let (mut sess, offered) = start_enroll(&s);
     let out = as_root(&s, &["enroll", "--user", &me, "--no-verify", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
