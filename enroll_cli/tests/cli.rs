@@ -469,6 +469,7 @@ fn tidy_merges_state_kept_under_another_name_and_removes_leftovers() {
     fs::set_permissions(state.join("tfgone.lock"), fs::Permissions::from_mode(0o600)).unwrap();
 
     let (passed, j) = doctor_json(&f);
+    assert!(!passed, "state under another name is an error");
     let has = |id: &str| {
         j["findings"]
             .as_array()
