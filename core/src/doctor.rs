@@ -437,6 +437,18 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         return f;
     };
     let here = flat[ours].location.clone();
+    for line in flat.iter().filter(|l| l.module == MODULE) {
+        if let Err(e) = crate::module_args::ModuleArgs::parse(line.args.iter().map(String::as_str))
+        {
+            f.push(Finding::new(
+                Severity::Error,
+                "module-args",
+                &line.location,
+                format!("{MODULE} refuses every login through this stack: {e}"),
+                "fix the arguments: only config=/ABSOLUTE/PATH and debug are known",
+            ));
+        }
+    }
     let password_after = flat[ours + 1..]
         .iter()
         .any(|l| is_password_module(&l.module));
@@ -541,6 +553,32 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         f.push(finding);
     }
     f
+}
+
+/// The name in `candidates` closest to `name` by edit distance, if one is close enough to
+/// be a likely typo (at most 2 edits, or a third of the name).
+pub fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diag = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let up = row[j + 1];
+                row[j + 1] = (diag + usize::from(ca != *cb)).min(up + 1).min(row[j] + 1);
+                diag = up;
+            }
+        }
+        row[b.len()]
+    }
+    let limit = (name.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, c.len()))
+        .map(|(_, c)| c.as_str())
 }
 
 /// The sshd settings that matter, from `sshd -T` output or a config file.
@@ -868,6 +906,39 @@ mod tests {
             ("pw", "auth requisite pam_unix.so\n"),
         ]));
         assert_eq!(ids(&check(&files, "sshd")), ["after-substack"]);
+    }
+
+    #[test]
+    fn nearest_service_names() {
+        let names: Vec<String> = ["sshd", "login", "sudo", "su", "common-auth", "cron"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(nearest("ssh", &names), Some("sshd"));
+        assert_eq!(nearest("logn", &names), Some("login"));
+        assert_eq!(nearest("sudoo", &names), Some("sudo"));
+        assert_eq!(nearest("xrdp", &names), None);
+    }
+
+    #[test]
+    fn unknown_module_arguments_are_errors() {
+        let found = check(
+            &Files(HashMap::from([(
+                "svc",
+                "auth requisite pam_unix.so\nauth required pam_twofactor.so degub\n",
+            )])),
+            "svc",
+        );
+        assert_eq!(ids(&found), ["module-args"]);
+        assert!(found[0].message.contains("\"degub\""), "{:?}", found[0]);
+        assert_eq!(found[0].location, "svc:2");
+        assert!(one("auth requisite pam_unix.so\nauth required pam_twofactor.so debug config=/etc/tf.toml\n").is_empty());
+        assert_eq!(
+            one(
+                "auth requisite pam_unix.so\nauth required pam_twofactor.so config=relative.toml\n"
+            ),
+            ["module-args"]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod enroll;
 mod fsutil;
 pub mod import;
 pub mod lockout;
+pub mod module_args;
 pub mod net;
 pub mod policy;
 pub mod qr;

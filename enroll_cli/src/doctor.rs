@@ -217,7 +217,37 @@ fn check_pam(dir: &Path, policy: &Policy, key_first: bool, findings: &mut Vec<Fi
     }
     for service in &policy.services {
         if !with_module.contains(service) {
-            findings.push(Finding::new(Severity::Error, "service-missing", format!("{}/{service}", dir.display()), format!("enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"), "add the module to that stack (or to common-auth)"));
+            let location = format!("{}/{service}", dir.display());
+            let finding = if names.contains(service) {
+                Finding::new(
+                    Severity::Error,
+                    "service-missing",
+                    location,
+                    format!(
+                        "enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"
+                    ),
+                    format!(
+                        "add \"auth required pam_twofactor.so\" to {}/{service} after its password line (or to common-auth)",
+                        dir.display()
+                    ),
+                )
+            } else {
+                let fix = match doctor::nearest(service, &names) {
+                    Some(near) => format!("did you mean {near:?}? A PAM service is named after its program (sshd, login, sudo, su)"),
+                    None => "name an existing PAM service (a file in the PAM directory), such as sshd or login".to_string(),
+                };
+                Finding::new(
+                    Severity::Error,
+                    "service-unknown",
+                    location,
+                    format!(
+                        "enforce.services names {service}, but there is no PAM service {service} in {}: no login ever uses that name, so 2FA is asked nowhere for it",
+                        dir.display()
+                    ),
+                    fix,
+                )
+            };
+            findings.push(finding);
         }
     }
     findings.push(Finding::new(

@@ -110,6 +110,7 @@ fn each_bad_stack_is_found_where_it_is() {
             "sshd:2",
         ),
         ("substack", "after-substack", "error", "sshd:3"),
+        ("bad-args", "module-args", "error", "sshd:2"),
     ] {
         let (_, found) = doctor(&f, tree, "good.conf");
         let hit = found
@@ -173,14 +174,55 @@ fn policy_risks() {
     assert_eq!(code, 1);
 
     let scoped = PamFixture::new(
-        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"nobody\"]\nservices = [\"sshd\", \"xrdp\"]\n",
+        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"nobody\"]\nservices = [\"ssh\", \"xrdp\", \"cron\"]\n",
     );
     let (_, found) = doctor(&scoped, "debian-enabled", "good.conf");
-    let missing = found
+    let finding = |id: &str, service: &str| {
+        found
+            .iter()
+            .find(|x| x["id"] == id && x["message"].as_str().unwrap().contains(service))
+            .unwrap_or_else(|| panic!("no {id} for {service}: {found:#?}"))
+            .clone()
+    };
+    // No PAM service of that name: say so, and suggest the nearest one.
+    let ssh = finding("service-unknown", "no PAM service ssh ");
+    assert!(
+        ssh["fix"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"sshd\"?"),
+        "{ssh}"
+    );
+    let xrdp = finding("service-unknown", "no PAM service xrdp");
+    assert!(
+        !xrdp["fix"].as_str().unwrap().contains("did you mean"),
+        "{xrdp}"
+    );
+    // A service that exists but does not run the module.
+    let pam = scoped.path().join("debian-with-cron");
+    let debian = fixtures().join("debian-enabled");
+    run(
+        "cp",
+        &["-r", debian.to_str().unwrap(), pam.to_str().unwrap()],
+    );
+    fs::write(pam.join("cron"), "@include common-session-noninteractive\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["doctor", "--json", "--pam-dir"])
+        .arg(&pam)
+        .arg("--sshd-config")
+        .arg(sshd_config(&scoped, "good.conf"))
+        .env("TWOFACTOR_CONFIG", scoped.config())
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cron = j["findings"]
+        .as_array()
+        .unwrap()
         .iter()
         .find(|x| x["id"] == "service-missing")
-        .unwrap_or_else(|| panic!("{found:#?}"));
-    assert!(missing["message"].as_str().unwrap().contains("xrdp"));
+        .unwrap_or_else(|| panic!("{j:#}"))
+        .clone();
+    assert!(cron["message"].as_str().unwrap().contains("cron"), "{cron}");
 
     let broken = PamFixture::new("[enforce]\ngrups = []\n");
     let (code, found) = doctor(&broken, "debian-enabled", "good.conf");

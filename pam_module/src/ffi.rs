@@ -19,11 +19,11 @@ use twofactor_core::audit::{self, Severity};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::SystemClock;
 use twofactor_core::enroll::host_name;
+use twofactor_core::module_args::ModuleArgs;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use zeroize::Zeroizing;
 
-use crate::args::ModuleArgs;
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind, pam_code};
 use crate::flow::{self, Env, Login};

@@ -5,7 +5,6 @@
 
 #![deny(unsafe_code)]
 
-pub mod args;
 pub mod conversation;
 pub mod decision;
 #[allow(unsafe_code)]

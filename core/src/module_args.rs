@@ -1,4 +1,6 @@
 //! Module arguments from the PAM stack line: `config=PATH` and `debug`, nothing else.
+//! One parser for the module and for `twofactor doctor`, so doctor flags exactly what
+//! the module refuses.
 
 use std::path::PathBuf;
 
@@ -16,7 +18,7 @@ impl ModuleArgs {
     /// PAM stack fails closed instead of being silently ignored.
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut parsed = Self {
-            config: PathBuf::from(twofactor_core::DEFAULT_CONFIG_PATH),
+            config: PathBuf::from(crate::DEFAULT_CONFIG_PATH),
             debug: false,
         };
         let mut seen_config = false;
