@@ -666,8 +666,8 @@ impl SshdSettings {
 pub struct SshdPolicy {
     /// Some rule requires 2FA for someone.
     pub anyone_required: bool,
-    /// root is exempt or enrolled.
-    pub root_covered: bool,
+    /// A rule requires 2FA for root, and root has no authenticator yet.
+    pub root_unenrolled: bool,
 }
 
 /// Findings for sshd; `origin` says where the settings came from.
@@ -711,13 +711,13 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
         ));
     }
     let root_allowed = s.permit_root_login != "no" && s.permit_root_login != "forced-commands-only";
-    if root_allowed && !policy.root_covered {
+    if root_allowed && policy.root_unenrolled {
         f.push(Finding::new(
             Severity::Warning,
             "sshd-root",
             at(&format!("PermitRootLogin {}", s.permit_root_login)),
-            "root may log in over SSH but is neither exempt nor enrolled",
-            "set PermitRootLogin no, or enrol root, or add root to enforce.exempt_users on purpose",
+            "root must use 2FA and may log in over SSH, but has no authenticator: the first SSH login as root sets one up for whoever has root's password (or is refused, with enrolment at login off)",
+            "enrol root now (twofactor enroll --user root), or set PermitRootLogin no",
         ));
     }
     f
@@ -978,7 +978,7 @@ mod tests {
 
     const OK: SshdPolicy = SshdPolicy {
         anyone_required: true,
-        root_covered: true,
+        root_unenrolled: false,
     };
 
     #[test]
@@ -994,7 +994,7 @@ mod tests {
             &debian,
             SshdPolicy {
                 anyone_required: true,
-                root_covered: false,
+                root_unenrolled: true,
             },
             "f",
         ));
@@ -1017,7 +1017,7 @@ mod tests {
             .with_methods("any"),
             SshdPolicy {
                 anyone_required: false,
-                root_covered: true,
+                root_unenrolled: false,
             },
             "f",
         );

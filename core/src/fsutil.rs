@@ -43,7 +43,7 @@ pub enum FileError {
         expected: u32,
     },
     /// Permission bits that would let others read or change it.
-    #[error("{} has mode {mode:04o}; it must not have any of {forbidden:04o}", .path.display())]
+    #[error("{} has mode {mode:04o}; {}", .path.display(), mode_advice(.path, *.forbidden))]
     BadMode {
         path: PathBuf,
         mode: u32,
@@ -62,6 +62,18 @@ pub enum FileError {
         path: PathBuf,
         source: io::Error,
     },
+}
+
+/// What a mode must not allow, and the chmod that fixes it.
+fn mode_advice(path: &Path, forbidden: u32) -> String {
+    let p = path.display();
+    match forbidden {
+        0o022 => format!("it must not be group- or world-writable: run chmod go-w {p}"),
+        0o077 => format!("only its owner may read or change it: run chmod go-rwx {p}"),
+        other => {
+            format!("it must not have any of the mode bits {other:04o}: run chmod to clear them")
+        }
+    }
 }
 
 impl FileError {
@@ -293,10 +305,26 @@ mod tests {
 
         let open = dir.path().join("open");
         write(&open, b"x", 0o640);
-        assert!(matches!(
-            read_checked(&open, rules()),
-            Err(FileError::BadMode { .. })
-        ));
+        let err = read_checked(&open, rules()).unwrap_err();
+        assert!(matches!(err, FileError::BadMode { .. }));
+        assert!(
+            err.to_string().ends_with(&format!(
+                "has mode 0640; only its owner may read or change it: run chmod go-rwx {}",
+                open.display()
+            )),
+            "{err}"
+        );
+        let writable = FileRules {
+            forbidden_mode: 0o022,
+            ..rules()
+        };
+        write(&open, b"x", 0o664);
+        let err = read_checked(&open, writable).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must not be group- or world-writable: run chmod go-w"),
+            "{err}"
+        );
 
         let hard = dir.path().join("hard");
         fs::hard_link(&real, &hard).unwrap();

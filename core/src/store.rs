@@ -18,7 +18,8 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::backup_codes::BackupCodes;
-use crate::fsutil::{self, FileError, FileRules};
+pub use crate::fsutil::FileError;
+use crate::fsutil::{self, FileRules};
 use crate::lockout::Lockout;
 use crate::totp::{SecretKey, TotpParams};
 use crate::trusted::{TrustedDeviceV1, TrustedDevices};

@@ -13,7 +13,8 @@ use twofactor_core::doctor::{
     self, Finding, FirstFactor, PamFiles, Severity, SshdPolicy, SshdSettings,
 };
 use twofactor_core::policy::{Directory, Nss, Policy};
-use twofactor_core::store::Store;
+use twofactor_core::store::{FileError, Store, StoreError};
+use twofactor_core::text::printable;
 
 use crate::cli::{Cli, DoctorArgs};
 use crate::context::{self, Error, print_json};
@@ -58,7 +59,15 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     let store = config.as_ref().and_then(|c| match Store::open(&c.storage.state_dir) {
         Ok(s) => Some(s),
         Err(e) => {
-            findings.push(Finding::new(Severity::Error, "state-dir", c.storage.state_dir.display().to_string(), format!("the state directory is refused, so logins of enrolled or required users fail: {e}"), "create it as root with mode 0700: install -d -m 0700 /var/lib/twofactor"));
+            let dir = c.storage.state_dir.display();
+            let fix = match &e {
+                StoreError::MissingDir(_) => format!("create it: install -d -m 0700 -o root -g root {dir}"),
+                StoreError::File(FileError::BadMode { .. }) => format!("make it private: chmod 0700 {dir}"),
+                StoreError::File(FileError::WrongOwner { .. }) => format!("give it to root: chown root:root {dir}"),
+                StoreError::File(FileError::Symlink(_)) => "replace the symbolic link with a real directory (mode 0700, owned by root), or point storage.state_dir at the real one".to_string(),
+                _ => format!("check {dir}: a directory owned by root with mode 0700"),
+            };
+            findings.push(Finding::new(Severity::Error, "state-dir", dir.to_string(), format!("the state directory is refused, so logins of enrolled or required users fail: {e}"), fix));
             None
         }
     });
@@ -80,24 +89,19 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     );
 
     let anyone_required = policy.all_users || !policy.groups.is_empty() || !policy.users.is_empty();
-    let root_exempt = policy.requires("root", &Nss).is_ok_and(|r| {
-        matches!(
-            r.reason,
-            twofactor_core::policy::Reason::ExemptUser
-                | twofactor_core::policy::Reason::ExemptGroup(_)
-        )
-    });
+    // Only what is risky: root required by a rule and not enrolled yet.
+    let root_required = policy.requires("root", &Nss).is_ok_and(|r| r.required);
     let root_enrolled = store
         .as_ref()
         .and_then(|s| s.load("root").ok())
         .is_some_and(|s| s.is_enrolled());
-    let root_covered = root_exempt || root_enrolled;
+    let root_unenrolled = root_required && !root_enrolled;
     if let Some((settings, origin)) = &sshd {
         findings.extend(doctor::check_sshd(
             settings,
             SshdPolicy {
                 anyone_required,
-                root_covered,
+                root_unenrolled,
             },
             origin,
         ));
@@ -263,33 +267,57 @@ fn check_pam(dir: &Path, policy: &Policy, key_first: bool, findings: &mut Vec<Fi
 }
 
 /// sshd's effective settings: `sshd -T` where possible (Include and Match evaluated),
-/// the file itself otherwise.
+/// the file itself otherwise. A config sshd refuses is an error quoting sshd.
 fn sshd_settings(config: &Path, findings: &mut Vec<Finding>) -> (String, String) {
+    let mut refusal = None;
     for extra in [
         &[][..],
         &["-C", "user=root,host=localhost,addr=127.0.0.1"][..],
     ] {
-        let out = Command::new("/usr/sbin/sshd")
+        match Command::new("/usr/sbin/sshd")
             .arg("-T")
             .arg("-f")
             .arg(config)
             .args(extra)
-            .output();
-        if let Ok(out) = out
-            && out.status.success()
+            .output()
         {
-            return (
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                format!("sshd -T -f {}", config.display()),
-            );
+            Ok(out) if out.status.success() => {
+                return (
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    format!("sshd -T -f {}", config.display()),
+                );
+            }
+            Ok(out) => {
+                // sshd's own words, one line, never its raw stderr.
+                let said = String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(|l| printable(l).into_owned())
+                    .unwrap_or_else(|| format!("exit status {}", out.status));
+                refusal.get_or_insert(said);
+            }
+            Err(_) => {}
         }
     }
+    let (severity, message, fix) = match refusal {
+        Some(said) => (
+            Severity::Error,
+            format!("sshd refuses this config: {said}; sshd will not start (or reload) with it"),
+            format!("fix it and check with: sshd -t -f {}", config.display()),
+        ),
+        None => (
+            Severity::Info,
+            "could not run /usr/sbin/sshd -T; read the file itself (Include and Match are not evaluated)".to_string(),
+            "install openssh-server to have the effective settings checked".to_string(),
+        ),
+    };
     findings.push(Finding::new(
-        Severity::Info,
+        severity,
         "sshd-T",
         config.display().to_string(),
-        "could not run sshd -T; read the file itself (Include and Match are not evaluated)",
-        "install openssh-server, or check the file with sshd -t",
+        message,
+        fix,
     ));
     (
         fs::read_to_string(config).unwrap_or_default(),

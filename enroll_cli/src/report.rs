@@ -160,14 +160,25 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
     let state = ctx.store()?.load(&user)?;
     let p = &ctx.config.policy;
     let in_scope = service.is_none_or(|s| p.applies_to_service(s));
-    let mut req = ctx.requirement(&user)?;
-    if !in_scope {
+    let elsewhere = ctx.requirement(&user)?;
+    let mut req = elsewhere.clone();
+    let out_of_scope = service
+        .filter(|_| !in_scope)
+        .map(|s| format!("service {s} is not in enforce.services, so the module ignores it"));
+    if out_of_scope.is_some() {
         req.required = false;
     }
+    let reason = out_of_scope
+        .clone()
+        .unwrap_or_else(|| req.reason.to_string());
     let now = SystemClock.now();
     if ctx.json {
         let mut j = status_json(&user, &req, &state, now);
-        j["reason"] = Value::from(req.reason.to_string());
+        j["reason"] = Value::from(reason);
+        if out_of_scope.is_some() {
+            j["required_elsewhere"] = Value::from(elsewhere.required);
+            j["reason_elsewhere"] = Value::from(elsewhere.reason.to_string());
+        }
         j["server_time"] = Value::from(format_utc(now));
         j["config"] = Value::from(ctx.config.path.display().to_string());
         j["service"] = service.map_or(Value::Null, Value::from);
@@ -175,15 +186,29 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
         return print_json(&j);
     }
     println!("User:          {user}");
-    println!(
-        "Decision:      2FA {}: {}",
-        if req.required {
-            "is required"
-        } else {
-            "is not required"
-        },
-        req.reason
-    );
+    match &out_of_scope {
+        Some(why) => {
+            println!("Decision:      2FA is not asked: {why}");
+            println!(
+                "Elsewhere:     {} ({})",
+                if elsewhere.required {
+                    "required in the services in scope"
+                } else {
+                    "not required in any service"
+                },
+                elsewhere.reason
+            );
+        }
+        None => println!(
+            "Decision:      2FA {}: {}",
+            if req.required {
+                "is required"
+            } else {
+                "is not required"
+            },
+            req.reason
+        ),
+    }
     println!("Rules:         ({})", ctx.config.path.display());
     println!("  enforce.all_users     = {}", p.all_users);
     println!("  enforce.groups        = {:?}", p.groups);

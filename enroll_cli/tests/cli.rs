@@ -143,6 +143,20 @@ fn services_scope_shows_in_explain_and_check_config() {
         (e["service_in_scope"].clone(), e["required"].clone()),
         (Value::from(false), Value::from(false))
     );
+    assert_eq!(
+        e["reason"],
+        "service sudo is not in enforce.services, so the module ignores it"
+    );
+    assert_eq!(e["required_elsewhere"], true);
+    assert_eq!(e["reason_elsewhere"], "user list (enforce.users)");
+    let text = ok(&f, &["explain", "tfcli7", "--service", "sudo"]);
+    assert!(
+        text.contains("Decision:      2FA is not asked: service sudo is not in enforce.services")
+            && text.contains(
+                "Elsewhere:     required in the services in scope (user list (enforce.users))"
+            ),
+        "{text}"
+    );
     let e = json(&f, &["explain", "tfcli7", "--service", "sshd", "--json"]);
     assert_eq!(e["required"], true);
     assert!(ok(&f, &["check-config"]).contains("Only for the PAM services sshd."));

@@ -131,7 +131,6 @@ fn sshd_settings_through_sshd_t() {
         ("kbdint-no.conf", "sshd-kbdint", "error"),
         ("kbdint-no.conf", "sshd-password", "warning"),
         ("pubkey-skips.conf", "sshd-pubkey", "warning"),
-        ("root-login.conf", "sshd-root", "warning"),
     ] {
         let (_, found) = doctor(&f, "debian-enabled", conf);
         assert!(
@@ -139,6 +138,44 @@ fn sshd_settings_through_sshd_t() {
             "{conf}: no {severity} {id} in {found:#?}"
         );
     }
+    // root allowed over SSH: nothing to say while no rule requires root; a warning when
+    // one does and root has no authenticator yet.
+    let (_, found) = doctor(&f, "debian-enabled", "root-login.conf");
+    assert!(!found.iter().any(|x| x["id"] == "sshd-root"), "{found:#?}");
+    let root_required =
+        PamFixture::new("[enforce]\nall_users = true\nexempt_users = [\"nobody\"]\n");
+    let (_, found) = doctor(&root_required, "debian-enabled", "root-login.conf");
+    let root = found
+        .iter()
+        .find(|x| x["id"] == "sshd-root")
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(root["severity"], "warning");
+    assert!(
+        root["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no authenticator"),
+        "{root}"
+    );
+    // A config sshd refuses is an error in sshd's own words.
+    let (code, found) = doctor(&f, "debian-enabled", "bad-option.conf");
+    let refused = found
+        .iter()
+        .find(|x| x["id"] == "sshd-T")
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(refused["severity"], "error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("FrobnicateWidgets"),
+        "{refused}"
+    );
+    assert!(
+        refused["fix"].as_str().unwrap().contains("sshd -t -f"),
+        "{refused}"
+    );
+    assert_eq!(code, 1);
     // With nobody required, public-key logins skipping 2FA is only a note.
     let nobody = PamFixture::new("[enforce]\nexempt_users = [\"root\"]\n");
     let (_, found) = doctor(&nobody, "debian-enabled", "pubkey-skips.conf");
@@ -236,4 +273,19 @@ fn policy_risks() {
     .unwrap();
     let (_, found) = doctor(&bad_state, "debian-enabled", "good.conf");
     assert!(has(&found, "state-dir", "error"), "{found:#?}");
+    let state_dir = found.iter().find(|x| x["id"] == "state-dir").unwrap();
+    assert_eq!(
+        state_dir["fix"],
+        format!(
+            "make it private: chmod 0700 {}",
+            bad_state.path().join("state").display()
+        )
+    );
+    assert!(
+        state_dir["message"]
+            .as_str()
+            .unwrap()
+            .contains("run chmod go-rwx"),
+        "{state_dir}"
+    );
 }
