@@ -415,6 +415,26 @@ pub enum FirstFactor {
     SshKey,
 }
 
+/// Module lines whose arguments the module refuses: it then refuses every login through
+/// that stack, whatever `enforce.services` says, since it reads its arguments first.
+pub fn check_module_args(stack: &[AuthLine]) -> Vec<Finding> {
+    stack
+        .iter()
+        .filter(|l| l.module == MODULE)
+        .filter_map(|line| {
+            let e = crate::module_args::ModuleArgs::parse(line.args.iter().map(String::as_str))
+                .err()?;
+            Some(Finding::new(
+                Severity::Error,
+                "module-args",
+                &line.location,
+                format!("{MODULE} refuses every login through this stack: {e}"),
+                "fix the arguments: only config=/ABSOLUTE/PATH and debug are known",
+            ))
+        })
+        .collect()
+}
+
 /// Findings for one service's auth stack.
 pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Finding> {
     let mut f = Vec::new();
@@ -437,18 +457,6 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         return f;
     };
     let here = flat[ours].location.clone();
-    for line in flat.iter().filter(|l| l.module == MODULE) {
-        if let Err(e) = crate::module_args::ModuleArgs::parse(line.args.iter().map(String::as_str))
-        {
-            f.push(Finding::new(
-                Severity::Error,
-                "module-args",
-                &line.location,
-                format!("{MODULE} refuses every login through this stack: {e}"),
-                "fix the arguments: only config=/ABSOLUTE/PATH and debug are known",
-            ));
-        }
-    }
     let password_after = flat[ours + 1..]
         .iter()
         .any(|l| is_password_module(&l.module));
@@ -743,11 +751,13 @@ mod tests {
     }
 
     fn check(files: &Files, service: &str) -> Vec<Finding> {
-        check_stack(
+        let mut f = check_module_args(&auth_stack(files, service).unwrap());
+        f.extend(check_stack(
             service,
             &auth_tree(files, service).unwrap(),
             FirstFactor::Stack,
-        )
+        ));
+        f
     }
 
     fn one(text: &'static str) -> Vec<&'static str> {

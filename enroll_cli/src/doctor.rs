@@ -196,6 +196,7 @@ fn check_pam(dir: &Path, policy: &Policy, key_first: bool, findings: &mut Vec<Fi
             Ok((stack, tree)) => {
                 if stack.iter().any(|l| l.module == doctor::MODULE) {
                     with_module.push(name.clone());
+                    findings.extend(doctor::check_module_args(&stack));
                     if policy.applies_to_service(name) {
                         let first = if name == "sshd" && key_first {
                             FirstFactor::SshKey

@@ -261,6 +261,13 @@ fn policy_risks() {
         .clone();
     assert!(cron["message"].as_str().unwrap().contains("cron"), "{cron}");
 
+    // Arguments the module refuses break every login through that stack, in scope or not.
+    let login_only = PamFixture::new(
+        "[enforce]\ngroups = [\"sudo\"]\nexempt_users = [\"nobody\"]\nservices = [\"login\"]\n",
+    );
+    let (_, found) = doctor(&login_only, "bad-args", "good.conf");
+    assert!(has(&found, "module-args", "error"), "{found:#?}");
+
     let broken = PamFixture::new("[enforce]\ngrups = []\n");
     let (code, found) = doctor(&broken, "debian-enabled", "good.conf");
     assert!(has(&found, "config", "error"), "{found:#?}");
