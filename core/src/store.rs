@@ -576,21 +576,7 @@ impl Store {
 
     /// Users that have a state file, sorted.
     pub fn users(&self) -> Result<Vec<String>, StoreError> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| FileError::io("cannot list", &self.dir, e))?;
-        let mut users = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| FileError::io("cannot list", &self.dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(user) = name.strip_suffix(".json")
-                && validate_user_name(user).is_ok()
-            {
-                users.push(user.to_string());
-            }
-        }
-        users.sort();
-        Ok(users)
+        Ok(self.scan()?.users)
     }
 }
 

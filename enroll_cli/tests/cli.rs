@@ -560,54 +560,44 @@ fn import_refuses_links_root_files_and_other_owners() {
     let file = real.join(".google_authenticator");
     // Root-owned: not the user's secret.
     put(&file, 0);
-    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let err = fails(
-        &f,
-        &[
-            "import-google-authenticator",
-            &user,
-            "--file",
-            &arg(&file),
-            "--keep",
-        ],
-    );
+    // An import that must be refused, leaving the file where it is.
+    let refused = |p: &std::path::Path| {
+        fails(
+            &f,
+            &[
+                "import-google-authenticator",
+                &user,
+                "--file",
+                p.to_str().unwrap(),
+                "--keep",
+            ],
+        )
+    };
+    let err = refused(&file);
     assert!(err.contains("not by the user"), "{err}");
     // Hard-linked from elsewhere.
     put(&file, uid);
     let other = home.join("other-link");
     fs::hard_link(&file, &other).unwrap();
-    let err = fails(
-        &f,
-        &[
-            "import-google-authenticator",
-            &user,
-            "--file",
-            &arg(&file),
-            "--keep",
-        ],
-    );
+    let err = refused(&file);
     assert!(err.contains("hard links"), "{err}");
     fs::remove_file(&other).unwrap();
     // A symbolic link in an intermediate directory.
     let link = home.join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let via = link.join(".google_authenticator");
-    let err = fails(
-        &f,
-        &[
-            "import-google-authenticator",
-            &user,
-            "--file",
-            &arg(&via),
-            "--keep",
-        ],
-    );
+    let err = refused(&via);
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], false);
     // The same file by its real path is taken over.
     let out = ok(
         &f,
-        &["import-google-authenticator", &user, "--file", &arg(&file)],
+        &[
+            "import-google-authenticator",
+            &user,
+            "--file",
+            file.to_str().unwrap(),
+        ],
     );
     assert!(out.contains("removed the file"), "{out}");
     assert!(!file.exists());
