@@ -194,14 +194,18 @@ impl Config {
     /// Reads and validates the config at `path`, which must be a regular file owned by
     /// `owner` (root in production), not group- or world-writable, and not a symlink.
     pub fn load(path: &Path, owner: u32) -> Result<Self, ConfigError> {
+        Self::parse(path, &Self::read_text(path, owner)?)
+    }
+
+    /// The text of the config at `path`, read with the checks of [`Config::load`].
+    pub fn read_text(path: &Path, owner: u32) -> Result<String, ConfigError> {
         let rules = FileRules {
             owner,
             forbidden_mode: 0o022,
             max_len: MAX_CONFIG_BYTES,
         };
         let bytes = fsutil::read_checked(path, rules)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::NotUtf8(path.into()))?;
-        Self::parse(path, text)
+        String::from_utf8(bytes.to_vec()).map_err(|_| ConfigError::NotUtf8(path.into()))
     }
 
     /// Parses and validates config text; `path` is used only in messages.
@@ -438,6 +442,7 @@ impl Raw {
             exempt_users: names(src, &self.enforce.exempt_users, "enforce.exempt_users")?,
             exempt_groups: names(src, &self.enforce.exempt_groups, "enforce.exempt_groups")?,
             services: names(src, &self.enforce.services, "enforce.services")?,
+            broken_file: None,
         };
 
         let issuer = match &self.enroll.issuer {

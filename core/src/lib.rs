@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod enroll;
 mod fsutil;
 pub mod import;
+pub mod last_good;
 pub mod lockout;
 pub mod module_args;
 pub mod net;

@@ -21,6 +21,9 @@ pub struct Policy {
     pub exempt_groups: Vec<String>,
     /// PAM services where 2FA applies; empty means every service.
     pub services: Vec<String>,
+    /// While config.toml is broken: the rules still readable in it, beside the last good
+    /// config's rules above. They only ever add requirements (see [`Policy::requires`]).
+    pub broken_file: Option<Box<Policy>>,
 }
 
 /// Whether a user must use a second factor.
@@ -137,15 +140,49 @@ impl Directory for Nss {
 
 impl Policy {
     /// Whether the module applies to PAM service `service` at all (`enforce.services`).
+    /// While the config file is broken, a service either file names is in scope.
     pub fn applies_to_service(&self, service: &str) -> bool {
-        self.services.is_empty() || self.services.iter().any(|s| s == service)
+        let names = |p: &Policy| p.services.is_empty() || p.services.iter().any(|s| s == service);
+        names(self) || self.broken_file.as_deref().is_some_and(names)
+    }
+
+    /// Whether `typed` is exempt by name alone, with no directory lookup: the break-glass
+    /// check that works when NSS does not. While the config file is broken, both files
+    /// must list the name.
+    pub fn exempts_name(&self, typed: &str) -> bool {
+        let listed = |p: &Policy| p.exempt_users.iter().any(|u| u == typed);
+        listed(self) && self.broken_file.as_deref().is_none_or(listed)
     }
 
     /// Whether `user` must use a second factor, and which rule says so.
     ///
     /// Exemptions are checked first and win. Group rules are resolved only when
     /// configured, so a break-glass user in `exempt_users` needs no NSS lookup at all.
+    /// While the config file is broken, a user is required if either file's rules
+    /// require them, and exempt only if both exempt them.
     pub fn requires(&self, user: &str, dir: &dyn Directory) -> Result<Requirement, LookupError> {
+        let mine = self.requires_by_own_rules(user, dir)?;
+        let Some(broken) = self.broken_file.as_deref() else {
+            return Ok(mine);
+        };
+        let theirs = broken.requires_by_own_rules(user, dir)?;
+        let exempt =
+            |r: &Requirement| matches!(r.reason, Reason::ExemptUser | Reason::ExemptGroup(_));
+        if mine.required {
+            return Ok(mine);
+        }
+        // Theirs wins when it requires, or when only the last good config exempts.
+        if theirs.required || (exempt(&mine) && !exempt(&theirs)) {
+            return Ok(theirs);
+        }
+        Ok(mine)
+    }
+
+    fn requires_by_own_rules(
+        &self,
+        user: &str,
+        dir: &dyn Directory,
+    ) -> Result<Requirement, LookupError> {
         let answer = |required, reason| Ok(Requirement { required, reason });
         if self.exempt_users.iter().any(|u| u == user) {
             return answer(false, Reason::ExemptUser);
@@ -374,6 +411,61 @@ mod tests {
     }
 
     #[test]
+    fn while_broken_either_file_requires_and_both_must_exempt() {
+        // The last good config exempts alice by name and ops by group; the broken edit
+        // dropped alice and requires everyone.
+        let last_good = Policy {
+            groups: names(&["wheel"]),
+            exempt_users: names(&["alice", "bob"]),
+            exempt_groups: names(&["breakglass"]),
+            services: names(&["sshd"]),
+            ..Policy::default()
+        };
+        let broken = Policy {
+            all_users: true,
+            exempt_users: names(&["bob"]),
+            exempt_groups: names(&["breakglass"]),
+            services: names(&["sudo"]),
+            ..Policy::default()
+        };
+        let p = Policy {
+            broken_file: Some(Box::new(broken)),
+            ..last_good
+        };
+        let d = dir();
+        let required = |u: &str| p.requires(u, &d).unwrap();
+        assert_eq!(required("alice").reason, Reason::AllUsers);
+        assert!(required("alice").required);
+        assert_eq!(required("bob").reason, Reason::ExemptUser);
+        assert_eq!(
+            required("ops").reason,
+            Reason::ExemptGroup("breakglass".into())
+        );
+        assert!(!required("ops").required);
+        assert!(p.exempts_name("bob") && !p.exempts_name("alice"));
+        // Either file's services are in scope.
+        assert!(p.applies_to_service("sshd") && p.applies_to_service("sudo"));
+        assert!(!p.applies_to_service("login"));
+
+        // Exempt only in the broken file: the last good rules still require.
+        let p = Policy {
+            broken_file: Some(Box::new(Policy {
+                exempt_users: names(&["alice"]),
+                ..Policy::default()
+            })),
+            ..Policy {
+                groups: names(&["wheel"]),
+                ..Policy::default()
+            }
+        };
+        assert_eq!(
+            p.requires("alice", &d).unwrap().reason,
+            Reason::Group("wheel".into())
+        );
+        assert!(!p.exempts_name("alice"));
+    }
+
+    #[test]
     fn nobody_by_default() {
         let r = Policy::default().requires("alice", &dir()).unwrap();
         assert_eq!(
@@ -436,6 +528,7 @@ mod tests {
             exempt_users: names(&["alice"]),
             exempt_groups: names(&["breakglass"]),
             services: vec![],
+            broken_file: None,
         };
         let d = dir();
         assert_eq!(

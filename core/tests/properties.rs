@@ -103,6 +103,7 @@ proptest! {
             exempt_users: if exempt { vec!["u".into()] } else { vec![] },
             exempt_groups: pick(&in_exempt_groups),
             services: vec![],
+            broken_file: None,
         };
         let dir = Fixed(groups.iter().zip(&member).filter(|(_, m)| **m).map(|(g, _)| g.to_string()).collect());
         let r = policy.requires("u", &dir).unwrap();

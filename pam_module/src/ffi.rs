@@ -19,6 +19,7 @@ use twofactor_core::audit::{self, Severity};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::SystemClock;
 use twofactor_core::enroll::host_name;
+use twofactor_core::last_good::{self, Loaded};
 use twofactor_core::module_args::ModuleArgs;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
@@ -123,6 +124,16 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         pam_code(&decision)
     };
 
+    let conv = pamh.get_item::<Conv>().ok().flatten();
+    let mut conv = PamConv(conv);
+    let silent = flags & PAM_SILENT != 0;
+    let mut refuse_broken = |why: String| {
+        if !silent {
+            let _ = conv.error(flow::BROKEN_CONFIG_MESSAGE);
+        }
+        finish(Decision::Error(ErrorKind::Config, why), None)
+    };
+
     let arg_text: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -130,34 +141,39 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let args = match ModuleArgs::parse(arg_text.iter().map(String::as_str)) {
         Ok(a) => a,
         Err(e) => {
-            return finish(
-                Decision::Error(ErrorKind::Config, format!("module arguments: {e}")),
-                None,
-            );
+            return refuse_broken(format!("module arguments: {e}"));
         }
     };
-    let config = match flow::load_config(&args.config, 0) {
-        Ok(c) => c,
-        Err(d) => return finish(d, None),
+    let config = match last_good::load(&args.config, 0) {
+        Loaded::Good { config, text } => {
+            if let Err(e) = last_good::remember(&config, &text, 0) {
+                audit::syslog(
+                    IDENT,
+                    Severity::Warning,
+                    &format!(
+                        "cannot keep a copy of the valid config {}: {e}; if it breaks later, logins have no last good copy to enforce",
+                        args.config.display()
+                    ),
+                );
+            }
+            config
+        }
+        Loaded::Broken(fallback) => {
+            audit::syslog(IDENT, Severity::Error, &fallback.to_string());
+            fallback.config
+        }
+        Loaded::Unusable { error, looked } => {
+            return refuse_broken(format!(
+                "config {error}; no last good copy to enforce ({}), so every login is refused; fix the file with: twofactor edit-config",
+                looked.join("; ")
+            ));
+        }
     };
-    if args.debug {
-        audit::syslog(
-            IDENT,
-            Severity::Debug,
-            &format!(
-                "user={user} service={service} config={} state_dir={}",
-                args.config.display(),
-                config.storage.state_dir.display()
-            ),
-        );
-    }
-    let conv = pamh.get_item::<Conv>().ok().flatten();
-    let mut conv = PamConv(conv);
     let login = Login {
         user: &user,
         service: &service,
         rhost: rhost.as_deref(),
-        silent: flags & PAM_SILENT != 0,
+        silent,
     };
     let mut rng = OsRandom;
     let mut env = Env {

@@ -2,7 +2,6 @@
 //! [`Conversation`], so every prompt and message is unit-tested without libpam.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use twofactor_core::audit::Reason;
 use twofactor_core::auth::{self, CodeResult};
@@ -144,6 +143,11 @@ pub fn authenticate(
         Ok(d) => d,
         Err(stop) => stop.into(),
     };
+    if let Decision::Error(ErrorKind::Unavailable | ErrorKind::Config, _) = decision {
+        // The user cannot fix it, but must learn that it was not their code. A failing
+        // conversation cannot change the decision.
+        let _ = ui.error(UNAVAILABLE_MESSAGE);
+    }
     (decision, account)
 }
 
@@ -161,7 +165,7 @@ fn run(
     }
     // Break-glass accounts are decided by the name as typed, with no lookup, so they
     // still work when a remote directory is down.
-    if config.policy.exempt_users.iter().any(|u| u == typed.user) {
+    if config.policy.exempts_name(typed.user) {
         return Ok(Decision::NotApplicable(Reason::Exempt(
             policy::Reason::ExemptUser,
         )));
@@ -471,11 +475,12 @@ pub fn backup_codes_text(codes: &[zeroize::Zeroizing<String>]) -> String {
     t
 }
 
-/// Loads the config for the module: errors become a [`Decision::Error`] naming the file.
-pub fn load_config(path: &Path, owner: u32) -> Result<Config, Decision> {
-    Config::load(path, owner)
-        .map_err(|e| Decision::Error(ErrorKind::Config, format!("config: {e}")))
-}
+/// What the user is told when the config is broken and no good copy stands in.
+pub const BROKEN_CONFIG_MESSAGE: &str = "Login refused: the two-factor configuration on this server is broken.\nAsk an administrator to run: twofactor check-config";
+
+/// What the user is told when an error stops the login (state, name service or
+/// randomness unavailable), so they know it is not their code.
+pub const UNAVAILABLE_MESSAGE: &str = "Login refused: two-factor login is unavailable on this server right now.\nTry again later, or ask an administrator to check the system log (pam_twofactor).";
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,8 @@ use std::process::Command;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_testkit::{
-    Accounts, PamFixture, Session, enrol, fresh_code, oathtool, pam_module_so, pamtester,
+    Accounts, PamFixture, Session, Syslog, Wrap, enrol, fresh_code, oathtool, pam_module_so,
+    pamtester, pamtester_with,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -70,7 +71,18 @@ impl Pam {
 
     /// Runs one authentication with `answers` typed in advance, one per prompt.
     fn run(&self, user: &str, rhost: Option<&str>, answers: &[&str]) -> (Verdict, String) {
-        let mut s = self.spawn(user, rhost);
+        self.run_with(&Wrap::default(), user, rhost, answers)
+    }
+
+    /// [`Pam::run`], with pamtester run as `wrap` says.
+    fn run_with(
+        &self,
+        wrap: &Wrap,
+        user: &str,
+        rhost: Option<&str>,
+        answers: &[&str],
+    ) -> (Verdict, String) {
+        let mut s = pamtester_with(&self.0.services(), "tf", user, rhost, wrap);
         for a in answers {
             s.send(a);
         }
@@ -283,6 +295,93 @@ fn bad_config_and_unknown_arguments_fail_closed() {
     std::os::unix::fs::symlink(&real, &cfg).unwrap();
     let (v, _) = pam.run("tfivy", None, &["123456"]);
     assert_eq!(v, Verdict::ServiceErr, "a symlinked config fails closed");
+}
+
+/// The admin's typo: the last good config stands in, made stricter by the broken file's
+/// readable `[enforce]` table, and every login logs why.
+#[test]
+fn a_broken_config_enforces_the_last_good_one_and_says_so_on_every_login() {
+    let mut accounts = Accounts::default();
+    let group = accounts.group("tfbrkgrp");
+    accounts.user("tfbrkreq", "users", &[&group]);
+    accounts.user("tfbrkmal", "users", &[&group]);
+    accounts.user("tfbrkfree", "users", &[]);
+    let good = format!(
+        "[enforce]\ngroups = [\"{group}\"]\nexempt_users = [\"tfbrkroot\", \"tfbrkmal\"]\n"
+    );
+    // The same edit drops the compromised tfbrkmal and breaks [lockout].
+    let broken = format!(
+        "[enforce]\ngroups = [\"{group}\"]\nexempt_users = [\"tfbrkroot\"]\n[lockout]\nmax_failures = \"5\n"
+    );
+    let pam = Pam::new(&good);
+    let state = pam.0.path().join("state");
+    let write = |text: &str| {
+        let body = format!(
+            "version = 1\n{text}\n[storage]\nstate_dir = \"{}\"\n",
+            state.display()
+        );
+        fs::write(pam.0.config(), body).unwrap();
+    };
+    let (key, _) = pam.enrol("tfbrkreq");
+    let log = Syslog::new();
+    let wrap = log.wrap();
+
+    // No good config seen yet: everyone is refused, and told so.
+    write(&broken);
+    let (v, t) = pam.run_with(&wrap, "tfbrkroot", None, &[]);
+    assert_eq!(v, Verdict::ServiceErr, "{t}");
+    assert!(
+        t.contains("two-factor configuration on this server is broken"),
+        "{t}"
+    );
+    assert!(
+        log.grep("no last good copy to enforce").len() == 1,
+        "{:?}",
+        log.lines()
+    );
+
+    // A login with the valid file keeps a root-only copy of it.
+    write(&good);
+    let (v, t) = pam.run_with(&wrap, "tfbrkroot", None, &[]);
+    assert_eq!(v, Verdict::Ignored, "{t}");
+    let copy = state.join("last-good-config.toml");
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    let kept = fs::read_to_string(&copy).unwrap();
+    assert!(kept.contains(&good), "{kept}");
+
+    write(&broken);
+    let (v, t) = pam.run_with(&wrap, "tfbrkroot", None, &[]);
+    assert_eq!(
+        v,
+        Verdict::Ignored,
+        "the break-glass account still gets in: {t}"
+    );
+    let (v, t) = pam.run_with(&wrap, "tfbrkfree", None, &[]);
+    assert_eq!(
+        v,
+        Verdict::Ignored,
+        "users no rule requires are not asked: {t}"
+    );
+    let (v, t) = pam.run_with(&wrap, "tfbrkreq", None, &[]);
+    assert_eq!(v, Verdict::AuthErr, "no code, no login: {t}");
+    let (v, t) = pam.run_with(&wrap, "tfbrkreq", None, &[&oathtool(&key)]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    // Removed from exempt_users in the broken edit: no longer exempt.
+    let (v, t) = pam.run_with(&wrap, "tfbrkmal", Some("127.0.0.1"), &[]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(t.contains("Set it up now"), "{t}");
+
+    let errors = log.grep("enforcing the last good copy");
+    assert_eq!(errors.len(), 5, "one error line per login: {errors:#?}");
+    assert!(
+        errors.iter().all(|l| l.starts_with("<83>pam_twofactor[")
+            && l.contains("config.toml:6:18: lockout.max_failures")
+            && l.contains("twofactor edit-config")),
+        "{errors:#?}"
+    );
+    assert_eq!(fs::read_to_string(&copy).unwrap(), kept, "the copy is kept");
 }
 
 /// What pam-u2f's dlsym_check does: load the module as libpam would and look up its

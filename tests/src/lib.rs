@@ -547,3 +547,96 @@ impl NssAliases {
         }
     }
 }
+
+/// Catches what the module sends to syslog. A command run through [`Syslog::prefix`] gets
+/// its own mount namespace whose `/dev` is a copy of the real one, except that `/dev/log`
+/// is a socket this test reads; the system's own log and `/dev` are left alone.
+#[derive(Debug)]
+pub struct Syslog {
+    dir: tempfile::TempDir,
+    socket: std::os::unix::net::UnixDatagram,
+    seen: Mutex<Vec<String>>,
+}
+
+/// Builds the namespace: each entry of the real /dev bound into a tmpfs, then the socket.
+const PRIVATE_DEV_LOG: &str = r#"
+T=$1; shift
+R=$(mktemp -d "$T/real-dev.XXXXXX")
+mount --rbind /dev "$R"
+mount -t tmpfs -o mode=0755 twofactor-test-dev /dev
+for e in "$R"/* "$R"/.[!.]*; do
+  [ -e "$e" ] || [ -L "$e" ] || continue
+  n=/dev/${e##*/}
+  if [ -L "$e" ]; then cp -P "$e" "$n"
+  elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"
+  else touch "$n"; mount --bind "$e" "$n"; fi
+done
+rm -f /dev/log; touch /dev/log; mount --bind "$T/log" /dev/log
+umount -l "$R"
+rmdir "$R"
+exec "$@"
+"#;
+
+impl Syslog {
+    /// A socket ready to receive.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = std::os::unix::net::UnixDatagram::bind(dir.path().join("log")).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        Self {
+            dir,
+            socket,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs the rest of a command line in the private namespace (needs root).
+    pub fn prefix(&self) -> Vec<String> {
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-euc",
+            PRIVATE_DEV_LOG,
+            "sh",
+            self.dir.path().to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// pamtester in the private namespace.
+    pub fn wrap(&self) -> Wrap {
+        Wrap {
+            prefix: self.prefix(),
+            ..Wrap::default()
+        }
+    }
+
+    /// Every line received so far, each with its `<PRI>ident[pid]: ` header.
+    pub fn lines(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(line);
+        }
+        seen.clone()
+    }
+
+    /// The lines that contain `needle`.
+    pub fn grep(&self, needle: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+}
+
+impl Default for Syslog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
