@@ -51,7 +51,7 @@ pub enum Loaded {
     /// The file is valid.
     Good {
         /// The config.
-        config: Config,
+        config: Box<Config>,
         /// Its text, for [`remember`].
         text: String,
     },
@@ -137,7 +137,12 @@ impl std::fmt::Display for Fallback {
 pub fn load(path: &Path, owner: u32) -> Loaded {
     let (error, broken_text) = match Config::read_text(path, owner) {
         Ok(text) => match Config::parse(path, &text) {
-            Ok(config) => return Loaded::Good { config, text },
+            Ok(config) => {
+                return Loaded::Good {
+                    config: Box::new(config),
+                    text,
+                };
+            }
             Err(e) => (e, Some(text)),
         },
         Err(e) => (e, None),

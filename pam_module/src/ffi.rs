@@ -156,7 +156,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
                     ),
                 );
             }
-            config
+            *config
         }
         Loaded::Broken(fallback) => {
             audit::syslog(IDENT, Severity::Error, &fallback.to_string());
