@@ -208,6 +208,22 @@ impl Config {
         String::from_utf8(bytes.to_vec()).map_err(|_| ConfigError::NotUtf8(path.into()))
     }
 
+    /// Installs `text` as the config at `path`: mode 0644, atomically (a temp file beside
+    /// it, fsync, rename, directory fsync), so logins read the old file or the new one.
+    pub fn install(path: &Path, text: &str) -> Result<(), FileError> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .ok_or_else(|| FileError::NotAbsolute(path.to_path_buf()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = format!(".{name}.new");
+        fsutil::remove_durably(dir, &dir.join(&temp))?;
+        fsutil::replace_atomically_with_mode(dir, path, &temp, text.as_bytes(), 0o644)
+    }
+
     /// Parses and validates config text; `path` is used only in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let raw: Raw = toml::from_str(text).map_err(|e| {

@@ -224,6 +224,17 @@ pub(crate) fn replace_atomically(
     temp_name: &str,
     contents: &[u8],
 ) -> Result<(), FileError> {
+    replace_atomically_with_mode(dir, target, temp_name, contents, 0o600)
+}
+
+/// [`replace_atomically`], leaving the file with `mode` (the umask does not apply).
+pub(crate) fn replace_atomically_with_mode(
+    dir: &Path,
+    target: &Path,
+    temp_name: &str,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), FileError> {
     let temp = dir.join(temp_name);
     let mut file = OpenOptions::new()
         .write(true)
@@ -233,7 +244,8 @@ pub(crate) fn replace_atomically(
         .open(&temp)
         .map_err(|e| FileError::io("cannot create", &temp, e))?;
     let result = file
-        .write_all(contents)
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(contents))
         .map_err(|e| FileError::io("cannot write", &temp, e))
         .and_then(|()| {
             file.sync_all()

@@ -82,6 +82,9 @@ pub enum Command {
         /// The file to check (default: the config in use).
         path: Option<PathBuf>,
     },
+    /// Edit the config safely (root only): edits a copy in $VISUAL or $EDITOR, checks it,
+    /// and installs it only when it is valid.
+    EditConfig,
     /// Explain why a user must or need not use two-factor authentication.
     Explain {
         /// The user to explain (root only, for users other than yourself).

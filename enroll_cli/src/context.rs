@@ -42,6 +42,7 @@ macro_rules! from_display {
 }
 from_display!(
     StoreError,
+    twofactor_core::store::FileError,
     twofactor_core::config::ConfigError,
     twofactor_core::policy::LookupError,
     AuthError,

@@ -8,10 +8,12 @@ use std::process::Command;
 
 use nix::unistd::{Group, User};
 use serde_json::json;
+use twofactor_core::clock::format_utc;
 use twofactor_core::config::Config;
 use twofactor_core::doctor::{
     self, Finding, FirstFactor, PamFiles, Severity, SshdPolicy, SshdSettings,
 };
+use twofactor_core::last_good::{self, Loaded};
 use twofactor_core::policy::{Directory, Nss, Policy};
 use twofactor_core::store::{FileError, Store, StoreError};
 use twofactor_core::text::printable;
@@ -39,18 +41,13 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     }
     let mut findings = Vec::new();
     let config_path = context::config_path(cli, &caller, env_config)?;
-    let config = match Config::load(&config_path, 0) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            findings.push(Finding::new(
-                Severity::Error,
-                "config",
-                config_path.display().to_string(),
-                format!("the config is refused, so every login through the module fails: {e}"),
-                "fix it and check with: twofactor check-config",
-            ));
-            None
-        }
+    let loaded = last_good::load(&config_path, 0);
+    findings.extend(broken_config(&config_path, &loaded));
+    let config = match loaded {
+        Loaded::Good { config, .. } => Some(*config),
+        // Go on with what logins enforce now.
+        Loaded::Broken(fallback) => Some(fallback.config),
+        Loaded::Unusable { .. } => None,
     };
     let policy = config
         .as_ref()
@@ -367,6 +364,54 @@ fn candidates(policy: &Policy) -> Vec<String> {
 
 /// Findings for names in the rules that mean nobody or an alias (shared with
 /// check-config).
+/// What a broken config means for logins right now, as a finding.
+pub fn broken_config(path: &Path, loaded: &Loaded) -> Option<Finding> {
+    let fix = "fix it with: twofactor edit-config (it installs only a valid file)";
+    match loaded {
+        Loaded::Good { .. } => None,
+        Loaded::Broken(f) => {
+            let none = |v: Vec<&str>| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            let mut message = format!(
+                "the config is broken: {}. Until it is fixed, logins enforce the last good copy {} (saved {}), joined by the rules still readable in the broken file: a user is required if either requires them, and exempt only if both exempt them. Exempt while broken: users {}; groups {}.",
+                f.error,
+                f.copy.display(),
+                format_utc(f.saved),
+                none(f.exempt_users()),
+                none(f.exempt_groups()),
+            );
+            if !f.unreadable.is_empty() {
+                message.push_str(&format!(
+                    " Unreadable in the broken file, so taken from the copy: {}.",
+                    f.unreadable.join(", ")
+                ));
+            }
+            Some(Finding::new(
+                Severity::Error,
+                "config",
+                path.display().to_string(),
+                message,
+                fix,
+            ))
+        }
+        Loaded::Unusable { error, looked } => Some(Finding::new(
+            Severity::Error,
+            "config",
+            path.display().to_string(),
+            format!(
+                "the config is broken: {error}. No last good copy was found ({}), so every login through pam_twofactor is refused, exempt accounts included.",
+                looked.join("; ")
+            ),
+            fix,
+        )),
+    }
+}
+
 pub fn name_findings(c: &Config) -> Vec<Finding> {
     c.policy
         .check_names(&Nss)

@@ -7,6 +7,7 @@ mod cli;
 mod context;
 mod docs;
 mod doctor;
+mod edit;
 mod enroll;
 mod files;
 mod import;
@@ -26,13 +27,13 @@ use crate::context::{Ctx, Error};
 fn main() -> ExitCode {
     // First, before anything can read it: clear the environment and what else a caller
     // hands a setuid program (limits, signals, dumpability, group).
-    let env_config = sys::take_environment();
+    let taken = sys::take_environment();
     if let Err(e) = sys::harden_process() {
         eprintln!("twofactor: {e}");
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    match run(cli, env_config) {
+    match run(cli, taken) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("twofactor: {e}");
@@ -41,9 +42,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
-    // Commands that need no config.
+fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
+    let env_config = taken.config;
+    // Commands that need no config, or only its path.
     match &cli.command {
+        Command::EditConfig => return edit::run(&cli, env_config, &taken.editor),
         Command::GenerateDocs { dir } => return docs::generate(dir),
         Command::CheckConfig { path } => {
             return report::check_config(&cli, path.as_deref(), env_config);
@@ -69,6 +72,9 @@ fn run(cli: Cli, env_config: Option<std::ffi::OsString>) -> Result<(), Error> {
         }
         Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
         Command::Tidy { dry_run } => manage::tidy(&ctx, dry_run),
-        Command::GenerateDocs { .. } | Command::CheckConfig { .. } | Command::Doctor(_) => Ok(()),
+        Command::GenerateDocs { .. }
+        | Command::CheckConfig { .. }
+        | Command::EditConfig
+        | Command::Doctor(_) => Ok(()),
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
+use twofactor_core::last_good;
 use twofactor_core::policy::Requirement;
 use twofactor_core::store::UserState;
 use twofactor_core::text::printable;
@@ -293,10 +294,8 @@ pub fn check_config(
     env_config: Option<OsString>,
 ) -> Result<(), Error> {
     let caller = context::caller()?;
-    let path = match path {
-        Some(p) => p.to_path_buf(),
-        None => context::config_path(cli, &caller, env_config)?,
-    };
+    let in_use = context::config_path(cli, &caller, env_config)?;
+    let path = path.map_or_else(|| in_use.clone(), Path::to_path_buf);
     let path = if path.is_absolute() {
         path
     } else {
@@ -309,6 +308,13 @@ pub fn check_config(
         Err(e) => {
             // FILE:LINE:COL: message, alone on the line, so editors can jump to it.
             eprintln!("{e}");
+            // Root can see what logins do meanwhile (the copy is root's alone).
+            if caller.is_root()
+                && path == in_use
+                && let Some(f) = crate::doctor::broken_config(&path, &last_good::load(&path, 0))
+            {
+                eprintln!("{}\n{}", f.message, f.fix);
+            }
             std::process::exit(1);
         }
     };

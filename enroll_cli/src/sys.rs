@@ -16,10 +16,38 @@ use crate::prompt;
 /// A safe PATH for anything libpam starts (unix_chkpwd and the like).
 const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Takes `TWOFACTOR_CONFIG` (honoured later for root only) and clears everything else:
-/// a setuid program must not let its caller steer it through the environment.
-pub fn take_environment() -> Option<OsString> {
-    let config = std::env::var_os("TWOFACTOR_CONFIG");
+/// Variables `twofactor edit-config` hands the editor it starts for root.
+const EDITOR_VARS: [&str; 8] = [
+    "VISUAL",
+    "EDITOR",
+    "TERM",
+    "COLORTERM",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+];
+
+/// What was kept of the environment, to be honoured for root only.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// `TWOFACTOR_CONFIG`.
+    pub config: Option<OsString>,
+    /// The editor and terminal variables, for `edit-config`.
+    pub editor: Vec<(OsString, OsString)>,
+}
+
+/// Takes `TWOFACTOR_CONFIG` and the editor's variables (honoured later for root only) and
+/// clears everything: a setuid program must not let its caller steer it through the
+/// environment.
+pub fn take_environment() -> Taken {
+    let taken = Taken {
+        config: std::env::var_os("TWOFACTOR_CONFIG"),
+        editor: EDITOR_VARS
+            .iter()
+            .filter_map(|k| Some((OsString::from(k), std::env::var_os(k)?)))
+            .collect(),
+    };
     let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     for name in names {
         // SAFETY: called first thing in main, before any other thread exists, so no
@@ -28,7 +56,7 @@ pub fn take_environment() -> Option<OsString> {
     }
     // SAFETY: as above, still single-threaded.
     unsafe { std::env::set_var("PATH", SAFE_PATH) };
-    config
+    taken
 }
 
 /// Resets what a caller can hand a setuid program through exec: resource limits (a

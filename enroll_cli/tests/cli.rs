@@ -273,6 +273,98 @@ fn check_config_reports_file_line_column() {
     assert!(ok(&f, &["check-config", tmp.to_str().unwrap()]).contains("required for nobody"));
 }
 
+/// `edit-config` in the spirit of visudo: a typo is shown and never installed; the fixed
+/// copy is installed atomically and becomes the last good config at once.
+#[test]
+fn edit_config_installs_only_a_valid_file_and_keeps_the_last_good_copy() {
+    let f = PamFixture::new("[enforce]\nall_users = true\nexempt_users = [\"root\"]\n");
+    let config = f.config();
+    let before = fs::read_to_string(&config).unwrap();
+    // The first edit makes a typo; the second fixes it and changes a setting.
+    let editor = f.path().join("editor.sh");
+    fs::write(
+        &editor,
+        "#!/bin/sh\nn=$(cat \"$0.count\" 2>/dev/null || echo 0); echo $((n+1)) > \"$0.count\"\n\
+         if [ \"$n\" = 0 ]; then sed -i 's/^all_users/al_users/' \"$1\"\n\
+         else sed -i 's/^al_users/all_users/' \"$1\"; printf '[lockout]\\nmax_failures = 7\\n' >> \"$1\"; fi\n",
+    )
+    .unwrap();
+    fs::set_permissions(&editor, fs::Permissions::from_mode(0o755)).unwrap();
+    let edit = |editor: &str, answers: &str| {
+        let mut child = cmd(&f, &["edit-config"])
+            .env("EDITOR", editor)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok_, out, err) = edit(editor.to_str().unwrap(), "e\n");
+    assert!(ok_, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: unknown key \"al_users\" in [enforce]",
+            config.display()
+        )) && err.contains("What now? (e)dit again, e(x)it without installing"),
+        "{err}"
+    );
+    assert!(out.contains("OK, installed."), "{out}");
+    let installed = fs::read_to_string(&config).unwrap();
+    assert!(installed.contains("all_users = true") && installed.contains("max_failures = 7"));
+    assert_eq!(fs::metadata(&config).unwrap().mode() & 0o7777, 0o644);
+    let copy = fs::read_to_string(f.path().join("state/last-good-config.toml")).unwrap();
+    assert!(
+        copy.ends_with(&installed),
+        "the copy is the installed file:\n{copy}"
+    );
+    let leftovers: Vec<_> = names_in(f.path())
+        .into_iter()
+        .filter(|n| n.contains(".edit-") || n.ends_with(".new"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A typo and "x": nothing installed, and the edit is kept for the admin.
+    let (ok_, _, err) = edit("sed -i s/^all_users/al_users/", "x\n");
+    assert!(!ok_ && err.contains("was not changed"), "{err}");
+    assert_eq!(fs::read_to_string(&config).unwrap(), installed);
+    let rejected = config.with_file_name("config.toml.rejected");
+    assert!(fs::read_to_string(&rejected).unwrap().contains("al_users"));
+    assert_eq!(fs::metadata(&rejected).unwrap().mode() & 0o777, 0o600);
+    // End of input is not a yes.
+    let (ok_, _, _) = edit("sed -i s/^all_users/al_users/", "");
+    assert!(!ok_);
+    assert_eq!(fs::read_to_string(&config).unwrap(), installed);
+    let (ok_, out, _) = edit("true", "");
+    assert!(
+        ok_ && out.contains("no changes; nothing installed"),
+        "{out}"
+    );
+
+    // The same typo made by hand: check-config says what logins do meanwhile.
+    fs::write(&config, before.replace("all_users", "al_users")).unwrap();
+    let err = fails(&f, &["check-config"]);
+    assert!(
+        err.contains("Until it is fixed, logins enforce the last good copy")
+            && err.contains("Exempt while broken: users root; groups none.")
+            && err.contains("twofactor edit-config"),
+        "{err}"
+    );
+}
+
 #[test]
 fn reset_makes_a_required_user_enrol_again_at_login() {
     let mut accounts = Accounts::default();

@@ -205,6 +205,12 @@ fn unprivileged_caller_gets_only_what_is_safe() {
     refused(&s.run(&["reset", &other], ""), "root only");
     refused(&s.run(&["unlock", &me], ""), "root only");
     refused(&s.run(&["enroll", "--no-verify"], ""), "root only");
+    // The editor is the caller's: a user's EDITOR must never run as root.
+    refused(
+        &s.run_env(&["edit-config"], "", &[("EDITOR", "touch /tmp/tf-pwned")]),
+        "root only",
+    );
+    assert!(!std::path::Path::new("/tmp/tf-pwned").exists());
     refused(
         &s.run(&["import-google-authenticator", &me], ""),
         "root only",

@@ -28,6 +28,9 @@ _twofactor() {
             twofactor,doctor)
                 cmd="twofactor__subcmd__doctor"
                 ;;
+            twofactor,edit-config)
+                cmd="twofactor__subcmd__edit__subcmd__config"
+                ;;
             twofactor,enable)
                 cmd="twofactor__subcmd__enable"
                 ;;
@@ -72,6 +75,9 @@ _twofactor() {
                 ;;
             twofactor__subcmd__help,doctor)
                 cmd="twofactor__subcmd__help__subcmd__doctor"
+                ;;
+            twofactor__subcmd__help,edit-config)
+                cmd="twofactor__subcmd__help__subcmd__edit__subcmd__config"
                 ;;
             twofactor__subcmd__help,enable)
                 cmd="twofactor__subcmd__help__subcmd__enable"
@@ -137,7 +143,7 @@ _twofactor() {
 
     case "${cmd}" in
         twofactor)
-            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config explain doctor tidy import-google-authenticator generate-docs help"
+            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +248,24 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__edit__subcmd__config)
+            opts="-h -V --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__enable)
             opts="-h -V --user --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -335,7 +359,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help)
-            opts="enroll status backup-codes disable enable reset unlock trust check-config explain doctor tidy import-google-authenticator generate-docs help"
+            opts="enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,6 +415,20 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__edit__subcmd__config)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
