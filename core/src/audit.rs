@@ -94,6 +94,9 @@ pub enum Reason {
     WrongCode { locked_for: Option<u64> },
     /// The user gave up (no code entered, conversation ended).
     NoCode,
+    /// The code prompt was answered with the password just checked (sshd's password
+    /// method does that); not counted as a wrong code.
+    PasswordAtCodePrompt,
     /// The name service knows no account by the name given.
     UnknownAccount,
     /// Not applicable: no rule requires the user and they have not enrolled.
@@ -126,6 +129,9 @@ impl fmt::Display for Reason {
                 locked_for: Some(s),
             } => write!(f, "wrong code, now locked for {s}s"),
             Self::NoCode => f.write_str("no code entered"),
+            Self::PasswordAtCodePrompt => f.write_str(
+                "the code prompt was answered with the password, not counted as a wrong code: sshd's password authentication answers every prompt with the password; set KbdInteractiveAuthentication yes with AuthenticationMethods keyboard-interactive",
+            ),
             Self::UnknownAccount => f.write_str("no such account"),
             Self::NotRequired(r) => write!(f, "not required: {r}"),
             Self::Exempt(r) => write!(f, "{r}"),

@@ -696,7 +696,7 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
             Severity::Error,
             "sshd-kbdint",
             at("KbdInteractiveAuthentication no"),
-            "sshd cannot ask PAM's questions, so the code prompt never appears (and enrolment at login cannot work)",
+            "sshd cannot ask PAM's questions, so the code prompt never reaches the user and enrolment at login cannot work; with PasswordAuthentication yes, sshd answers the prompt with the password and users who must give a code are refused",
             "set KbdInteractiveAuthentication yes",
         ));
     }
@@ -705,7 +705,7 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
             Severity::Warning,
             "sshd-password",
             at("PasswordAuthentication yes"),
-            "sshd's own password method logs users in without ever showing the code prompt",
+            "sshd's password method answers every PAM prompt with the password, so over it users who must give a code are refused (pam_twofactor logs \"the code prompt was answered with the password\") and nobody can enrol at login; a client that tries it first may fail where keyboard-interactive would work",
             "set PasswordAuthentication no and AuthenticationMethods keyboard-interactive (or publickey,keyboard-interactive)",
         ));
     }

@@ -12,7 +12,7 @@ use pam::constants::{
     PamResultCode,
 };
 use pam::conv::Conv;
-use pam::items::{RHost, Service};
+use pam::items::{AuthTok, RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
 use twofactor_core::audit::{self, Severity};
@@ -169,11 +169,24 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             ));
         }
     };
+    // The password an earlier module checked, to tell it apart from a code; copied so
+    // the copy can be zeroized.
+    let password: Option<Zeroizing<Vec<u8>>> = pamh
+        .get_item::<AuthTok>()
+        .ok()
+        .flatten()
+        .map(|t| Zeroizing::new(t.as_bytes().to_vec()));
     let login = Login {
         user: &user,
         service: &service,
         rhost: rhost.as_deref(),
         silent,
+        password: password.as_ref().map(|p| p.as_slice()),
+    };
+    let mut audit = |decision: &Decision, account: Option<&str>| {
+        decision
+            .event(&user, account, &service, rhost.as_deref())
+            .log(IDENT);
     };
     let mut rng = OsRandom;
     let mut env = Env {
@@ -184,7 +197,9 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         host: host_name(),
         store_owner: 0,
         hash_cost: HashCost::DEFAULT,
+        audit: &mut audit,
     };
-    let (decision, account) = flow::authenticate(&mut conv, &login, &mut env);
-    finish(decision, account.as_deref())
+    // The flow logs its decisions itself, as they are made.
+    let (decision, _) = flow::authenticate(&mut conv, &login, &mut env);
+    pam_code(&decision)
 }

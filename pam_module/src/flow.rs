@@ -14,6 +14,8 @@ use twofactor_core::random::Random;
 use twofactor_core::store::{Store, StoreError, UserState};
 use twofactor_core::trusted::RemoteHost;
 
+use subtle::ConstantTimeEq;
+
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind};
 
@@ -21,6 +23,8 @@ use crate::decision::{Decision, ErrorKind};
 pub const CODE_PROMPT: &str = "Authentication code: ";
 /// The prompt for the first code when enrolling.
 pub const ENROLL_PROMPT: &str = "Code from the app to finish setup: ";
+/// Shown when the answer to the code prompt was the password.
+pub const PASSWORD_AT_CODE_PROMPT: &str = "The code prompt was answered with your password, so no code was checked.\nIf you use ssh, this server must allow keyboard-interactive login for the code prompt\nto reach you; ask an administrator (twofactor doctor explains).";
 /// Tries per login, for codes and for enrolment.
 pub const MAX_TRIES: usize = 3;
 /// When this few backup codes are left, the user is told how to make more.
@@ -37,6 +41,9 @@ pub struct Login<'a> {
     pub rhost: Option<&'a str>,
     /// PAM_SILENT: show no information or error messages.
     pub silent: bool,
+    /// PAM_AUTHTOK, the password an earlier module checked, if any: an answer equal to
+    /// it is the password fed to the code prompt, not a code guess.
+    pub password: Option<&'a [u8]>,
 }
 
 /// Everything the flow uses from the outside world.
@@ -55,6 +62,10 @@ pub struct Env<'a> {
     pub store_owner: u32,
     /// Cost of backup-code hashes made at enrolment.
     pub hash_cost: HashCost,
+    /// Receives each decision as it is made, with the account's canonical name: every
+    /// recorded failure at once (a disconnect after it must not lose the audit line),
+    /// and the final decision.
+    pub audit: &'a mut dyn FnMut(&Decision, Option<&str>),
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -69,6 +80,8 @@ impl std::fmt::Debug for Env<'_> {
 struct Ui<'c> {
     conv: &'c mut dyn Conversation,
     silent: bool,
+    /// The decision last sent to the audit log, so the final one is not logged twice.
+    logged: Option<Decision>,
 }
 
 impl Ui<'_> {
@@ -137,6 +150,7 @@ pub fn authenticate(
     let mut ui = Ui {
         conv,
         silent: login.silent,
+        logged: None,
     };
     let mut account = None;
     let decision = match run(&mut ui, login, env, &mut account) {
@@ -147,6 +161,9 @@ pub fn authenticate(
         // The user cannot fix it, but must learn that it was not their code. A failing
         // conversation cannot change the decision.
         let _ = ui.error(UNAVAILABLE_MESSAGE);
+    }
+    if ui.logged.as_ref() != Some(&decision) {
+        (env.audit)(&decision, account.as_deref());
     }
     (decision, account)
 }
@@ -227,6 +244,21 @@ fn run(
     ask_for_code(ui, login, env, &store, period)
 }
 
+/// Whether `answer` is the password the stack already checked (in constant time).
+fn is_the_password(login: &Login<'_>, answer: &str) -> bool {
+    login
+        .password
+        .filter(|p| !p.is_empty())
+        .is_some_and(|p| bool::from(p.ct_eq(answer.as_bytes())))
+}
+
+/// The password came back at the code prompt: sshd's password method answers every
+/// prompt with it. Not a code guess, so not counted, but no code will ever come.
+fn refuse_password(ui: &mut Ui<'_>) -> Result<Decision, Stop> {
+    ui.error(PASSWORD_AT_CODE_PROMPT)?;
+    Ok(Decision::Deny(Reason::PasswordAtCodePrompt))
+}
+
 fn locked_message(user: &str, seconds: u64) -> String {
     format!(
         "Too many wrong codes.\nTwo-factor login is locked for {}. Try again later, or ask an\nadministrator to run: twofactor unlock {user}",
@@ -251,6 +283,9 @@ fn ask_for_code(
             ui.error("No code entered.\nEnter the code shown in your authenticator app.")?;
             last = Reason::NoCode;
             continue;
+        }
+        if is_the_password(login, &code) {
+            return refuse_password(ui);
         }
         let result = match auth::verify_code(store, login.user, &code, config, env.clock) {
             Ok(r) => r,
@@ -277,6 +312,14 @@ fn ask_for_code(
             }
             CodeResult::Wrong { locked_for } | CodeResult::Replayed { locked_for } => {
                 let replay = matches!(result, CodeResult::Replayed { .. });
+                // Logged now: the failure is recorded, and the user may hang up next.
+                let recorded = Decision::Deny(if replay {
+                    Reason::Replay
+                } else {
+                    Reason::WrongCode { locked_for }
+                });
+                (env.audit)(&recorded, Some(login.user));
+                ui.logged = Some(recorded);
                 if let Some(seconds) = locked_for {
                     ui.error(&locked_message(login.user, seconds))?;
                     return Ok(Decision::Deny(Reason::WrongCode { locked_for }));
@@ -408,6 +451,9 @@ fn enroll_at_login(
         let Some(code) = ui.conv.ask_hidden(ENROLL_PROMPT)? else {
             return Ok(Decision::Deny(Reason::NoCode));
         };
+        if is_the_password(login, &code) {
+            return refuse_password(ui);
+        }
         let now = env.clock.now();
         let count = config.backup_codes.count;
         let cost = env.hash_cost;
@@ -623,6 +669,10 @@ mod tests {
         config: Config,
         clock: ManualClock,
         rng: SeededRandom,
+        /// PAM_AUTHTOK as an earlier password module left it.
+        password: Option<String>,
+        /// Every decision sent to the audit log, in order.
+        logged: Vec<Decision>,
     }
 
     impl World {
@@ -638,6 +688,8 @@ mod tests {
                 config,
                 clock: ManualClock::new(NOW),
                 rng: SeededRandom::new(42),
+                password: None,
+                logged: Vec::new(),
             }
         }
 
@@ -658,7 +710,10 @@ mod tests {
                 service: "sshd",
                 rhost,
                 silent,
+                password: self.password.as_deref().map(str::as_bytes),
             };
+            let logged = &mut self.logged;
+            let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
             let mut env = Env {
                 config: &self.config,
                 directory: &Groups,
@@ -667,6 +722,7 @@ mod tests {
                 host: "testhost".into(),
                 store_owner: me(),
                 hash_cost: CHEAP,
+                audit: &mut audit,
             };
             authenticate(&mut script, &login, &mut env).0
         }
@@ -726,7 +782,12 @@ mod tests {
             )))
         );
         assert!(matches!(
-            w.login("bob", None, false, vec![]),
+            w.login(
+                "bob",
+                None,
+                false,
+                vec![Step::Error("unavailable on this server")]
+            ),
             Decision::Error(ErrorKind::Unavailable, _)
         ));
     }
@@ -794,6 +855,85 @@ mod tests {
             vec![Step::Error("twofactor unlock admin")],
         );
         assert_eq!(d, Decision::Deny(Reason::Locked { seconds: 240 }));
+    }
+
+    #[test]
+    fn each_recorded_failure_is_logged_at_once_and_the_last_not_twice() {
+        let mut w = World::new();
+        w.enrol("admin");
+        let wrong = || Step::Hidden(CODE_PROMPT, say("000000"));
+        // One wrong code, then the user hangs up.
+        let d = w.login(
+            "admin",
+            None,
+            false,
+            vec![wrong(), Step::Error("Wrong code"), Step::Fail],
+        );
+        assert!(matches!(d, Decision::Error(ErrorKind::Conversation, _)));
+        let wrong_once = Decision::Deny(Reason::WrongCode { locked_for: None });
+        assert_eq!(w.logged, [wrong_once.clone(), d]);
+        assert_eq!(w.store().load("admin").unwrap().lockout.failures, 1);
+
+        w.logged.clear();
+        let d = w.login(
+            "admin",
+            None,
+            false,
+            vec![
+                wrong(),
+                Step::Error("Wrong code"),
+                wrong(),
+                Step::Error("Wrong code"),
+                wrong(),
+                Step::Error("Wrong code"),
+            ],
+        );
+        assert_eq!(d, wrong_once);
+        assert_eq!(w.logged, vec![wrong_once; 3], "one line per failure");
+    }
+
+    #[test]
+    fn the_password_at_the_code_prompt_is_refused_and_not_counted() {
+        let mut w = World::new();
+        let (key, _) = w.enrol("admin");
+        w.password = Some("Correct-Horse-42".into());
+        let d = w.login(
+            "admin",
+            None,
+            false,
+            vec![
+                Step::Hidden(CODE_PROMPT, say("Correct-Horse-42")),
+                Step::Error("answered with your password"),
+            ],
+        );
+        assert_eq!(d, Decision::Deny(Reason::PasswordAtCodePrompt));
+        assert_eq!(w.logged, [d]);
+        let state = w.store().load("admin").unwrap();
+        assert_eq!(state.lockout.failures, 0, "not a code guess");
+        // A real code still works, and so does a wrong one count.
+        let code = w.code(&key);
+        let d = w.login(
+            "admin",
+            None,
+            false,
+            vec![Step::Hidden(CODE_PROMPT, say(&code))],
+        );
+        assert_eq!(d, Decision::Allow(Reason::Totp));
+
+        // At the enrolment prompt too: nothing is saved.
+        w.config.policy.users = vec!["carol".into()];
+        let d = w.login(
+            "carol",
+            None,
+            false,
+            vec![
+                Step::Info("Set it up now"),
+                Step::Hidden(ENROLL_PROMPT, say("Correct-Horse-42")),
+                Step::Error("answered with your password"),
+            ],
+        );
+        assert_eq!(d, Decision::Deny(Reason::PasswordAtCodePrompt));
+        assert!(!w.store().load("carol").unwrap().is_enrolled());
     }
 
     #[test]
@@ -1196,7 +1336,12 @@ mod tests {
             Decision::Error(ErrorKind::Conversation, _)
         ));
         fs::write(w.config.storage.state_dir.join("bob.json"), b"{ broken").unwrap();
-        let d = w.login("bob", None, false, vec![]);
+        let d = w.login(
+            "bob",
+            None,
+            false,
+            vec![Step::Error("unavailable on this server")],
+        );
         assert!(
             matches!(&d, Decision::Error(ErrorKind::Unavailable, e) if e.contains("corrupt")),
             "{d:?}"

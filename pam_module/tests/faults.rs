@@ -81,6 +81,7 @@ impl Conversation for Answer {
 
 fn login(config: &Config, user: &str, code: &str) -> Decision {
     let mut rng = OsRandom;
+    let mut audit = |_: &_, _: Option<&str>| {};
     let mut env = Env {
         config,
         directory: &Nss,
@@ -89,12 +90,14 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
         host: "h".into(),
         store_owner: 0,
         hash_cost: CHEAP_HASH,
+        audit: &mut audit,
     };
     let login = Login {
         user,
         service: "sshd",
         rhost: None,
         silent: false,
+        password: None,
     };
     flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }

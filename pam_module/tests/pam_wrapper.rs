@@ -334,8 +334,9 @@ fn a_broken_config_enforces_the_last_good_one_and_says_so_on_every_login() {
         t.contains("two-factor configuration on this server is broken"),
         "{t}"
     );
-    assert!(
-        log.grep("no last good copy to enforce").len() == 1,
+    assert_eq!(
+        log.wait_for("no last good copy to enforce", 1).len(),
+        1,
         "{:?}",
         log.lines()
     );
@@ -373,7 +374,7 @@ fn a_broken_config_enforces_the_last_good_one_and_says_so_on_every_login() {
     assert_eq!(v, Verdict::AuthErr, "{t}");
     assert!(t.contains("Set it up now"), "{t}");
 
-    let errors = log.grep("enforcing the last good copy");
+    let errors = log.wait_for("enforcing the last good copy", 5);
     assert_eq!(errors.len(), 5, "one error line per login: {errors:#?}");
     assert!(
         errors.iter().all(|l| l.starts_with("<83>pam_twofactor[")

@@ -386,6 +386,7 @@ fn racing_logins_get_each_grace_login_once() {
             let (config, barrier) = (Arc::clone(&config), Arc::clone(&barrier));
             thread::spawn(move || {
                 let mut rng = OsRandom;
+                let mut audit = |_: &_, _: Option<&str>| {};
                 let mut env = Env {
                     config: &config,
                     directory: &Nss,
@@ -394,12 +395,14 @@ fn racing_logins_get_each_grace_login_once() {
                     host: "h".into(),
                     store_owner: 0,
                     hash_cost: CHEAP_HASH,
+                    audit: &mut audit,
                 };
                 let login = Login {
                     user: "root",
                     service: "sshd",
                     rhost: None,
                     silent: false,
+                    password: None,
                 };
                 barrier.wait();
                 flow::authenticate(&mut Silent, &login, &mut env).0

@@ -14,9 +14,14 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
+
+use twofactor_core::clock::{Clock, SystemClock};
+use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_testkit::{
-    Accounts, KillOnDrop, PamFixture, free_port, fresh_code, remove_pam_wrapper_dirs, run, tag,
+    Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool,
+    remove_pam_wrapper_dirs, run, tag,
 };
 
 const PASSWORD: &str = "Correct-Horse-42";
@@ -61,8 +66,18 @@ impl Drop for Sshd {
     }
 }
 
+/// How sshd authenticates: keyboard-interactive only, as the README says.
+const KBD_INTERACTIVE: &str = "KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+    AuthenticationMethods keyboard-interactive\n";
+
 impl Sshd {
     fn start(config: &str) -> Self {
+        Self::start_with(config, KBD_INTERACTIVE, None)
+    }
+
+    /// sshd with `auth` as its authentication settings, and with the module's syslog
+    /// lines caught by `syslog` when given.
+    fn start_with(config: &str, auth: &str, syslog: Option<&Syslog>) -> Self {
         let fixture = PamFixture::new(config);
         fixture.service(
             "sshd",
@@ -84,8 +99,7 @@ impl Sshd {
             &sshd_config,
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
-                 UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
-                 PubkeyAuthentication no\nAuthenticationMethods keyboard-interactive\n\
+                 UsePAM yes\n{auth}PubkeyAuthentication no\n\
                  PermitRootLogin no\nStrictModes no\nMaxAuthTries 3\n",
                 key.display(),
                 d.join("sshd.pid").display()
@@ -95,7 +109,16 @@ impl Sshd {
         // sshd refuses to start without its privilege-separation directory.
         fs::create_dir_all("/run/sshd").unwrap();
         let log = fs::File::create(d.join("sshd.log")).unwrap();
-        let server = Command::new("/usr/sbin/sshd")
+        let prefix = syslog.map(Syslog::prefix).unwrap_or_default();
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("/usr/sbin/sshd");
+                c
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let server = command
             .args(["-D", "-e", "-f"])
             .arg(&sshd_config)
             .env("LD_PRELOAD", "libpam_wrapper.so")
@@ -129,6 +152,11 @@ impl Sshd {
 
     /// One ssh login with `password`.
     fn login_as(&self, user: &str, password: &str, codes: &[&str]) -> (bool, String) {
+        self.login_mode(user, password, codes, "quiet")
+    }
+
+    /// One ssh login in `mode` (see ssh_login.exp).
+    fn login_mode(&self, user: &str, password: &str, codes: &[&str], mode: &str) -> (bool, String) {
         self.wait_for_idle();
         let codes = if codes.is_empty() {
             "-".to_string()
@@ -137,7 +165,7 @@ impl Sshd {
         };
         let out = Command::new("expect")
             .arg(workspace().join("tests/e2e/ssh_login.exp"))
-            .args([&self.port.to_string(), user, password, &codes])
+            .args([&self.port.to_string(), user, password, &codes, mode])
             .env("LC_ALL", "C.UTF-8")
             .output()
             .expect("expect must be installed (tests/setup)");
@@ -154,6 +182,19 @@ impl Sshd {
 
     fn store(&self) -> Store {
         self.fixture.store()
+    }
+
+    /// Replaces the twofactor config (after `version = 1`, with the fixture's storage).
+    fn write_config(&self, text: &str) {
+        let state = self.fixture.path().join("state");
+        fs::write(
+            self.fixture.config(),
+            format!(
+                "version = 1\n{text}\n[storage]\nstate_dir = \"{}\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
     }
 }
 
@@ -209,7 +250,7 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
     println!("--- what an enrolling user sees ---\n{text}\n--- end ---");
 
     // 2. A fresh code logs in (the enrolment code's step is spent, so wait for the next).
-    let enrol_code = twofactor_testkit::oathtool(&key);
+    let enrol_code = oathtool(&key);
     let code = fresh_code(&key, &enrol_code);
     let (ok, text) = sshd.login(&user, &[&code]);
     assert!(ok, "login with a fresh code failed:\n{text}");
@@ -271,4 +312,109 @@ fn nix_is_root() -> bool {
         .output()
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false)
+}
+
+/// Debian's stock sshd_config: `KbdInteractiveAuthentication no`, so sshd's password
+/// method runs PAM and answers the code prompt with the password. That is no code guess:
+/// it must never count toward the lockout, and the log must say what to fix.
+#[test]
+fn the_password_fed_to_the_code_prompt_is_not_counted_as_wrong_codes() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfpwa{}", tag());
+    let log = Syslog::new();
+    let sshd = Sshd::start_with(
+        &format!("[enforce]\nusers = [\"{user}\"]\n[lockout]\nmax_failures = 2\n"),
+        "KbdInteractiveAuthentication no\nPasswordAuthentication yes\n",
+        Some(&log),
+    );
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    let store = sshd.store();
+    twofactor_testkit::enrol(&store, &user, &mut OsRandom);
+    for _ in 0..3 {
+        let (ok, text) = sshd.login_mode(&user, PASSWORD, &[], "password");
+        assert!(!ok, "{text}");
+    }
+    let state = store.load(&user).unwrap();
+    assert_eq!(state.lockout.failures, 0, "no wrong code was counted");
+    assert_eq!(state.lockout.locked_until, None);
+    let fed = log.wait_for("the code prompt was answered with the password", 3);
+    let mine = log.grep(&format!("user={user} "));
+    assert_eq!(fed.len(), 3, "one line per login: {mine:#?}");
+    assert!(
+        fed.iter().all(
+            |l| l.contains("outcome=failure") && l.contains("KbdInteractiveAuthentication yes")
+        ),
+        "{fed:#?}"
+    );
+    assert!(
+        !mine.iter().any(|l| l.contains("reason=\"wrong code")),
+        "{mine:#?}"
+    );
+}
+
+/// Each refusal the user must act on reaches an OpenSSH client run as a person runs it
+/// (default LogLevel): sshd passes PAM's messages on when authentication fails.
+#[test]
+fn every_refusal_the_user_must_act_on_reaches_the_ssh_client() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let t = tag();
+    let [locked, nograce, network, broken, unavailable] =
+        ["lk", "ng", "nw", "br", "un"].map(|s| format!("tfr{s}{t}"));
+    let users = [&locked, &nograce, &network, &broken, &unavailable]
+        .map(|u| format!("\"{u}\""))
+        .join(", ");
+    let rules = format!("[enforce]\nusers = [{users}]\n");
+    let sshd = Sshd::start(&rules);
+    let mut accounts = Accounts::default();
+    for u in [&locked, &nograce, &network, &broken, &unavailable] {
+        accounts.login_user(u, &sshd.fixture.path().join(format!("home-{u}")), PASSWORD);
+    }
+    let store = sshd.store();
+    let refused = |user: &str, shown: &str| {
+        let (ok, text) = sshd.login_mode(user, PASSWORD, &[], "default");
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains(shown),
+            "{shown:?} not shown to the client:\n{text}"
+        );
+    };
+
+    // A broken config before any good one: nothing to fall back on.
+    sshd.write_config(&format!("{rules}[lockout]\nmax_failures = \"5\"\n"));
+    refused(
+        &broken,
+        "the two-factor configuration on this server is broken",
+    );
+
+    sshd.write_config(&format!("{rules}[enroll]\nat_login = false\n"));
+    refused(&nograce, "no authenticator is set up");
+
+    sshd.write_config(&format!(
+        "{rules}[enroll]\nat_login_networks = [\"10.0.0.0/8\"]\n"
+    ));
+    refused(&network, "Set it up from an allowed network");
+
+    twofactor_testkit::enrol(&store, &locked, &mut OsRandom);
+    store
+        .update(
+            &locked,
+            |s| -> Result<(), twofactor_core::store::StoreError> {
+                s.lockout.locked_until = Some(SystemClock.now() + 600);
+                Ok(())
+            },
+        )
+        .unwrap();
+    refused(&locked, "Two-factor login is locked for 10 minutes");
+
+    let file = sshd
+        .fixture
+        .path()
+        .join(format!("state/{unavailable}.json"));
+    fs::write(&file, b"{ not json").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    refused(
+        &unavailable,
+        "two-factor login is unavailable on this server",
+    );
 }

@@ -626,6 +626,19 @@ impl Syslog {
         seen.clone()
     }
 
+    /// Waits (up to 10 s) until `count` lines contain `needle`, and returns those lines:
+    /// a line can arrive a moment after the client has seen the login end.
+    pub fn wait_for(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.grep(needle);
+            if found.len() >= count || Instant::now() > deadline {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The lines that contain `needle`.
     pub fn grep(&self, needle: &str) -> Vec<String> {
         self.lines()
