@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use nix::unistd::Group;
 use serde_json::{Value, json};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
@@ -14,13 +15,31 @@ use twofactor_core::text::printable;
 use crate::cli::Cli;
 use crate::context::{self, Ctx, Error, print_json};
 use crate::files;
+use crate::sys;
 
 /// When this few backup codes are left, status says how to make more.
 const FEW_CODES: usize = 3;
 
-fn status_json(user: &str, req: &Requirement, state: &UserState, now: u64) -> Value {
+/// Grace logins a required user without an authenticator has left.
+fn grace_left(config: &Config, req: &Requirement, state: &UserState) -> Option<u32> {
+    (req.required && !state.is_enrolled()).then(|| {
+        config
+            .enroll
+            .grace_logins
+            .saturating_sub(state.grace_logins_used)
+    })
+}
+
+fn status_json(
+    config: &Config,
+    user: &str,
+    req: &Requirement,
+    state: &UserState,
+    now: u64,
+) -> Value {
     let locked = state.lockout.locked_for(now);
     json!({
+        "grace_logins_left": grace_left(config, req, state),
         "user": user,
         "required": req.required,
         "required_by": if req.required { Value::from(req.reason.to_string()) } else { Value::Null },
@@ -33,6 +52,38 @@ fn status_json(user: &str, req: &Requirement, state: &UserState, now: u64) -> Va
     })
 }
 
+/// Everyone `status --all` looks at: users with state, users a rule names, members of
+/// required groups (primary or supplementary), and with `all_users` every account the
+/// name service lists.
+fn everyone(ctx: &Ctx, store: &twofactor_core::store::Store) -> Result<Vec<String>, Error> {
+    let p = &ctx.config.policy;
+    let mut users = store.users()?;
+    users.extend(p.users.iter().cloned());
+    let listed = if p.all_users || !p.groups.is_empty() {
+        sys::list_accounts()
+    } else {
+        Vec::new()
+    };
+    if p.all_users {
+        users.extend(listed.iter().map(|(name, _)| name.clone()));
+    }
+    for g in &p.groups {
+        let Ok(Some(group)) = Group::from_name(g) else {
+            continue;
+        };
+        users.extend(group.mem.iter().cloned());
+        users.extend(
+            listed
+                .iter()
+                .filter(|(_, gid)| *gid == group.gid.as_raw())
+                .map(|(name, _)| name.clone()),
+        );
+    }
+    users.sort();
+    users.dedup();
+    Ok(users)
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
@@ -42,25 +93,20 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
     let now = SystemClock.now();
     if all {
         ctx.require_root("status --all")?;
-        let mut users = store.users()?;
-        for u in &ctx.config.policy.users {
-            if !users.contains(u) {
-                users.push(u.clone());
-            }
-        }
-        users.sort();
         let mut rows = Vec::new();
-        for u in &users {
+        for u in &everyone(ctx, &store)? {
             let state = store.load(u)?;
             let row = match ctx.requirement(u) {
-                Ok(req) => status_json(u, &req, &state, now),
+                // Users with no state whom no rule requires are not worth a row.
+                Ok(req) if !req.required && state == UserState::default() => continue,
+                Ok(req) => status_json(&ctx.config, u, &req, &state, now),
                 Err(e) => {
                     // An account NSS cannot resolve: say so rather than guess.
                     let req = Requirement {
                         required: false,
                         reason: twofactor_core::policy::Reason::NoRule,
                     };
-                    let mut row = status_json(u, &req, &state, now);
+                    let mut row = status_json(&ctx.config, u, &req, &state, now);
                     row["required"] = Value::Null;
                     row["required_by"] = Value::from(format!("unknown: {e}"));
                     row
@@ -68,7 +114,18 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             };
             rows.push(row);
         }
+        let remote = sys::remote_account_sources();
+        let p = &ctx.config.policy;
+        let note = (!remote.is_empty() && (p.all_users || !p.groups.is_empty())).then(|| {
+            format!(
+                "Note: accounts also come from {} (/etc/nsswitch.conf). Such directories often do not list their accounts (SSSD's enumerate = false), so required users who have never logged in may be missing here. Check one with: twofactor status USER",
+                remote.join(", ")
+            )
+        });
         if ctx.json {
+            if let Some(note) = &note {
+                eprintln!("{note}");
+            }
             return print_json(&Value::Array(rows));
         }
         let flag = |v: &Value| match v.as_bool() {
@@ -76,12 +133,12 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             None => "?",
         };
         println!(
-            "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} REQUIRED BY",
-            "USER", "REQUIRED", "ENROLLED", "ENABLED", "BACKUP", "LOCKED", "TRUSTED"
+            "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {:<5} REQUIRED BY",
+            "USER", "REQUIRED", "ENROLLED", "ENABLED", "BACKUP", "LOCKED", "TRUSTED", "GRACE"
         );
         for r in &rows {
             println!(
-                "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {}",
+                "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {:<5} {}",
                 r["user"].as_str().unwrap_or("?"),
                 flag(&r["required"]),
                 flag(&r["enrolled"]),
@@ -89,20 +146,35 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
                 r["backup_codes_left"].to_string(),
                 flag(&r["locked"]),
                 r["trusted_devices"].to_string(),
+                r["grace_logins_left"]
+                    .as_u64()
+                    .map_or("-".to_string(), |n| n.to_string()),
                 r["required_by"].as_str().unwrap_or("-"),
             );
         }
+        let waiting = rows
+            .iter()
+            .filter(|r| r["required"] == true && r["enrolled"] == false)
+            .count();
+        let next = if ctx.config.enroll.at_login {
+            "asked to set up an authenticator at their next login"
+        } else {
+            "let in for their grace logins, then refused until an admin enrols them"
+        };
         println!(
-            "\n{} user{}.",
+            "\n{} user{}; {waiting} required but not enrolled ({next}).",
             rows.len(),
             if rows.len() == 1 { "" } else { "s" }
         );
+        if let Some(note) = note {
+            println!("{note}");
+        }
         return Ok(());
     }
     let user = ctx.target(user)?;
     let state = store.load(&user)?;
     let req = ctx.requirement(&user)?;
-    let j = status_json(&user, &req, &state, now);
+    let j = status_json(&ctx.config, &user, &req, &state, now);
     if ctx.json {
         return print_json(&j);
     }
@@ -128,6 +200,12 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
         ),
     }
     println!("Backup codes:   {} left", state.backup_codes_left());
+    if let Some(left) = grace_left(&ctx.config, &req, &state) {
+        println!(
+            "Grace logins:   {left} of {} left",
+            ctx.config.enroll.grace_logins
+        );
+    }
     match state.lockout.locked_for(now) {
         Some(s) => println!("Locked:         yes, for {s} more seconds"),
         None => println!("Locked:         no"),
@@ -174,7 +252,7 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
         .unwrap_or_else(|| req.reason.to_string());
     let now = SystemClock.now();
     if ctx.json {
-        let mut j = status_json(&user, &req, &state, now);
+        let mut j = status_json(&ctx.config, &user, &req, &state, now);
         j["reason"] = Value::from(reason);
         if out_of_scope.is_some() {
             j["required_elsewhere"] = Value::from(elsewhere.required);

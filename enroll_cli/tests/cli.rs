@@ -133,6 +133,49 @@ fn enroll_through_stdin_then_status_and_backup_codes() {
     assert_eq!(t["trusted_devices"], Value::Array(vec![]));
 }
 
+/// Before anyone enrols, `status --all` shows every member of a required group (primary
+/// or supplementary), with the grace logins each has left.
+#[test]
+fn status_all_lists_required_group_members_who_never_logged_in() {
+    let mut accounts = Accounts::default();
+    let group = accounts.group(&format!("tfsg{}", tag()));
+    let primary = accounts.user(&format!("tfsgp{}", tag()), &group, &[]);
+    let member = accounts.user(&format!("tfsgm{}", tag()), "users", &[&group]);
+    let outsider = accounts.user(&format!("tfsgo{}", tag()), "users", &[]);
+    let f = PamFixture::new(&format!(
+        "[enforce]\ngroups = [\"{group}\"]\n[enroll]\ngrace_logins = 2\n"
+    ));
+    let rows = json(&f, &["status", "--all", "--json"]);
+    let row = |u: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user"] == u)
+            .cloned()
+    };
+    for u in [&primary, &member] {
+        let r = row(u).unwrap_or_else(|| panic!("{u} missing: {rows:#}"));
+        assert_eq!(r["required"], true, "{r}");
+        assert_eq!(r["enrolled"], false, "{r}");
+        assert_eq!(r["grace_logins_left"], 2, "{r}");
+    }
+    assert!(row(&outsider).is_none(), "not required, no state: {rows:#}");
+
+    let table = ok(&f, &["status", "--all"]);
+    let line = table.lines().find(|l| l.starts_with(&member)).unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[..8],
+        [member.as_str(), "yes", "no", "no", "0", "no", "0", "2"],
+        "{table}"
+    );
+    assert!(
+        table.contains("2 users; 2 required but not enrolled"),
+        "{table}"
+    );
+    let one = ok(&f, &["status", &primary]);
+    assert!(one.contains("Grace logins:   2 of 2 left"), "{one}");
+}
+
 #[test]
 fn services_scope_shows_in_explain_and_check_config() {
     let mut accounts = Accounts::default();

@@ -210,7 +210,7 @@ fn unprivileged_caller_gets_only_what_is_safe() {
         &s.run_env(&["edit-config"], "", &[("EDITOR", "touch /tmp/tf-pwned")]),
         "root only",
     );
-    assert!(!std::path::Path::new("/tmp/tf-pwned").exists());
+    assert!(!Path::new("/tmp/tf-pwned").exists());
     refused(
         &s.run(&["import-google-authenticator", &me], ""),
         "root only",
