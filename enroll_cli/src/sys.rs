@@ -336,15 +336,11 @@ pub fn list_accounts() -> Vec<(String, u32)> {
         if entry.is_null() {
             break;
         }
-        // SAFETY: getpwent returned a valid entry with a NUL-terminated pw_name.
-        let (name, gid) = unsafe {
-            (
-                CStr::from_ptr((*entry).pw_name)
-                    .to_string_lossy()
-                    .into_owned(),
-                (*entry).pw_gid,
-            )
-        };
+        // SAFETY: getpwent returned a valid entry, alive until the next call.
+        let entry = unsafe { &*entry };
+        // SAFETY: pw_name of a valid entry is a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(entry.pw_name) };
+        let (name, gid) = (name.to_string_lossy().into_owned(), entry.pw_gid);
         accounts.push((name, gid));
     }
     // SAFETY: closes the cursor opened above.
