@@ -418,3 +418,30 @@ fn every_refusal_the_user_must_act_on_reaches_the_ssh_client() {
         "two-factor login is unavailable on this server",
     );
 }
+
+/// A wrong code and then a disconnect: sshd ends the PAM conversation without letting
+/// the module finish, yet the failure counted toward the lockout is in the log.
+#[test]
+fn a_wrong_code_is_logged_when_counted_even_if_the_client_hangs_up() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfhup{}", tag());
+    let log = Syslog::new();
+    let sshd = Sshd::start_with(
+        &format!("[enforce]\nusers = [\"{user}\"]\n"),
+        KBD_INTERACTIVE,
+        Some(&log),
+    );
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    twofactor_testkit::enrol(&sshd.store(), &user, &mut OsRandom);
+    let (ok, text) = sshd.login_mode(&user, PASSWORD, &["000000"], "hangup");
+    assert!(!ok && text.contains("HUNG-UP"), "{text}");
+    assert_eq!(sshd.store().load(&user).unwrap().lockout.failures, 1);
+    let lines = log.wait_for(&format!("user={user} "), 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("outcome=failure reason=\"wrong code\"")),
+        "{lines:#?}"
+    );
+}
