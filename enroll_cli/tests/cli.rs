@@ -406,6 +406,22 @@ fn edit_config_installs_only_a_valid_file_and_keeps_the_last_good_copy() {
             && err.contains("twofactor edit-config"),
         "{err}"
     );
+    let (passed, report) = doctor_json(&f);
+    assert!(!passed);
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "config")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(finding["severity"], "error");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("logins enforce the last good copy"),
+        "{finding}"
+    );
 }
 
 #[test]
