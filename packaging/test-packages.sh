@@ -58,6 +58,14 @@ check "state dir is root 0700" sh -c '[ "$(stat -c %U:%a /var/lib/twofactor)" = 
 check "installed twofactor is setuid root" sh -c '[ "$(stat -c %U:%a /usr/bin/twofactor)" = root:4755 ]'
 check "installing enabled nothing (common-auth unchanged)" cmp /etc/pam.d/common-auth "$work/common-auth.orig"
 check "installed config is valid" twofactor check-config
+# Every finding doctor shows right after install is in the README's sample, word for word.
+check "doctor after install matches the README's sample" sh -c '
+    twofactor doctor > "$1/doctor.out" 2>&1; rc=$?; cat "$1/doctor.out"
+    [ "$rc" = 1 ] || exit 1
+    grep -q "pam_twofactor.so is in no PAM stack" "$1/doctor.out" || exit 1
+    grep "^         " "$1/doctor.out" | while IFS= read -r line; do
+        grep -qF -- "$line" README.md || { echo "not in README: $line"; exit 1; }
+    done' sh "$work"
 
 # --- pam-auth-update puts the module into common-auth, and logins ask for the code
 check "pam-auth-update --enable twofactor" pam-auth-update --enable twofactor
