@@ -12,8 +12,10 @@ use thiserror::Error;
 use crate::backup_codes::HashError;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::random::{Random, RandomError};
 use crate::store::{Held, Store, StoreError, UserState};
 use crate::totp::{self, TotpCheck};
+use crate::trusted::RemoteHost;
 
 /// What a typed code achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,50 @@ pub enum Purpose {
     /// authenticator still has to be answered, so that the password alone cannot plant
     /// backup codes or a new key that work once 2FA is back on.
     Change,
+}
+
+/// Counts one grace login for `user`, under the lock: two logins racing for the last one
+/// must not both get it. Returns the grace logins left after this one, or `None` when
+/// none was left (`allowed` is `enroll.grace_logins`).
+pub fn count_grace_login(
+    store: &Store,
+    user: &str,
+    allowed: u32,
+) -> Result<Option<u32>, StoreError> {
+    store.update(user, |s| -> Result<Option<u32>, StoreError> {
+        if s.grace_logins_used >= allowed {
+            return Ok(None);
+        }
+        s.grace_logins_used += 1;
+        Ok(Some(allowed - s.grace_logins_used))
+    })
+}
+
+/// Trust failed to be recorded.
+#[derive(Debug, Error)]
+pub enum TrustError {
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness for the entry's id.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// Trusts `host` for `user`'s logins through `service` for `days` from `now`. Returns
+/// the entry's id.
+pub fn trust_host(
+    store: &Store,
+    user: &str,
+    service: &str,
+    host: &RemoteHost,
+    days: u32,
+    now: u64,
+    rng: &mut dyn Random,
+) -> Result<String, TrustError> {
+    store.update(user, |s| -> Result<String, TrustError> {
+        Ok(s.trusted_devices.add(service, host, now, days, rng)?)
+    })
 }
 
 /// Checks `input` for `user` at login and records the result (used step, spent backup

@@ -17,6 +17,7 @@ mod fsutil;
 pub mod import;
 pub mod last_good;
 pub mod lockout;
+pub mod login;
 pub mod module_args;
 pub mod net;
 pub mod policy;

@@ -1,12 +1,11 @@
 //! `twofactor enroll`: a new authenticator, saved only once a code from it verifies.
 
 use serde_json::json;
-use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
-use twofactor_core::enroll::{Enrollment, host_name};
+use twofactor_core::enroll::{Enrollment, SaveError, SaveSettings, host_name};
 use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
-use twofactor_core::store::UserState;
 use twofactor_core::totp::SecretKey;
 use zeroize::Zeroizing;
 
@@ -54,14 +53,14 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
             .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
     }
 
-    let count = ctx.config.backup_codes.count;
+    let settings = SaveSettings {
+        window: ctx.config.totp.window,
+        backup_codes: ctx.config.backup_codes.count,
+        cost: HashCost::DEFAULT,
+    };
     let codes = if args.no_verify {
-        let now = SystemClock.now();
-        store.update(&user, |s| -> Result<Vec<Zeroizing<String>>, Error> {
-            unchanged_since_start(s, expected.as_ref(), &user)?;
-            enrollment.install(s, now, None);
-            install_backup_codes(s, count)
-        })?
+        save(&enrollment, ctx, &user, None, expected.as_ref(), settings)?
+            .ok_or_else(|| Error("internal error: provisioning needs no code".into()))?
     } else {
         // With --json the conversation goes to stderr so stdout stays one JSON document.
         let text = explain_enrollment(
@@ -73,7 +72,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         } else {
             println!("{text}")
         }
-        confirm_code(ctx, &enrollment, &user, count, expected.as_ref())?
+        confirm_code(ctx, &enrollment, &user, expected.as_ref(), settings)?
     };
     ctx.audit(
         &user,
@@ -124,14 +123,31 @@ fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
     t
 }
 
-fn install_backup_codes(s: &mut UserState, count: usize) -> Result<Vec<Zeroizing<String>>, Error> {
-    if count == 0 {
-        s.backup_codes = None;
-        return Ok(Vec::new());
+/// Saves the enrolment through core, with the command's wording for a lost race.
+fn save(
+    e: &Enrollment,
+    ctx: &Ctx,
+    user: &str,
+    code: Option<&str>,
+    expected: Option<&SecretKey>,
+    settings: SaveSettings,
+) -> Result<Option<Vec<Zeroizing<String>>>, Error> {
+    let store = ctx.store()?;
+    match e.save(
+        &store,
+        user,
+        code,
+        expected,
+        settings,
+        SystemClock.now(),
+        &mut OsRandom,
+    ) {
+        Ok(codes) => Ok(codes.map(|c| c.0)),
+        Err(SaveError::Changed(_)) => Err(Error(format!(
+            "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"
+        ))),
+        Err(e) => Err(Error(e.to_string())),
     }
-    let (stored, NewCodes(shown)) = BackupCodes::generate(count, HashCost::DEFAULT, &mut OsRandom)?;
-    s.backup_codes = Some(stored);
-    Ok(shown)
 }
 
 /// Asks for the first code and saves the authenticator (and fresh backup codes) only
@@ -140,10 +156,9 @@ fn confirm_code(
     ctx: &Ctx,
     e: &Enrollment,
     user: &str,
-    count: usize,
     expected: Option<&SecretKey>,
+    settings: SaveSettings,
 ) -> Result<Vec<Zeroizing<String>>, Error> {
-    let store = ctx.store()?;
     for attempt in 1..=TRIES {
         let Some(code) = prompt::read_hidden("Code from the app: ")? else {
             return Err(
@@ -151,16 +166,7 @@ fn confirm_code(
                     .into(),
             );
         };
-        let now = SystemClock.now();
-        let window = ctx.config.totp.window;
-        let saved = store.update(user, |s| -> Result<Option<Vec<Zeroizing<String>>>, Error> {
-            unchanged_since_start(s, expected, user)?;
-            if e.confirm(s, &code, window, now).is_err() {
-                return Ok(None);
-            }
-            install_backup_codes(s, count).map(Some)
-        })?;
-        match saved {
+        match save(e, ctx, user, Some(&code), expected, settings)? {
             Some(codes) => return Ok(codes),
             None if attempt < TRIES => {
                 eprintln!(
@@ -171,20 +177,6 @@ fn confirm_code(
         }
     }
     Err("the codes did not match; nothing was saved. Check the phone's clock and run 'twofactor enroll' again".into())
-}
-
-/// Fails unless the user's authenticator is still the one the command started from.
-fn unchanged_since_start(
-    s: &UserState,
-    expected: Option<&SecretKey>,
-    user: &str,
-) -> Result<(), Error> {
-    if s.authenticator.as_ref().map(|a| &a.secret) == expected {
-        return Ok(());
-    }
-    Err(Error(format!(
-        "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"
-    )))
 }
 
 /// Shows new backup codes, two per line, with what to do with them.

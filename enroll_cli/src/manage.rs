@@ -31,12 +31,12 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         if !s.is_enrolled() {
             return Err(no_authenticator(&user));
         }
-        let (stored, shown) = twofactor_core::backup_codes::BackupCodes::generate(
+        let shown = twofactor_core::enroll::new_backup_codes(
+            s,
             count,
             twofactor_core::backup_codes::HashCost::DEFAULT,
             &mut twofactor_core::random::OsRandom,
         )?;
-        s.backup_codes = Some(stored);
         Ok(shown.0)
     })?;
     ctx.audit(&user, "new backup codes");

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 
 use twofactor_core::audit::Reason;
 use twofactor_core::auth::{self, CodeResult};
-use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::Enrollment;
+use twofactor_core::login::{self, LoginFacts, Step};
 use twofactor_core::policy::{self, Directory};
 use twofactor_core::random::Random;
 use twofactor_core::store::{Store, StoreError, UserState};
@@ -18,6 +19,8 @@ use subtle::ConstantTimeEq;
 
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind};
+
+mod enrol;
 
 /// The prompt for a code at login.
 pub const CODE_PROMPT: &str = "Authentication code: ";
@@ -175,17 +178,21 @@ fn run(
     account: &mut Option<String>,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    if !config.policy.applies_to_service(typed.service) {
-        return Ok(Decision::NotApplicable(Reason::OutOfScope {
-            service: typed.service.to_string(),
-        }));
+    // The decisions are core's (`login::next_step`); this renders them, asking in stages
+    // so that nothing is looked up or read that the answer does not need.
+    if let Some(step) = login::scope_step(config, Some(typed.service)) {
+        return render(ui, typed, env, None, step);
     }
     // Break-glass accounts are decided by the name as typed, with no lookup, so they
     // still work when a remote directory is down.
     if config.policy.exempts_name(typed.user) {
-        return Ok(Decision::NotApplicable(Reason::Exempt(
-            policy::Reason::ExemptUser,
-        )));
+        return render(
+            ui,
+            typed,
+            env,
+            None,
+            Step::Exempt(policy::Reason::ExemptUser),
+        );
     }
     // Everything else is keyed by the account's one canonical name, so an alias
     // (ALICE, alice@corp.example) gets neither other rules nor other state.
@@ -203,45 +210,63 @@ fn run(
         Ok(r) => r,
         Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
     };
-    if matches!(
-        requirement.reason,
-        policy::Reason::ExemptUser | policy::Reason::ExemptGroup(_)
-    ) {
-        // Decided before touching the store, so break-glass accounts work on a full or
-        // broken disk.
-        return Ok(Decision::NotApplicable(Reason::Exempt(requirement.reason)));
+    // Decided before touching the store, so break-glass accounts work on a full or
+    // broken disk.
+    if let Some(step) = login::exempt_step(&requirement) {
+        return render(ui, login, env, None, step);
     }
     let store = Store::open_owned_by(&config.storage.state_dir, env.store_owner)?;
     let state = store.load(login.user)?;
-    let now = env.clock.now();
+    let facts = LoginFacts {
+        service: Some(login.service),
+        rhost: login.rhost,
+        silent: login.silent,
+    };
+    let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
+    render(ui, login, env, Some((&store, &state)), step)
+}
 
-    match &state.authenticator {
-        Some(a) if a.enabled => {}
-        Some(_) if !requirement.required => return Ok(Decision::NotApplicable(Reason::Disabled)),
-        None if !requirement.required => {
-            return Ok(Decision::NotApplicable(Reason::NotRequired(
-                requirement.reason,
-            )));
+/// Carries out `step`: the prompts and messages it needs, and the state it changes.
+fn render(
+    ui: &mut Ui<'_>,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+    store: Option<(&Store, &UserState)>,
+    step: Step,
+) -> Result<Decision, Stop> {
+    let decision = match step {
+        Step::OutOfScope => Decision::NotApplicable(Reason::OutOfScope {
+            service: login.service.to_string(),
+        }),
+        Step::Exempt(r) => Decision::NotApplicable(Reason::Exempt(r)),
+        Step::NotRequired(r) => Decision::NotApplicable(Reason::NotRequired(r)),
+        Step::Disabled => Decision::NotApplicable(Reason::Disabled),
+        Step::Locked { seconds } => {
+            ui.error(&locked_message(login.user, seconds))?;
+            Decision::Deny(Reason::Locked { seconds })
         }
-        _ => return not_enrolled(ui, login, env, &store, &state),
-    }
+        Step::Trusted => Decision::Allow(Reason::Trusted),
+        Step::AskCode { period } => {
+            let (store, _) = store.ok_or_else(no_store)?;
+            return ask_for_code(ui, login, env, store, period);
+        }
+        Step::Enrol => {
+            let (store, state) = store.ok_or_else(no_store)?;
+            return enrol::at_login(ui, login, env, store, state);
+        }
+        Step::Grace { .. } => {
+            let (store, _) = store.ok_or_else(no_store)?;
+            return enrol::grace(ui, login, env, store);
+        }
+        Step::NoGraceLeft { enrol_elsewhere } => {
+            return enrol::refuse_unenrolled(ui, enrol_elsewhere);
+        }
+    };
+    Ok(decision)
+}
 
-    // A lock holds for trusted hosts too: trust saves typing, it is not a way around a lock.
-    if let Some(seconds) = state.lockout.locked_for(now) {
-        ui.error(&locked_message(login.user, seconds))?;
-        return Ok(Decision::Deny(Reason::Locked { seconds }));
-    }
-    let trust = config.trusted_devices;
-    if trust.enabled
-        && let Some(host) = login.rhost.and_then(RemoteHost::parse)
-        && state
-            .trusted_devices
-            .is_trusted(login.service, &host, trust.allow_host_names, now)
-    {
-        return Ok(Decision::Allow(Reason::Trusted));
-    }
-    let period = state.authenticator.as_ref().map_or(30, |a| a.params.period);
-    ask_for_code(ui, login, env, &store, period)
+fn no_store() -> Stop {
+    Stop::Store("internal error: a step that needs the state came without it".into())
 }
 
 /// Whether `answer` is the password the stack already checked (in constant time).
@@ -374,125 +399,21 @@ fn offer_trust(
     if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         return Ok(());
     }
-    let now = env.clock.now();
-    let rng = &mut *env.rng;
-    store.update(login.user, |s| -> Result<(), Stop> {
-        s.trusted_devices
-            .add(login.service, &host, now, settings.days, rng)
-            .map(|_| ())
-            .map_err(|e| Stop::Store(e.to_string()))
-    })?;
+    auth::trust_host(
+        store,
+        login.user,
+        login.service,
+        &host,
+        settings.days,
+        env.clock.now(),
+        &mut *env.rng,
+    )
+    .map_err(|e| Stop::Store(e.to_string()))?;
     ui.info(&format!(
         "{} logins from {} will not ask for a code until {} days from now.",
         login.service, host.host, settings.days
     ))?;
     Ok(())
-}
-
-fn not_enrolled(
-    ui: &mut Ui<'_>,
-    login: &Login<'_>,
-    env: &mut Env<'_>,
-    store: &Store,
-    state: &UserState,
-) -> Result<Decision, Stop> {
-    let config = env.config;
-    // Enrolment shows a QR code, so it needs messages: not under PAM_SILENT.
-    if !login.silent && config.enroll.at_login_allowed_from(login.rhost) {
-        return enroll_at_login(ui, login, env, store);
-    }
-    let allowed = config.enroll.grace_logins;
-    // Counted again under the lock: two logins racing for the last grace login must not
-    // both get it.
-    let granted = if state.grace_logins_used < allowed {
-        store.update(login.user, |s| -> Result<Option<u32>, Stop> {
-            if s.grace_logins_used >= allowed {
-                return Ok(None);
-            }
-            s.grace_logins_used += 1;
-            Ok(Some(allowed - s.grace_logins_used))
-        })?
-    } else {
-        None
-    };
-    if let Some(left) = granted {
-        ui.info(&format!(
-            "Two-factor authentication is required for this account\n\
-             and is not set up yet. {left} more login{} will be allowed without it.\n\
-             Set it up now with: twofactor enroll",
-            if left == 1 { "" } else { "s" }
-        ))?;
-        return Ok(Decision::Allow(Reason::Grace { left }));
-    }
-    let remedy = if config.enroll.at_login {
-        "Set it up from an allowed network, or ask an administrator for help."
-    } else {
-        "Ask an administrator to set it up for you (twofactor enroll --user)."
-    };
-    ui.error(&format!(
-        "Two-factor authentication is required for this account,\nbut no authenticator is set up.\n{remedy}"
-    ))?;
-    Ok(Decision::Deny(Reason::NoGraceLeft))
-}
-
-fn enroll_at_login(
-    ui: &mut Ui<'_>,
-    login: &Login<'_>,
-    env: &mut Env<'_>,
-    store: &Store,
-) -> Result<Decision, Stop> {
-    let config = env.config;
-    let enrollment = match Enrollment::new(config, login.user, &env.host, &mut *env.rng) {
-        Ok(e) => e,
-        Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
-    };
-    ui.info(&enrollment_text(config, &enrollment))?;
-    for _ in 0..MAX_TRIES {
-        let Some(code) = ui.conv.ask_hidden(ENROLL_PROMPT)? else {
-            return Ok(Decision::Deny(Reason::NoCode));
-        };
-        if is_the_password(login, &code) {
-            return refuse_password(ui);
-        }
-        let now = env.clock.now();
-        let count = config.backup_codes.count;
-        let cost = env.hash_cost;
-        let rng = &mut *env.rng;
-        let saved = store.update(login.user, |s| -> Result<Option<NewCodes>, Stop> {
-            if s.authenticator.as_ref().is_some_and(|a| a.enabled) {
-                return Err(Stop::Store(
-                    "another login enrolled an authenticator first".into(),
-                ));
-            }
-            if enrollment
-                .confirm(s, &code, config.totp.window, now)
-                .is_err()
-            {
-                return Ok(None);
-            }
-            if count == 0 {
-                s.backup_codes = None;
-                return Ok(Some(NewCodes(Vec::new())));
-            }
-            let (stored, shown) =
-                BackupCodes::generate(count, cost, rng).map_err(|e| Stop::Store(e.to_string()))?;
-            s.backup_codes = Some(stored);
-            Ok(Some(shown))
-        })?;
-        let Some(NewCodes(codes)) = saved else {
-            ui.error("That code does not match.\nCheck that the phone sets its time automatically, then enter the next code.")?;
-            continue;
-        };
-        if !codes.is_empty() {
-            ui.info(&backup_codes_text(&codes))?;
-            // A prompt makes sshd show the codes now and gives the user time to save them.
-            ui.conv
-                .ask_visible("Press Enter once you have saved the backup codes: ")?;
-        }
-        return Ok(Decision::Allow(Reason::Enrolled));
-    }
-    ui.error("Setup was not finished. Log in again to start over.")?;
-    Ok(Decision::Deny(Reason::WrongCode { locked_for: None }))
 }
 
 /// The text shown before the first code when enrolling at login.

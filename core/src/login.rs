@@ -1,0 +1,397 @@
+//! The login step: from the config, the user's requirement, their state and the facts of
+//! one login, what happens next. Pure, so the PAM module acts on it, `twofactor explain`
+//! prints it and `twofactor doctor` checks it, and all three agree.
+//!
+//! The module asks in three stages so that it reads no more than it must: the service
+//! ([`scope_step`]) before any lookup, the requirement ([`exempt_step`]) before the state
+//! is read, then [`next_step`] with the state. `next_step` repeats the first two, so a
+//! caller with everything at hand needs only it.
+
+use std::fmt;
+
+use crate::config::Config;
+use crate::policy::{Reason, Requirement};
+use crate::store::UserState;
+use crate::trusted::RemoteHost;
+
+/// What a login looks like from the outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFacts<'a> {
+    /// PAM_SERVICE; `None` for "a service in scope" (`explain` without `--service`).
+    pub service: Option<&'a str>,
+    /// PAM_RHOST, if any: `None` is a local login (console, su, sudo).
+    pub rhost: Option<&'a str>,
+    /// PAM_SILENT: no messages may be shown, so no QR code either.
+    pub silent: bool,
+}
+
+/// What happens next in a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The service is not in `enforce.services`: the module stands aside (PAM_IGNORE).
+    OutOfScope,
+    /// An exemption rule: stands aside before any state is read.
+    Exempt(Reason),
+    /// No rule requires the user and they have no authenticator: stands aside.
+    NotRequired(Reason),
+    /// No rule requires the user and their authenticator is turned off: stands aside.
+    Disabled,
+    /// Too many wrong codes: refused without a prompt for this many more seconds.
+    Locked {
+        /// Seconds left on the lock.
+        seconds: u64,
+    },
+    /// The remote host is trusted for this service: allowed without a code.
+    Trusted,
+    /// Ask for a code from the authenticator (or a backup code).
+    AskCode {
+        /// The authenticator's period, for "wait for the next code".
+        period: u64,
+    },
+    /// Required, no authenticator: set one up now, in this login.
+    Enrol,
+    /// Required, no authenticator, no enrolment here: allowed this time without a code.
+    Grace {
+        /// Grace logins left after this one.
+        left: u32,
+    },
+    /// Required, no authenticator, no enrolment here and no grace left: refused.
+    NoGraceLeft {
+        /// Enrolment at login is on, but not for this login (its network, or PAM_SILENT):
+        /// the user can set up elsewhere. Otherwise an administrator must.
+        enrol_elsewhere: bool,
+    },
+}
+
+impl fmt::Display for Step {
+    /// The step in words, as `explain` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfScope => {
+                f.write_str("not asked: the service is not in enforce.services (PAM_IGNORE)")
+            }
+            Self::Exempt(r) => write!(f, "not asked: {r} (PAM_IGNORE)"),
+            Self::NotRequired(r) => {
+                write!(f, "not asked: {r}, and no authenticator is set up (PAM_IGNORE)")
+            }
+            Self::Disabled => f.write_str(
+                "not asked: not required, and the authenticator is turned off (PAM_IGNORE)",
+            ),
+            Self::Locked { seconds } => write!(
+                f,
+                "refused without a prompt: locked for {seconds} more seconds (twofactor unlock)"
+            ),
+            Self::Trusted => f.write_str("allowed without a code: the host is trusted"),
+            Self::AskCode { .. } => f.write_str("asked for a code (or a backup code)"),
+            Self::Enrol => f.write_str(
+                "sets up an authenticator during the login (QR code, then a code from it)",
+            ),
+            Self::Grace { left } => write!(
+                f,
+                "allowed without a code as a grace login ({left} left after it), and told to run twofactor enroll"
+            ),
+            Self::NoGraceLeft {
+                enrol_elsewhere: true,
+            } => f.write_str(
+                "refused: no authenticator, no grace logins left, and enrolment at login is not allowed for this login (enroll.at_login_networks, or a client that shows no messages)",
+            ),
+            Self::NoGraceLeft {
+                enrol_elsewhere: false,
+            } => f.write_str(
+                "refused: no authenticator, no grace logins left, and enrolment at login is off (an administrator must enrol the user)",
+            ),
+        }
+    }
+}
+
+/// The step decided by the service alone: out of scope, or `None` to go on.
+pub fn scope_step(config: &Config, service: Option<&str>) -> Option<Step> {
+    service
+        .filter(|s| !config.policy.applies_to_service(s))
+        .map(|_| Step::OutOfScope)
+}
+
+/// The step decided by the requirement alone: exempt, or `None` to go on.
+pub fn exempt_step(requirement: &Requirement) -> Option<Step> {
+    matches!(
+        requirement.reason,
+        Reason::ExemptUser | Reason::ExemptGroup(_)
+    )
+    .then(|| Step::Exempt(requirement.reason.clone()))
+}
+
+/// What happens next in a login of a user with `requirement` and `state`, at `now`.
+pub fn next_step(
+    config: &Config,
+    requirement: &Requirement,
+    state: &UserState,
+    login: &LoginFacts<'_>,
+    now: u64,
+) -> Step {
+    if let Some(step) = scope_step(config, login.service).or_else(|| exempt_step(requirement)) {
+        return step;
+    }
+    match &state.authenticator {
+        Some(a) if a.enabled => {}
+        Some(_) if !requirement.required => return Step::Disabled,
+        None if !requirement.required => return Step::NotRequired(requirement.reason.clone()),
+        _ => return not_enrolled(config, state, login),
+    }
+    // A lock holds for trusted hosts too: trust saves typing, it is not a way around a lock.
+    if let Some(seconds) = state.lockout.locked_for(now) {
+        return Step::Locked { seconds };
+    }
+    let trust = config.trusted_devices;
+    if trust.enabled
+        && let (Some(service), Some(host)) =
+            (login.service, login.rhost.and_then(RemoteHost::parse))
+        && state
+            .trusted_devices
+            .is_trusted(service, &host, trust.allow_host_names, now)
+    {
+        return Step::Trusted;
+    }
+    Step::AskCode {
+        period: state.authenticator.as_ref().map_or(30, |a| a.params.period),
+    }
+}
+
+/// A required user with no (enabled) authenticator.
+fn not_enrolled(config: &Config, state: &UserState, login: &LoginFacts<'_>) -> Step {
+    // Enrolment shows a QR code, so it needs messages: not under PAM_SILENT.
+    if !login.silent && config.enroll.at_login_allowed_from(login.rhost) {
+        return Step::Enrol;
+    }
+    let allowed = config.enroll.grace_logins;
+    if state.grace_logins_used < allowed {
+        return Step::Grace {
+            left: allowed - state.grace_logins_used - 1,
+        };
+    }
+    Step::NoGraceLeft {
+        enrol_elsewhere: config.enroll.at_login,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockout::Lockout;
+    use crate::net::Cidr;
+    use crate::random::SeededRandom;
+    use crate::store::Authenticator;
+    use crate::totp::{SecretKey, TotpParams};
+
+    const NOW: u64 = 1_750_000_000;
+
+    fn required(reason: Reason) -> Requirement {
+        Requirement {
+            required: true,
+            reason,
+        }
+    }
+
+    fn not_required(reason: Reason) -> Requirement {
+        Requirement {
+            required: false,
+            reason,
+        }
+    }
+
+    fn authenticator(enabled: bool) -> Authenticator {
+        let mut rng = SeededRandom::new(1);
+        Authenticator {
+            secret: SecretKey::generate(&mut rng).unwrap(),
+            params: TotpParams::default(),
+            enabled,
+            enrolled_at: NOW,
+            last_step: None,
+            window: None,
+        }
+    }
+
+    /// Every combination of the inputs that matter, with the step each must give.
+    #[test]
+    fn every_combination() {
+        #[derive(Clone, Copy, Debug)]
+        enum Auth {
+            None,
+            On,
+            Off,
+        }
+        let trusted_host = "192.0.2.7";
+        let mut rng = SeededRandom::new(2);
+        for service_in_scope in [true, false] {
+            for exempt in [false, true] {
+                for is_required in [false, true] {
+                    for auth in [Auth::None, Auth::On, Auth::Off] {
+                        for locked in [false, true] {
+                            for trusted in [false, true] {
+                                for at_login in [false, true] {
+                                    for networks in [false, true] {
+                                        for silent in [false, true] {
+                                            for grace_used in [0u32, 2] {
+                                                let mut config = Config::default();
+                                                config.policy.services = vec!["sshd".into()];
+                                                config.enroll.at_login = at_login;
+                                                config.enroll.grace_logins = 2;
+                                                config.trusted_devices.enabled = true;
+                                                if networks {
+                                                    config.enroll.at_login_networks =
+                                                        vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
+                                                }
+                                                let requirement = match (exempt, is_required) {
+                                                    (true, _) => not_required(Reason::ExemptUser),
+                                                    (false, true) => required(Reason::UserList),
+                                                    (false, false) => not_required(Reason::NoRule),
+                                                };
+                                                let mut state = UserState {
+                                                    grace_logins_used: grace_used,
+                                                    ..UserState::default()
+                                                };
+                                                state.authenticator = match auth {
+                                                    Auth::None => None,
+                                                    Auth::On => Some(authenticator(true)),
+                                                    Auth::Off => Some(authenticator(false)),
+                                                };
+                                                if locked {
+                                                    state.lockout = Lockout {
+                                                        failures: 0,
+                                                        locked_until: Some(NOW + 60),
+                                                        locks: 1,
+                                                    };
+                                                }
+                                                if trusted {
+                                                    let host =
+                                                        RemoteHost::parse(trusted_host).unwrap();
+                                                    state
+                                                        .trusted_devices
+                                                        .add("sshd", &host, NOW, 30, &mut rng)
+                                                        .unwrap();
+                                                }
+                                                let facts = LoginFacts {
+                                                    service: Some(if service_in_scope {
+                                                        "sshd"
+                                                    } else {
+                                                        "sudo"
+                                                    }),
+                                                    rhost: Some(trusted_host),
+                                                    silent,
+                                                };
+                                                let step = next_step(
+                                                    &config,
+                                                    &requirement,
+                                                    &state,
+                                                    &facts,
+                                                    NOW,
+                                                );
+                                                let can_enrol = at_login && !networks && !silent;
+                                                let expected = if !service_in_scope {
+                                                    Step::OutOfScope
+                                                } else if exempt {
+                                                    Step::Exempt(Reason::ExemptUser)
+                                                } else {
+                                                    match (auth, is_required) {
+                                                        (Auth::On, _) if locked => {
+                                                            Step::Locked { seconds: 60 }
+                                                        }
+                                                        (Auth::On, _) if trusted => Step::Trusted,
+                                                        (Auth::On, _) => {
+                                                            Step::AskCode { period: 30 }
+                                                        }
+                                                        (Auth::Off, false) => Step::Disabled,
+                                                        (Auth::None, false) => {
+                                                            Step::NotRequired(Reason::NoRule)
+                                                        }
+                                                        (_, true) if can_enrol => Step::Enrol,
+                                                        (_, true) if grace_used < 2 => {
+                                                            Step::Grace { left: 1 }
+                                                        }
+                                                        (_, true) => Step::NoGraceLeft {
+                                                            enrol_elsewhere: at_login,
+                                                        },
+                                                    }
+                                                };
+                                                assert_eq!(
+                                                    step, expected,
+                                                    "scope={service_in_scope} exempt={exempt} required={is_required} auth={auth:?} locked={locked} trusted={trusted} at_login={at_login} networks={networks} silent={silent} grace_used={grace_used}"
+                                                );
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn enrolment_follows_the_remote_address() {
+        let mut config = Config::default();
+        config.enroll.at_login_networks = vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
+        let req = required(Reason::AllUsers);
+        let state = UserState::default();
+        let from = |rhost| LoginFacts {
+            service: Some("sshd"),
+            rhost,
+            silent: false,
+        };
+        assert_eq!(
+            next_step(&config, &req, &state, &from(Some("10.1.2.3")), NOW),
+            Step::Enrol
+        );
+        assert_eq!(
+            next_step(&config, &req, &state, &from(Some("192.0.2.1")), NOW),
+            Step::NoGraceLeft {
+                enrol_elsewhere: true
+            }
+        );
+        // A local login has no address, so it is outside every network.
+        assert_eq!(
+            next_step(&config, &req, &state, &from(None), NOW),
+            Step::NoGraceLeft {
+                enrol_elsewhere: true
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_service_the_login_counts_as_in_scope() {
+        let mut config = Config::default();
+        config.policy.services = vec!["sshd".into()];
+        assert_eq!(scope_step(&config, None), None);
+        assert_eq!(scope_step(&config, Some("sudo")), Some(Step::OutOfScope));
+        assert_eq!(scope_step(&config, Some("sshd")), None);
+    }
+
+    #[test]
+    fn every_step_reads_as_a_sentence() {
+        for step in [
+            Step::OutOfScope,
+            Step::Exempt(Reason::ExemptUser),
+            Step::NotRequired(Reason::NoRule),
+            Step::Disabled,
+            Step::Locked { seconds: 5 },
+            Step::Trusted,
+            Step::AskCode { period: 30 },
+            Step::Enrol,
+            Step::Grace { left: 0 },
+            Step::NoGraceLeft {
+                enrol_elsewhere: false,
+            },
+        ] {
+            let text = step.to_string();
+            assert!(
+                text.starts_with("not asked")
+                    || text.starts_with("refused")
+                    || text.starts_with("allowed")
+                    || text.starts_with("asked")
+                    || text.starts_with("sets up"),
+                "{text}"
+            );
+        }
+    }
+}
