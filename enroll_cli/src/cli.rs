@@ -92,6 +92,10 @@ pub enum Command {
         /// Explain a login through this PAM service (enforce.services).
         #[arg(long, value_name = "SERVICE")]
         service: Option<String>,
+        /// Explain a login from this remote address (PAM_RHOST); without it, a local
+        /// login such as the console, su or sudo.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
     },
     /// Check PAM stacks, sshd and the policy for 2FA bypasses and lockouts (root only).
     Doctor(DoctorArgs),

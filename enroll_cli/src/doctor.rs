@@ -8,12 +8,13 @@ use std::process::Command;
 
 use nix::unistd::{Group, User};
 use serde_json::json;
-use twofactor_core::clock::format_utc;
+use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::doctor::{
     self, Finding, FirstFactor, PamFiles, Severity, SshdPolicy, SshdSettings,
 };
 use twofactor_core::last_good::{self, Loaded};
+use twofactor_core::login::{self, LoginFacts, Step};
 use twofactor_core::policy::{Directory, Nss, Policy};
 use twofactor_core::store::{FileError, Store, StoreError};
 use twofactor_core::text::printable;
@@ -497,17 +498,24 @@ fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) 
         findings.push(Finding::new(Severity::Warning, "no-breakglass", c.path.display().to_string(), "all_users = true with no exempt account: a broken phone, a full disk or a bad config can lock every admin out", "add a break-glass account to enforce.exempt_users and keep its password offline"));
     }
     let Some(store) = store else { return };
-    if c.enroll.at_login {
-        return;
-    }
+    // Stranded: the login step core decides is a refusal that only an admin can lift.
+    let now = SystemClock.now();
+    let facts = LoginFacts {
+        service: None,
+        rhost: None,
+        silent: false,
+    };
     let stranded: Vec<String> = candidates(p)
         .into_iter()
         .filter(|u| User::from_name(u).ok().flatten().is_some())
-        .filter(|u| p.requires(u, &Nss).is_ok_and(|r| r.required))
         .filter(|u| {
-            store
-                .load(u)
-                .is_ok_and(|s| !s.is_enrolled() && s.grace_logins_used >= c.enroll.grace_logins)
+            let (Ok(req), Ok(state)) = (p.requires(u, &Nss), store.load(u)) else {
+                return false;
+            };
+            login::next_step(c, &req, &state, &facts, now)
+                == Step::NoGraceLeft {
+                    enrol_elsewhere: false,
+                }
         })
         .collect();
     if !stranded.is_empty() {

@@ -58,9 +58,11 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
     match cli.command {
         Command::Enroll(args) => enroll::run(&ctx, &args),
         Command::Status { user, all } => report::status(&ctx, user.as_deref(), all),
-        Command::Explain { user, service } => {
-            report::explain(&ctx, user.as_deref(), service.as_deref())
-        }
+        Command::Explain {
+            user,
+            service,
+            from,
+        } => report::explain(&ctx, user.as_deref(), service.as_deref(), from.as_deref()),
         Command::BackupCodes(u) => manage::backup_codes(&ctx, u.user.as_deref()),
         Command::Disable { user, remove } => manage::disable(&ctx, user.user.as_deref(), remove),
         Command::Enable(u) => manage::enable(&ctx, u.user.as_deref()),

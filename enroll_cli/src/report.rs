@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::last_good;
+use twofactor_core::login::{self, LoginFacts};
 use twofactor_core::policy::Requirement;
 use twofactor_core::store::UserState;
 use twofactor_core::text::printable;
@@ -234,7 +235,12 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(), Error> {
+pub fn explain(
+    ctx: &Ctx,
+    user: Option<&str>,
+    service: Option<&str>,
+    from: Option<&str>,
+) -> Result<(), Error> {
     let user = ctx.target(user)?;
     let state = ctx.store()?.load(&user)?;
     let p = &ctx.config.policy;
@@ -251,9 +257,25 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
         .clone()
         .unwrap_or_else(|| req.reason.to_string());
     let now = SystemClock.now();
+    // The same step the module would take for this login.
+    let facts = LoginFacts {
+        service,
+        rhost: from,
+        silent: false,
+    };
+    let step = login::next_step(&ctx.config, &elsewhere, &state, &facts, now);
+    let login_text = format!(
+        "through {} {}",
+        service.map_or("a service in scope".to_string(), |s| format!("service {s}")),
+        from.map_or("as a local login (no remote address)".to_string(), |a| {
+            format!("from {}", printable(a))
+        })
+    );
     if ctx.json {
         let mut j = status_json(&ctx.config, &user, &req, &state, now);
         j["reason"] = Value::from(reason);
+        j["next_login"] = Value::from(step.to_string());
+        j["from"] = from.map_or(Value::Null, Value::from);
         if out_of_scope.is_some() {
             j["required_elsewhere"] = Value::from(elsewhere.required);
             j["reason_elsewhere"] = Value::from(elsewhere.reason.to_string());
@@ -315,12 +337,11 @@ pub fn explain(ctx: &Ctx, user: Option<&str>, service: Option<&str>) -> Result<(
     println!(
         "  Exemptions win over every other rule; groups count primary and supplementary membership."
     );
+    println!("Next login:    {step}");
+    println!("               ({login_text}; --service and --from change it)");
     match &state.authenticator {
-        None if req.required && ctx.config.enroll.at_login => {
-            println!("Authenticator: none; enrols at the next login (enroll.at_login)")
-        }
         None if req.required => println!(
-            "Authenticator: none; {} of {} grace logins used, then refused",
+            "Authenticator: none; {} of {} grace logins used",
             state.grace_logins_used, ctx.config.enroll.grace_logins
         ),
         None => println!("Authenticator: none"),

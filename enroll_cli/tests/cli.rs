@@ -176,6 +176,41 @@ fn status_all_lists_required_group_members_who_never_logged_in() {
     assert!(one.contains("Grace logins:   2 of 2 left"), "{one}");
 }
 
+/// `explain` prints the step the module takes, so it follows `enroll.at_login_networks`
+/// and the address given with `--from`.
+#[test]
+fn explain_shows_the_modules_next_step_for_a_login_from_an_address() {
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tfexp{}", tag()), "users", &[]);
+    let f = PamFixture::new(&format!(
+        "[enforce]\nusers = [\"{user}\"]\n[enroll]\nat_login_networks = [\"10.0.0.0/8\"]\n"
+    ));
+    let step = |args: &[&str]| {
+        let mut all = vec!["explain", user.as_str(), "--json"];
+        all.extend(args);
+        json(&f, &all)["next_login"].as_str().unwrap().to_string()
+    };
+    assert!(step(&["--from", "10.1.2.3"]).starts_with("sets up an authenticator"));
+    let outside = step(&["--from", "192.0.2.1"]);
+    assert!(
+        outside.starts_with("refused") && outside.contains("enroll.at_login_networks"),
+        "{outside}"
+    );
+    assert!(
+        step(&[]).starts_with("refused"),
+        "a local login has no address"
+    );
+    let text = ok(
+        &f,
+        &["explain", &user, "--from", "10.1.2.3", "--service", "sshd"],
+    );
+    assert!(
+        text.contains("Next login:    sets up an authenticator during the login")
+            && text.contains("(through service sshd from 10.1.2.3;"),
+        "{text}"
+    );
+}
+
 #[test]
 fn services_scope_shows_in_explain_and_check_config() {
     let mut accounts = Accounts::default();

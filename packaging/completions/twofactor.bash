@@ -319,13 +319,17 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__explain)
-            opts="-h -V --service --config --json --help --version"
+            opts="-h -V --service --from --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -113,6 +113,7 @@ complete -c twofactor -n "__fish_twofactor_using_subcommand edit-config" -l json
 complete -c twofactor -n "__fish_twofactor_using_subcommand edit-config" -s h -l help -d 'Print help'
 complete -c twofactor -n "__fish_twofactor_using_subcommand edit-config" -s V -l version -d 'Print version'
 complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l service -d 'Explain a login through this PAM service (enforce.services)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l from -d 'Explain a login from this remote address (PAM_RHOST); without it, a local login such as the console, su or sudo' -r
 complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -l json -d 'Machine-readable JSON output, for commands that print data'
 complete -c twofactor -n "__fish_twofactor_using_subcommand explain" -s h -l help -d 'Print help'
