@@ -3,14 +3,12 @@
 
 use twofactor_core::audit::Reason;
 use twofactor_core::auth;
-use twofactor_core::enroll::{Enrollment, SaveError, SaveSettings};
+use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::store::{Store, UserState};
 
-use super::{
-    ENROLL_PROMPT, Env, Login, MAX_TRIES, Stop, Ui, backup_codes_text, enrollment_text,
-    is_the_password, refuse_password,
-};
-use crate::decision::{Decision, ErrorKind};
+use super::messages::{self, ENROLL_PROMPT, backup_codes_text, enrollment_text};
+use super::{Env, Login, MAX_TRIES, Stop, Ui, is_the_password, refuse_password};
+use crate::decision::Decision;
 
 /// Shows a new authenticator and saves it once a code from it verifies.
 pub(super) fn at_login(
@@ -21,10 +19,7 @@ pub(super) fn at_login(
     state: &UserState,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    let enrollment = match Enrollment::new(config, login.user, &env.host, &mut *env.rng) {
-        Ok(e) => e,
-        Err(e) => return Ok(Decision::Error(ErrorKind::Unavailable, e.to_string())),
-    };
+    let enrollment = Enrollment::new(config, login.user, &env.host, &mut *env.rng)?;
     // Saved only over the authenticator this login routed on (none, or a disabled one).
     let expected = state.authenticator.as_ref().map(|a| a.secret.clone());
     ui.info(&enrollment_text(config, &enrollment))?;
@@ -49,28 +44,19 @@ pub(super) fn at_login(
             env.clock.now(),
             &mut *env.rng,
         );
-        let codes = match saved {
-            Ok(Some(codes)) => codes.0,
-            Ok(None) => {
-                ui.error("That code does not match.\nCheck that the phone sets its time automatically, then enter the next code.")?;
-                continue;
-            }
-            Err(SaveError::Changed(_)) => {
-                return Err(Stop::Store(
-                    "another login enrolled an authenticator first".into(),
-                ));
-            }
-            Err(e) => return Err(Stop::Store(e.to_string())),
+        let Some(codes) = saved? else {
+            ui.error(messages::ENROL_CODE_MISMATCH)?;
+            continue;
         };
+        let codes = codes.0;
         if !codes.is_empty() {
             ui.info(&backup_codes_text(&codes))?;
             // A prompt makes sshd show the codes now and gives the user time to save them.
-            ui.conv
-                .ask_visible("Press Enter once you have saved the backup codes: ")?;
+            ui.conv.ask_visible(messages::SAVED_CODES_PROMPT)?;
         }
         return Ok(Decision::Allow(Reason::Enrolled));
     }
-    ui.error("Setup was not finished. Log in again to start over.")?;
+    ui.error(messages::SETUP_NOT_FINISHED)?;
     Ok(Decision::Deny(Reason::WrongCode { locked_for: None }))
 }
 
@@ -85,24 +71,12 @@ pub(super) fn grace(
     let Some(left) = auth::count_grace_login(store, login.user, config.enroll.grace_logins)? else {
         return refuse_unenrolled(ui, config.enroll.at_login);
     };
-    ui.info(&format!(
-        "Two-factor authentication is required for this account\n\
-         and is not set up yet. {left} more login{} will be allowed without it.\n\
-         Set it up now with: twofactor enroll",
-        if left == 1 { "" } else { "s" }
-    ))?;
+    ui.info(&messages::grace(left))?;
     Ok(Decision::Allow(Reason::Grace { left }))
 }
 
 /// Required, no authenticator, no enrolment here and no grace left.
 pub(super) fn refuse_unenrolled(ui: &mut Ui<'_>, enrol_elsewhere: bool) -> Result<Decision, Stop> {
-    let remedy = if enrol_elsewhere {
-        "Set it up from an allowed network, or ask an administrator for help."
-    } else {
-        "Ask an administrator to set it up for you (twofactor enroll --user)."
-    };
-    ui.error(&format!(
-        "Two-factor authentication is required for this account,\nbut no authenticator is set up.\n{remedy}"
-    ))?;
+    ui.error(&messages::no_authenticator(enrol_elsewhere))?;
     Ok(Decision::Deny(Reason::NoGraceLeft))
 }
