@@ -11,6 +11,8 @@ PAMDIR  ?= $(shell if command -v dpkg-architecture >/dev/null 2>&1; then \
            elif [ -d /usr/lib/x86_64-linux-gnu/security ]; then echo /usr/lib/x86_64-linux-gnu/security; \
            else echo /usr/lib64/security; fi)
 CARGO   ?= cargo
+# Cargo's output directory: CARGO_TARGET_DIR when set, as cargo itself does.
+TARGET  ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all build install uninstall deb rpm demo test clean
 
@@ -20,8 +22,8 @@ build:
 	$(CARGO) build --release --workspace --locked
 
 install: build
-	install -D -m 0644 target/release/libpam_twofactor.so $(DESTDIR)$(PAMDIR)/pam_twofactor.so
-	install -D -m 4755 target/release/twofactor $(DESTDIR)$(BINDIR)/twofactor
+	install -D -m 0644 $(TARGET)/release/libpam_twofactor.so $(DESTDIR)$(PAMDIR)/pam_twofactor.so
+	install -D -m 4755 $(TARGET)/release/twofactor $(DESTDIR)$(BINDIR)/twofactor
 	install -d -m 0755 $(DESTDIR)/etc/twofactor
 	# An existing config is never overwritten.
 	[ -e $(DESTDIR)/etc/twofactor/config.toml ] || install -m 0644 config/config.toml $(DESTDIR)/etc/twofactor/config.toml
@@ -46,11 +48,11 @@ uninstall:
 	@echo "Kept /etc/twofactor and /var/lib/twofactor. Remove pam_twofactor.so from your PAM stacks first."
 
 deb: build
-	$(CARGO) deb -p twofactor --no-build --output target/debian/
+	$(CARGO) deb -p twofactor --no-build --output $(TARGET)/debian/
 
 rpm: build
-	mkdir -p target/generate-rpm
-	$(CARGO) generate-rpm -p enroll_cli --target-dir target
+	mkdir -p $(TARGET)/generate-rpm
+	$(CARGO) generate-rpm -p enroll_cli --target-dir $(TARGET)
 
 demo:
 	bash packaging/demo.sh

@@ -32,6 +32,8 @@ fi
 
 bash tests/setup
 cargo build --release --workspace --locked
+# Cargo's output directory, as cargo itself picks it.
+target=${CARGO_TARGET_DIR:-$repo/target}
 
 dir=$(mktemp -d /tmp/twofactor-demo.XXXXXX)
 chmod 0755 "$dir"
@@ -70,7 +72,7 @@ echo "$user:$password" | chpasswd
 cat > "/etc/pam.d/$service" <<PAM
 # twofactor demo (removed when the demo stops)
 auth     requisite pam_unix.so
-auth     required  $repo/target/release/libpam_twofactor.so config=$dir/config.toml
+auth     required  $target/release/libpam_twofactor.so config=$dir/config.toml
 account  required  pam_unix.so
 session  required  pam_unix.so
 password required  pam_deny.so
@@ -113,7 +115,7 @@ Authenticator, FreeOTP, ...) or type the key, then enter the code it shows. Note
 backup codes. Later logins ask for "Authentication code". Without a phone, compute codes
 with:  oathtool --totp -b KEY
 
-Look at the state:  TWOFACTOR_CONFIG=$dir/config.toml $repo/target/release/twofactor status $user
+Look at the state:  TWOFACTOR_CONFIG=$dir/config.toml $target/release/twofactor status $user
 Audit log:          journalctl -t pam_twofactor (or /var/log/auth.log)
 
 Press Ctrl-C to stop; the demo user, PAM service, sshd and files are removed.

@@ -37,8 +37,9 @@ if dpkg -s libpam-twofactor >/dev/null 2>&1; then
 fi
 
 make deb rpm >"$work/build.log" 2>&1 || { cat "$work/build.log"; echo "0 passed, 1 failed"; exit 1; }
-deb=$(ls -t target/debian/libpam-twofactor_*.deb | head -1)
-rpm=$(ls -t target/generate-rpm/pam_twofactor-*.rpm | head -1)
+target=${CARGO_TARGET_DIR:-target}
+deb=$(ls -t "$target"/debian/libpam-twofactor_*.deb | head -1)
+rpm=$(ls -t "$target"/generate-rpm/pam_twofactor-*.rpm | head -1)
 echo "built $deb ($(stat -c %s "$deb") bytes) and $rpm ($(stat -c %s "$rpm") bytes)"
 dpkg -c "$deb" > "$work/deb.list"
 cat "$work/deb.list"

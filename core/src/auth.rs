@@ -227,18 +227,14 @@ pub fn apply_code_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup_codes::{BackupCodes, HashCost, NewCodes};
+    use crate::backup_codes::{BackupCodes, NewCodes};
     use crate::clock::ManualClock;
     use crate::random::SeededRandom;
     use crate::store::Authenticator;
+    use crate::testing::CHEAP;
     use crate::totp::{SecretKey, TotpParams};
     use std::fs;
 
-    const CHEAP: HashCost = HashCost {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
     const NOW: u64 = 1_800_000_000;
 
     fn setup() -> (UserState, SecretKey, Vec<String>) {

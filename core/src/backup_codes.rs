@@ -254,13 +254,9 @@ mod hex_list {
 mod tests {
     use super::*;
     use crate::random::{OsRandom, SeededRandom};
+    use crate::testing::CHEAP;
 
     /// Small cost so tests stay quick; the real cost is measured separately.
-    const CHEAP: HashCost = HashCost {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
 
     #[test]
     fn generates_count_distinct_readable_codes() {

@@ -618,6 +618,7 @@ impl Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::me;
     use std::fs;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
@@ -809,10 +810,6 @@ mod tests {
     fn names_are_deduplicated_and_ldap_style_names_allowed() {
         let c = parse("version = 1\n[enforce]\ngroups = [\"domain users@ad.example\", \"wheel\", \"wheel\"]\n").unwrap();
         assert_eq!(c.policy.groups, ["domain users@ad.example", "wheel"]);
-    }
-
-    fn me() -> u32 {
-        nix::unistd::geteuid().as_raw()
     }
 
     fn write(path: &Path, body: &str, mode: u32) {

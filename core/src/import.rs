@@ -173,11 +173,7 @@ mod tests {
         use crate::auth::{CodeResult, apply_code};
         let f = GoogleAuthenticatorFile::parse(FILE).unwrap();
         let mut state = UserState::default();
-        let cheap = HashCost {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        };
+        let cheap = crate::testing::CHEAP;
         let config = Config::default();
         let n = f
             .install(

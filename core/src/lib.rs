@@ -24,6 +24,8 @@ pub mod policy;
 pub mod qr;
 pub mod random;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod totp;
 pub mod trusted;

@@ -584,11 +584,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
+    use crate::testing::me;
     use std::os::unix::fs::{PermissionsExt, symlink};
-
-    fn me() -> u32 {
-        nix::unistd::geteuid().as_raw()
-    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

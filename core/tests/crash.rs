@@ -12,10 +12,7 @@ use std::{env, thread};
 use twofactor_core::random::{OsRandom, Random};
 use twofactor_core::store::{Store, StoreError};
 use twofactor_core::trusted::RemoteHost;
-
-fn me() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
+use twofactor_testkit::me;
 
 #[test]
 fn kill_9_mid_update_leaves_old_or_new_state() {

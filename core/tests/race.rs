@@ -16,13 +16,10 @@ use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::{Authenticator, Store, StoreError, UserState};
 use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::me;
 
 const NOW: u64 = 1_900_000_000;
 const RACERS: usize = 8;
-
-fn me() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
 
 /// A store with one enrolled user holding real-cost backup codes; returns the current
 /// TOTP code and one backup code.

@@ -33,6 +33,10 @@ use crate::flow::{self, Env, Login};
 const IDENT: &str = "pam_twofactor";
 
 struct TwoFactor;
+// The entry points libpam calls: this generates the exported `pam_sm_authenticate`,
+// `pam_sm_setcred`, `pam_sm_acct_mgmt`, `pam_sm_open_session`, `pam_sm_close_session`
+// and `pam_sm_chauthtok`, each calling the `PamHooks` method of the same name below
+// (the ones not written out return PAM_IGNORE).
 pam_hooks!(TwoFactor);
 
 impl PamHooks for TwoFactor {

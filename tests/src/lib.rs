@@ -304,6 +304,11 @@ pub fn pam_module_so() -> PathBuf {
     })
 }
 
+/// The uid tests run as: the owner their stores and files must have.
+pub fn me() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// Cheap backup-code hashing for tests; the real cost is measured by the benchmark.
 pub const CHEAP_HASH: HashCost = HashCost {
     m_kib: 64,

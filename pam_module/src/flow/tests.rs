@@ -10,13 +10,10 @@ use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy::LookupError;
 use twofactor_core::random::SeededRandom;
 use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::me;
 
 const NOW: u64 = 1_750_000_000;
-const CHEAP: HashCost = HashCost {
-    m_kib: 64,
-    t: 1,
-    p: 1,
-};
+const CHEAP: HashCost = twofactor_testkit::CHEAP_HASH;
 
 /// Users in groups: "admin" is in wheel, "rescue" in breakglass, others in users.
 struct Groups;
@@ -118,10 +115,6 @@ impl World {
         key.code_at_step(&p, p.step_at(self.clock.now()))
             .to_string()
     }
-}
-
-fn me() -> u32 {
-    nix::unistd::geteuid().as_raw()
 }
 
 #[test]
