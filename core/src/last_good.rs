@@ -360,7 +360,7 @@ fn statement_key(line: &str) -> Option<&str> {
 fn readable_rules(broken: Option<&str>, last_good: &Policy) -> (Policy, Vec<String>) {
     let Some(text) = broken else {
         let all = ENFORCE_KEYS.iter().map(|k| k.to_string()).collect();
-        return (without_fallback(last_good), all);
+        return (last_good.clone(), all);
     };
     let read = readable_table(text, "enforce", &ENFORCE_KEYS);
     let mut unreadable = Vec::new();
@@ -401,13 +401,6 @@ fn readable_rules(broken: Option<&str>, last_good: &Policy) -> (Policy, Vec<Stri
     };
     unreadable.sort();
     (policy, unreadable)
-}
-
-fn without_fallback(p: &Policy) -> Policy {
-    Policy {
-        broken_file: None,
-        ..p.clone()
-    }
 }
 
 #[cfg(test)]

@@ -210,121 +210,121 @@ mod tests {
         }
     }
 
-    /// Every combination of the inputs that matter, with the step each must give.
+    /// One combination of the inputs that matter.
+    #[derive(Debug, Clone, Copy)]
+    struct Case {
+        in_scope: bool,
+        exempt: bool,
+        required: bool,
+        /// 0: no authenticator, 1: on, 2: turned off.
+        auth: u8,
+        locked: bool,
+        trusted: bool,
+        at_login: bool,
+        networks: bool,
+        silent: bool,
+        grace_used: u32,
+    }
+
+    impl Case {
+        /// Case `n` of the 1,536: nine yes-or-no inputs from `n`'s bits, then the
+        /// authenticator (none, on, off) from what is left.
+        fn nth(mut n: u32) -> Self {
+            let mut bit = || {
+                let b = n % 2 == 1;
+                n /= 2;
+                b
+            };
+            let (in_scope, exempt, required) = (bit(), bit(), bit());
+            let (locked, trusted, at_login, networks, silent) = (bit(), bit(), bit(), bit(), bit());
+            let grace_used = if bit() { 2 } else { 0 };
+            Self {
+                in_scope,
+                exempt,
+                required,
+                auth: u8::try_from(n % 3).unwrap(),
+                locked,
+                trusted,
+                at_login,
+                networks,
+                silent,
+                grace_used,
+            }
+        }
+
+        /// The step it must give, worked out independently of `next_step`.
+        fn expected(self) -> Step {
+            let can_enrol = self.at_login && !self.networks && !self.silent;
+            if !self.in_scope {
+                return Step::OutOfScope;
+            }
+            if self.exempt {
+                return Step::Exempt(Reason::ExemptUser);
+            }
+            match (self.auth, self.required) {
+                (1, _) if self.locked => Step::Locked { seconds: 60 },
+                (1, _) if self.trusted => Step::Trusted,
+                (1, _) => Step::AskCode { period: 30 },
+                (2, false) => Step::Disabled,
+                (_, false) => Step::NotRequired(Reason::NoRule),
+                (_, true) if can_enrol => Step::Enrol,
+                (_, true) if self.grace_used < 2 => Step::Grace { left: 1 },
+                (_, true) => Step::NoGraceLeft {
+                    enrol_elsewhere: self.at_login,
+                },
+            }
+        }
+    }
+
+    /// Every combination of the inputs that matter, against an independent expectation.
     #[test]
     fn every_combination() {
-        #[derive(Clone, Copy, Debug)]
-        enum Auth {
-            None,
-            On,
-            Off,
-        }
-        let trusted_host = "192.0.2.7";
+        let host = "192.0.2.7";
         let mut rng = SeededRandom::new(2);
-        for service_in_scope in [true, false] {
-            for exempt in [false, true] {
-                for is_required in [false, true] {
-                    for auth in [Auth::None, Auth::On, Auth::Off] {
-                        for locked in [false, true] {
-                            for trusted in [false, true] {
-                                for at_login in [false, true] {
-                                    for networks in [false, true] {
-                                        for silent in [false, true] {
-                                            for grace_used in [0u32, 2] {
-                                                let mut config = Config::default();
-                                                config.policy.services = vec!["sshd".into()];
-                                                config.enroll.at_login = at_login;
-                                                config.enroll.grace_logins = 2;
-                                                config.trusted_devices.enabled = true;
-                                                if networks {
-                                                    config.enroll.at_login_networks =
-                                                        vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
-                                                }
-                                                let requirement = match (exempt, is_required) {
-                                                    (true, _) => not_required(Reason::ExemptUser),
-                                                    (false, true) => required(Reason::UserList),
-                                                    (false, false) => not_required(Reason::NoRule),
-                                                };
-                                                let mut state = UserState {
-                                                    grace_logins_used: grace_used,
-                                                    ..UserState::default()
-                                                };
-                                                state.authenticator = match auth {
-                                                    Auth::None => None,
-                                                    Auth::On => Some(authenticator(true)),
-                                                    Auth::Off => Some(authenticator(false)),
-                                                };
-                                                if locked {
-                                                    state.lockout = Lockout {
-                                                        failures: 0,
-                                                        locked_until: Some(NOW + 60),
-                                                        locks: 1,
-                                                    };
-                                                }
-                                                if trusted {
-                                                    let host =
-                                                        RemoteHost::parse(trusted_host).unwrap();
-                                                    state
-                                                        .trusted_devices
-                                                        .add("sshd", &host, NOW, 30, &mut rng)
-                                                        .unwrap();
-                                                }
-                                                let facts = LoginFacts {
-                                                    service: Some(if service_in_scope {
-                                                        "sshd"
-                                                    } else {
-                                                        "sudo"
-                                                    }),
-                                                    rhost: Some(trusted_host),
-                                                    silent,
-                                                };
-                                                let step = next_step(
-                                                    &config,
-                                                    &requirement,
-                                                    &state,
-                                                    &facts,
-                                                    NOW,
-                                                );
-                                                let can_enrol = at_login && !networks && !silent;
-                                                let expected = if !service_in_scope {
-                                                    Step::OutOfScope
-                                                } else if exempt {
-                                                    Step::Exempt(Reason::ExemptUser)
-                                                } else {
-                                                    match (auth, is_required) {
-                                                        (Auth::On, _) if locked => {
-                                                            Step::Locked { seconds: 60 }
-                                                        }
-                                                        (Auth::On, _) if trusted => Step::Trusted,
-                                                        (Auth::On, _) => {
-                                                            Step::AskCode { period: 30 }
-                                                        }
-                                                        (Auth::Off, false) => Step::Disabled,
-                                                        (Auth::None, false) => {
-                                                            Step::NotRequired(Reason::NoRule)
-                                                        }
-                                                        (_, true) if can_enrol => Step::Enrol,
-                                                        (_, true) if grace_used < 2 => {
-                                                            Step::Grace { left: 1 }
-                                                        }
-                                                        (_, true) => Step::NoGraceLeft {
-                                                            enrol_elsewhere: at_login,
-                                                        },
-                                                    }
-                                                };
-                                                assert_eq!(
-                                                    step, expected,
-                                                    "scope={service_in_scope} exempt={exempt} required={is_required} auth={auth:?} locked={locked} trusted={trusted} at_login={at_login} networks={networks} silent={silent} grace_used={grace_used}"
-                                                );
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        for n in 0..1536 {
+            let c = Case::nth(n);
+            let mut config = Config::default();
+            config.policy.services = vec!["sshd".into()];
+            config.enroll.at_login = c.at_login;
+            config.enroll.grace_logins = 2;
+            config.trusted_devices.enabled = true;
+            if c.networks {
+                config.enroll.at_login_networks = vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
             }
+            let requirement = match (c.exempt, c.required) {
+                (true, _) => not_required(Reason::ExemptUser),
+                (false, true) => required(Reason::UserList),
+                (false, false) => not_required(Reason::NoRule),
+            };
+            let mut state = UserState {
+                grace_logins_used: c.grace_used,
+                authenticator: match c.auth {
+                    0 => None,
+                    a => Some(authenticator(a == 1)),
+                },
+                ..UserState::default()
+            };
+            if c.locked {
+                state.lockout = Lockout {
+                    failures: 0,
+                    locked_until: Some(NOW + 60),
+                    locks: 1,
+                };
+            }
+            if c.trusted {
+                let remote = RemoteHost::parse(host).unwrap();
+                state
+                    .trusted_devices
+                    .add("sshd", &remote, NOW, 30, &mut rng)
+                    .unwrap();
+            }
+            let facts = LoginFacts {
+                service: Some(if c.in_scope { "sshd" } else { "sudo" }),
+                rhost: Some(host),
+                silent: c.silent,
+            };
+            let step = next_step(&config, &requirement, &state, &facts, NOW);
+            assert_eq!(step, c.expected(), "{c:?}");
         }
     }
 

@@ -181,19 +181,17 @@ fn run(
     let config = env.config;
     // The decisions are core's (`login::next_step`); this renders them, asking in stages
     // so that nothing is looked up or read that the answer does not need.
-    if let Some(step) = login::scope_step(config, Some(typed.service)) {
-        return render(ui, typed, env, None, step);
+    if login::scope_step(config, Some(typed.service)).is_some() {
+        return Ok(Decision::NotApplicable(Reason::OutOfScope {
+            service: typed.service.to_string(),
+        }));
     }
     // Break-glass accounts are decided by the name as typed, with no lookup, so they
     // still work when a remote directory is down.
     if config.policy.exempts_name(typed.user) {
-        return render(
-            ui,
-            typed,
-            env,
-            None,
-            Step::Exempt(policy::Reason::ExemptUser),
-        );
+        return Ok(Decision::NotApplicable(Reason::Exempt(
+            policy::Reason::ExemptUser,
+        )));
     }
     // Everything else is keyed by the account's one canonical name, so an alias
     // (ALICE, alice@corp.example) gets neither other rules nor other state.
@@ -208,8 +206,8 @@ fn run(
     let requirement = config.policy.requires(login.user, env.directory)?;
     // Decided before touching the store, so break-glass accounts work on a full or
     // broken disk.
-    if let Some(step) = login::exempt_step(&requirement) {
-        return render(ui, login, env, None, step);
+    if let Some(Step::Exempt(r)) = login::exempt_step(&requirement) {
+        return Ok(Decision::NotApplicable(Reason::Exempt(r)));
     }
     let store = Store::open_owned_by(&config.storage.state_dir, env.store_owner)?;
     let state = store.load(login.user)?;
@@ -219,7 +217,7 @@ fn run(
         silent: login.silent,
     };
     let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
-    render(ui, login, env, Some((&store, &state)), step)
+    render(ui, login, env, (&store, &state), step)
 }
 
 /// Carries out `step`: the prompts and messages it needs, and the state it changes.
@@ -227,7 +225,7 @@ fn render(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    store: Option<(&Store, &UserState)>,
+    (store, state): (&Store, &UserState),
     step: Step,
 ) -> Result<Decision, Stop> {
     let decision = match step {
@@ -243,15 +241,12 @@ fn render(
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
         Step::AskCode { period } => {
-            let (store, _) = store.ok_or_else(no_store)?;
             return ask_for_code(ui, login, env, store, period);
         }
         Step::Enrol => {
-            let (store, state) = store.ok_or_else(no_store)?;
             return enrol::at_login(ui, login, env, store, state);
         }
         Step::Grace { .. } => {
-            let (store, _) = store.ok_or_else(no_store)?;
             return enrol::grace(ui, login, env, store);
         }
         Step::NoGraceLeft { enrol_elsewhere } => {
@@ -259,10 +254,6 @@ fn render(
         }
     };
     Ok(decision)
-}
-
-fn no_store() -> Stop {
-    Stop::Unavailable("internal error: a step that needs the state came without it".into())
 }
 
 /// Whether `answer` is the password the stack already checked (in constant time).
