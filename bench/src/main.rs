@@ -15,14 +15,15 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use std::{env, thread};
 
-use twofactor_core::auth::{CodeResult, verify_code};
+use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::Backend;
 use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
-use twofactor_core::clock::{Clock, ManualClock, SystemClock};
+use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
-use twofactor_testkit::{Accounts, enrol, pam_module_so};
+use twofactor_testkit::{Accounts, enrol, enrol_key, pam_module_so};
 
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 const GA_MODULE: &str = "/lib/x86_64-linux-gnu/security/pam_google_authenticator.so";
@@ -114,16 +115,7 @@ fn setup(user: &str, state_dir: Option<&Path>) -> Setup {
     let key = SecretKey::generate(&mut OsRandom).expect("random");
     let b32 = key.to_base32().to_string();
     let mut rng = OsRandom;
-    enrol(&store, user, &mut rng);
-    // Put our key in place of the random one enrol() chose, through the store.
-    store
-        .update(user, |s| -> Result<(), twofactor_core::store::StoreError> {
-            if let Some(a) = s.authenticator.as_mut() {
-                a.secret = key.clone();
-            }
-            Ok(())
-        })
-        .expect("update");
+    enrol_key(&store, user, key.clone(), &mut rng);
     write(
         &dir.join("config.toml"),
         &format!(
@@ -487,7 +479,7 @@ fn charge_cost() {
     let right = time(&mut |i| {
         let now = start + i * 30;
         let code = key.code_at_step(&p, p.step_at(now)).to_string();
-        let r = verify_code(&store, "bench", &code, &config, &ManualClock::new(now));
+        let r = store.verify("bench", &code, Purpose::Login, &config, now);
         assert!(matches!(r, Ok(CodeResult::Totp)), "{r:?}");
     });
     let mut lenient = config.clone();
@@ -505,7 +497,7 @@ fn charge_cost() {
                 )
                 .expect("reset");
         }
-        let r = verify_code(&store, "bench", "000000", &lenient, &ManualClock::new(now));
+        let r = store.verify("bench", "000000", Purpose::Login, &lenient, now);
         assert!(matches!(r, Ok(CodeResult::Wrong { .. })), "{r:?}");
     });
     println!("Charge before check: {RUNS} runs each, state on /var/tmp");

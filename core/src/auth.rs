@@ -7,15 +7,11 @@
 //! `su` or a setuid exec) therefore refuses the login without looking at the code, and no
 //! lost write can ever leave a wrong guess uncounted while a right one is accepted.
 
-use thiserror::Error;
-
+use crate::backend::BackendError;
 use crate::backup_codes::HashError;
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::random::{Random, RandomError};
-use crate::store::{Held, Store, StoreError, UserState};
+use crate::store::{Held, UserState};
 use crate::totp::{self, TotpCheck};
-use crate::trusted::RemoteHost;
 
 /// What a typed code achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +37,6 @@ impl CodeResult {
     }
 }
 
-/// Checking failed; the login must be refused.
-#[derive(Debug, Error)]
-pub enum AuthError {
-    /// The store refused (corrupt file, full disk, bad permissions...).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Backup-code hashing failed.
-    #[error(transparent)]
-    Hash(#[from] HashError),
-}
-
 /// What a code is checked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -63,86 +48,15 @@ pub enum Purpose {
     Change,
 }
 
-/// Counts one grace login for `user`, under the lock: two logins racing for the last one
-/// must not both get it. Returns the grace logins left after this one, or `None` when
-/// none was left (`allowed` is `enroll.grace_logins`).
-pub fn count_grace_login(
-    store: &Store,
-    user: &str,
-    allowed: u32,
-) -> Result<Option<u32>, StoreError> {
-    store.update(user, |s| -> Result<Option<u32>, StoreError> {
-        if s.grace_logins_used >= allowed {
-            return Ok(None);
-        }
-        s.grace_logins_used += 1;
-        Ok(Some(allowed - s.grace_logins_used))
-    })
-}
-
-/// Trust failed to be recorded.
-#[derive(Debug, Error)]
-pub enum TrustError {
-    /// The store refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// No randomness for the entry's id.
-    #[error(transparent)]
-    Random(#[from] RandomError),
-}
-
-/// Trusts `host` for `user`'s logins through `service` for `days` from `now`. Returns
-/// the entry's id.
-pub fn trust_host(
-    store: &Store,
-    user: &str,
-    service: &str,
-    host: &RemoteHost,
-    days: u32,
-    now: u64,
-    rng: &mut dyn Random,
-) -> Result<String, TrustError> {
-    store.update(user, |s| -> Result<String, TrustError> {
-        Ok(s.trusted_devices.add(service, host, now, days, rng)?)
-    })
-}
-
-/// Checks `input` for `user` at login and records the result (used step, spent backup
-/// code, failure count, lock) before returning. Success is returned only after the new
-/// state is on disk.
-pub fn verify_code(
-    store: &Store,
-    user: &str,
-    input: &str,
-    config: &Config,
-    clock: &dyn Clock,
-) -> Result<CodeResult, AuthError> {
-    verify(store, user, input, config, clock, Purpose::Login)
-}
-
-/// As [`verify_code`], for `purpose`.
-pub fn verify(
-    store: &Store,
-    user: &str,
-    input: &str,
-    config: &Config,
-    clock: &dyn Clock,
-    purpose: Purpose,
-) -> Result<CodeResult, AuthError> {
-    store.hold(user, |held| {
-        charge_then_check(held, input, config, clock.now(), purpose)
-    })
-}
-
 /// The attempt is made durable as a failure first (see the module docs); the code is
 /// looked at only once that write succeeded.
-fn charge_then_check(
+pub(crate) fn charge_then_check(
     held: &mut Held<'_>,
     input: &str,
     config: &Config,
     now: u64,
     purpose: Purpose,
-) -> Result<CodeResult, AuthError> {
+) -> Result<CodeResult, BackendError> {
     let before = held.state.clone();
     if let Some(result) = refuse_unchecked(&before, now, purpose) {
         return Ok(result);
@@ -175,7 +89,7 @@ pub fn apply_code(
     input: &str,
     config: &Config,
     now: u64,
-) -> Result<CodeResult, AuthError> {
+) -> Result<CodeResult, HashError> {
     apply_code_for(state, input, config, now, Purpose::Login)
 }
 
@@ -186,7 +100,7 @@ pub fn apply_code_for(
     config: &Config,
     now: u64,
     purpose: Purpose,
-) -> Result<CodeResult, AuthError> {
+) -> Result<CodeResult, HashError> {
     if let Some(result) = refuse_unchecked(state, now, purpose) {
         return Ok(result);
     }
@@ -227,10 +141,11 @@ pub fn apply_code_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
     use crate::backup_codes::{BackupCodes, NewCodes};
-    use crate::clock::ManualClock;
     use crate::random::SeededRandom;
     use crate::store::Authenticator;
+    use crate::store::{Store, StoreError};
     use crate::testing::CHEAP;
     use crate::totp::{SecretKey, TotpParams};
     use std::fs;
@@ -352,10 +267,11 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let clock = ManualClock::new(NOW);
         let c = Config::default();
         assert_eq!(
-            verify_code(&store, "carol", &code(&key, NOW), &c, &clock).unwrap(),
+            store
+                .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .unwrap(),
             CodeResult::Totp
         );
         assert_eq!(
@@ -368,7 +284,9 @@ mod tests {
             Some(NOW / 30)
         );
         assert_eq!(
-            verify_code(&store, "carol", &code(&key, NOW), &c, &clock).unwrap(),
+            store
+                .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .unwrap(),
             CodeResult::Replayed { locked_for: None }
         );
         assert_eq!(store.load("carol").unwrap().lockout.failures, 1);
@@ -495,20 +413,31 @@ mod tests {
         let before = fs::read(store.dir().join("dan.json")).unwrap();
         // A directory where the temp file goes makes every write fail.
         fs::create_dir(store.dir().join(".dan.tmp")).unwrap();
-        let clock = ManualClock::new(NOW);
         let c = Config::default();
-        assert!(verify_code(&store, "dan", &code(&key, NOW), &c, &clock).is_err());
-        assert!(verify_code(&store, "dan", "000000", &c, &clock).is_err());
+        assert!(
+            store
+                .verify("dan", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .is_err()
+        );
+        assert!(
+            store
+                .verify("dan", "000000", Purpose::Login, &c, NOW)
+                .is_err()
+        );
         assert_eq!(fs::read(store.dir().join("dan.json")).unwrap(), before);
         fs::remove_dir(store.dir().join(".dan.tmp")).unwrap();
         // Charged and checked: a wrong code leaves exactly one failure, a right one none.
         assert_eq!(
-            verify_code(&store, "dan", "000000", &c, &clock).unwrap(),
+            store
+                .verify("dan", "000000", Purpose::Login, &c, NOW)
+                .unwrap(),
             CodeResult::Wrong { locked_for: None }
         );
         assert_eq!(store.load("dan").unwrap().lockout.failures, 1);
         assert_eq!(
-            verify_code(&store, "dan", &code(&key, NOW), &c, &clock).unwrap(),
+            store
+                .verify("dan", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .unwrap(),
             CodeResult::Totp
         );
         assert_eq!(store.load("dan").unwrap().lockout, Default::default());

@@ -110,8 +110,18 @@ pub struct TrustSettings {
 /// `[storage]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageSettings {
-    /// Directory holding one state file per user.
+    /// Where user state lives.
+    pub backend: BackendKind,
+    /// Directory holding one state file per user (the files backend).
     pub state_dir: PathBuf,
+}
+
+/// `storage.backend`: which implementation of [`crate::backend::Backend`] holds user state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// One root-owned file per user under `state_dir`.
+    #[default]
+    Files,
 }
 
 impl Default for Config {
@@ -142,6 +152,7 @@ impl Default for Config {
                 allow_host_names: false,
             },
             storage: StorageSettings {
+                backend: BackendKind::Files,
                 state_dir: PathBuf::from("/var/lib/twofactor"),
             },
         }
@@ -311,6 +322,7 @@ struct RawTrust {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
+    backend: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
 }
 
@@ -549,6 +561,19 @@ impl Raw {
             window: int_in(src, &self.totp.window, "totp.window", 0..=10, 1)?,
         };
 
+        let backend = match &self.storage.backend {
+            None => BackendKind::Files,
+            Some(s) => match s.get_ref().as_str() {
+                "files" => BackendKind::Files,
+                other => {
+                    return Err(src.at(
+                        s.span(),
+                        "storage.backend",
+                        format!("storage.backend must be \"files\", not {other:?}"),
+                    ));
+                }
+            },
+        };
         let state_dir = match &self.storage.state_dir {
             None => defaults.storage.state_dir,
             Some(s) => {
@@ -610,7 +635,7 @@ impl Raw {
                 )?,
                 allow_host_names: self.trusted_devices.allow_host_names.unwrap_or(false),
             },
-            storage: StorageSettings { state_dir },
+            storage: StorageSettings { backend, state_dir },
         })
     }
 }
@@ -742,6 +767,7 @@ mod tests {
                 "storage.state_dir",
                 13,
             ),
+            ("[storage]\nbackend = \"ldap\"\n", "storage.backend", 11),
             ("[enforce]\ngroups = [\"ok\", \"\"]\n", "enforce.groups", 17),
             ("[enforce]\nusers = [\"a/b\"]\n", "enforce.users", 10),
             (

@@ -7,10 +7,11 @@ use crate::backup_codes::{BackupCodes, GenerateError, HashCost, NewCodes};
 use crate::config::Config;
 use crate::qr::{self, QrStyle};
 use crate::random::{Random, RandomError};
-use crate::store::{Authenticator, Store, StoreError, UserState};
+use crate::store::{Authenticator, UserState};
 use crate::totp::{self, SecretKey, TotpCheck, TotpParams};
 
-/// An authenticator being set up: shown to the user, saved only after [`Enrollment::confirm`].
+/// An authenticator being set up: shown to the user, saved by
+/// [`crate::backend::Backend::enrol`] only once a code from it verifies.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
     secret: SecretKey,
@@ -25,21 +26,6 @@ pub enum ConfirmError {
     /// Not valid for the new secret in the window around now.
     #[error("that code does not match the new key; check the phone's clock and try the next code")]
     Wrong,
-}
-
-/// Saving an enrolment failed; nothing was saved.
-#[derive(Debug, Error)]
-pub enum SaveError {
-    /// The user's authenticator changed since the enrolment started (another login or an
-    /// administrator got there first).
-    #[error("the authenticator of {0} was changed meanwhile (another login or an administrator)")]
-    Changed(String),
-    /// The store refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// New backup codes could not be made.
-    #[error(transparent)]
-    Codes(#[from] GenerateError),
 }
 
 /// How a confirmed enrolment is saved.
@@ -205,43 +191,6 @@ impl Enrollment {
             }
             TotpCheck::Replayed { .. } | TotpCheck::Wrong => Err(ConfirmError::Wrong),
         }
-    }
-
-    /// Saves this authenticator for `user` with fresh backup codes, in one locked change:
-    /// after `first_code` verifies (`None`: without a code, for root's provisioning), and
-    /// only if the user's authenticator is still `expected`, the one the enrolment started
-    /// from (`None`: no authenticator). Returns the backup codes to show, or `None` when
-    /// the code did not match (then nothing changed).
-    #[allow(clippy::too_many_arguments)] // each is a separate fact of the one change
-    pub fn save(
-        &self,
-        store: &Store,
-        user: &str,
-        first_code: Option<&str>,
-        expected: Option<&SecretKey>,
-        settings: SaveSettings,
-        now: u64,
-        rng: &mut dyn Random,
-    ) -> Result<Option<NewCodes>, SaveError> {
-        store.update(user, |s| -> Result<Option<NewCodes>, SaveError> {
-            if s.authenticator.as_ref().map(|a| &a.secret) != expected {
-                return Err(SaveError::Changed(user.to_string()));
-            }
-            match first_code {
-                Some(code) => {
-                    if self.confirm(s, code, settings.window, now).is_err() {
-                        return Ok(None);
-                    }
-                }
-                None => self.install(s, now, None),
-            }
-            Ok(Some(new_backup_codes(
-                s,
-                settings.backup_codes,
-                settings.cost,
-                rng,
-            )?))
-        })
     }
 
     /// Installs the authenticator without a code (admin provisioning, imports).

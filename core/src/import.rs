@@ -11,7 +11,6 @@ use crate::backup_codes::{BackupCodes, GenerateError, HashCost};
 use crate::config::Config;
 use crate::enroll::Enrollment;
 use crate::random::Random;
-use crate::store::UserState;
 use crate::totp::{Algorithm, SecretKey, TotpParams};
 
 /// What an import takes over.
@@ -104,39 +103,28 @@ impl GoogleAuthenticatorFile {
 }
 
 impl GoogleAuthenticatorFile {
-    /// Installs the imported authenticator in `state` (replacing any), with its window,
-    /// and its scratch codes as hashed backup codes. Returns the number of backup codes.
-    #[allow(clippy::too_many_arguments)] // each is a distinct input of the takeover
-    pub fn install(
-        &self,
-        state: &mut UserState,
-        config: &Config,
-        user: &str,
-        host: &str,
-        now: u64,
-        cost: HashCost,
-        rng: &mut dyn Random,
-    ) -> Result<usize, GenerateError> {
-        let codes: Vec<&str> = self.scratch_codes.iter().map(|c| c.as_str()).collect();
-        let backup = if codes.is_empty() {
-            None
-        } else {
-            Some(BackupCodes::from_existing(&codes, cost, rng)?)
-        };
-        // google-authenticator only makes 6-digit SHA1 codes.
+    /// The imported authenticator as an enrolment (same secret; google-authenticator only
+    /// makes 6-digit SHA1 codes).
+    pub fn enrollment(&self, config: &Config, user: &str, host: &str) -> Enrollment {
         let params = TotpParams {
             algorithm: Algorithm::Sha1,
             digits: 6,
             period: self.period,
         };
         Enrollment::with_secret(config, self.secret.clone(), params, user, host)
-            .install(state, now, None);
-        if let Some(auth) = state.authenticator.as_mut() {
-            auth.window = Some(self.window);
+    }
+
+    /// The scratch codes, hashed as backup codes (`None` when there are none).
+    pub fn backup_codes(
+        &self,
+        cost: HashCost,
+        rng: &mut dyn Random,
+    ) -> Result<Option<BackupCodes>, GenerateError> {
+        let codes: Vec<&str> = self.scratch_codes.iter().map(|c| c.as_str()).collect();
+        if codes.is_empty() {
+            return Ok(None);
         }
-        let count = backup.as_ref().map_or(0, BackupCodes::remaining);
-        state.backup_codes = backup;
-        Ok(count)
+        Ok(Some(BackupCodes::from_existing(&codes, cost, rng)?))
     }
 }
 
@@ -169,24 +157,32 @@ mod tests {
     }
 
     #[test]
-    fn install_takes_over_secret_window_and_scratch_codes() {
+    fn import_takes_over_secret_window_and_scratch_codes() {
         use crate::auth::{CodeResult, apply_code};
+        use crate::backend::{Backend, Imported};
         let f = GoogleAuthenticatorFile::parse(FILE).unwrap();
-        let mut state = UserState::default();
-        let cheap = crate::testing::CHEAP;
+        let d = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::create(&d.path().join("s"), crate::testing::me()).unwrap();
         let config = Config::default();
-        let n = f
-            .install(
-                &mut state,
-                &config,
-                "u",
-                "h",
-                0,
-                cheap,
+        let enrollment = f.enrollment(&config, "u", "h");
+        let codes = f
+            .backup_codes(
+                crate::testing::CHEAP,
                 &mut crate::random::SeededRandom::new(1),
             )
             .unwrap();
-        assert_eq!(n, 2);
+        let imported = |backup_codes| Imported {
+            enrollment: &enrollment,
+            window: f.window,
+            backup_codes,
+        };
+        assert_eq!(store.import("u", imported(codes), 0).unwrap(), Some(2));
+        assert_eq!(
+            store.import("u", imported(None), 0).unwrap(),
+            None,
+            "already enrolled"
+        );
+        let mut state = store.load("u").unwrap();
         let now = 1_700_000_000;
         // A code 8 steps old is inside the imported window of 17.
         let old = f.secret.code_at_step(&TotpParams::default(), now / 30 - 8);

@@ -1,13 +1,15 @@
 //! twofactor-core: every decision twofactor makes, shared by the PAM module and the CLI.
 //!
 //! The module and the CLI are thin adapters: they read the [`config::Config`], ask the
-//! [`policy::Policy`] whether a user must use a second factor, and change user state only
-//! through [`store::Store::update`], so a login and the command line always agree.
+//! [`policy::Policy`] whether a user must use a second factor, ask
+//! [`login::next_step`] what happens next, and read or change user state only through
+//! the [`backend::Backend`] trait, so a login and the command line always agree.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod auth;
+pub mod backend;
 pub mod backup_codes;
 pub mod clock;
 pub mod config;

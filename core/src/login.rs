@@ -9,9 +9,9 @@
 
 use std::fmt;
 
+use crate::backend::UserFacts;
 use crate::config::Config;
 use crate::policy::{Reason, Requirement};
-use crate::store::UserState;
 use crate::trusted::RemoteHost;
 
 /// What a login looks like from the outside.
@@ -124,7 +124,7 @@ pub fn exempt_step(requirement: &Requirement) -> Option<Step> {
 pub fn next_step(
     config: &Config,
     requirement: &Requirement,
-    state: &UserState,
+    state: &UserFacts,
     login: &LoginFacts<'_>,
     now: u64,
 ) -> Step {
@@ -157,7 +157,7 @@ pub fn next_step(
 }
 
 /// A required user with no (enabled) authenticator.
-fn not_enrolled(config: &Config, state: &UserState, login: &LoginFacts<'_>) -> Step {
+fn not_enrolled(config: &Config, state: &UserFacts, login: &LoginFacts<'_>) -> Step {
     // Enrolment shows a QR code, so it needs messages: not under PAM_SILENT.
     if !login.silent && config.enroll.at_login_allowed_from(login.rhost) {
         return Step::Enrol;
@@ -180,6 +180,7 @@ mod tests {
     use crate::net::Cidr;
     use crate::random::SeededRandom;
     use crate::store::Authenticator;
+    use crate::store::UserState;
     use crate::totp::{SecretKey, TotpParams};
 
     const NOW: u64 = 1_750_000_000;
@@ -323,7 +324,7 @@ mod tests {
                 rhost: Some(host),
                 silent: c.silent,
             };
-            let step = next_step(&config, &requirement, &state, &facts, NOW);
+            let step = next_step(&config, &requirement, &(&state).into(), &facts, NOW);
             assert_eq!(step, c.expected(), "{c:?}");
         }
     }
@@ -333,7 +334,7 @@ mod tests {
         let mut config = Config::default();
         config.enroll.at_login_networks = vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
         let req = required(Reason::AllUsers);
-        let state = UserState::default();
+        let state = UserFacts::default();
         let from = |rhost| LoginFacts {
             service: Some("sshd"),
             rhost,

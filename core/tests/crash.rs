@@ -1,6 +1,7 @@
-//! `kill -9` in the middle of state updates never leaves an unparseable or partial file:
-//! a writer process is killed at random moments while it rewrites one user's state as
-//! fast as it can, and every time the file still parses and never goes backwards.
+//! `kill -9` in the middle of state changes never leaves an unparseable or partial state:
+//! a writer process is killed at random moments while it changes one user's state
+//! through the backend as fast as it can, and every time the state still reads and
+//! never goes backwards.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -9,8 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use std::{env, thread};
 
+use twofactor_core::backend::Backend;
 use twofactor_core::random::{OsRandom, Random};
-use twofactor_core::store::{Store, StoreError};
+use twofactor_core::store::Store;
 use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::me;
 
@@ -41,16 +43,19 @@ fn kill_9_mid_update_leaves_old_or_new_state() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let s = store
-            .load("victim")
+            .facts("victim")
             .unwrap_or_else(|e| panic!("round {round}: state unreadable after kill -9: {e}"));
         assert!(
             s.grace_logins_used >= last,
             "round {round}: state went backwards"
         );
-        assert_eq!(
-            s.trusted_devices.0.len() as u32,
-            s.grace_logins_used.min(32),
-            "round {round}: a partial update"
+        // Each round of the writer is a grace login, then a trust: killed between the
+        // two, the trust is one behind, never anything else.
+        let trusted = s.trusted_devices.0.len() as u32;
+        let n = s.grace_logins_used;
+        assert!(
+            trusted == n.min(32) || trusted == n.saturating_sub(1).min(32),
+            "round {round}: {trusted} trusted hosts after {n} grace logins"
         );
         total_updates += s.grace_logins_used - last;
         last = s.grace_logins_used;
@@ -69,17 +74,15 @@ fn crash_writer() {
     let store = Store::open_owned_by(&dir, me()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
+        let left = store
+            .count_grace_login("victim", u32::MAX)
+            .unwrap()
+            .unwrap();
+        let n = u32::MAX - left;
+        let host =
+            RemoteHost::parse(&format!("10.{}.{}.{}", n / 62_500, n / 250 % 250, n % 250)).unwrap();
         store
-            .update("victim", |s| -> Result<(), StoreError> {
-                // Two fields change together: a torn write would show them disagreeing.
-                s.grace_logins_used += 1;
-                let n = s.grace_logins_used;
-                let host = RemoteHost::parse(&format!("10.0.{}.{}", n / 250, n % 250)).unwrap();
-                s.trusted_devices
-                    .add("sshd", &host, 1, 30, &mut OsRandom)
-                    .unwrap();
-                Ok(())
-            })
+            .trust_host("victim", "sshd", &host, 30, 1, &mut OsRandom)
             .unwrap();
     }
 }

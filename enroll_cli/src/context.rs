@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{User, getuid};
 use twofactor_core::audit::{Event, Outcome, Reason};
-use twofactor_core::auth::{self, AuthError, CodeResult, Purpose};
-use twofactor_core::clock::SystemClock;
+use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
+use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
 use twofactor_core::policy::{Directory, Nss, Requirement};
-use twofactor_core::store::{Store, StoreError, UserState};
+use twofactor_core::store::{Store, StoreError};
 
 use crate::cli::Cli;
 use crate::{prompt, sys};
@@ -45,7 +46,7 @@ from_display!(
     twofactor_core::store::FileError,
     twofactor_core::config::ConfigError,
     twofactor_core::policy::LookupError,
-    AuthError,
+    BackendError,
     twofactor_core::random::RandomError,
     twofactor_core::backup_codes::GenerateError,
     std::io::Error,
@@ -130,7 +131,13 @@ impl Ctx {
         })
     }
 
-    /// The store.
+    /// Where user state lives, as the config says: every read and change of a user's
+    /// state goes through it.
+    pub fn backend(&self) -> Result<Box<dyn Backend>, Error> {
+        Ok(backend::open(&self.config, 0)?)
+    }
+
+    /// The file store itself, for the maintenance only files need (`tidy`).
     pub fn store(&self) -> Result<Store, Error> {
         Ok(Store::open(&self.config.storage.state_dir)?)
     }
@@ -184,7 +191,12 @@ impl Ctx {
     /// Confirms the caller before a change: their password through PAM and, when the
     /// change touches an existing authenticator (enabled or temporarily disabled), a
     /// current code or backup code. Root skips both.
-    pub fn confirm(&self, store: &Store, state: &UserState, needs_code: bool) -> Result<(), Error> {
+    pub fn confirm(
+        &self,
+        backend: &dyn Backend,
+        state: &UserFacts,
+        needs_code: bool,
+    ) -> Result<(), Error> {
         if self.caller.is_root() {
             return Ok(());
         }
@@ -195,13 +207,12 @@ impl Ctx {
         }
         let code = prompt::read_hidden("Current authentication code (or a backup code): ")?
             .ok_or("no code entered; nothing was changed")?;
-        let result = auth::verify(
-            store,
+        let result = backend.verify(
             &self.caller.name,
             &code,
-            &self.config,
-            &SystemClock,
             Purpose::Change,
+            &self.config,
+            SystemClock.now(),
         )?;
         match result {
             CodeResult::Totp | CodeResult::BackupCode { .. } => Ok(()),

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use nix::unistd::{Group, User};
 use serde_json::json;
+use twofactor_core::backend::Backend;
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::doctor::{
@@ -509,7 +510,7 @@ fn check_policy(c: &Config, store: Option<&Store>, findings: &mut Vec<Finding>) 
         .into_iter()
         .filter(|u| User::from_name(u).ok().flatten().is_some())
         .filter(|u| {
-            let (Ok(req), Ok(state)) = (p.requires(u, &Nss), store.load(u)) else {
+            let (Ok(req), Ok(state)) = (p.requires(u, &Nss), Backend::facts(store, u)) else {
                 return false;
             };
             login::next_step(c, &req, &state, &facts, now)

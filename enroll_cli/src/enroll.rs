@@ -1,12 +1,12 @@
 //! `twofactor enroll`: a new authenticator, saved only once a code from it verifies.
 
 use serde_json::json;
+use twofactor_core::backend::{AuthenticatorId, Backend, BackendError};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
-use twofactor_core::enroll::{Enrollment, SaveError, SaveSettings, host_name};
+use twofactor_core::enroll::{Enrollment, SaveSettings, host_name};
 use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
-use twofactor_core::totp::SecretKey;
 use zeroize::Zeroizing;
 
 use crate::cli::EnrollArgs;
@@ -21,8 +21,8 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     if args.no_verify {
         ctx.require_root("--no-verify")?;
     }
-    let store = ctx.store()?;
-    let state = store.load(&user)?;
+    let backend = ctx.backend()?;
+    let state = backend.facts(&user)?;
     match (state.is_enrolled(), args.replace) {
         (true, false) => {
             return Err(Error(format!(
@@ -37,10 +37,10 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         }
         _ => {}
     }
-    ctx.confirm(&store, &state, args.replace)?;
+    ctx.confirm(&*backend, &state, args.replace)?;
     // What the change was confirmed against: saving re-checks it under the lock, so an
     // authenticator set up meanwhile (another login, an admin) is never overwritten.
-    let expected = state.authenticator.as_ref().map(|a| a.secret.clone());
+    let expected = state.authenticator_id();
 
     let enrollment = Enrollment::new(&ctx.config, &user, &host_name(), &mut OsRandom)?;
     let uri = enrollment.otpauth_uri();
@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         cost: HashCost::DEFAULT,
     };
     let codes = if args.no_verify {
-        save(&enrollment, ctx, &user, None, expected.as_ref(), settings)?
+        save(&enrollment, &*backend, &user, None, expected, settings)?
             .ok_or_else(|| Error("internal error: provisioning needs no code".into()))?
     } else {
         // With --json the conversation goes to stderr so stdout stays one JSON document.
@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         } else {
             println!("{text}")
         }
-        confirm_code(ctx, &enrollment, &user, expected.as_ref(), settings)?
+        confirm_code(&*backend, &enrollment, &user, expected, settings)?
     };
     ctx.audit(
         &user,
@@ -126,16 +126,15 @@ fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
 /// Saves the enrolment through core, with the command's wording for a lost race.
 fn save(
     e: &Enrollment,
-    ctx: &Ctx,
+    backend: &dyn Backend,
     user: &str,
     code: Option<&str>,
-    expected: Option<&SecretKey>,
+    expected: Option<&AuthenticatorId>,
     settings: SaveSettings,
 ) -> Result<Option<Vec<Zeroizing<String>>>, Error> {
-    let store = ctx.store()?;
-    match e.save(
-        &store,
+    match backend.enrol(
         user,
+        e,
         code,
         expected,
         settings,
@@ -143,7 +142,7 @@ fn save(
         &mut OsRandom,
     ) {
         Ok(codes) => Ok(codes.map(|c| c.0)),
-        Err(SaveError::Changed(_)) => Err(Error(format!(
+        Err(BackendError::Changed(_)) => Err(Error(format!(
             "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"
         ))),
         Err(e) => Err(Error(e.to_string())),
@@ -153,10 +152,10 @@ fn save(
 /// Asks for the first code and saves the authenticator (and fresh backup codes) only
 /// when it verifies; until then any old authenticator stays in force.
 fn confirm_code(
-    ctx: &Ctx,
+    backend: &dyn Backend,
     e: &Enrollment,
     user: &str,
-    expected: Option<&SecretKey>,
+    expected: Option<&AuthenticatorId>,
     settings: SaveSettings,
 ) -> Result<Vec<Zeroizing<String>>, Error> {
     for attempt in 1..=TRIES {
@@ -166,7 +165,7 @@ fn confirm_code(
                     .into(),
             );
         };
-        match save(e, ctx, user, Some(&code), expected, settings)? {
+        match save(e, backend, user, Some(&code), expected, settings)? {
             Some(codes) => return Ok(codes),
             None if attempt < TRIES => {
                 eprintln!(

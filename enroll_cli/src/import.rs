@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, User, unlinkat};
+use twofactor_core::backend::Imported;
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::host_name;
@@ -171,15 +172,16 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
     let (parent, text) = read_file(path, account.uid.as_raw())?;
     let parsed = GoogleAuthenticatorFile::parse(&text)
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
-    let store = ctx.store()?;
-    let now = SystemClock.now();
-    let host = host_name();
-    let codes = store.update(user, |s| -> Result<usize, Error> {
-        if s.is_enrolled() {
-            return Err(Error(format!("{user} already has a twofactor authenticator; run 'twofactor reset {user}' first to replace it")));
-        }
-        Ok(parsed.install(s, &ctx.config, user, &host, now, HashCost::DEFAULT, &mut OsRandom)?)
-    })?;
+    let backend = ctx.backend()?;
+    let enrollment = parsed.enrollment(&ctx.config, user, &host_name());
+    let imported = Imported {
+        enrollment: &enrollment,
+        window: parsed.window,
+        backup_codes: parsed.backup_codes(HashCost::DEFAULT, &mut OsRandom)?,
+    };
+    let codes = backend
+        .import(user, imported, SystemClock.now())?
+        .ok_or_else(|| Error(format!("{user} already has a twofactor authenticator; run 'twofactor reset {user}' first to replace it")))?;
     ctx.audit(user, "import google-authenticator");
     if keep {
         println!(

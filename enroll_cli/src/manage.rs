@@ -1,9 +1,11 @@
 //! Changes to an existing enrolment: backup codes, disable/enable, reset, unlock, trust.
 
 use serde_json::json;
+use twofactor_core::backend::Revoke;
+use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::policy::{Directory, Nss};
-use twofactor_core::store::UserState;
+use twofactor_core::random::OsRandom;
 use twofactor_core::text::printable;
 
 use crate::context::{Ctx, Error, print_json};
@@ -17,8 +19,8 @@ fn no_authenticator(user: &str) -> Error {
 
 pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let store = ctx.store()?;
-    let state = store.load(&user)?;
+    let backend = ctx.backend()?;
+    let state = backend.facts(&user)?;
     if !state.is_enrolled() {
         return Err(no_authenticator(&user));
     }
@@ -26,19 +28,11 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     if count == 0 {
         return Err("backup codes are turned off in the config (backup_codes.count = 0)".into());
     }
-    ctx.confirm(&store, &state, true)?;
-    let codes = store.update(&user, |s| -> Result<_, Error> {
-        if !s.is_enrolled() {
-            return Err(no_authenticator(&user));
-        }
-        let shown = twofactor_core::enroll::new_backup_codes(
-            s,
-            count,
-            twofactor_core::backup_codes::HashCost::DEFAULT,
-            &mut twofactor_core::random::OsRandom,
-        )?;
-        Ok(shown.0)
-    })?;
+    ctx.confirm(&*backend, &state, true)?;
+    let codes = backend
+        .new_backup_codes(&user, count, HashCost::DEFAULT, &mut OsRandom)?
+        .ok_or_else(|| no_authenticator(&user))?
+        .0;
     ctx.audit(&user, "new backup codes");
     if ctx.json {
         return print_json(&json!({
@@ -53,8 +47,8 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
 
 pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let store = ctx.store()?;
-    let state = store.load(&user)?;
+    let backend = ctx.backend()?;
+    let state = backend.facts(&user)?;
     if !state.is_enrolled() {
         return Err(no_authenticator(&user));
     }
@@ -67,17 +61,15 @@ pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error>
             )));
         }
     }
-    ctx.confirm(&store, &state, true)?;
-    store.update(&user, |s| -> Result<(), Error> {
-        if remove {
-            s.authenticator = None;
-            s.backup_codes = None;
-            s.trusted_devices.revoke_all();
-        } else if let Some(a) = s.authenticator.as_mut() {
-            a.enabled = false;
-        }
-        Ok(())
-    })?;
+    ctx.confirm(&*backend, &state, true)?;
+    let had = if remove {
+        backend.remove_authenticator(&user)?
+    } else {
+        backend.set_enabled(&user, false)?
+    };
+    if !had {
+        return Err(no_authenticator(&user));
+    }
     if remove {
         ctx.audit(&user, "remove authenticator");
         println!(
@@ -94,8 +86,8 @@ pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error>
 
 pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let store = ctx.store()?;
-    let state = store.load(&user)?;
+    let backend = ctx.backend()?;
+    let state = backend.facts(&user)?;
     match &state.authenticator {
         None => return Err(no_authenticator(&user)),
         Some(a) if a.enabled => {
@@ -105,13 +97,10 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         Some(_) => {}
     }
     // Turning an authenticator back on touches it, so it takes a code from it.
-    ctx.confirm(&store, &state, true)?;
-    store.update(&user, |s| -> Result<(), Error> {
-        if let Some(a) = s.authenticator.as_mut() {
-            a.enabled = true;
-        }
-        Ok(())
-    })?;
+    ctx.confirm(&*backend, &state, true)?;
+    if !backend.set_enabled(&user, true)? {
+        return Err(no_authenticator(&user));
+    }
     ctx.audit(&user, "enable");
     println!("Two-factor authentication is on again for {user}.");
     Ok(())
@@ -120,11 +109,7 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
 pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("reset")?;
     let user = ctx.target_or_leftover(user)?;
-    let store = ctx.store()?;
-    store.update(&user, |s| -> Result<(), Error> {
-        *s = UserState::default();
-        Ok(())
-    })?;
+    ctx.backend()?.reset(&user)?;
     ctx.audit(&user, "reset");
     let Ok(req) = ctx.requirement(&user) else {
         println!("Reset {user}: the state left by this name is removed (no account has it).");
@@ -151,13 +136,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("unlock")?;
     let user = ctx.target_or_leftover(user)?;
-    let store = ctx.store()?;
-    let now = SystemClock.now();
-    let was = store.update(&user, |s| -> Result<Option<u64>, Error> {
-        let was = s.lockout.locked_for(now);
-        s.lockout.unlock();
-        Ok(was)
-    })?;
+    let was = ctx.backend()?.unlock(&user, SystemClock.now())?;
     ctx.audit(&user, "unlock");
     match was {
         Some(secs) => println!("Unlocked {user} ({secs} seconds of lock were left)."),
@@ -168,7 +147,7 @@ pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
 
 pub fn trust_list(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let state = ctx.store()?.load(&user)?;
+    let state = ctx.backend()?.facts(&user)?;
     let now = SystemClock.now();
     let active: Vec<_> = state.trusted_devices.active(now).collect();
     if ctx.json {
@@ -213,22 +192,21 @@ pub fn trust_revoke(
     all: bool,
 ) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let store = ctx.store()?;
-    let state = store.load(&user)?;
-    ctx.confirm(&store, &state, false)?;
-    let removed = store.update(&user, |s| -> Result<usize, Error> {
-        if all {
-            return Ok(s.trusted_devices.revoke_all());
-        }
-        let id = id.unwrap_or_default();
-        if s.trusted_devices.revoke(id) {
-            Ok(1)
-        } else {
-            Err(Error(format!(
-                "no trusted host with ID {id:?}; see 'twofactor trust list'"
-            )))
-        }
-    })?;
+    let backend = ctx.backend()?;
+    let state = backend.facts(&user)?;
+    ctx.confirm(&*backend, &state, false)?;
+    let which = match id {
+        Some(id) if !all => Revoke::One(id),
+        _ => Revoke::All,
+    };
+    let removed = backend.revoke_trust(&user, which)?;
+    if let Revoke::One(id) = which
+        && removed == 0
+    {
+        return Err(Error(format!(
+            "no trusted host with ID {id:?}; see 'twofactor trust list'"
+        )));
+    }
     ctx.audit(&user, "revoke trusted hosts");
     println!(
         "Revoked {removed} trusted host{} of {user}.",

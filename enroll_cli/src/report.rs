@@ -5,12 +5,12 @@ use std::path::Path;
 
 use nix::unistd::Group;
 use serde_json::{Value, json};
+use twofactor_core::backend::{Backend, UserFacts};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::last_good;
 use twofactor_core::login::{self, LoginFacts};
 use twofactor_core::policy::Requirement;
-use twofactor_core::store::UserState;
 use twofactor_core::text::printable;
 
 use crate::cli::Cli;
@@ -22,7 +22,7 @@ use crate::sys;
 const FEW_CODES: usize = 3;
 
 /// Grace logins a required user without an authenticator has left.
-fn grace_left(config: &Config, req: &Requirement, state: &UserState) -> Option<u32> {
+fn grace_left(config: &Config, req: &Requirement, state: &UserFacts) -> Option<u32> {
     (req.required && !state.is_enrolled()).then(|| {
         config
             .enroll
@@ -35,7 +35,7 @@ fn status_json(
     config: &Config,
     user: &str,
     req: &Requirement,
-    state: &UserState,
+    state: &UserFacts,
     now: u64,
 ) -> Value {
     let locked = state.lockout.locked_for(now);
@@ -46,7 +46,7 @@ fn status_json(
         "required_by": if req.required { Value::from(req.reason.to_string()) } else { Value::Null },
         "enrolled": state.is_enrolled(),
         "enabled": state.authenticator.as_ref().is_some_and(|a| a.enabled),
-        "backup_codes_left": state.backup_codes_left(),
+        "backup_codes_left": state.backup_codes_left,
         "locked": locked.is_some(),
         "locked_seconds": locked.unwrap_or(0),
         "trusted_devices": state.trusted_devices.active(now).count(),
@@ -56,9 +56,9 @@ fn status_json(
 /// Everyone `status --all` looks at: users with state, users a rule names, members of
 /// required groups (primary or supplementary), and with `all_users` every account the
 /// name service lists.
-fn everyone(ctx: &Ctx, store: &twofactor_core::store::Store) -> Result<Vec<String>, Error> {
+fn everyone(ctx: &Ctx, backend: &dyn Backend) -> Result<Vec<String>, Error> {
     let p = &ctx.config.policy;
-    let mut users = store.users()?;
+    let mut users = backend.users()?;
     users.extend(p.users.iter().cloned());
     let listed = if p.all_users || !p.groups.is_empty() {
         sys::list_accounts()
@@ -90,16 +90,16 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
-    let store = ctx.store()?;
+    let backend = ctx.backend()?;
     let now = SystemClock.now();
     if all {
         ctx.require_root("status --all")?;
         let mut rows = Vec::new();
-        for u in &everyone(ctx, &store)? {
-            let state = store.load(u)?;
+        for u in &everyone(ctx, &*backend)? {
+            let state = backend.facts(u)?;
             let row = match ctx.requirement(u) {
                 // Users with no state whom no rule requires are not worth a row.
-                Ok(req) if !req.required && state == UserState::default() => continue,
+                Ok(req) if !req.required && state == UserFacts::default() => continue,
                 Ok(req) => status_json(&ctx.config, u, &req, &state, now),
                 Err(e) => {
                     // An account NSS cannot resolve: say so rather than guess.
@@ -173,7 +173,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
         return Ok(());
     }
     let user = ctx.target(user)?;
-    let state = store.load(&user)?;
+    let state = backend.facts(&user)?;
     let req = ctx.requirement(&user)?;
     let j = status_json(&ctx.config, &user, &req, &state, now);
     if ctx.json {
@@ -200,7 +200,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             }
         ),
     }
-    println!("Backup codes:   {} left", state.backup_codes_left());
+    println!("Backup codes:   {} left", state.backup_codes_left);
     if let Some(left) = grace_left(&ctx.config, &req, &state) {
         println!(
             "Grace logins:   {left} of {} left",
@@ -221,11 +221,11 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             "\nTwo-factor authentication is required but not set up. Run 'twofactor enroll'{}.",
             if own { "" } else { " as that user" }
         );
-    } else if state.is_enrolled() && state.backup_codes_left() <= FEW_CODES {
+    } else if state.is_enrolled() && state.backup_codes_left <= FEW_CODES {
         println!(
             "\nYou have {} unused backup code{}. Run 'twofactor backup-codes' to make new ones.",
-            state.backup_codes_left(),
-            if state.backup_codes_left() == 1 {
+            state.backup_codes_left,
+            if state.backup_codes_left == 1 {
                 ""
             } else {
                 "s"
@@ -242,7 +242,7 @@ pub fn explain(
     from: Option<&str>,
 ) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let state = ctx.store()?.load(&user)?;
+    let state = ctx.backend()?.facts(&user)?;
     let p = &ctx.config.policy;
     let in_scope = service.is_none_or(|s| p.applies_to_service(s));
     let elsewhere = ctx.requirement(&user)?;
@@ -356,7 +356,7 @@ pub fn explain(
                 .map_or("never".to_string(), |s| format_utc(s * a.params.period)),
         ),
     }
-    println!("Backup codes:  {} left", state.backup_codes_left());
+    println!("Backup codes:  {} left", state.backup_codes_left);
     match state.lockout.locked_for(now) {
         Some(s) => {
             println!("Lock:          locked for {s} more seconds ('twofactor unlock {user}')")

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
 
+pub mod conformance;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -14,9 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use std::time::{Duration, Instant};
-use twofactor_core::backup_codes::{BackupCodes, HashCost, NewCodes};
+use twofactor_core::backend::Backend;
+use twofactor_core::backup_codes::{HashCost, NewCodes};
+use twofactor_core::config::Config;
+use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::Random;
-use twofactor_core::store::{Authenticator, Store, StoreError};
+use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
 
 /// Runs a command and fails the test with its stderr if it fails.
@@ -316,27 +321,33 @@ pub const CHEAP_HASH: HashCost = HashCost {
     p: 1,
 };
 
-/// Enrols `user` straight into `store` with default TOTP parameters and three backup
-/// codes; returns the key and the plaintext codes.
-pub fn enrol(store: &Store, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
+/// Enrols `user` through the backend, without a code (as root's provisioning does), with
+/// default TOTP parameters and three backup codes; returns the key and the plaintext codes.
+pub fn enrol(backend: &dyn Backend, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
     let key = SecretKey::generate(rng).unwrap();
-    let (codes, NewCodes(plain)) = BackupCodes::generate(3, CHEAP_HASH, rng).unwrap();
-    let secret = key.clone();
-    store
-        .update(user, |s| -> Result<(), StoreError> {
-            s.authenticator = Some(Authenticator {
-                secret,
-                params: TotpParams::default(),
-                enabled: true,
-                enrolled_at: 0,
-                last_step: None,
-                window: None,
-            });
-            s.backup_codes = Some(codes);
-            Ok(())
-        })
+    let codes = enrol_key(backend, user, key.clone(), rng);
+    (key, codes)
+}
+
+/// As [`enrol`], with a given key; returns the plaintext backup codes.
+pub fn enrol_key(
+    backend: &dyn Backend,
+    user: &str,
+    key: SecretKey,
+    rng: &mut dyn Random,
+) -> Vec<String> {
+    let config = Config::default();
+    let enrollment = Enrollment::with_secret(&config, key, TotpParams::default(), user, "test");
+    let settings = SaveSettings {
+        window: config.totp.window,
+        backup_codes: 3,
+        cost: CHEAP_HASH,
+    };
+    let NewCodes(plain) = backend
+        .enrol(user, &enrollment, None, None, settings, 0, rng)
+        .unwrap()
         .unwrap();
-    (key, plain.iter().map(|c| c.to_string()).collect())
+    plain.iter().map(|c| c.to_string()).collect()
 }
 
 /// A private twofactor installation for one test: a root-owned 0700 state directory,

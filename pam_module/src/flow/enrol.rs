@@ -2,9 +2,8 @@
 //! or a refusal that says what to do.
 
 use twofactor_core::audit::Reason;
-use twofactor_core::auth;
+use twofactor_core::backend::{Backend, UserFacts};
 use twofactor_core::enroll::{Enrollment, SaveSettings};
-use twofactor_core::store::{Store, UserState};
 
 use super::messages::{self, ENROLL_PROMPT, backup_codes_text, enrollment_text};
 use super::{Env, Login, MAX_TRIES, Stop, Ui, is_the_password, refuse_password};
@@ -15,13 +14,13 @@ pub(super) fn at_login(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    store: &Store,
-    state: &UserState,
+    backend: &dyn Backend,
+    state: &UserFacts,
 ) -> Result<Decision, Stop> {
     let config = env.config;
     let enrollment = Enrollment::new(config, login.user, &env.host, &mut *env.rng)?;
     // Saved only over the authenticator this login routed on (none, or a disabled one).
-    let expected = state.authenticator.as_ref().map(|a| a.secret.clone());
+    let expected = state.authenticator_id();
     ui.info(&enrollment_text(config, &enrollment))?;
     for _ in 0..MAX_TRIES {
         let Some(code) = ui.conv.ask_hidden(ENROLL_PROMPT)? else {
@@ -35,11 +34,11 @@ pub(super) fn at_login(
             backup_codes: config.backup_codes.count,
             cost: env.hash_cost,
         };
-        let saved = enrollment.save(
-            store,
+        let saved = backend.enrol(
             login.user,
+            &enrollment,
             Some(&code),
-            expected.as_ref(),
+            expected,
             settings,
             env.clock.now(),
             &mut *env.rng,
@@ -65,10 +64,10 @@ pub(super) fn grace(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    store: &Store,
+    backend: &dyn Backend,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    let Some(left) = auth::count_grace_login(store, login.user, config.enroll.grace_logins)? else {
+    let Some(left) = backend.count_grace_login(login.user, config.enroll.grace_logins)? else {
         return refuse_unenrolled(ui, config.enroll.at_login);
     };
     ui.info(&messages::grace(left))?;

@@ -2,15 +2,14 @@
 //! [`Conversation`], so every prompt and message is unit-tested without libpam.
 
 use twofactor_core::audit::Reason;
-use twofactor_core::auth::{self, AuthError, CodeResult, TrustError};
+use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
-use twofactor_core::enroll::SaveError;
 use twofactor_core::login::{self, LoginFacts, Step};
 use twofactor_core::policy::{self, Directory, LookupError};
 use twofactor_core::random::{Random, RandomError};
-use twofactor_core::store::{Store, StoreError, UserState};
 use twofactor_core::trusted::RemoteHost;
 
 use subtle::ConstantTimeEq;
@@ -123,14 +122,7 @@ macro_rules! unavailable_from {
         }
     )*};
 }
-unavailable_from!(
-    StoreError,
-    LookupError,
-    AuthError,
-    TrustError,
-    SaveError,
-    RandomError
-);
+unavailable_from!(BackendError, LookupError, RandomError);
 
 impl From<Stop> for Decision {
     fn from(s: Stop) -> Self {
@@ -209,15 +201,15 @@ fn run(
     if let Some(Step::Exempt(r)) = login::exempt_step(&requirement) {
         return Ok(Decision::NotApplicable(Reason::Exempt(r)));
     }
-    let store = Store::open_owned_by(&config.storage.state_dir, env.store_owner)?;
-    let state = store.load(login.user)?;
+    let backend = backend::open(config, env.store_owner)?;
+    let state = backend.facts(login.user)?;
     let facts = LoginFacts {
         service: Some(login.service),
         rhost: login.rhost,
         silent: login.silent,
     };
     let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
-    render(ui, login, env, (&store, &state), step)
+    render(ui, login, env, (&*backend, &state), step)
 }
 
 /// Carries out `step`: the prompts and messages it needs, and the state it changes.
@@ -225,7 +217,7 @@ fn render(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    (store, state): (&Store, &UserState),
+    (backend, state): (&dyn Backend, &UserFacts),
     step: Step,
 ) -> Result<Decision, Stop> {
     let decision = match step {
@@ -241,13 +233,13 @@ fn render(
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
         Step::AskCode { period } => {
-            return ask_for_code(ui, login, env, store, period);
+            return ask_for_code(ui, login, env, backend, period);
         }
         Step::Enrol => {
-            return enrol::at_login(ui, login, env, store, state);
+            return enrol::at_login(ui, login, env, backend, state);
         }
         Step::Grace { .. } => {
-            return enrol::grace(ui, login, env, store);
+            return enrol::grace(ui, login, env, backend);
         }
         Step::NoGraceLeft { enrol_elsewhere } => {
             return enrol::refuse_unenrolled(ui, enrol_elsewhere);
@@ -275,7 +267,7 @@ fn ask_for_code(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    store: &Store,
+    backend: &dyn Backend,
     period: u64,
 ) -> Result<Decision, Stop> {
     let config = env.config;
@@ -292,15 +284,15 @@ fn ask_for_code(
         if is_the_password(login, &code) {
             return refuse_password(ui);
         }
-        let result = auth::verify_code(store, login.user, &code, config, env.clock)?;
+        let result = backend.verify(login.user, &code, Purpose::Login, config, env.clock.now())?;
         match result {
             CodeResult::Totp => {
-                offer_trust(ui, login, env, store)?;
+                offer_trust(ui, login, env, backend)?;
                 return Ok(Decision::Allow(Reason::Totp));
             }
             CodeResult::BackupCode { left } => {
                 ui.info(&messages::backup_code_accepted(left))?;
-                offer_trust(ui, login, env, store)?;
+                offer_trust(ui, login, env, backend)?;
                 return Ok(Decision::Allow(Reason::BackupCode { left }));
             }
             CodeResult::Wrong { locked_for } | CodeResult::Replayed { locked_for } => {
@@ -344,7 +336,7 @@ fn offer_trust(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
     env: &mut Env<'_>,
-    store: &Store,
+    backend: &dyn Backend,
 ) -> Result<(), Stop> {
     let settings = env.config.trusted_devices;
     let Some(host) = login
@@ -360,8 +352,7 @@ fn offer_trust(
     if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         return Ok(());
     }
-    auth::trust_host(
-        store,
+    backend.trust_host(
         login.user,
         login.service,
         &host,

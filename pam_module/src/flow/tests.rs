@@ -9,6 +9,7 @@ use twofactor_core::clock::ManualClock;
 use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy::LookupError;
 use twofactor_core::random::SeededRandom;
+use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::me;
 
@@ -636,12 +637,7 @@ fn disabled_authenticator_is_ignored_unless_required() {
     w.enrol("bob");
     w.enrol("admin");
     for user in ["bob", "admin"] {
-        w.store()
-            .update(user, |s| -> Result<(), StoreError> {
-                s.authenticator.as_mut().unwrap().enabled = false;
-                Ok(())
-            })
-            .unwrap();
+        assert!(w.store().set_enabled(user, false).unwrap());
     }
     assert_eq!(
         w.login("bob", None, false, vec![]),

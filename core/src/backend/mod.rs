@@ -1,0 +1,283 @@
+//! The storage backend boundary: every read and change of user state that a login or an
+//! admin command makes, shaped by what they need rather than by "load the secret".
+//!
+//! A code goes in and an outcome comes out ([`Backend::verify`]); a secret goes in only
+//! at enrolment ([`Backend::enrol`], [`Backend::import`]) and never comes out. What a
+//! caller may read is [`UserFacts`], which holds no secret. That is what lets a backend
+//! on a server verify codes where the secrets are and keep them off the hosts.
+//!
+//! [`open`] picks the implementation from `[storage] backend`; the file store
+//! ([`crate::store::Store`], `backend = "files"`) is the first.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::auth::{CodeResult, Purpose};
+use crate::backup_codes::{BackupCodes, GenerateError, HashCost, HashError, NewCodes};
+use crate::config::{BackendKind, Config};
+use crate::enroll::{Enrollment, SaveSettings};
+use crate::lockout::Lockout;
+use crate::random::{Random, RandomError};
+use crate::store::{Store, StoreError, UserState};
+use crate::totp::{SecretKey, TotpParams};
+use crate::trusted::{RemoteHost, TrustedDevices};
+
+mod files;
+
+/// Where user state lives, and every operation on it.
+///
+/// Each method is one atomic change (or read) of one user's state: the file store holds
+/// the user's lock for it, a database one transaction. Two callers, on one host or two,
+/// never both spend one backup code, reuse one TOTP step or take the last grace login.
+pub trait Backend: fmt::Debug + Send + Sync {
+    /// The facts a login is routed on and `status` shows. A user with no state has the
+    /// default (nothing set up).
+    fn facts(&self, user: &str) -> Result<UserFacts, BackendError>;
+
+    /// Every user with state, in name order.
+    fn users(&self) -> Result<Vec<String>, BackendError>;
+
+    /// Checks a typed code: locked or not enrolled is answered unchecked; otherwise the
+    /// attempt is recorded as a failure and made durable before the code is looked at,
+    /// and a right code (fresh TOTP step, or an unspent backup code) then writes the
+    /// success. Returns only once the outcome is durable.
+    fn verify(
+        &self,
+        user: &str,
+        code: &str,
+        purpose: Purpose,
+        config: &Config,
+        now: u64,
+    ) -> Result<CodeResult, BackendError>;
+
+    /// Saves `enrollment` with fresh backup codes once `first_code` verifies against it
+    /// (`None`: no code, root's provisioning), and only if the user's authenticator is
+    /// still `expected` (`None`: none). Returns the backup codes to show once, or `None`
+    /// when the code did not match (nothing changed). [`BackendError::Changed`] when the
+    /// authenticator changed meanwhile.
+    #[allow(clippy::too_many_arguments)] // each is a separate fact of the one change
+    fn enrol(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        first_code: Option<&str>,
+        expected: Option<&AuthenticatorId>,
+        settings: SaveSettings,
+        now: u64,
+        rng: &mut dyn Random,
+    ) -> Result<Option<NewCodes>, BackendError>;
+
+    /// Takes over an authenticator set up elsewhere (a google-authenticator file), with
+    /// its own window and scratch codes, for a user who has none. Returns the backup
+    /// codes it now has, or `None` when the user already has an authenticator.
+    fn import(
+        &self,
+        user: &str,
+        imported: Imported<'_>,
+        now: u64,
+    ) -> Result<Option<usize>, BackendError>;
+
+    /// Counts one grace login. Returns how many are left after it, or `None` when none
+    /// was left (`allowed` is `enroll.grace_logins`).
+    fn count_grace_login(&self, user: &str, allowed: u32) -> Result<Option<u32>, BackendError>;
+
+    /// Trusts `host` for `user`'s logins through `service` for `days` from `now`.
+    /// Returns the entry's id.
+    fn trust_host(
+        &self,
+        user: &str,
+        service: &str,
+        host: &RemoteHost,
+        days: u32,
+        now: u64,
+        rng: &mut dyn Random,
+    ) -> Result<String, BackendError>;
+
+    /// Revokes trusted hosts; how many were removed (0: no entry has that id).
+    fn revoke_trust(&self, user: &str, which: Revoke<'_>) -> Result<usize, BackendError>;
+
+    /// Turns the authenticator on or off, keeping the key. `false` when there is none.
+    fn set_enabled(&self, user: &str, enabled: bool) -> Result<bool, BackendError>;
+
+    /// Removes the authenticator, backup codes and trusted hosts, keeping the lock and
+    /// grace count. `false` when there was no authenticator.
+    fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError>;
+
+    /// Removes everything: authenticator, backup codes, lock, trusted hosts, grace count.
+    fn reset(&self, user: &str) -> Result<(), BackendError>;
+
+    /// Clears the failure count and any lock. Returns the seconds of lock that were left.
+    fn unlock(&self, user: &str, now: u64) -> Result<Option<u64>, BackendError>;
+
+    /// Replaces the backup codes with `count` fresh ones (none when 0). Returns them to
+    /// show once, or `None` when the user has no authenticator.
+    fn new_backup_codes(
+        &self,
+        user: &str,
+        count: usize,
+        cost: HashCost,
+        rng: &mut dyn Random,
+    ) -> Result<Option<NewCodes>, BackendError>;
+}
+
+/// Opens the backend `config` names. `owner` is the uid required of the state (root in
+/// production; the caller in unprivileged tests).
+pub fn open(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendError> {
+    match config.storage.backend {
+        BackendKind::Files => Ok(Box::new(Store::open_owned_by(
+            &config.storage.state_dir,
+            owner,
+        )?)),
+    }
+}
+
+/// A change or read of user state failed; a login must be refused.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// The file store refused (corrupt file, full disk, bad permissions...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Backup-code hashing failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// New backup codes could not be made.
+    #[error(transparent)]
+    Codes(#[from] GenerateError),
+    /// No randomness.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// The user's authenticator changed since an enrolment started (another login or an
+    /// administrator got there first); nothing was saved.
+    #[error("the authenticator of {0} was changed meanwhile (another login or an administrator)")]
+    Changed(String),
+}
+
+/// Which trusted hosts to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke<'a> {
+    /// The entry with this id.
+    One(&'a str),
+    /// Every entry.
+    All,
+}
+
+/// An authenticator set up elsewhere, for [`Backend::import`].
+#[derive(Debug)]
+pub struct Imported<'a> {
+    /// Its secret and label, as an enrolment.
+    pub enrollment: &'a Enrollment,
+    /// Steps accepted either side of now, as the old module had them.
+    pub window: u8,
+    /// Its scratch codes, hashed.
+    pub backup_codes: Option<BackupCodes>,
+}
+
+/// Names one authenticator without revealing it: equal for the same secret, and no
+/// use for computing codes. An enrolment passes the one it started from, so that an
+/// authenticator set up meanwhile is never overwritten.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthenticatorId([u8; 16]);
+
+impl AuthenticatorId {
+    /// The id of `secret`: a domain-separated SHA-256, cut to 128 bits.
+    pub fn of(secret: &SecretKey) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"twofactor authenticator id\0");
+        h.update(secret.as_bytes());
+        let digest = h.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Self(id)
+    }
+}
+
+impl fmt::Debug for AuthenticatorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "AuthenticatorId({hex}..)")
+    }
+}
+
+/// One user's state as callers may see it: everything but the secret and the backup
+/// code hashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFacts {
+    /// The authenticator, if one is set up (enabled or not).
+    pub authenticator: Option<AuthenticatorFacts>,
+    /// Unused backup codes.
+    pub backup_codes_left: usize,
+    /// Failure count and lock.
+    pub lockout: Lockout,
+    /// Remote hosts that may skip the code for a while.
+    pub trusted_devices: TrustedDevices,
+    /// Logins taken without enrolling.
+    pub grace_logins_used: u32,
+}
+
+impl UserFacts {
+    /// Has an authenticator, whether or not it is temporarily disabled.
+    pub fn is_enrolled(&self) -> bool {
+        self.authenticator.is_some()
+    }
+
+    /// The authenticator's id, for [`Backend::enrol`]'s `expected`.
+    pub fn authenticator_id(&self) -> Option<&AuthenticatorId> {
+        self.authenticator.as_ref().map(|a| &a.id)
+    }
+}
+
+/// An authenticator, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatorFacts {
+    /// Which one it is.
+    pub id: AuthenticatorId,
+    /// How the app computes codes.
+    pub params: TotpParams,
+    /// `false` while temporarily disabled.
+    pub enabled: bool,
+    /// Unix time of enrolment.
+    pub enrolled_at: u64,
+    /// The newest step accepted; codes at or before it are replays.
+    pub last_step: Option<u64>,
+    /// Steps accepted either side of now, when imported with its own; otherwise
+    /// `totp.window` applies.
+    pub window: Option<u8>,
+}
+
+impl From<&UserState> for UserFacts {
+    fn from(s: &UserState) -> Self {
+        Self {
+            authenticator: s.authenticator.as_ref().map(|a| AuthenticatorFacts {
+                id: AuthenticatorId::of(&a.secret),
+                params: a.params,
+                enabled: a.enabled,
+                enrolled_at: a.enrolled_at,
+                last_step: a.last_step,
+                window: a.window,
+            }),
+            backup_codes_left: s.backup_codes_left(),
+            lockout: s.lockout.clone(),
+            trusted_devices: s.trusted_devices.clone(),
+            grace_logins_used: s.grace_logins_used,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+
+    #[test]
+    fn an_authenticator_id_tells_secrets_apart_and_hides_them() {
+        let a = SecretKey::generate(&mut SeededRandom::new(1)).unwrap();
+        let b = SecretKey::generate(&mut SeededRandom::new(2)).unwrap();
+        assert_eq!(AuthenticatorId::of(&a), AuthenticatorId::of(&a.clone()));
+        assert_ne!(AuthenticatorId::of(&a), AuthenticatorId::of(&b));
+        let shown = format!("{:?}", AuthenticatorId::of(&a));
+        assert!(!shown.contains(&*a.to_base32()), "{shown}");
+        assert_eq!(shown.len(), "AuthenticatorId(01234567..)".len());
+    }
+}
