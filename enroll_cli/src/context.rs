@@ -15,7 +15,7 @@ use twofactor_core::policy::{Directory, Nss, Requirement};
 use twofactor_core::store::{Store, StoreError};
 
 use crate::cli::Cli;
-use crate::{prompt, sys};
+use crate::{password, prompt};
 
 /// syslog ident of the command's audit lines.
 pub const IDENT: &str = "twofactor";
@@ -200,7 +200,7 @@ impl Ctx {
         if self.caller.is_root() {
             return Ok(());
         }
-        sys::pam_check_password(PAM_SERVICE, &self.caller.name)
+        password::check(PAM_SERVICE, &self.caller.name)
             .map_err(|e| Error(format!("could not confirm your password: {e}")))?;
         if !(needs_code && state.is_enrolled()) {
             return Ok(());

@@ -12,6 +12,7 @@ mod enroll;
 mod files;
 mod import;
 mod manage;
+mod password;
 mod prompt;
 mod report;
 #[allow(unsafe_code)]
