@@ -11,7 +11,7 @@ use std::process::Command;
 
 use twofactor_core::audit::{Event, Outcome, Reason};
 use twofactor_core::config::{Config, ConfigError};
-use twofactor_core::doctor::Severity;
+use twofactor_core::doctor::Level;
 use twofactor_core::last_good;
 use twofactor_core::store::FileError;
 
@@ -113,9 +113,9 @@ fn check(path: &Path, text: &str) -> Vec<String> {
         Ok(c) => c,
         Err(e) => return vec![e.to_string()],
     };
-    crate::doctor::name_findings(&config)
+    twofactor_core::doctor::policy::rule_names(&config, &twofactor_core::policy::Nss)
         .into_iter()
-        .filter(|f| f.severity == Severity::Error)
+        .filter(|f| f.severity == Level::Error)
         .map(|f| format!("{}: {}", path.display(), f.message))
         .collect()
 }

@@ -410,7 +410,8 @@ pub fn check_config(
             // Root can see what logins do meanwhile (the copy is root's alone).
             if caller.is_root()
                 && path == in_use
-                && let Some(f) = crate::doctor::broken_config(&path, &last_good::load(&path, 0))
+                && let Some(f) =
+                    twofactor_core::doctor::policy::broken_config(&path, &last_good::load(&path, 0))
             {
                 eprintln!("{}\n{}", f.message, f.fix);
             }
@@ -418,10 +419,11 @@ pub fn check_config(
         }
     };
     let p = &config.policy;
-    let problems = crate::doctor::name_findings(&config);
+    let problems =
+        twofactor_core::doctor::policy::rule_names(&config, &twofactor_core::policy::Nss);
     let errors = problems
         .iter()
-        .filter(|f| f.severity == twofactor_core::doctor::Severity::Error)
+        .filter(|f| f.severity == twofactor_core::doctor::Level::Error)
         .count();
     for f in &problems {
         eprintln!("{}: {}: {}", path.display(), f.severity, f.message);

@@ -1,66 +1,7 @@
-//! `twofactor doctor`'s analysis: PAM stacks, sshd settings and policy risks that make
-//! the second factor silently skipped, or lock everyone out. Pure functions over text
-//! the caller reads, so every finding is unit-tested on fixtures.
+//! PAM stacks: where the module sits in each service's auth stack, and what can skip it.
 
-use std::fmt;
-
-use serde::Serialize;
-
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// 2FA is bypassed or logins break.
-    Error,
-    /// Probably not what the admin wants.
-    Warning,
-    /// Worth knowing.
-    Info,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Error => "error",
-            Self::Warning => "warning",
-            Self::Info => "info",
-        })
-    }
-}
-
-/// One problem, where it is, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// How bad.
-    pub severity: Severity,
-    /// Short stable identifier, for scripts and tests.
-    pub id: &'static str,
-    /// File and line, or the setting.
-    pub location: String,
-    /// What is wrong.
-    pub message: String,
-    /// What to do.
-    pub fix: String,
-}
-
-impl Finding {
-    /// A finding.
-    pub fn new(
-        severity: Severity,
-        id: &'static str,
-        location: impl Into<String>,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            severity,
-            id,
-            location: location.into(),
-            message: message.into(),
-            fix: fix.into(),
-        }
-    }
-}
+use super::{Finding, Level, nearest};
+use crate::policy::Policy;
 
 /// The module's file name in PAM stacks.
 pub const MODULE: &str = "pam_twofactor.so";
@@ -255,7 +196,7 @@ fn read_stack(
     Ok(())
 }
 
-fn split_word(s: &str) -> (&str, &str) {
+pub(super) fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
         Some(i) => (&s[..i], s[i..].trim_start()),
@@ -425,7 +366,7 @@ pub fn check_module_args(stack: &[AuthLine]) -> Vec<Finding> {
             let e = crate::module_args::ModuleArgs::parse(line.args.iter().map(String::as_str))
                 .err()?;
             Some(Finding::new(
-                Severity::Error,
+                Level::Error,
                 "module-args",
                 &line.location,
                 format!("{MODULE} refuses every login through this stack: {e}"),
@@ -462,7 +403,7 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         .any(|l| is_password_module(&l.module));
     if flat[ours].control.on_success().is_some() {
         f.push(Finding::new(
-            Severity::Error,
+            Level::Error,
             "bypass",
             &here,
             format!("{MODULE} can end authentication by itself on success{}: a code alone lets users in", if password_after { ", before the password is checked" } else { "" }),
@@ -475,14 +416,14 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
     for exit in &right {
         match exit {
             Exit::Done(at) => f.push(Finding::new(
-                Severity::Error,
+                Level::Error,
                 "skippable",
                 at,
                 format!("this line ends authentication on success before {MODULE} ({here}) runs: 2FA is skipped"),
                 "make that line requisite (or [success=ok default=die]), or move pam_twofactor.so before it",
             )),
             Exit::RanOut(Some(at)) => f.push(Finding::new(
-                Severity::Error,
+                Level::Error,
                 "skippable",
                 at,
                 format!("this line jumps over {MODULE} ({here}) on success: 2FA is skipped"),
@@ -510,11 +451,11 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
                 // Only a pure key-and-code stack: a password after the module means a
                 // password was meant to come first.
                 FirstFactor::SshKey if !password_after => (
-                    Severity::Info,
+                    Level::Info,
                     "sshd checks a public key first (AuthenticationMethods publickey,keyboard-interactive): the key is the first factor",
                 ),
                 _ => (
-                    Severity::Error,
+                    Level::Error,
                     "put a password line that ends the stack on failure before it: auth requisite pam_unix.so",
                 ),
             };
@@ -534,7 +475,7 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
             )
         } else if let Some((at, _)) = substack {
             Finding::new(
-                Severity::Error,
+                Level::Error,
                 "after-substack",
                 &here,
                 format!(
@@ -548,7 +489,7 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
                 .map(|l| format!("{} ({})", l.module, l.location))
                 .collect();
             Finding::new(
-                Severity::Error,
+                Level::Error,
                 "password-not-requisite",
                 &here,
                 format!(
@@ -563,177 +504,124 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
     f
 }
 
-/// The name in `candidates` closest to `name` by edit distance, if one is close enough to
-/// be a likely typo (at most 2 edits, or a third of the name).
-pub fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut diag = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let up = row[j + 1];
-                row[j + 1] = (diag + usize::from(ca != *cb)).min(up + 1).min(row[j] + 1);
-                diag = up;
-            }
-        }
-        row[b.len()]
-    }
-    let limit = (name.chars().count() / 3).max(2);
-    candidates
-        .iter()
-        .map(|c| (distance(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, c)| (*d, c.len()))
-        .map(|(_, c)| c.as_str())
-}
-
-/// The sshd settings that matter, from `sshd -T` output or a config file.
+/// A PAM directory as the command found it: its service file names (or why it could not
+/// be listed), and a reader for the files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshdSettings {
-    /// `UsePAM`.
-    pub use_pam: bool,
-    /// `KbdInteractiveAuthentication` (or the old ChallengeResponseAuthentication).
-    pub kbd_interactive: bool,
-    /// `PasswordAuthentication`.
-    pub password: bool,
-    /// `PubkeyAuthentication`.
-    pub pubkey: bool,
-    /// `AuthenticationMethods`, lower case (`any` when unset).
-    pub methods: String,
-    /// `PermitRootLogin`, lower case.
-    pub permit_root_login: String,
+pub struct PamDir {
+    /// The directory, for locations.
+    pub path: String,
+    /// The file names in it, or the error listing it.
+    pub names: Result<Vec<String>, String>,
 }
 
-impl SshdSettings {
-    /// Reads `key value` lines (sshd -T output, or a config file where the first value
-    /// wins and `Match` blocks are not evaluated), starting from OpenSSH's defaults.
-    pub fn parse(text: &str) -> Self {
-        let mut s = Self {
-            use_pam: false,
-            kbd_interactive: true,
-            password: true,
-            pubkey: true,
-            methods: "any".into(),
-            permit_root_login: "prohibit-password".into(),
-        };
-        let mut seen = std::collections::HashSet::new();
-        for raw in text.lines() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            let (key, value) = split_word(line);
-            let key = key.to_ascii_lowercase();
-            if key == "match" {
-                break;
-            }
-            if key.is_empty() || !seen.insert(key.clone()) {
-                continue;
-            }
-            let value = value.trim().trim_matches('"').to_ascii_lowercase();
-            let yes = value == "yes";
-            match key.as_str() {
-                "usepam" => s.use_pam = yes,
-                "kbdinteractiveauthentication" | "challengeresponseauthentication" => {
-                    s.kbd_interactive = yes
-                }
-                "passwordauthentication" => s.password = yes,
-                "pubkeyauthentication" => s.pubkey = yes,
-                "authenticationmethods" => s.methods = value,
-                "permitrootlogin" => s.permit_root_login = value,
-                _ => {}
-            }
+/// Every service's auth stack in `dir`: where the module is, what can skip it, and
+/// whether each service `policy` names has it. `key_first` says sshd asks for a key
+/// before PAM (so its stack needs no password module).
+pub fn check_pam(
+    dir: &PamDir,
+    files: &dyn PamFiles,
+    policy: &Policy,
+    key_first: bool,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut names = match &dir.names {
+        Ok(names) => names.clone(),
+        Err(e) => {
+            findings.push(Finding::new(
+                Level::Error,
+                "pam-dir",
+                &dir.path,
+                format!("cannot read the PAM directory: {e}"),
+                "check the path",
+            ));
+            return findings;
         }
-        s
+    };
+    names.sort();
+    let mut with_module = Vec::new();
+    for name in names
+        .iter()
+        .filter(|n| !n.starts_with("common-") && !n.starts_with('.') && !n.ends_with(".dpkg-dist"))
+    {
+        let tree = auth_tree(files, name);
+        match auth_stack(files, name).and_then(|s| Ok((s, tree?))) {
+            Ok((stack, tree)) => {
+                if stack.iter().any(|l| l.module == MODULE) {
+                    with_module.push(name.clone());
+                    findings.extend(check_module_args(&stack));
+                    if policy.applies_to_service(name) {
+                        let first = if name == "sshd" && key_first {
+                            FirstFactor::SshKey
+                        } else {
+                            FirstFactor::Stack
+                        };
+                        findings.extend(check_stack(name, &tree, first));
+                    }
+                }
+            }
+            Err(e) => findings.push(Finding::new(
+                Level::Info,
+                "pam-parse",
+                format!("{}/{name}", dir.path),
+                format!("could not follow this stack: {e}"),
+                "check the file",
+            )),
+        }
     }
-
-    /// Every `AuthenticationMethods` list checks a public key before keyboard-interactive,
-    /// so the key is a first factor before PAM runs.
-    pub fn requires_key_first(&self) -> bool {
-        self.methods != "any"
-            && self.methods.split_whitespace().all(|list| {
-                let methods: Vec<&str> = list.split(',').collect();
-                let key = methods.iter().position(|m| *m == "publickey");
-                let kbd = methods
-                    .iter()
-                    .position(|m| m.starts_with("keyboard-interactive"));
-                matches!((key, kbd), (Some(k), Some(i)) if k < i)
-            })
+    if with_module.is_empty() {
+        findings.push(Finding::new(Level::Error, "module-missing", &dir.path, "pam_twofactor.so is in no PAM stack: 2FA does nothing", "Debian: pam-auth-update --enable twofactor; elsewhere add \"auth required pam_twofactor.so\" after \"auth requisite pam_unix.so\""));
+        return findings;
     }
-
-    fn methods_require_kbd(&self) -> bool {
-        self.methods != "any"
-            && self.methods.split_whitespace().all(|list| {
-                list.split(',')
-                    .any(|m| m.starts_with("keyboard-interactive"))
-            })
+    for service in policy.services.iter().filter(|s| !with_module.contains(s)) {
+        let location = format!("{}/{service}", dir.path);
+        let finding = if names.contains(service) {
+            Finding::new(
+                Level::Error,
+                "service-missing",
+                location,
+                format!(
+                    "enforce.services names {service}, but its auth stack does not include pam_twofactor.so: 2FA does nothing there"
+                ),
+                format!(
+                    "add \"auth required pam_twofactor.so\" to {}/{service} after its password line (or to common-auth)",
+                    dir.path
+                ),
+            )
+        } else {
+            let fix = match nearest(service, &names) {
+                Some(near) => format!("did you mean {near:?}? A PAM service is named after its program (sshd, login, sudo, su)"),
+                None => "name an existing PAM service (a file in the PAM directory), such as sshd or login".to_string(),
+            };
+            Finding::new(
+                Level::Error,
+                "service-unknown",
+                location,
+                format!(
+                    "enforce.services names {service}, but there is no PAM service {service} in {}: no login ever uses that name, so 2FA is asked nowhere for it",
+                    dir.path
+                ),
+                fix,
+            )
+        };
+        findings.push(finding);
     }
-}
-
-/// What the policy says about the accounts sshd cares about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SshdPolicy {
-    /// Some rule requires 2FA for someone.
-    pub anyone_required: bool,
-    /// A rule requires 2FA for root, and root has no authenticator yet.
-    pub root_unenrolled: bool,
-}
-
-/// Findings for sshd; `origin` says where the settings came from.
-pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Finding> {
-    let mut f = Vec::new();
-    let at = |k: &str| format!("{origin}: {k}");
-    if !s.use_pam {
-        f.push(Finding::new(
-            Severity::Error,
-            "sshd-usepam",
-            at("UsePAM no"),
-            "sshd does not use PAM, so pam_twofactor never runs for SSH",
-            "set UsePAM yes",
-        ));
-    }
-    if !s.kbd_interactive {
-        f.push(Finding::new(
-            Severity::Error,
-            "sshd-kbdint",
-            at("KbdInteractiveAuthentication no"),
-            "sshd cannot ask PAM's questions, so the code prompt never reaches the user and enrolment at login cannot work; with PasswordAuthentication yes, sshd answers the prompt with the password and users who must give a code are refused",
-            "set KbdInteractiveAuthentication yes",
-        ));
-    }
-    if s.password && !s.methods_require_kbd() {
-        f.push(Finding::new(
-            Severity::Warning,
-            "sshd-password",
-            at("PasswordAuthentication yes"),
-            "sshd's password method answers every PAM prompt with the password, so over it users who must give a code are refused (pam_twofactor logs \"the code prompt was answered with the password\") and nobody can enrol at login; a client that tries it first may fail where keyboard-interactive would work",
-            "set PasswordAuthentication no and AuthenticationMethods keyboard-interactive (or publickey,keyboard-interactive)",
-        ));
-    }
-    if s.pubkey && !s.methods_require_kbd() {
-        f.push(Finding::new(
-            if policy.anyone_required { Severity::Warning } else { Severity::Info },
-            "sshd-pubkey",
-            at("PubkeyAuthentication yes"),
-            "public-key logins skip PAM's auth stack, and so the second factor",
-            "set AuthenticationMethods publickey,keyboard-interactive to ask for the code after the key",
-        ));
-    }
-    let root_allowed = s.permit_root_login != "no" && s.permit_root_login != "forced-commands-only";
-    if root_allowed && policy.root_unenrolled {
-        f.push(Finding::new(
-            Severity::Warning,
-            "sshd-root",
-            at(&format!("PermitRootLogin {}", s.permit_root_login)),
-            "root must use 2FA and may log in over SSH, but has no authenticator: the first SSH login as root sets one up for whoever has root's password (or is refused, with enrolment at login off)",
-            "enrol root now (twofactor enroll --user root), or set PermitRootLogin no",
-        ));
-    }
-    f
+    findings.push(Finding::new(
+        Level::Info,
+        "active",
+        &dir.path,
+        format!(
+            "pam_twofactor.so is in the auth stacks of: {}",
+            with_module.join(", ")
+        ),
+        "list the ones that should ask for codes in enforce.services",
+    ));
+    findings
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::ids;
     use std::collections::HashMap;
 
     struct Files(HashMap<&'static str, &'static str>);
@@ -745,10 +633,6 @@ mod tests {
 
     /// Debian 12's common-auth after `pam-auth-update --enable twofactor`.
     const DEBIAN_ENABLED: &str = "auth\t[success=1 default=ignore]\tpam_unix.so nullok\nauth\trequisite\t\t\tpam_deny.so\nauth\trequired\t\t\tpam_permit.so\nauth\trequired\t\t\tpam_twofactor.so \nauth\toptional\t\t\tpam_cap.so \n";
-
-    fn ids(f: &[Finding]) -> Vec<&'static str> {
-        f.iter().map(|x| x.id).collect()
-    }
 
     fn check(files: &Files, service: &str) -> Vec<Finding> {
         let mut f = check_module_args(&auth_stack(files, service).unwrap());
@@ -803,7 +687,7 @@ mod tests {
         for name in &names {
             let found = check(&files, name);
             assert!(
-                found.iter().all(|f| f.severity != Severity::Error),
+                found.iter().all(|f| f.severity != Level::Error),
                 "{name}: {found:?}"
             );
         }
@@ -866,7 +750,7 @@ mod tests {
             let found = check(&Files(HashMap::from([("svc", text)])), "svc");
             let hit = found.iter().find(|f| f.id == id);
             assert!(
-                hit.is_some_and(|f| f.severity == Severity::Error),
+                hit.is_some_and(|f| f.severity == Level::Error),
                 "{text:?} -> {found:?}"
             );
         }
@@ -919,18 +803,6 @@ mod tests {
     }
 
     #[test]
-    fn nearest_service_names() {
-        let names: Vec<String> = ["sshd", "login", "sudo", "su", "common-auth", "cron"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(nearest("ssh", &names), Some("sshd"));
-        assert_eq!(nearest("logn", &names), Some("login"));
-        assert_eq!(nearest("sudoo", &names), Some("sudo"));
-        assert_eq!(nearest("xrdp", &names), None);
-    }
-
-    #[test]
     fn unknown_module_arguments_are_errors() {
         let found = check(
             &Files(HashMap::from([(
@@ -960,7 +832,7 @@ mod tests {
         let tree = auth_tree(&files, "sshd").unwrap();
         let found = check_stack("sshd", &tree, FirstFactor::SshKey);
         assert_eq!(ids(&found), ["no-password"]);
-        assert_eq!(found[0].severity, Severity::Info);
+        assert_eq!(found[0].severity, Level::Info);
     }
 
     #[test]
@@ -986,62 +858,69 @@ mod tests {
         assert!(auth_stack(&Files(HashMap::new()), "missing").is_err());
     }
 
-    const OK: SshdPolicy = SshdPolicy {
-        anyone_required: true,
-        root_unenrolled: false,
-    };
+    fn dir(names: &[&str]) -> PamDir {
+        PamDir {
+            path: "/etc/pam.d".into(),
+            names: Ok(names.iter().map(|s| s.to_string()).collect()),
+        }
+    }
 
     #[test]
-    fn sshd_findings() {
-        let good = SshdSettings::parse(
-            "usepam yes\nkbdinteractiveauthentication yes\npasswordauthentication no\npubkeyauthentication yes\nauthenticationmethods publickey,keyboard-interactive\npermitrootlogin no\n",
-        );
-        assert!(check_sshd(&good, OK, "sshd -T").is_empty());
-        let debian = SshdSettings::parse(
-            "Include /etc/ssh/sshd_config.d/*.conf\nKbdInteractiveAuthentication no\nUsePAM yes\n",
-        );
-        let found = ids(&check_sshd(
-            &debian,
-            SshdPolicy {
-                anyone_required: true,
-                root_unenrolled: true,
-            },
-            "f",
-        ));
+    fn a_directory_without_the_module_or_a_listing_is_an_error() {
+        let files = Files(HashMap::from([("sshd", "auth required pam_unix.so\n")]));
+        let policy = Policy::default();
         assert_eq!(
-            found,
-            ["sshd-kbdint", "sshd-password", "sshd-pubkey", "sshd-root"]
+            ids(&check_pam(&dir(&["sshd"]), &files, &policy, false)),
+            ["module-missing"]
         );
-        let nopam = SshdSettings::parse("UsePAM no\nUsePAM yes\n");
-        assert!(
-            ids(&check_sshd(&nopam, OK, "f")).contains(&"sshd-usepam"),
-            "the first value wins"
-        );
-        let matched = SshdSettings::parse("UsePAM yes\nMatch User bob\n  UsePAM no\n");
-        assert!(matched.use_pam);
-        let info = check_sshd(
-            &SshdSettings {
-                pubkey: true,
-                ..good.clone()
-            }
-            .with_methods("any"),
-            SshdPolicy {
-                anyone_required: false,
-                root_unenrolled: false,
-            },
-            "f",
-        );
-        assert!(
-            info.iter()
-                .any(|x| x.id == "sshd-pubkey" && x.severity == Severity::Info)
+        let unreadable = PamDir {
+            path: "/nowhere".into(),
+            names: Err("No such file or directory".into()),
+        };
+        assert_eq!(
+            ids(&check_pam(&unreadable, &files, &policy, false)),
+            ["pam-dir"]
         );
     }
 
-    impl SshdSettings {
-        fn with_methods(mut self, m: &str) -> Self {
-            self.methods = m.into();
-            self.password = false;
-            self
-        }
+    #[test]
+    fn services_the_policy_names_must_have_the_module() {
+        let files = Files(HashMap::from([
+            ("common-auth", DEBIAN_ENABLED),
+            ("sshd", "@include common-auth\n"),
+            ("sudo", "auth required pam_unix.so\n"),
+            (
+                "login",
+                "auth [success=ok default=die] pam_unix.so\nauth sufficient pam_twofactor.so\n",
+            ),
+        ]));
+        let policy = Policy {
+            services: vec!["sshd".into(), "sudo".into(), "sshdd".into(), "login".into()],
+            ..Policy::default()
+        };
+        let found = check_pam(
+            &dir(&["common-auth", "sshd", "sudo", "login"]),
+            &files,
+            &policy,
+            false,
+        );
+        assert_eq!(
+            ids(&found),
+            ["bypass", "service-missing", "service-unknown", "active"],
+            "{found:#?}"
+        );
+        assert!(found[2].fix.contains("\"sshd\""), "{}", found[2].fix);
+        assert!(
+            found[3].message.ends_with("login, sshd"),
+            "{}",
+            found[3].message
+        );
+        // A stack that cannot be followed is a note, not a silent pass.
+        let broken = Files(HashMap::from([
+            ("sshd", "auth include nowhere\n"),
+            ("login", DEBIAN_ENABLED),
+        ]));
+        let found = check_pam(&dir(&["sshd", "login"]), &broken, &Policy::default(), false);
+        assert_eq!(ids(&found), ["pam-parse", "active"], "{found:#?}");
     }
 }
