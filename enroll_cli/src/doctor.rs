@@ -22,7 +22,7 @@ use twofactor_core::text::printable;
 
 use crate::cli::{Cli, DoctorArgs};
 use crate::context::{self, Error, print_json};
-use crate::sys;
+use crate::host;
 
 /// PAM service files in a directory.
 struct Dir(PathBuf);
@@ -119,7 +119,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             ));
         }
     }
-    findings.extend(rules::clock(sys::clock_synchronised()));
+    findings.extend(rules::clock(host::clock_synchronised()));
 
     findings.sort_by_key(|f| f.severity);
     let count = |s| findings.iter().filter(|f| f.severity == s).count();

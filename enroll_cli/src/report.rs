@@ -16,7 +16,7 @@ use twofactor_core::text::printable;
 use crate::cli::Cli;
 use crate::context::{self, Ctx, Error, print_json};
 use crate::files;
-use crate::sys;
+use crate::host;
 
 /// When this few backup codes are left, status says how to make more.
 const FEW_CODES: usize = 3;
@@ -61,7 +61,7 @@ fn everyone(ctx: &Ctx, backend: &dyn Backend) -> Result<Vec<String>, Error> {
     let mut users = backend.users()?;
     users.extend(p.users.iter().cloned());
     let listed = if p.all_users || !p.groups.is_empty() {
-        sys::list_accounts()
+        host::list_accounts()
     } else {
         Vec::new()
     };
@@ -115,7 +115,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             };
             rows.push(row);
         }
-        let remote = sys::remote_account_sources();
+        let remote = host::remote_account_sources();
         let p = &ctx.config.policy;
         let note = (!remote.is_empty() && (p.all_users || !p.groups.is_empty())).then(|| {
             format!(
