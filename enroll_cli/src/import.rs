@@ -173,6 +173,16 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
     let parsed = GoogleAuthenticatorFile::parse(&text)
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
     let backend = ctx.backend()?;
+    let already = || {
+        Error(format!(
+            "{user} already has a twofactor authenticator; run 'twofactor reset {user}' first to replace it"
+        ))
+    };
+    // Checked first so no scratch code is hashed for nothing; the backend checks again
+    // under its lock.
+    if backend.facts(user)?.is_enrolled() {
+        return Err(already());
+    }
     let enrollment = parsed.enrollment(&ctx.config, user, &host_name());
     let imported = Imported {
         enrollment: &enrollment,
@@ -181,7 +191,7 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
     };
     let codes = backend
         .import(user, imported, SystemClock.now())?
-        .ok_or_else(|| Error(format!("{user} already has a twofactor authenticator; run 'twofactor reset {user}' first to replace it")))?;
+        .ok_or_else(already)?;
     ctx.audit(user, "import google-authenticator");
     if keep {
         println!(

@@ -195,9 +195,10 @@ pub fn trust_revoke(
     let backend = ctx.backend()?;
     let state = backend.facts(&user)?;
     ctx.confirm(&*backend, &state, false)?;
-    let which = match id {
-        Some(id) if !all => Revoke::One(id),
-        _ => Revoke::All,
+    let which = match (id, all) {
+        (_, true) => Revoke::All,
+        (Some(id), false) => Revoke::One(id),
+        (None, false) => return Err("name a trusted host ID, or use --all".into()),
     };
     let removed = backend.revoke_trust(&user, which)?;
     if let Revoke::One(id) = which

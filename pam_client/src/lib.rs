@@ -316,9 +316,12 @@ fn answer<C: Converse>(app: &mut C, m: *const PamMessage) -> Result<*mut c_char,
     let reply = app
         .converse(style, &text)
         .map_err(|ConvFailed| PAM_CONV_ERR)?;
-    let Some(reply) = reply.filter(|_| style.is_prompt()) else {
+    if !style.is_prompt() {
         return Ok(ptr::null_mut());
-    };
+    }
+    // A prompt left unanswered fails the conversation: a null answer must never pass
+    // for an empty password.
+    let reply = reply.ok_or(PAM_CONV_ERR)?;
     // The answer may be a password: only wiped buffers hold it.
     let mut bytes = Zeroizing::new(Vec::with_capacity(reply.len() + 1));
     bytes.extend_from_slice(reply.as_bytes());

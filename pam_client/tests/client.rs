@@ -25,6 +25,8 @@ const CHECK: &str = "#!/bin/sh\n[ \"$(tr -d '\\000')\" = sesame ]\n";
 /// Answers prompts with a fixed text (or fails), and records what libpam sent.
 struct Recorder {
     answer: Option<&'static str>,
+    /// Answer prompts with nothing instead of failing.
+    unanswered: bool,
     seen: Vec<(Style, String)>,
 }
 
@@ -37,7 +39,7 @@ impl Converse for Recorder {
         self.seen.push((style, text.to_string()));
         // Printed as it happens, for the parent to check (the recorder lives in the context).
         println!("SEEN {style:?} {text}");
-        if !style.is_prompt() {
+        if !style.is_prompt() || self.unanswered {
             return Ok(None);
         }
         self.answer
@@ -107,6 +109,13 @@ fn a_failed_conversation_is_refused() {
     assert!(out.contains("RESULT authenticate=err"), "{out}");
 }
 
+#[test]
+fn a_prompt_left_unanswered_is_refused() {
+    let out = run("-");
+    assert!(out.contains("SEEN Hidden Password: "), "{out}");
+    assert!(out.contains("RESULT authenticate=err"), "{out}");
+}
+
 /// One PAM transaction, run as a child process by the tests above.
 #[test]
 #[ignore = "run as a child process under pam_wrapper by the tests above"]
@@ -118,6 +127,7 @@ fn child() {
             "sesame" => Some("sesame"),
             _ => Some("open"),
         },
+        unanswered: answer == "-",
         seen: Vec::new(),
     };
     let mut pam = Context::start("tfclient", "tfclient-user", recorder).unwrap();

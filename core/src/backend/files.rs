@@ -44,7 +44,11 @@ impl Backend for Store {
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError> {
         self.update(user, |s| {
-            if UserFacts::from(&*s).authenticator_id() != expected {
+            let current = s
+                .authenticator
+                .as_ref()
+                .map(|a| AuthenticatorId::of(&a.secret));
+            if current.as_ref() != expected {
                 return Err(BackendError::Changed(user.to_string()));
             }
             match first_code {
