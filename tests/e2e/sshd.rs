@@ -19,8 +19,9 @@ use std::os::unix::fs::PermissionsExt;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
+use twofactor_core::totp::SecretKey;
 use twofactor_testkit::{
-    Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool,
+    Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool, pam_wrapper_turn,
     remove_pam_wrapper_dirs, run, tag,
 };
 
@@ -157,6 +158,8 @@ impl Sshd {
 
     /// One ssh login in `mode` (see ssh_login.exp).
     fn login_mode(&self, user: &str, password: &str, codes: &[&str], mode: &str) -> (bool, String) {
+        // sshd's PAM runs under pam_wrapper, whose private directories other tests share.
+        let _turn = pam_wrapper_turn();
         self.wait_for_idle();
         let codes = if codes.is_empty() {
             "-".to_string()
@@ -253,7 +256,20 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
     let enrol_code = oathtool(&key);
     let code = fresh_code(&key, &enrol_code);
     let (ok, text) = sshd.login(&user, &[&code]);
-    assert!(ok, "login with a fresh code failed:\n{text}");
+    if !ok {
+        let state = sshd.store().load(&user).unwrap();
+        let auth = state.authenticator.as_ref().unwrap();
+        let shown = SecretKey::from_base32(&key).unwrap();
+        panic!(
+            "login with code {code} failed at {} (step {}): saved key is the one shown: {}, \
+             last step {:?}, failures {}:\n{text}",
+            SystemClock.now(),
+            SystemClock.now() / 30,
+            auth.secret == shown,
+            auth.last_step,
+            state.lockout.failures,
+        );
+    }
 
     // 3. A wrong code is refused, with advice.
     let (ok, text) = sshd.login(&user, &["000000", "000000", "000000"]);

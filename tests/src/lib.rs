@@ -420,6 +420,14 @@ impl PamFixture {
 /// one removes it under the other. Tests in one binary therefore take turns.
 static PAM_WRAPPER: Mutex<()> = Mutex::new(());
 
+/// This process's turn at pam_wrapper, held while a program that starts PAM under it
+/// (pamtester, or an sshd handling a login) runs.
+pub fn pam_wrapper_turn() -> MutexGuard<'static, ()> {
+    PAM_WRAPPER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Starts pamtester for `service` and `user` under pam_wrapper with the fixture's PAM
 /// service directory, unbuffered so prompts arrive in order. Only one runs at a time in a
 /// test process (see [`PAM_WRAPPER`]).
@@ -449,9 +457,7 @@ pub fn pamtester_with(
     rhost: Option<&str>,
     wrap: &Wrap,
 ) -> Session {
-    let guard = PAM_WRAPPER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let guard = pam_wrapper_turn();
     let trap = if wrap.ignore_signals.is_empty() {
         "exec \"$@\"".to_string()
     } else {
