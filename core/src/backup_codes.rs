@@ -100,6 +100,35 @@ pub fn normalize(input: &str) -> Option<Zeroizing<String>> {
     (out.len() == CODE_CHARS || scratch).then_some(out)
 }
 
+/// One random code in canonical form.
+fn new_code(rng: &mut dyn Random) -> Result<Zeroizing<String>, RandomError> {
+    let mut raw = Zeroizing::new([0u8; CODE_CHARS]);
+    rng.fill(&mut raw[..])?;
+    // 32 divides 256, so masking keeps every character equally likely.
+    Ok(Zeroizing::new(
+        raw.iter()
+            .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
+            .collect(),
+    ))
+}
+
+/// `count` distinct new codes, unhashed, for a backend that hashes them itself: the
+/// canonical forms to store, and the forms to show.
+pub fn generate_plain(
+    count: usize,
+    rng: &mut dyn Random,
+) -> Result<(Vec<Zeroizing<String>>, NewCodes), RandomError> {
+    let mut canonical: Vec<Zeroizing<String>> = Vec::with_capacity(count);
+    while canonical.len() < count {
+        let code = new_code(rng)?;
+        if !canonical.contains(&code) {
+            canonical.push(code);
+        }
+    }
+    let shown = canonical.iter().map(|c| Zeroizing::new(display(c))).collect();
+    Ok((canonical, NewCodes(shown)))
+}
+
 impl BackupCodes {
     /// Makes `count` new codes. The returned [`BackupCodes`] replaces any older ones.
     pub fn generate(
@@ -116,14 +145,7 @@ impl BackupCodes {
         };
         let mut shown = Vec::with_capacity(count);
         while shown.len() < count {
-            let mut raw = Zeroizing::new([0u8; CODE_CHARS]);
-            rng.fill(&mut raw[..])?;
-            // 32 divides 256, so masking keeps every character equally likely.
-            let code: Zeroizing<String> = Zeroizing::new(
-                raw.iter()
-                    .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
-                    .collect(),
-            );
+            let code = new_code(rng)?;
             let hash = stored.hash(&code)?;
             if stored.hashes.iter().any(|h| h == &hash) {
                 continue; // a repeat within one generation would be spent twice at once
@@ -208,7 +230,7 @@ pub enum GenerateError {
     Hash(#[from] HashError),
 }
 
-mod hex_bytes {
+pub(crate) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

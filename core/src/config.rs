@@ -114,6 +114,28 @@ pub struct StorageSettings {
     pub backend: BackendKind,
     /// Directory holding one state file per user (the files backend).
     pub state_dir: PathBuf,
+    /// `[storage.postgresql]`: the fleet database (the postgresql backend).
+    pub postgresql: Option<PostgresqlSettings>,
+}
+
+/// `[storage.postgresql]`: how a host reaches the fleet database. TLS is always on and
+/// verified; the client certificate names the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresqlSettings {
+    /// Servers as `host:port`, tried in order; the first writable one is used.
+    pub hosts: Vec<(String, u16)>,
+    /// The database.
+    pub dbname: String,
+    /// The CA certificate the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// This host's client certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// How long to wait for each server.
+    pub connect_timeout_ms: u64,
+    /// How long one statement may run; `None` for the server's setting.
+    pub statement_timeout_ms: Option<u64>,
 }
 
 /// `storage.backend`: which implementation of [`crate::backend::Backend`] holds user state.
@@ -122,6 +144,8 @@ pub enum BackendKind {
     /// One root-owned file per user under `state_dir`.
     #[default]
     Files,
+    /// One database for a fleet, verifying codes itself (`[storage.postgresql]`).
+    Postgresql,
 }
 
 impl Default for Config {
@@ -154,6 +178,7 @@ impl Default for Config {
             storage: StorageSettings {
                 backend: BackendKind::Files,
                 state_dir: PathBuf::from("/var/lib/twofactor"),
+                postgresql: None,
             },
         }
     }
@@ -324,6 +349,19 @@ struct RawTrust {
 struct RawStorage {
     backend: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    postgresql: Option<Spanned<RawPostgresql>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgresql {
+    hosts: Option<Vec<Spanned<String>>>,
+    dbname: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    connect_timeout_ms: Option<Spanned<i64>>,
+    statement_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// The text being validated, for turning byte offsets into lines and columns.
@@ -565,11 +603,14 @@ impl Raw {
             None => BackendKind::Files,
             Some(s) => match s.get_ref().as_str() {
                 "files" => BackendKind::Files,
+                "postgresql" => BackendKind::Postgresql,
                 other => {
                     return Err(src.at(
                         s.span(),
                         "storage.backend",
-                        format!("storage.backend must be \"files\", not {other:?}"),
+                        format!(
+                            "storage.backend must be \"files\" or \"postgresql\", not {other:?}"
+                        ),
                     ));
                 }
             },
@@ -635,8 +676,114 @@ impl Raw {
                 )?,
                 allow_host_names: self.trusted_devices.allow_host_names.unwrap_or(false),
             },
-            storage: StorageSettings { backend, state_dir },
+            storage: StorageSettings {
+                backend,
+                state_dir,
+                postgresql: self.postgresql_settings(src, backend)?,
+            },
         })
+    }
+}
+
+impl Raw {
+    /// `[storage.postgresql]`, required with `backend = "postgresql"`.
+    fn postgresql_settings(
+        &self,
+        src: Source<'_>,
+        backend: BackendKind,
+    ) -> Result<Option<PostgresqlSettings>, Located> {
+        let Some(raw) = &self.storage.postgresql else {
+            if backend == BackendKind::Postgresql {
+                let at = self.storage.backend.as_ref().map_or(0..0, Spanned::span);
+                return Err(src.at(
+                    at,
+                    "storage.postgresql",
+                    "storage.backend = \"postgresql\" needs a [storage.postgresql] table \
+                     (hosts, dbname, ca, cert, key)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let table = raw.span();
+        let raw = raw.get_ref();
+        let missing = |key: &str| {
+            src.at(
+                table.clone(),
+                &format!("storage.postgresql.{key}"),
+                format!("[storage.postgresql] needs {key}"),
+            )
+        };
+        let mut hosts = Vec::new();
+        for h in raw.hosts.as_deref().unwrap_or_default() {
+            let parsed = h
+                .get_ref()
+                .rsplit_once(':')
+                .and_then(|(host, port)| {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+                    (!host.is_empty() && !host.contains(char::is_whitespace))
+                        .then(|| (host.to_string(), port))
+                });
+            hosts.push(parsed.ok_or_else(|| {
+                src.at(
+                    h.span(),
+                    "storage.postgresql.hosts",
+                    format!(
+                        "storage.postgresql.hosts entries are \"host:port\", got {:?}",
+                        h.get_ref()
+                    ),
+                )
+            })?);
+        }
+        if hosts.is_empty() {
+            return Err(missing("hosts"));
+        }
+        let dbname = raw.dbname.as_ref().ok_or_else(|| missing("dbname"))?;
+        if dbname.get_ref().is_empty() {
+            return Err(src.at(
+                dbname.span(),
+                "storage.postgresql.dbname",
+                "storage.postgresql.dbname is empty".into(),
+            ));
+        }
+        let path = |key: &str, value: &Option<Spanned<String>>| -> Result<PathBuf, Located> {
+            let v = value.as_ref().ok_or_else(|| missing(key))?;
+            let p = PathBuf::from(v.get_ref());
+            if !p.is_absolute() {
+                return Err(src.at(
+                    v.span(),
+                    &format!("storage.postgresql.{key}"),
+                    format!("storage.postgresql.{key} must be an absolute path"),
+                ));
+            }
+            Ok(p)
+        };
+        let statement_timeout_ms = match &raw.statement_timeout_ms {
+            None => None,
+            Some(_) => Some(int_in(
+                src,
+                &raw.statement_timeout_ms,
+                "storage.postgresql.statement_timeout_ms",
+                1..=600_000,
+                0,
+            )?),
+        };
+        Ok(Some(PostgresqlSettings {
+            hosts,
+            dbname: dbname.get_ref().clone(),
+            ca: path("ca", &raw.ca)?,
+            cert: path("cert", &raw.cert)?,
+            key: path("key", &raw.key)?,
+            connect_timeout_ms: int_in(
+                src,
+                &raw.connect_timeout_ms,
+                "storage.postgresql.connect_timeout_ms",
+                1..=60_000,
+                2000,
+            )?,
+            statement_timeout_ms,
+        }))
     }
 }
 

@@ -24,6 +24,7 @@ use crate::totp::{SecretKey, TotpParams};
 use crate::trusted::{RemoteHost, TrustedDevices};
 
 mod files;
+pub mod postgresql;
 
 /// Where user state lives, and every operation on it.
 ///
@@ -129,7 +130,28 @@ pub fn open(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendErro
             &config.storage.state_dir,
             owner,
         )?)),
+        BackendKind::Postgresql => Ok(Box::new(fleet(config, postgresql::Role::Host, owner)?)),
     }
+}
+
+/// Opens the backend for an administrator's command: the file store as [`open`] does, or
+/// the fleet database as `twofactor_admin` (the admin config's certificate).
+pub fn open_admin(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendError> {
+    match config.storage.backend {
+        BackendKind::Files => open(config, owner),
+        BackendKind::Postgresql => Ok(Box::new(fleet(config, postgresql::Role::Admin, owner)?)),
+    }
+}
+
+fn fleet(
+    config: &Config,
+    role: postgresql::Role,
+    owner: u32,
+) -> Result<postgresql::Postgresql, BackendError> {
+    let settings = config.storage.postgresql.clone().ok_or_else(|| {
+        BackendError::Unavailable("storage.backend = \"postgresql\" without [storage.postgresql]".into())
+    })?;
+    Ok(postgresql::Postgresql::new(settings, role, owner))
 }
 
 /// A change or read of user state failed; a login must be refused.
@@ -151,6 +173,14 @@ pub enum BackendError {
     /// administrator got there first); nothing was saved.
     #[error("the authenticator of {0} was changed meanwhile (another login or an administrator)")]
     Changed(String),
+    /// The fleet database cannot be reached or used (down, TLS or authentication failure,
+    /// lock timeout); a login gets PAM_AUTHINFO_UNAVAIL.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The fleet database refused this caller (a host without the admin role, or a change
+    /// without a current code).
+    #[error("the two-factor database refused: {0}")]
+    Refused(String),
 }
 
 /// Which trusted hosts to revoke.

@@ -130,6 +130,9 @@ pub fn backup_codes_text(codes: &[Zeroizing<String>]) -> String {
 /// What the user is told when the config is broken and no good copy stands in.
 pub const BROKEN_CONFIG_MESSAGE: &str = "Login refused: the two-factor configuration on this server is broken.\nAsk an administrator to run: twofactor check-config";
 
+/// The fleet database cannot be reached: nobody required gets in, and the user learns why.
+pub const SERVER_UNREACHABLE_MESSAGE: &str = "Login refused: the two-factor server cannot be reached.\nTry again later; if it persists, tell an administrator (pam_twofactor in the system log).";
+
 /// What the user is told when an error stops the login (state, name service or
 /// randomness unavailable), so they know it is not their code.
 pub const UNAVAILABLE_MESSAGE: &str = "Login refused: two-factor login is unavailable on this server right now.\nTry again later, or ask an administrator to check the system log (pam_twofactor).";

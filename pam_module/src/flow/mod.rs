@@ -3,6 +3,7 @@
 
 use twofactor_core::audit::Reason;
 use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::postgresql::SERVER_UNREACHABLE;
 use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
@@ -153,10 +154,15 @@ pub fn authenticate(
         Ok(d) => d,
         Err(stop) => stop.into(),
     };
-    if let Decision::Error(ErrorKind::Unavailable | ErrorKind::Config, _) = decision {
+    if let Decision::Error(kind @ (ErrorKind::Unavailable | ErrorKind::Config), why) = &decision {
         // The user cannot fix it, but must learn that it was not their code. A failing
         // conversation cannot change the decision.
-        let _ = ui.error(UNAVAILABLE_MESSAGE);
+        let unreachable = *kind == ErrorKind::Unavailable && why.starts_with(SERVER_UNREACHABLE);
+        let _ = ui.error(if unreachable {
+            messages::SERVER_UNREACHABLE_MESSAGE
+        } else {
+            UNAVAILABLE_MESSAGE
+        });
     }
     if ui.logged.as_ref() != Some(&decision) {
         (env.audit)(&decision, account.as_deref());

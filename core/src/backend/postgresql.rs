@@ -1,0 +1,701 @@
+//! The fleet backend: user state in PostgreSQL, codes verified inside the database by
+//! SECURITY DEFINER functions (`postgresql/schema.sql`), so hosts never hold secrets.
+//!
+//! One connection serves one login's conversation: the routing facts before the prompt,
+//! the verify after it, and a trust or enrolment that follows. It is opened on first use
+//! with the synchronous `postgres` client, which drives its connection on the calling
+//! thread: no thread is started in the PAM process. TLS is always on, verified against
+//! `ca` and the server's name, with the host's own client certificate.
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use io::Read;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use postgres::config::{SslMode, TargetSessionAttrs};
+use postgres::types::ToSql;
+use postgres::{Client, Config as PgConfig};
+use postgres_openssl::MakeTlsConnector;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{AuthenticatorFacts, AuthenticatorId, Backend, BackendError, Imported, Revoke, UserFacts};
+use crate::auth::{CodeResult, Purpose};
+use crate::backup_codes::{self, HashCost, NewCodes};
+use crate::config::{Config, PostgresqlSettings};
+use crate::enroll::{Enrollment, SaveSettings};
+use crate::lockout::Lockout;
+use crate::random::Random;
+use crate::totp::{self, TotpParams};
+use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
+
+/// How every "cannot reach the database" error starts, for the login's message.
+pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
+
+/// The schema version this binary speaks.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The role a connection asks for; the server maps the client certificate to it or
+/// refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A host: logins and the user's own changes.
+    Host,
+    /// An administrator: also reset, unlock, provisioning and listing users.
+    Admin,
+}
+
+impl Role {
+    /// The PostgreSQL role name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "twofactor_host",
+            Self::Admin => "twofactor_admin",
+        }
+    }
+}
+
+/// The fleet database, as one host (or an administrator) reaches it.
+pub struct Postgresql {
+    settings: PostgresqlSettings,
+    role: Role,
+    owner: u32,
+    client: Mutex<Option<Client>>,
+    /// Handed out by the last successful verify: lets this connection's host make one
+    /// change for that user (trust a client, new backup codes...).
+    ticket: Mutex<Option<(String, Zeroizing<Vec<u8>>)>>,
+}
+
+impl std::fmt::Debug for Postgresql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgresql")
+            .field("hosts", &self.settings.hosts)
+            .field("dbname", &self.settings.dbname)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(what.to_string())
+}
+
+impl From<postgres::Error> for BackendError {
+    fn from(e: postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) if db.code() == &postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+                Self::Refused(db.message().to_string())
+            }
+            Some(db) => Self::Unavailable(format!("the database refused: {}", db.message())),
+            None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {e}")),
+        }
+    }
+}
+
+/// Reads a credential file that must belong to `owner` and, for a private key, be
+/// readable by nobody else.
+fn read_credential(path: &std::path::Path, owner: u32, private: bool) -> Result<Vec<u8>, BackendError> {
+    let what = |e: io::Error| unavailable(format!("{}: {e}", path.display()));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(what)?;
+    let meta = file.metadata().map_err(what)?;
+    let loose = if private { 0o077 } else { 0o022 };
+    if meta.uid() != owner || meta.mode() & loose != 0 || !meta.is_file() {
+        return Err(unavailable(format!(
+            "{}: must be a regular file owned by uid {owner} with mode {}",
+            path.display(),
+            if private { "0600" } else { "0644 or stricter" }
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(1 << 20).read_to_end(&mut bytes).map_err(what)?;
+    Ok(bytes)
+}
+
+impl Postgresql {
+    /// A handle on the database; nothing is opened until the first call.
+    pub fn new(settings: PostgresqlSettings, role: Role, owner: u32) -> Self {
+        Self {
+            settings,
+            role,
+            owner,
+            client: Mutex::new(None),
+            ticket: Mutex::new(None),
+        }
+    }
+
+    fn tls(&self) -> Result<MakeTlsConnector, BackendError> {
+        let s = &self.settings;
+        let ca = X509::from_pem(&read_credential(&s.ca, self.owner, false)?)
+            .map_err(|e| unavailable(format!("{}: {e}", s.ca.display())))?;
+        let cert = X509::from_pem(&read_credential(&s.cert, self.owner, false)?)
+            .map_err(|e| unavailable(format!("{}: {e}", s.cert.display())))?;
+        let key_pem = Zeroizing::new(read_credential(&s.key, self.owner, true)?);
+        let key = PKey::private_key_from_pem(&key_pem)
+            .map_err(|e| unavailable(format!("{}: {e}", s.key.display())))?;
+        let tls_err = |e: openssl::error::ErrorStack| unavailable(format!("TLS setup: {e}"));
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
+        // Only the configured CA: not the system's bundle.
+        let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(tls_err)?;
+        store.add_cert(ca).map_err(tls_err)?;
+        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
+        b.set_verify(SslVerifyMode::PEER);
+        b.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(tls_err)?;
+        b.set_certificate(&cert).map_err(tls_err)?;
+        b.set_private_key(&key).map_err(tls_err)?;
+        b.check_private_key().map_err(tls_err)?;
+        // The connector checks the server certificate's name against the host we asked for.
+        Ok(MakeTlsConnector::new(b.build()))
+    }
+
+    fn connect(&self) -> Result<Client, BackendError> {
+        let s = &self.settings;
+        let tls = self.tls()?;
+        let mut last = String::from("no server listed");
+        for (host, port) in &s.hosts {
+            // Resolved here, on this thread: the client would otherwise resolve the name
+            // on a thread of its own.
+            let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => match (host.as_str(), *port).to_socket_addrs() {
+                    Ok(a) => a.map(|a| a.ip()).collect(),
+                    Err(e) => {
+                        last = format!("{host}: {e}");
+                        continue;
+                    }
+                },
+            };
+            for ip in addrs {
+                let mut c = PgConfig::new();
+                c.host(host)
+                    .hostaddr(ip)
+                    .port(*port)
+                    .dbname(&s.dbname)
+                    .user(self.role.name())
+                    .ssl_mode(SslMode::Require)
+                    .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
+                    .target_session_attrs(TargetSessionAttrs::ReadWrite)
+                    .application_name("twofactor");
+                if let Some(ms) = s.statement_timeout_ms {
+                    c.options(&format!("-c statement_timeout={ms}"));
+                }
+                match c.connect(tls.clone()) {
+                    Ok(client) => return Ok(client),
+                    Err(e) => last = format!("{host}:{port} ({ip}): {e}"),
+                }
+            }
+        }
+        Err(unavailable(format!("{SERVER_UNREACHABLE}: {last}")))
+    }
+
+    /// Runs `f` on the connection, opening it first if needed.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, BackendError> {
+        let mut slot = lock(&self.client);
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.connect()?);
+        }
+        let client = slot.as_mut().ok_or_else(|| unavailable("no connection"))?;
+        let result = f(client);
+        if result.is_err() && client.is_closed() {
+            *slot = None;
+        }
+        Ok(result?)
+    }
+
+    fn one<T: for<'a> postgres::types::FromSql<'a>>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, BackendError> {
+        self.with(|c| c.query_one(sql, params).map(|row| row.get(0)))
+    }
+
+    /// The schema version the database has.
+    pub fn schema_version(&self) -> Result<i32, BackendError> {
+        self.one("SELECT twofactor.h_version()", &[])
+    }
+
+    /// The ticket of the last successful verify for `user`, used up.
+    fn take_ticket(&self, user: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let mut t = lock(&self.ticket);
+        match t.take() {
+            Some((u, ticket)) if u == user => Some(ticket),
+            _ => None,
+        }
+    }
+
+    fn codes_array(canonical: &[Zeroizing<String>]) -> Vec<String> {
+        canonical.iter().map(|c| c.to_string()).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawFacts {
+    authenticator: Option<RawAuthenticator>,
+    backup_codes_left: usize,
+    failures: u32,
+    locks: u32,
+    locked_until: Option<u64>,
+    grace_logins_used: u32,
+    trusted: Vec<RawTrust>,
+}
+
+#[derive(Deserialize)]
+struct RawAuthenticator {
+    id: String,
+    algorithm: String,
+    digits: u8,
+    period: u64,
+    enabled: bool,
+    enrolled_at: u64,
+    last_step: Option<u64>,
+    window: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct RawTrust {
+    id: String,
+    service: String,
+    host: String,
+    kind: String,
+    created: u64,
+    expires: u64,
+}
+
+#[derive(Deserialize)]
+struct RawVerify {
+    result: String,
+    locked_for: Option<u64>,
+    seconds_left: Option<u64>,
+    left: Option<usize>,
+    ticket: Option<String>,
+}
+
+fn bad_reply(e: impl std::fmt::Display) -> BackendError {
+    unavailable(format!("unexpected reply from the database: {e}"))
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    backup_codes::hex_bytes::from_hex(s)
+}
+
+impl RawFacts {
+    fn into_facts(self) -> Result<UserFacts, BackendError> {
+        let authenticator = match self.authenticator {
+            None => None,
+            Some(a) => {
+                let id: [u8; 16] = hex(&a.id)
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| bad_reply("authenticator id"))?;
+                Some(AuthenticatorFacts {
+                    id: AuthenticatorId(id),
+                    params: TotpParams {
+                        algorithm: a.algorithm.parse().map_err(|_| bad_reply("algorithm"))?,
+                        digits: a.digits,
+                        period: a.period,
+                    },
+                    enabled: a.enabled,
+                    enrolled_at: a.enrolled_at,
+                    last_step: a.last_step,
+                    window: a.window,
+                })
+            }
+        };
+        let trusted = self
+            .trusted
+            .into_iter()
+            .map(|t| TrustedDevice {
+                id: t.id,
+                service: t.service,
+                host: t.host,
+                kind: if t.kind == "name" { HostKind::Name } else { HostKind::Ip },
+                created: t.created,
+                expires: t.expires,
+            })
+            .collect();
+        Ok(UserFacts {
+            authenticator,
+            backup_codes_left: self.backup_codes_left,
+            lockout: Lockout {
+                failures: self.failures,
+                locked_until: self.locked_until,
+                locks: self.locks,
+            },
+            trusted_devices: TrustedDevices(trusted),
+            grace_logins_used: self.grace_logins_used,
+        })
+    }
+}
+
+impl Backend for Postgresql {
+    fn facts(&self, user: &str) -> Result<UserFacts, BackendError> {
+        let v: Option<serde_json::Value> = self.one("SELECT twofactor.h_facts($1)", &[&user])?;
+        match v {
+            None => Ok(UserFacts::default()),
+            Some(v) => serde_json::from_value::<RawFacts>(v)
+                .map_err(bad_reply)?
+                .into_facts(),
+        }
+    }
+
+    fn users(&self) -> Result<Vec<String>, BackendError> {
+        self.with(|c| {
+            c.query("SELECT twofactor.a_users()", &[])
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn verify(
+        &self,
+        user: &str,
+        code: &str,
+        purpose: Purpose,
+        config: &Config,
+        _now: u64,
+    ) -> Result<CodeResult, BackendError> {
+        let as_totp = totp::normalize(code);
+        let as_backup = backup_codes::normalize(code);
+        let purpose = match purpose {
+            Purpose::Login => "login",
+            Purpose::Change => "change",
+        };
+        let window = i32::from(config.totp.window);
+        let max = i32::try_from(config.lockout.max_failures).unwrap_or(i32::MAX);
+        let lock_s = i64::try_from(config.lockout.lock_seconds).unwrap_or(i64::MAX);
+        let totp_arg: &str = &as_totp;
+        let backup_arg: Option<&str> = as_backup.as_deref().map(String::as_str);
+        let v: serde_json::Value = self.one(
+            "SELECT twofactor.h_verify($1, $2, $3, $4, $5, $6, $7)",
+            &[&user, &totp_arg, &backup_arg, &purpose, &window, &max, &lock_s],
+        )?;
+        let r: RawVerify = serde_json::from_value(v).map_err(bad_reply)?;
+        if let Some(t) = r.ticket.as_deref() {
+            let t = Zeroizing::new(hex(t).ok_or_else(|| bad_reply("ticket"))?);
+            *lock(&self.ticket) = Some((user.to_string(), t));
+        }
+        Ok(match r.result.as_str() {
+            "totp" => CodeResult::Totp,
+            "backup" => CodeResult::BackupCode {
+                left: r.left.unwrap_or(0),
+            },
+            "wrong" => CodeResult::Wrong {
+                locked_for: r.locked_for,
+            },
+            "replayed" => CodeResult::Replayed {
+                locked_for: r.locked_for,
+            },
+            "locked" => CodeResult::Locked {
+                seconds_left: r.seconds_left.unwrap_or(1),
+            },
+            "not_enrolled" => CodeResult::NotEnrolled,
+            other => return Err(bad_reply(other)),
+        })
+    }
+
+    fn enrol(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        first_code: Option<&str>,
+        expected: Option<&AuthenticatorId>,
+        settings: SaveSettings,
+        _now: u64,
+        rng: &mut dyn Random,
+    ) -> Result<Option<NewCodes>, BackendError> {
+        let (canonical, shown) = backup_codes::generate_plain(settings.backup_codes, rng)?;
+        let codes = Self::codes_array(&canonical);
+        let p = enrollment.params();
+        let secret: &[u8] = enrollment.secret().as_bytes();
+        let alg = p.algorithm.as_str();
+        let digits = i32::from(p.digits);
+        let period = i32::try_from(p.period).unwrap_or(i32::MAX);
+        let expected: Option<&[u8]> = expected.map(|e| &e.0[..]);
+        let result: String = match first_code {
+            Some(code) => {
+                let ticket = self.take_ticket(user);
+                let ticket: Option<&[u8]> = ticket.as_deref().map(Vec::as_slice);
+                let code = totp::normalize(code);
+                let code: &str = &code;
+                let window = i32::from(settings.window);
+                let v: serde_json::Value = self.one(
+                    "SELECT twofactor.h_enrol($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &user, &secret, &alg, &digits, &period, &code, &expected, &ticket,
+                        &window, &codes,
+                    ],
+                )?;
+                v.get("result")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| bad_reply("enrol"))?
+                    .to_string()
+            }
+            None => self.one(
+                "SELECT twofactor.a_install($1, $2, $3, $4, $5, $6, NULL, $7, NULL)",
+                &[&user, &secret, &alg, &digits, &period, &expected, &codes],
+            )?,
+        };
+        match result.as_str() {
+            "saved" => Ok(Some(shown)),
+            "wrong" => Ok(None),
+            "changed" => Err(BackendError::Changed(user.to_string())),
+            other => Err(bad_reply(other)),
+        }
+    }
+
+    fn import(
+        &self,
+        user: &str,
+        imported: Imported<'_>,
+        _now: u64,
+    ) -> Result<Option<usize>, BackendError> {
+        if self.facts(user)?.is_enrolled() {
+            return Ok(None);
+        }
+        let e = imported.enrollment;
+        let p = e.params();
+        let secret: &[u8] = e.secret().as_bytes();
+        let window = i32::from(imported.window);
+        let no_codes: Option<Vec<String>> = None;
+        let r: String = self.one(
+            "SELECT twofactor.a_install($1, $2, $3, $4, $5, NULL, $6, $7, NULL)",
+            &[
+                &user,
+                &secret,
+                &p.algorithm.as_str(),
+                &i32::from(p.digits),
+                &i32::try_from(p.period).unwrap_or(i32::MAX),
+                &window,
+                &no_codes,
+            ],
+        )?;
+        // Scratch codes hashed on the host cannot be checked by the server: none move.
+        Ok((r == "saved").then_some(0))
+    }
+
+    fn count_grace_login(&self, user: &str, allowed: u32) -> Result<Option<u32>, BackendError> {
+        let allowed = i32::try_from(allowed).unwrap_or(i32::MAX);
+        let left: Option<i32> =
+            self.one("SELECT twofactor.h_count_grace_login($1, $2)", &[&user, &allowed])?;
+        Ok(left.and_then(|l| u32::try_from(l).ok()))
+    }
+
+    fn trust_host(
+        &self,
+        user: &str,
+        service: &str,
+        host: &RemoteHost,
+        days: u32,
+        _now: u64,
+        _rng: &mut dyn Random,
+    ) -> Result<String, BackendError> {
+        let ticket = self.take_ticket(user).ok_or_else(|| {
+            BackendError::Refused("trusting a host needs a code verified on it first".into())
+        })?;
+        let ticket: &[u8] = &ticket;
+        let kind = match host.kind {
+            HostKind::Ip => "ip",
+            HostKind::Name => "name",
+        };
+        let days = i32::try_from(days).unwrap_or(i32::MAX);
+        self.one(
+            "SELECT twofactor.h_trust($1, $2, $3, $4, $5, $6)",
+            &[&user, &ticket, &service, &host.host, &kind, &days],
+        )
+    }
+
+    fn revoke_trust(&self, user: &str, which: Revoke<'_>) -> Result<usize, BackendError> {
+        let id: Option<&str> = match which {
+            Revoke::One(id) => Some(id),
+            Revoke::All => None,
+        };
+        let n: i32 = match self.take_ticket(user) {
+            Some(t) => {
+                let t: &[u8] = &t;
+                self.one("SELECT twofactor.h_revoke_trust($1, $2, $3)", &[&user, &t, &id])?
+            }
+            None => self.one("SELECT twofactor.a_revoke_trust($1, $2)", &[&user, &id])?,
+        };
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn set_enabled(&self, user: &str, enabled: bool) -> Result<bool, BackendError> {
+        match self.take_ticket(user) {
+            Some(t) => {
+                let t: &[u8] = &t;
+                self.one(
+                    "SELECT twofactor.h_set_enabled($1, $2, $3)",
+                    &[&user, &t, &enabled],
+                )
+            }
+            None => self.one("SELECT twofactor.a_set_enabled($1, $2)", &[&user, &enabled]),
+        }
+    }
+
+    fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError> {
+        self.one("SELECT twofactor.a_reset($1, false)", &[&user])
+    }
+
+    fn reset(&self, user: &str) -> Result<(), BackendError> {
+        let _: bool = self.one("SELECT twofactor.a_reset($1, true)", &[&user])?;
+        Ok(())
+    }
+
+    fn unlock(&self, user: &str, _now: u64) -> Result<Option<u64>, BackendError> {
+        let left: Option<i64> = self.one("SELECT twofactor.a_unlock($1)", &[&user])?;
+        Ok(left.and_then(|l| u64::try_from(l).ok()))
+    }
+
+    fn new_backup_codes(
+        &self,
+        user: &str,
+        count: usize,
+        _cost: HashCost,
+        rng: &mut dyn Random,
+    ) -> Result<Option<NewCodes>, BackendError> {
+        let (canonical, shown) = backup_codes::generate_plain(count, rng)?;
+        let codes = Self::codes_array(&canonical);
+        let saved: bool = match self.take_ticket(user) {
+            Some(t) => {
+                let t: &[u8] = &t;
+                self.one("SELECT twofactor.h_new_codes($1, $2, $3)", &[&user, &t, &codes])?
+            }
+            None => self.one("SELECT twofactor.a_new_codes($1, $2)", &[&user, &codes])?,
+        };
+        Ok(saved.then_some(shown))
+    }
+}
+
+/// What `twofactor fleet init` ran.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The schema version before (0: none).
+    pub before: i32,
+    /// The schema version now.
+    pub after: i32,
+}
+
+/// Creates or migrates the roles, schema and functions through an administrator's
+/// connection string (a superuser), registering `key_file` as the encryption key when
+/// none is. Idempotent: a second run changes nothing.
+pub fn init(admin_url: &str, key_file: &str) -> Result<InitReport, BackendError> {
+    let config: PgConfig = admin_url
+        .parse()
+        .map_err(|e| unavailable(format!("--admin-url: {e}")))?;
+    let connector = {
+        let mut b = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| unavailable(format!("TLS setup: {e}")))?;
+        // The admin URL's sslrootcert is not read by this client: verify with the system
+        // store, or connect over a local socket (no TLS).
+        b.set_verify(SslVerifyMode::PEER);
+        MakeTlsConnector::new(b.build())
+    };
+    let mut c = config.connect(connector)?;
+    let mut tx = c.transaction()?;
+    tx.batch_execute(BOOTSTRAP)?;
+    let ext: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT quote_ident(n.nspname) FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname IN ('pgcrypto', 'sslinfo')",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let before: i32 = tx
+        .query_one(
+            "SELECT CASE WHEN to_regclass('twofactor.meta') IS NULL THEN 0 \
+             ELSE (SELECT coalesce(max(version), 0) FROM twofactor.meta) END",
+            &[],
+        )?
+        .get(0);
+    if before > SCHEMA_VERSION {
+        return Err(unavailable(format!(
+            "the database has schema version {before}; this twofactor knows {SCHEMA_VERSION}: upgrade twofactor first"
+        )));
+    }
+    tx.batch_execute(&SCHEMA.replace("@EXT@", &ext.join(", ")))?;
+    tx.execute(
+        "INSERT INTO twofactor.keys (path, current) SELECT $1, true \
+         WHERE NOT EXISTS (SELECT 1 FROM twofactor.keys WHERE current)",
+        &[&key_file],
+    )?;
+    // Reads the key once, so a missing or malformed key file fails here, not at a login.
+    tx.execute("SELECT twofactor.key(twofactor.current_key())", &[])?;
+    tx.commit()?;
+    Ok(InitReport {
+        before,
+        after: SCHEMA_VERSION,
+    })
+}
+
+/// Roles and extensions, made before the schema: needs a superuser.
+const BOOTSTRAP: &str = "
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner') THEN
+        CREATE ROLE twofactor_owner NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_host') THEN
+        CREATE ROLE twofactor_host LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_admin') THEN
+        CREATE ROLE twofactor_admin LOGIN;
+    END IF;
+END $$;
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS sslinfo;
+GRANT pg_read_server_files TO twofactor_owner;
+GRANT EXECUTE ON FUNCTION pg_read_file(text) TO twofactor_owner;
+";
+
+/// The schema, functions and grants (see the file's header).
+const SCHEMA: &str = include_str!("postgresql/schema.sql");
+
+/// The pg_hba.conf and pg_ident.conf lines `fleet init` asks the administrator to add.
+pub fn access_lines(dbname: &str) -> String {
+    format!(
+        "# pg_hba.conf: TLS with a client certificate, nothing else, for twofactor\n\
+         hostssl {dbname} twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor\n\
+         hostssl {dbname} twofactor_host,twofactor_admin ::/0 cert map=twofactor\n\
+         # pg_ident.conf: one line per host certificate (CN), and per administrator\n\
+         # twofactor  web1.example.com   twofactor_host\n\
+         # twofactor  admin-alice        twofactor_admin\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_allow_only_certificates() {
+        let l = access_lines("twofactor");
+        assert!(l.contains("hostssl twofactor twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"));
+        assert!(!l.contains(" md5") && !l.contains(" trust"), "{l}");
+    }
+
+    #[test]
+    fn the_schema_is_complete_and_grants_no_table() {
+        assert!(SCHEMA.contains("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC"));
+        for f in ["h_verify", "h_enrol", "h_facts", "a_reset", "a_unlock"] {
+            assert!(SCHEMA.contains(&format!("twofactor.{f}(")), "{f}");
+        }
+        assert!(!SCHEMA.contains("GRANT SELECT"), "no table is granted");
+    }
+}

@@ -1,0 +1,662 @@
+-- twofactor's fleet schema, version 1. Applied by `twofactor fleet init` in one
+-- transaction; every statement is safe to run again. @EXT@ is the schema holding the
+-- pgcrypto and sslinfo extensions.
+--
+-- Tables are reachable only through the SECURITY DEFINER functions below, owned by the
+-- NOLOGIN role twofactor_owner. Hosts (twofactor_host) may run the login and
+-- self-service functions (h_*); administrators (twofactor_admin) also the a_* ones.
+-- TOTP is computed here, on the database's clock: no caller passes a time in.
+
+CREATE SCHEMA IF NOT EXISTS twofactor AUTHORIZATION twofactor_owner;
+REVOKE ALL ON SCHEMA twofactor FROM PUBLIC;
+GRANT USAGE ON SCHEMA twofactor TO twofactor_host, twofactor_admin;
+SET LOCAL ROLE twofactor_owner;
+
+CREATE TABLE IF NOT EXISTS twofactor.meta (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version integer NOT NULL
+);
+
+-- Limits a host's config cannot loosen: a host may be stricter, never laxer.
+CREATE TABLE IF NOT EXISTS twofactor.settings (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    max_failures_cap integer NOT NULL DEFAULT 10 CHECK (max_failures_cap > 0),
+    lock_seconds_floor bigint NOT NULL DEFAULT 60 CHECK (lock_seconds_floor > 0),
+    window_cap integer NOT NULL DEFAULT 2 CHECK (window_cap BETWEEN 0 AND 10),
+    grace_logins_cap integer NOT NULL DEFAULT 10 CHECK (grace_logins_cap >= 0),
+    trust_days_cap integer NOT NULL DEFAULT 90 CHECK (trust_days_cap > 0)
+);
+INSERT INTO twofactor.settings DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Keys that encrypt secrets at rest. Only the path is here: the key itself lives in a
+-- file outside the data directory that only the server's OS user can read.
+CREATE TABLE IF NOT EXISTS twofactor.keys (
+    id serial PRIMARY KEY,
+    path text NOT NULL UNIQUE,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    current boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS twofactor.users (
+    name text PRIMARY KEY,
+    secret bytea,
+    key_id integer REFERENCES twofactor.keys (id),
+    authenticator_id bytea,
+    algorithm text CHECK (algorithm IN ('SHA1', 'SHA256', 'SHA512')),
+    digits integer CHECK (digits IN (6, 8)),
+    period integer CHECK (period BETWEEN 15 AND 300),
+    enabled boolean NOT NULL DEFAULT true,
+    enrolled_at bigint,
+    last_step bigint,
+    window_steps integer,
+    failures integer NOT NULL DEFAULT 0,
+    locks integer NOT NULL DEFAULT 0,
+    locked_until bigint,
+    grace_logins_used integer NOT NULL DEFAULT 0,
+    -- A short-lived ticket a successful verify hands the host that ran it: it lets that
+    -- host, and no other, make one change for this user (trust a client, new codes).
+    ticket bytea,
+    ticket_host text,
+    ticket_until bigint
+);
+
+CREATE TABLE IF NOT EXISTS twofactor.backup_codes (
+    name text NOT NULL REFERENCES twofactor.users (name) ON DELETE CASCADE,
+    hash bytea NOT NULL,
+    key_id integer NOT NULL REFERENCES twofactor.keys (id),
+    used_at timestamptz,
+    used_by text,
+    PRIMARY KEY (name, hash)
+);
+
+CREATE TABLE IF NOT EXISTS twofactor.trusted_hosts (
+    name text NOT NULL REFERENCES twofactor.users (name) ON DELETE CASCADE,
+    id text NOT NULL,
+    granted_by text NOT NULL,
+    service text NOT NULL,
+    host text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('ip', 'name')),
+    created bigint NOT NULL,
+    expires bigint NOT NULL,
+    PRIMARY KEY (name, id)
+);
+
+CREATE TABLE IF NOT EXISTS twofactor.audit (
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    host text NOT NULL,
+    role text NOT NULL,
+    name text,
+    action text NOT NULL,
+    outcome text NOT NULL
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA twofactor FROM PUBLIC, twofactor_host, twofactor_admin;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA twofactor FROM PUBLIC, twofactor_host, twofactor_admin;
+
+-- ---------------------------------------------------------------------------------
+-- Internal helpers (owner only).
+
+-- The calling host: its client certificate's CN, or the role for other connections.
+CREATE OR REPLACE FUNCTION twofactor.caller() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, @EXT@ AS $$
+    SELECT coalesce(CASE WHEN ssl_client_cert_present() THEN ssl_client_dn_field('CN') END,
+                    session_user::text)
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.now_s() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT floor(extract(epoch FROM clock_timestamp()))::bigint
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.log(p_name text, p_action text, p_outcome text)
+RETURNS void LANGUAGE sql SET search_path = pg_catalog, twofactor AS $$
+    INSERT INTO twofactor.audit (host, role, name, action, outcome)
+    VALUES (twofactor.caller(), session_user::text, p_name, p_action, p_outcome)
+$$;
+
+-- The key with this id, read from its file (hex).
+CREATE OR REPLACE FUNCTION twofactor.key(p_id integer) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    p text;
+    k text;
+BEGIN
+    SELECT path INTO p FROM twofactor.keys WHERE id = p_id;
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'twofactor: no encryption key %', p_id;
+    END IF;
+    k := btrim(pg_read_file(p), E' \n\r\t');
+    IF k !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'twofactor: the key file % must hold 64 hex digits', p;
+    END IF;
+    RETURN k;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.current_key() RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor AS $$
+    SELECT id FROM twofactor.keys WHERE current
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.encrypt(p_secret bytea, p_key integer) RETURNS bytea
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, twofactor, @EXT@ AS $$
+    SELECT pgp_sym_encrypt_bytea(p_secret, twofactor.key(p_key), 'cipher-algo=aes256')
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.decrypt(p_data bytea, p_key integer) RETURNS bytea
+LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor, @EXT@ AS $$
+    SELECT pgp_sym_decrypt_bytea(p_data, twofactor.key(p_key))
+$$;
+
+-- Backup codes are kept as a keyed hash: a copy of the database alone cannot test guesses.
+CREATE OR REPLACE FUNCTION twofactor.code_hash(p_code text, p_key integer) RETURNS bytea
+LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor, @EXT@ AS $$
+    SELECT hmac(convert_to('backup code' || chr(0) || p_code, 'UTF8'),
+                decode(twofactor.key(p_key), 'hex'), 'sha256')
+$$;
+
+-- RFC 6238 code for one time step.
+CREATE OR REPLACE FUNCTION twofactor.totp_code(p_secret bytea, p_algorithm text,
+                                               p_digits integer, p_step bigint)
+RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, @EXT@ AS $$
+DECLARE
+    h bytea;
+    o integer;
+    v bigint;
+BEGIN
+    h := hmac(int8send(p_step), p_secret, lower(p_algorithm));
+    o := get_byte(h, length(h) - 1) & 15;
+    v := ((get_byte(h, o) & 127)::bigint << 24) | (get_byte(h, o + 1)::bigint << 16)
+         | (get_byte(h, o + 2)::bigint << 8) | get_byte(h, o + 3)::bigint;
+    RETURN lpad((v % (10::bigint ^ p_digits)::bigint)::text, p_digits, '0');
+END
+$$;
+
+-- The authenticator id, as core's AuthenticatorId::of computes it.
+CREATE OR REPLACE FUNCTION twofactor.authenticator_id(p_secret bytea) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, @EXT@ AS $$
+    SELECT substring(digest(convert_to('twofactor authenticator id', 'UTF8') || '\x00'::bytea
+                            || p_secret, 'sha256') FROM 1 FOR 16)
+$$;
+
+-- The newest step within the window whose code is p_code, or NULL.
+CREATE OR REPLACE FUNCTION twofactor.matching_step(u twofactor.users, p_secret bytea,
+                                                   p_code text, p_window integer)
+RETURNS bigint LANGUAGE plpgsql STABLE SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    cur bigint := twofactor.now_s() / u.period;
+    found bigint;
+BEGIN
+    IF p_code IS NULL OR length(p_code) <> u.digits OR p_code !~ '^[0-9]+$' THEN
+        RETURN NULL;
+    END IF;
+    FOR s IN greatest(cur - p_window, 0) .. cur + p_window LOOP
+        IF twofactor.totp_code(p_secret, u.algorithm, u.digits, s) = p_code THEN
+            found := s;
+        END IF;
+    END LOOP;
+    RETURN found;
+END
+$$;
+
+-- Counts a failure on the locked row; returns the lock it started, in seconds.
+CREATE OR REPLACE FUNCTION twofactor.fail(p_name text, p_max integer, p_lock bigint)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    u twofactor.users;
+    lim twofactor.settings;
+    secs bigint;
+BEGIN
+    SELECT * INTO lim FROM twofactor.settings;
+    SELECT * INTO u FROM twofactor.users WHERE name = p_name;
+    p_max := least(greatest(p_max, 1), lim.max_failures_cap);
+    p_lock := greatest(p_lock, lim.lock_seconds_floor);
+    IF u.failures + 1 < p_max THEN
+        UPDATE twofactor.users SET failures = failures + 1 WHERE name = p_name;
+        RETURN NULL;
+    END IF;
+    secs := least(p_lock * (2::numeric ^ least(u.locks, 40)), 86400)::bigint;
+    UPDATE twofactor.users
+       SET failures = 0, locks = locks + 1, locked_until = twofactor.now_s() + secs
+     WHERE name = p_name;
+    RETURN secs;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.facts_of(p_name text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor AS $$
+    SELECT jsonb_build_object(
+        'authenticator', CASE WHEN u.secret IS NULL THEN NULL ELSE jsonb_build_object(
+            'id', encode(u.authenticator_id, 'hex'),
+            'algorithm', u.algorithm, 'digits', u.digits, 'period', u.period,
+            'enabled', u.enabled, 'enrolled_at', u.enrolled_at,
+            'last_step', u.last_step, 'window', u.window_steps) END,
+        'backup_codes_left', (SELECT count(*) FROM twofactor.backup_codes b
+                               WHERE b.name = u.name AND b.used_at IS NULL),
+        'failures', u.failures, 'locks', u.locks, 'locked_until', u.locked_until,
+        'grace_logins_used', u.grace_logins_used,
+        -- Trust granted on one host never lets a client skip the code on another.
+        'trusted', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'id', t.id, 'service', t.service, 'host', t.host, 'kind', t.kind,
+                    'created', t.created, 'expires', t.expires) ORDER BY t.created)
+                  FROM twofactor.trusted_hosts t
+                 WHERE t.name = u.name AND t.expires > twofactor.now_s()
+                   AND (t.granted_by = twofactor.caller()
+                        OR session_user = 'twofactor_admin')), '[]'::jsonb))
+    FROM twofactor.users u WHERE u.name = p_name
+$$;
+
+-- Locks the user's row, creating it if needed.
+CREATE OR REPLACE FUNCTION twofactor.hold(p_name text) RETURNS twofactor.users
+LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    u twofactor.users;
+BEGIN
+    IF p_name IS NULL OR p_name = '' OR length(p_name) > 256 THEN
+        RAISE EXCEPTION 'twofactor: invalid user name';
+    END IF;
+    INSERT INTO twofactor.users (name) VALUES (p_name) ON CONFLICT DO NOTHING;
+    SELECT * INTO u FROM twofactor.users WHERE name = p_name FOR UPDATE;
+    RETURN u;
+END
+$$;
+
+-- Spends the caller's ticket for p_name, if it is the one handed out; true when it was.
+CREATE OR REPLACE FUNCTION twofactor.spend_ticket(p_name text, p_ticket bytea)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, twofactor, @EXT@ AS $$
+DECLARE
+    ok boolean;
+BEGIN
+    UPDATE twofactor.users
+       SET ticket = NULL, ticket_host = NULL, ticket_until = NULL
+     WHERE name = p_name AND ticket = digest(p_ticket, 'sha256')
+       AND ticket_host = twofactor.caller() AND ticket_until > twofactor.now_s()
+    RETURNING true INTO ok;
+    RETURN coalesce(ok, false);
+END
+$$;
+
+-- Stores new backup codes (already normalised) for p_name, replacing the old ones.
+CREATE OR REPLACE FUNCTION twofactor.put_codes(p_name text, p_codes text[])
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    k integer := twofactor.current_key();
+BEGIN
+    DELETE FROM twofactor.backup_codes WHERE name = p_name;
+    INSERT INTO twofactor.backup_codes (name, hash, key_id)
+    SELECT p_name, twofactor.code_hash(c, k), k FROM unnest(p_codes) AS c
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+-- Saves an authenticator confirmed at p_step (NULL: provisioned without a code).
+CREATE OR REPLACE FUNCTION twofactor.install(p_name text, p_secret bytea, p_algorithm text,
+                                             p_digits integer, p_period integer,
+                                             p_step bigint, p_window integer)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    k integer := twofactor.current_key();
+BEGIN
+    UPDATE twofactor.users
+       SET secret = twofactor.encrypt(p_secret, k), key_id = k,
+           authenticator_id = twofactor.authenticator_id(p_secret),
+           algorithm = p_algorithm, digits = p_digits, period = p_period,
+           enabled = true, enrolled_at = twofactor.now_s(), last_step = p_step,
+           window_steps = p_window, grace_logins_used = 0,
+           ticket = NULL, ticket_host = NULL, ticket_until = NULL
+     WHERE name = p_name;
+    DELETE FROM twofactor.trusted_hosts WHERE name = p_name;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Functions for hosts (and administrators).
+
+CREATE OR REPLACE FUNCTION twofactor.h_version() RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor AS $$
+    SELECT version FROM twofactor.meta
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.h_facts(p_name text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor AS $$
+    SELECT twofactor.facts_of(p_name)
+$$;
+
+-- One decision on a typed code, in one transaction: the row is locked, the attempt
+-- counted, the code checked, and the outcome written with its audit row, or nothing is.
+-- p_purpose 'login' or 'change' ('change' also checks a disabled authenticator).
+-- Returns {result, step|left|locked_for|seconds_left, ticket}.
+CREATE OR REPLACE FUNCTION twofactor.h_verify(p_name text, p_totp text, p_backup text,
+                                              p_purpose text, p_window integer,
+                                              p_max_failures integer, p_lock_seconds bigint)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor, @EXT@ SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users;
+    lim twofactor.settings;
+    secret bytea;
+    step bigint;
+    locked bigint;
+    spent text;
+    ticket bytea;
+    now_s bigint := twofactor.now_s();
+BEGIN
+    SELECT * INTO lim FROM twofactor.settings;
+    SELECT * INTO u FROM twofactor.users WHERE name = p_name FOR UPDATE;
+    IF u.locked_until > now_s THEN
+        PERFORM twofactor.log(p_name, 'verify', 'locked');
+        RETURN jsonb_build_object('result', 'locked', 'seconds_left', u.locked_until - now_s);
+    END IF;
+    IF u.secret IS NULL OR NOT (u.enabled OR p_purpose = 'change') THEN
+        RETURN jsonb_build_object('result', 'not_enrolled');
+    END IF;
+    secret := twofactor.decrypt(u.secret, u.key_id);
+    step := twofactor.matching_step(u, secret,
+                                    p_totp, least(coalesce(u.window_steps, p_window), lim.window_cap));
+    IF step IS NOT NULL AND step <= coalesce(u.last_step, -1) THEN
+        locked := twofactor.fail(p_name, p_max_failures, p_lock_seconds);
+        PERFORM twofactor.log(p_name, 'verify', 'replayed');
+        RETURN jsonb_build_object('result', 'replayed', 'locked_for', locked);
+    END IF;
+    IF step IS NULL AND p_backup IS NOT NULL THEN
+        UPDATE twofactor.backup_codes b SET used_at = clock_timestamp(), used_by = twofactor.caller()
+         WHERE b.name = p_name AND b.used_at IS NULL
+           AND b.hash = twofactor.code_hash(p_backup, b.key_id)
+        RETURNING b.name INTO spent;
+    END IF;
+    IF step IS NULL AND spent IS NULL THEN
+        locked := twofactor.fail(p_name, p_max_failures, p_lock_seconds);
+        PERFORM twofactor.log(p_name, 'verify', 'wrong code');
+        RETURN jsonb_build_object('result', 'wrong', 'locked_for', locked);
+    END IF;
+    ticket := gen_random_bytes(32);
+    UPDATE twofactor.users
+       SET last_step = coalesce(step, last_step), failures = 0, locks = 0, locked_until = NULL,
+           ticket = digest(ticket, 'sha256'), ticket_host = twofactor.caller(),
+           ticket_until = now_s + 600
+     WHERE name = p_name;
+    IF step IS NOT NULL THEN
+        PERFORM twofactor.log(p_name, 'verify', 'totp');
+        RETURN jsonb_build_object('result', 'totp', 'ticket', encode(ticket, 'hex'));
+    END IF;
+    PERFORM twofactor.log(p_name, 'verify', 'backup code');
+    RETURN jsonb_build_object('result', 'backup', 'ticket', encode(ticket, 'hex'),
+        'left', (SELECT count(*) FROM twofactor.backup_codes
+                  WHERE name = p_name AND used_at IS NULL));
+END
+$$;
+
+-- Enrols p_name once p_code verifies against the new secret. A host may enrol only a user
+-- without an authenticator, or replace one with the ticket of a verify on the old one.
+-- Returns {result: 'saved'|'wrong'|'changed'}.
+CREATE OR REPLACE FUNCTION twofactor.h_enrol(p_name text, p_secret bytea, p_algorithm text,
+                                             p_digits integer, p_period integer,
+                                             p_code text, p_expected bytea, p_ticket bytea,
+                                             p_window integer, p_codes text[])
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+    lim twofactor.settings;
+    step bigint;
+BEGIN
+    SELECT * INTO lim FROM twofactor.settings;
+    IF u.authenticator_id IS DISTINCT FROM p_expected THEN
+        RETURN jsonb_build_object('result', 'changed');
+    END IF;
+    IF u.secret IS NOT NULL AND NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        PERFORM twofactor.log(p_name, 'enrol', 'refused: no current code');
+        RAISE EXCEPTION 'twofactor: replacing an authenticator needs a current code'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    u.algorithm := p_algorithm;
+    u.digits := p_digits;
+    u.period := p_period;
+    step := twofactor.matching_step(u, p_secret, p_code, least(p_window, lim.window_cap));
+    IF step IS NULL THEN
+        RETURN jsonb_build_object('result', 'wrong');
+    END IF;
+    PERFORM twofactor.install(p_name, p_secret, p_algorithm, p_digits, p_period, step, NULL);
+    PERFORM twofactor.put_codes(p_name, p_codes);
+    PERFORM twofactor.log(p_name, 'enrol', 'saved');
+    RETURN jsonb_build_object('result', 'saved');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.h_count_grace_login(p_name text, p_allowed integer)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+    allowed integer := least(p_allowed, (SELECT grace_logins_cap FROM twofactor.settings));
+BEGIN
+    IF u.grace_logins_used >= allowed THEN
+        PERFORM twofactor.log(p_name, 'grace', 'none left');
+        RETURN NULL;
+    END IF;
+    UPDATE twofactor.users SET grace_logins_used = grace_logins_used + 1 WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'grace', 'counted');
+    RETURN allowed - u.grace_logins_used - 1;
+END
+$$;
+
+-- Trusts a client for p_name on the calling host, with the ticket of the verify that
+-- just succeeded there.
+CREATE OR REPLACE FUNCTION twofactor.h_trust(p_name text, p_ticket bytea, p_service text,
+                                             p_host text, p_kind text, p_days integer)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor, @EXT@ SET lock_timeout = '1s' AS $$
+DECLARE
+    id text := encode(gen_random_bytes(6), 'hex');
+    now_s bigint := twofactor.now_s();
+    days integer := least(p_days, (SELECT trust_days_cap FROM twofactor.settings));
+BEGIN
+    PERFORM twofactor.hold(p_name);
+    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        RAISE EXCEPTION 'twofactor: trusting a host needs a code verified on it'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM twofactor.trusted_hosts
+     WHERE name = p_name AND (expires <= now_s OR (granted_by = twofactor.caller()
+           AND service = p_service AND host = p_host));
+    INSERT INTO twofactor.trusted_hosts (name, id, granted_by, service, host, kind, created, expires)
+    VALUES (p_name, id, twofactor.caller(), p_service, p_host, p_kind, now_s, now_s + days * 86400);
+    PERFORM twofactor.log(p_name, 'trust', p_service || ' ' || p_host);
+    RETURN id;
+END
+$$;
+
+-- The user's own changes, each with the ticket of a verify on this host.
+CREATE OR REPLACE FUNCTION twofactor.h_new_codes(p_name text, p_ticket bytea, p_codes text[])
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+BEGIN
+    PERFORM twofactor.hold(p_name);
+    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        RAISE EXCEPTION 'twofactor: new backup codes need a current code'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM twofactor.put_codes(p_name, p_codes);
+    PERFORM twofactor.log(p_name, 'backup codes', 'replaced');
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.h_revoke_trust(p_name text, p_ticket bytea, p_id text)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM twofactor.hold(p_name);
+    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        RAISE EXCEPTION 'twofactor: revoking trust needs a current code'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM twofactor.trusted_hosts
+     WHERE name = p_name AND granted_by = twofactor.caller() AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM twofactor.log(p_name, 'trust revoke', n::text);
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.h_set_enabled(p_name text, p_ticket bytea, p_enabled boolean)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        RAISE EXCEPTION 'twofactor: this change needs a current code'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF u.secret IS NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'enabled', p_enabled::text);
+    RETURN true;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Functions for administrators only.
+
+CREATE OR REPLACE FUNCTION twofactor.a_users() RETURNS SETOF text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor AS $$
+    SELECT name FROM twofactor.users ORDER BY name
+$$;
+
+-- Provisions or imports an authenticator without a code. p_only_new: refuse over one.
+CREATE OR REPLACE FUNCTION twofactor.a_install(p_name text, p_secret bytea, p_algorithm text,
+                                               p_digits integer, p_period integer,
+                                               p_expected bytea, p_window integer,
+                                               p_codes text[], p_last_step bigint)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    IF u.authenticator_id IS DISTINCT FROM p_expected THEN
+        RETURN 'changed';
+    END IF;
+    PERFORM twofactor.install(p_name, p_secret, p_algorithm, p_digits, p_period,
+                              p_last_step, p_window);
+    IF p_codes IS NOT NULL THEN
+        PERFORM twofactor.put_codes(p_name, p_codes);
+    END IF;
+    PERFORM twofactor.log(p_name, 'install', 'saved');
+    RETURN 'saved';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.a_new_codes(p_name text, p_codes text[])
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    IF u.secret IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM twofactor.put_codes(p_name, p_codes);
+    PERFORM twofactor.log(p_name, 'backup codes', 'replaced by an administrator');
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.a_set_enabled(p_name text, p_enabled boolean)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    IF u.secret IS NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'enabled', p_enabled::text || ' by an administrator');
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.a_revoke_trust(p_name text, p_id text) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, twofactor AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofactor.trusted_hosts WHERE name = p_name AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM twofactor.log(p_name, 'trust revoke', n::text || ' by an administrator');
+    RETURN n;
+END
+$$;
+
+-- p_all: everything; otherwise the authenticator, codes and trust (lock and grace stay).
+CREATE OR REPLACE FUNCTION twofactor.a_reset(p_name text, p_all boolean) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    IF p_all THEN
+        DELETE FROM twofactor.users WHERE name = p_name;
+        PERFORM twofactor.log(p_name, 'reset', 'everything');
+        RETURN u.secret IS NOT NULL;
+    END IF;
+    UPDATE twofactor.users
+       SET secret = NULL, key_id = NULL, authenticator_id = NULL, algorithm = NULL,
+           digits = NULL, period = NULL, enabled = true, enrolled_at = NULL,
+           last_step = NULL, window_steps = NULL, ticket = NULL, ticket_host = NULL,
+           ticket_until = NULL
+     WHERE name = p_name;
+    DELETE FROM twofactor.backup_codes WHERE name = p_name;
+    DELETE FROM twofactor.trusted_hosts WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'reset', 'authenticator');
+    RETURN u.secret IS NOT NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION twofactor.a_unlock(p_name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+    left_s bigint := CASE WHEN u.locked_until > twofactor.now_s()
+                          THEN u.locked_until - twofactor.now_s() END;
+BEGIN
+    UPDATE twofactor.users SET failures = 0, locks = 0, locked_until = NULL WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'unlock', coalesce(left_s::text, 'not locked'));
+    RETURN left_s;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------
+-- Who may run what: nothing by default, then function by function.
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    twofactor.h_version(), twofactor.h_facts(text),
+    twofactor.h_verify(text, text, text, text, integer, integer, bigint),
+    twofactor.h_enrol(text, bytea, text, integer, integer, text, bytea, bytea, integer, text[]),
+    twofactor.h_count_grace_login(text, integer),
+    twofactor.h_trust(text, bytea, text, text, text, integer),
+    twofactor.h_new_codes(text, bytea, text[]),
+    twofactor.h_revoke_trust(text, bytea, text),
+    twofactor.h_set_enabled(text, bytea, boolean)
+TO twofactor_host, twofactor_admin;
+GRANT EXECUTE ON FUNCTION
+    twofactor.a_users(),
+    twofactor.a_install(text, bytea, text, integer, integer, bytea, integer, text[], bigint),
+    twofactor.a_new_codes(text, text[]),
+    twofactor.a_set_enabled(text, boolean),
+    twofactor.a_revoke_trust(text, text),
+    twofactor.a_reset(text, boolean),
+    twofactor.a_unlock(text)
+TO twofactor_admin;
+
+RESET ROLE;
+INSERT INTO twofactor.meta (version) VALUES (1)
+ON CONFLICT (id) DO UPDATE SET version = greatest(twofactor.meta.version, 1);
