@@ -125,7 +125,10 @@ pub fn generate_plain(
             canonical.push(code);
         }
     }
-    let shown = canonical.iter().map(|c| Zeroizing::new(display(c))).collect();
+    let shown = canonical
+        .iter()
+        .map(|c| Zeroizing::new(display(c)))
+        .collect();
     Ok((canonical, NewCodes(shown)))
 }
 

@@ -716,15 +716,12 @@ impl Raw {
         };
         let mut hosts = Vec::new();
         for h in raw.hosts.as_deref().unwrap_or_default() {
-            let parsed = h
-                .get_ref()
-                .rsplit_once(':')
-                .and_then(|(host, port)| {
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-                    (!host.is_empty() && !host.contains(char::is_whitespace))
-                        .then(|| (host.to_string(), port))
-                });
+            let parsed = h.get_ref().rsplit_once(':').and_then(|(host, port)| {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+                (!host.is_empty() && !host.contains(char::is_whitespace))
+                    .then(|| (host.to_string(), port))
+            });
             hosts.push(parsed.ok_or_else(|| {
                 src.at(
                     h.span(),

@@ -14,7 +14,7 @@ use twofactor_core::auth::Purpose;
 use twofactor_core::backend::{self, Backend};
 use twofactor_core::config::Config;
 use twofactor_core::store::Store;
-use twofactor_testkit::conformance::{self, NOW, RACERS, enrol_for_race, race_config};
+use twofactor_testkit::conformance::{self, RACERS, enrol_for_race, now, race_config};
 use twofactor_testkit::me;
 
 /// A file store in `dir`, and a config naming it (for the child processes).
@@ -146,7 +146,7 @@ fn race_child() {
         thread::sleep(Duration::from_millis(1));
     }
     let result = backend
-        .verify("racer", &input, Purpose::Login, &race_config(), NOW)
+        .verify("racer", &input, Purpose::Login, &race_config(), now())
         .unwrap();
     println!("RESULT={result:?}");
 }

@@ -10,6 +10,7 @@ use std::thread;
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::{Backend, BackendError};
 use twofactor_core::backup_codes::{HashCost, NewCodes};
+use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::OsRandom;
@@ -17,8 +18,11 @@ use twofactor_core::totp::{SecretKey, TotpParams};
 
 /// Concurrent callers in each race.
 pub const RACERS: usize = 8;
-/// The moment the races happen at.
-pub const NOW: u64 = 1_900_000_000;
+/// The time the races happen at: the real clock, since a database backend checks codes
+/// on its own clock and takes no time from its callers.
+pub fn now() -> u64 {
+    SystemClock.now()
+}
 
 /// Opens a new handle on the backend under test.
 pub type Open<'a> = &'a (dyn Fn() -> Box<dyn Backend> + Sync);
@@ -31,11 +35,11 @@ pub fn race_config() -> Config {
 }
 
 /// Enrols `user` with real-cost backup codes (so a race has time to overlap); returns
-/// the TOTP code at [`NOW`] and one backup code.
+/// the TOTP code at [`now`] and one backup code.
 pub fn enrol_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     let params = TotpParams::default();
-    let code = key.code_at_step(&params, params.step_at(NOW)).to_string();
+    let code = key.code_at_step(&params, params.step_at(now())).to_string();
     let e = Enrollment::with_secret(&Config::default(), key, params, user, "race");
     let settings = SaveSettings {
         window: 1,
@@ -74,7 +78,8 @@ fn wins(results: &[CodeResult]) -> usize {
 fn verify_race(open: Open<'_>, user: &str, input: &str) -> Vec<CodeResult> {
     let config = race_config();
     race(open, &|b| {
-        b.verify(user, input, Purpose::Login, &config, NOW).unwrap()
+        b.verify(user, input, Purpose::Login, &config, now())
+            .unwrap()
     })
 }
 
@@ -123,7 +128,7 @@ pub fn one_of_racing_enrolments_is_saved(open: Open<'_>) {
     };
     let results = race(open, &|b| {
         let e = Enrollment::new(&config, "racer4", "race", &mut OsRandom).unwrap();
-        let saved = b.enrol("racer4", &e, None, None, settings, NOW, &mut OsRandom);
+        let saved = b.enrol("racer4", &e, None, None, settings, now(), &mut OsRandom);
         match saved {
             Ok(Some(_)) => Ok(e.secret().clone()),
             Ok(None) => panic!("no code was asked for"),

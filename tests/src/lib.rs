@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
 
 pub mod conformance;
+pub mod postgres;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -149,7 +149,9 @@ fn fleet(
     owner: u32,
 ) -> Result<postgresql::Postgresql, BackendError> {
     let settings = config.storage.postgresql.clone().ok_or_else(|| {
-        BackendError::Unavailable("storage.backend = \"postgresql\" without [storage.postgresql]".into())
+        BackendError::Unavailable(
+            "storage.backend = \"postgresql\" without [storage.postgresql]".into(),
+        )
     })?;
     Ok(postgresql::Postgresql::new(settings, role, owner))
 }

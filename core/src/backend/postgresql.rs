@@ -25,7 +25,9 @@ use postgres_openssl::MakeTlsConnector;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{AuthenticatorFacts, AuthenticatorId, Backend, BackendError, Imported, Revoke, UserFacts};
+use super::{
+    AuthenticatorFacts, AuthenticatorId, Backend, BackendError, Imported, Revoke, UserFacts,
+};
 use crate::auth::{CodeResult, Purpose};
 use crate::backup_codes::{self, HashCost, NewCodes};
 use crate::config::{Config, PostgresqlSettings};
@@ -97,14 +99,30 @@ impl From<postgres::Error> for BackendError {
                 Self::Refused(db.message().to_string())
             }
             Some(db) => Self::Unavailable(format!("the database refused: {}", db.message())),
-            None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {e}")),
+            None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))),
         }
     }
 }
 
+/// An error with the errors under it (the TLS library's reason is in a source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Reads a credential file that must belong to `owner` and, for a private key, be
 /// readable by nobody else.
-fn read_credential(path: &std::path::Path, owner: u32, private: bool) -> Result<Vec<u8>, BackendError> {
+fn read_credential(
+    path: &std::path::Path,
+    owner: u32,
+    private: bool,
+) -> Result<Vec<u8>, BackendError> {
     let what = |e: io::Error| unavailable(format!("{}: {e}", path.display()));
     let file = fs::OpenOptions::new()
         .read(true)
@@ -153,7 +171,8 @@ impl Postgresql {
         store.add_cert(ca).map_err(tls_err)?;
         b.set_verify_cert_store(store.build()).map_err(tls_err)?;
         b.set_verify(SslVerifyMode::PEER);
-        b.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(tls_err)?;
+        b.set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(tls_err)?;
         b.set_certificate(&cert).map_err(tls_err)?;
         b.set_private_key(&key).map_err(tls_err)?;
         b.check_private_key().map_err(tls_err)?;
@@ -194,7 +213,7 @@ impl Postgresql {
                 }
                 match c.connect(tls.clone()) {
                     Ok(client) => return Ok(client),
-                    Err(e) => last = format!("{host}:{port} ({ip}): {e}"),
+                    Err(e) => last = format!("{host}:{port} ({ip}): {}", with_causes(&e)),
                 }
             }
         }
@@ -224,6 +243,15 @@ impl Postgresql {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<T, BackendError> {
         self.with(|c| c.query_one(sql, params).map(|row| row.get(0)))
+    }
+
+    /// Runs `sql` and discards the rows: for checks that a statement is refused to this
+    /// role (doctor's probe, the tests). The error text on failure.
+    pub fn probe(&self, sql: &str) -> Result<(), String> {
+        self.with(|c| c.batch_execute(sql)).map_err(|e| match e {
+            BackendError::Unavailable(m) | BackendError::Refused(m) => m,
+            other => other.to_string(),
+        })
     }
 
     /// The schema version the database has.
@@ -324,7 +352,11 @@ impl RawFacts {
                 id: t.id,
                 service: t.service,
                 host: t.host,
-                kind: if t.kind == "name" { HostKind::Name } else { HostKind::Ip },
+                kind: if t.kind == "name" {
+                    HostKind::Name
+                } else {
+                    HostKind::Ip
+                },
                 created: t.created,
                 expires: t.expires,
             })
@@ -382,7 +414,15 @@ impl Backend for Postgresql {
         let backup_arg: Option<&str> = as_backup.as_deref().map(String::as_str);
         let v: serde_json::Value = self.one(
             "SELECT twofactor.h_verify($1, $2, $3, $4, $5, $6, $7)",
-            &[&user, &totp_arg, &backup_arg, &purpose, &window, &max, &lock_s],
+            &[
+                &user,
+                &totp_arg,
+                &backup_arg,
+                &purpose,
+                &window,
+                &max,
+                &lock_s,
+            ],
         )?;
         let r: RawVerify = serde_json::from_value(v).map_err(bad_reply)?;
         if let Some(t) = r.ticket.as_deref() {
@@ -436,8 +476,8 @@ impl Backend for Postgresql {
                 let v: serde_json::Value = self.one(
                     "SELECT twofactor.h_enrol($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &[
-                        &user, &secret, &alg, &digits, &period, &code, &expected, &ticket,
-                        &window, &codes,
+                        &user, &secret, &alg, &digits, &period, &code, &expected, &ticket, &window,
+                        &codes,
                     ],
                 )?;
                 v.get("result")
@@ -490,8 +530,10 @@ impl Backend for Postgresql {
 
     fn count_grace_login(&self, user: &str, allowed: u32) -> Result<Option<u32>, BackendError> {
         let allowed = i32::try_from(allowed).unwrap_or(i32::MAX);
-        let left: Option<i32> =
-            self.one("SELECT twofactor.h_count_grace_login($1, $2)", &[&user, &allowed])?;
+        let left: Option<i32> = self.one(
+            "SELECT twofactor.h_count_grace_login($1, $2)",
+            &[&user, &allowed],
+        )?;
         Ok(left.and_then(|l| u32::try_from(l).ok()))
     }
 
@@ -527,7 +569,10 @@ impl Backend for Postgresql {
         let n: i32 = match self.take_ticket(user) {
             Some(t) => {
                 let t: &[u8] = &t;
-                self.one("SELECT twofactor.h_revoke_trust($1, $2, $3)", &[&user, &t, &id])?
+                self.one(
+                    "SELECT twofactor.h_revoke_trust($1, $2, $3)",
+                    &[&user, &t, &id],
+                )?
             }
             None => self.one("SELECT twofactor.a_revoke_trust($1, $2)", &[&user, &id])?,
         };
@@ -573,7 +618,10 @@ impl Backend for Postgresql {
         let saved: bool = match self.take_ticket(user) {
             Some(t) => {
                 let t: &[u8] = &t;
-                self.one("SELECT twofactor.h_new_codes($1, $2, $3)", &[&user, &t, &codes])?
+                self.one(
+                    "SELECT twofactor.h_new_codes($1, $2, $3)",
+                    &[&user, &t, &codes],
+                )?
             }
             None => self.one("SELECT twofactor.a_new_codes($1, $2)", &[&user, &codes])?,
         };
@@ -618,13 +666,15 @@ pub fn init(admin_url: &str, key_file: &str) -> Result<InitReport, BackendError>
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let before: i32 = tx
-        .query_one(
-            "SELECT CASE WHEN to_regclass('twofactor.meta') IS NULL THEN 0 \
-             ELSE (SELECT coalesce(max(version), 0) FROM twofactor.meta) END",
-            &[],
-        )?
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('twofactor.meta') IS NOT NULL", &[])?
         .get(0);
+    let before: i32 = if exists {
+        tx.query_one("SELECT coalesce(max(version), 0) FROM twofactor.meta", &[])?
+            .get(0)
+    } else {
+        0
+    };
     if before > SCHEMA_VERSION {
         return Err(unavailable(format!(
             "the database has schema version {before}; this twofactor knows {SCHEMA_VERSION}: upgrade twofactor first"
@@ -686,7 +736,9 @@ mod tests {
     #[test]
     fn access_lines_allow_only_certificates() {
         let l = access_lines("twofactor");
-        assert!(l.contains("hostssl twofactor twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"));
+        assert!(l.contains(
+            "hostssl twofactor twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"
+        ));
         assert!(!l.contains(" md5") && !l.contains(" trust"), "{l}");
     }
 

@@ -151,7 +151,7 @@ $$;
 -- Backup codes are kept as a keyed hash: a copy of the database alone cannot test guesses.
 CREATE OR REPLACE FUNCTION twofactor.code_hash(p_code text, p_key integer) RETURNS bytea
 LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor, @EXT@ AS $$
-    SELECT hmac(convert_to('backup code' || chr(0) || p_code, 'UTF8'),
+    SELECT hmac(convert_to('backup code', 'UTF8') || '\x00'::bytea || convert_to(p_code, 'UTF8'),
                 decode(twofactor.key(p_key), 'hex'), 'sha256')
 $$;
 
@@ -186,17 +186,17 @@ CREATE OR REPLACE FUNCTION twofactor.matching_step(u twofactor.users, p_secret b
 RETURNS bigint LANGUAGE plpgsql STABLE SET search_path = pg_catalog, twofactor AS $$
 DECLARE
     cur bigint := twofactor.now_s() / u.period;
-    found bigint;
+    newest bigint;
 BEGIN
     IF p_code IS NULL OR length(p_code) <> u.digits OR p_code !~ '^[0-9]+$' THEN
         RETURN NULL;
     END IF;
     FOR s IN greatest(cur - p_window, 0) .. cur + p_window LOOP
         IF twofactor.totp_code(p_secret, u.algorithm, u.digits, s) = p_code THEN
-            found := s;
+            newest := s;
         END IF;
     END LOOP;
-    RETURN found;
+    RETURN newest;
 END
 $$;
 
@@ -335,11 +335,11 @@ SET search_path = pg_catalog, twofactor, @EXT@ SET lock_timeout = '1s' AS $$
 DECLARE
     u twofactor.users;
     lim twofactor.settings;
-    secret bytea;
+    v_secret bytea;
     step bigint;
     locked bigint;
     spent text;
-    ticket bytea;
+    v_ticket bytea;
     now_s bigint := twofactor.now_s();
 BEGIN
     SELECT * INTO lim FROM twofactor.settings;
@@ -351,8 +351,8 @@ BEGIN
     IF u.secret IS NULL OR NOT (u.enabled OR p_purpose = 'change') THEN
         RETURN jsonb_build_object('result', 'not_enrolled');
     END IF;
-    secret := twofactor.decrypt(u.secret, u.key_id);
-    step := twofactor.matching_step(u, secret,
+    v_secret := twofactor.decrypt(u.secret, u.key_id);
+    step := twofactor.matching_step(u, v_secret,
                                     p_totp, least(coalesce(u.window_steps, p_window), lim.window_cap));
     IF step IS NOT NULL AND step <= coalesce(u.last_step, -1) THEN
         locked := twofactor.fail(p_name, p_max_failures, p_lock_seconds);
@@ -370,18 +370,18 @@ BEGIN
         PERFORM twofactor.log(p_name, 'verify', 'wrong code');
         RETURN jsonb_build_object('result', 'wrong', 'locked_for', locked);
     END IF;
-    ticket := gen_random_bytes(32);
+    v_ticket := gen_random_bytes(32);
     UPDATE twofactor.users
        SET last_step = coalesce(step, last_step), failures = 0, locks = 0, locked_until = NULL,
-           ticket = digest(ticket, 'sha256'), ticket_host = twofactor.caller(),
+           ticket = digest(v_ticket, 'sha256'), ticket_host = twofactor.caller(),
            ticket_until = now_s + 600
      WHERE name = p_name;
     IF step IS NOT NULL THEN
         PERFORM twofactor.log(p_name, 'verify', 'totp');
-        RETURN jsonb_build_object('result', 'totp', 'ticket', encode(ticket, 'hex'));
+        RETURN jsonb_build_object('result', 'totp', 'ticket', encode(v_ticket, 'hex'));
     END IF;
     PERFORM twofactor.log(p_name, 'verify', 'backup code');
-    RETURN jsonb_build_object('result', 'backup', 'ticket', encode(ticket, 'hex'),
+    RETURN jsonb_build_object('result', 'backup', 'ticket', encode(v_ticket, 'hex'),
         'left', (SELECT count(*) FROM twofactor.backup_codes
                   WHERE name = p_name AND used_at IS NULL));
 END
@@ -448,7 +448,7 @@ CREATE OR REPLACE FUNCTION twofactor.h_trust(p_name text, p_ticket bytea, p_serv
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, twofactor, @EXT@ SET lock_timeout = '1s' AS $$
 DECLARE
-    id text := encode(gen_random_bytes(6), 'hex');
+    v_id text := encode(gen_random_bytes(6), 'hex');
     now_s bigint := twofactor.now_s();
     days integer := least(p_days, (SELECT trust_days_cap FROM twofactor.settings));
 BEGIN
@@ -461,9 +461,9 @@ BEGIN
      WHERE name = p_name AND (expires <= now_s OR (granted_by = twofactor.caller()
            AND service = p_service AND host = p_host));
     INSERT INTO twofactor.trusted_hosts (name, id, granted_by, service, host, kind, created, expires)
-    VALUES (p_name, id, twofactor.caller(), p_service, p_host, p_kind, now_s, now_s + days * 86400);
+    VALUES (p_name, v_id, twofactor.caller(), p_service, p_host, p_kind, now_s, now_s + days * 86400);
     PERFORM twofactor.log(p_name, 'trust', p_service || ' ' || p_host);
-    RETURN id;
+    RETURN v_id;
 END
 $$;
 

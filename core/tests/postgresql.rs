@@ -1,0 +1,368 @@
+//! The fleet backend against a real PostgreSQL 15 (a throwaway cluster with TLS, started
+//! by testkit): the conformance races, the SQL TOTP against core's, what a host role may
+//! not do, TLS refusals, an outage, and no thread in the calling process. Needs root.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::postgresql::{Postgresql, Role};
+use twofactor_core::backend::{Backend, BackendError};
+use twofactor_core::backup_codes::HashCost;
+use twofactor_core::config::Config;
+use twofactor_core::enroll::{Enrollment, SaveSettings};
+use twofactor_core::random::{OsRandom, Random};
+use twofactor_core::totp::{Algorithm, SecretKey, TotpParams};
+use twofactor_testkit::conformance::{self, now, race_config};
+use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS, STRANGER};
+
+fn host(c: &Cluster, i: usize) -> Box<dyn Backend> {
+    Box::new(c.backend(HOSTS[i]))
+}
+
+fn admin(c: &Cluster) -> Box<dyn Backend> {
+    Box::new(c.backend(ADMIN))
+}
+
+fn settings() -> SaveSettings {
+    SaveSettings {
+        window: 1,
+        backup_codes: 20,
+        cost: HashCost::DEFAULT,
+    }
+}
+
+/// Enrols `user` through the admin role; returns the key and its backup codes.
+fn enrol(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
+    let key = SecretKey::generate(&mut OsRandom).unwrap();
+    let e = Enrollment::with_secret(
+        &Config::default(),
+        key.clone(),
+        TotpParams::default(),
+        user,
+        "fleet",
+    );
+    let codes = admin(c)
+        .enrol(user, &e, None, None, settings(), now(), &mut OsRandom)
+        .unwrap()
+        .unwrap();
+    (key, codes.0.iter().map(|c| c.to_string()).collect())
+}
+
+fn code(key: &SecretKey) -> String {
+    let p = TotpParams::default();
+    key.code_at_step(&p, p.step_at(now())).to_string()
+}
+
+#[test]
+fn conformance_races_pass_with_hosts_racing() {
+    let c = &Cluster::start();
+    // Enrolment without a code is an administrator's; the races run as both hosts.
+    conformance::all(&|| admin(c));
+}
+
+#[test]
+fn one_code_sent_twenty_times_at_once_from_two_hosts_logs_in_once() {
+    let c = &Cluster::start();
+    let (key, _) = enrol(c, "fleet0");
+    let totp = code(&key);
+    let config = race_config();
+    let results: Vec<CodeResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let (totp, config) = (&totp, &config);
+                s.spawn(move || {
+                    host(c, i % 2)
+                        .verify("fleet0", totp, Purpose::Login, config, now())
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wins = results.iter().filter(|r| r.is_success()).count();
+    println!("20 concurrent logins with one code from two hosts: {wins} accepted");
+    assert_eq!(wins, 1, "{results:?}");
+}
+
+#[test]
+fn the_sql_totp_agrees_with_core_on_random_secrets_and_the_rfc_vectors() {
+    let c = &Cluster::start();
+    // RFC 6238 appendix B, SHA1, 8 digits.
+    let rfc = c.psql(
+        "twofactor",
+        "SELECT twofactor.totp_code(convert_to('12345678901234567890','UTF8'),'SHA1',8,59/30) \
+         || ' ' || twofactor.totp_code(convert_to('12345678901234567890','UTF8'),'SHA1',8,1111111109/30)",
+    );
+    assert_eq!(rfc.trim(), "94287082 07081804");
+    let mut rng = OsRandom;
+    let mut queries = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        let mut b = [0u8; 4];
+        rng.fill(&mut b).unwrap();
+        let algorithm = [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512][i % 3];
+        let digits = if b[0] % 2 == 0 { 6 } else { 8 };
+        let len = [10usize, 20, 32, 64][usize::from(b[1] % 4)];
+        let mut raw = vec![0u8; len];
+        rng.fill(&mut raw).unwrap();
+        let key = SecretKey::from_bytes(raw.clone()).unwrap();
+        let step = u64::from(u32::from_be_bytes(b)) % 200_000_000;
+        let p = TotpParams {
+            algorithm,
+            digits,
+            period: 30,
+        };
+        expected.push(key.code_at_step(&p, step).to_string());
+        let hex: String = raw.iter().map(|x| format!("{x:02x}")).collect();
+        queries.push(format!(
+            "SELECT twofactor.totp_code('\\x{hex}'::bytea, '{}', {digits}, {step})",
+            algorithm.as_str()
+        ));
+    }
+    let got = c.psql("twofactor", &queries.join(" UNION ALL "));
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
+    let c = &Cluster::start();
+    let (key, backups) = enrol(c, "fleet1");
+    let config = race_config();
+    let totp = code(&key);
+    assert_eq!(
+        host(c, 0)
+            .verify("fleet1", &totp, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+    assert!(matches!(
+        host(c, 1)
+            .verify("fleet1", &totp, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Replayed { .. }
+    ));
+    assert_eq!(
+        host(c, 0)
+            .verify("fleet1", &backups[0], Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::BackupCode { left: 19 }
+    );
+    assert!(matches!(
+        host(c, 1)
+            .verify("fleet1", &backups[0], Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Wrong { .. }
+    ));
+    // 19 different backup codes spent at once from both hosts: each exactly once.
+    let results: Vec<CodeResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = backups[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let config = &config;
+                s.spawn(move || {
+                    host(c, i % 2)
+                        .verify("fleet1", b, Purpose::Login, config, now())
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, CodeResult::BackupCode { .. })),
+        "{results:?}"
+    );
+    assert_eq!(admin(c).facts("fleet1").unwrap().backup_codes_left, 0);
+}
+
+#[test]
+fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
+    let c = &Cluster::start();
+    let (key, _) = enrol(c, "fleet2");
+    let mut config = Config::default();
+    config.lockout.max_failures = 4;
+    config.lockout.lock_seconds = 300;
+    for i in 0..3 {
+        assert!(matches!(
+            host(c, i % 2)
+                .verify("fleet2", "000000", Purpose::Login, &config, now())
+                .unwrap(),
+            CodeResult::Wrong { locked_for: None }
+        ));
+    }
+    assert_eq!(
+        host(c, 1)
+            .verify("fleet2", "000000", Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Wrong {
+            locked_for: Some(300)
+        }
+    );
+    for i in 0..2 {
+        assert!(matches!(
+            host(c, i)
+                .verify("fleet2", &code(&key), Purpose::Login, &config, now())
+                .unwrap(),
+            CodeResult::Locked { .. }
+        ));
+    }
+    // A host cannot unlock.
+    assert!(host(c, 0).unlock("fleet2", now()).is_err());
+    assert!(admin(c).unlock("fleet2", now()).unwrap().is_some());
+    assert_eq!(
+        host(c, 0)
+            .verify("fleet2", &code(&key), Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+}
+
+#[test]
+fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secret() {
+    let c = &Cluster::start();
+    let (key, _) = enrol(c, "fleet3");
+    let h = c.backend(HOSTS[0]);
+    let denied = |sql: &str| {
+        let err = h.probe(sql).unwrap_err();
+        assert!(err.contains("permission denied"), "{sql}: {err}");
+    };
+    for table in [
+        "users",
+        "backup_codes",
+        "trusted_hosts",
+        "audit",
+        "keys",
+        "settings",
+        "meta",
+    ] {
+        denied(&format!("SELECT * FROM twofactor.{table}"));
+    }
+    for f in [
+        "twofactor.a_reset('fleet3', true)",
+        "twofactor.a_unlock('fleet3')",
+        "twofactor.a_set_enabled('fleet3', false)",
+        "twofactor.a_users()",
+        "twofactor.key(1)",
+        "twofactor.decrypt('\\x00'::bytea, 1)",
+        "twofactor.totp_code('\\x00'::bytea, 'SHA1', 6, 1)",
+        "twofactor.install('fleet3', '\\x00'::bytea, 'SHA1', 6, 30, NULL, NULL)",
+        "pg_read_file('/etc/passwd')",
+    ] {
+        denied(&format!("SELECT {f}"));
+    }
+    // Through the trait too: no disable, reset or re-key without the admin role.
+    assert!(matches!(
+        h.set_enabled("fleet3", false),
+        Err(BackendError::Refused(_))
+    ));
+    assert!(matches!(h.reset("fleet3"), Err(BackendError::Refused(_))));
+    let other = Enrollment::new(&Config::default(), "fleet3", "x", &mut OsRandom).unwrap();
+    let new_code = other
+        .secret()
+        .code_at_step(other.params(), other.params().step_at(now()));
+    let expected = h.facts("fleet3").unwrap().authenticator_id().cloned();
+    assert!(matches!(
+        h.enrol(
+            "fleet3",
+            &other,
+            Some(&new_code),
+            expected.as_ref(),
+            settings(),
+            now(),
+            &mut OsRandom
+        ),
+        Err(BackendError::Refused(_))
+    ));
+    assert!(
+        admin(c)
+            .facts("fleet3")
+            .unwrap()
+            .authenticator
+            .unwrap()
+            .enabled
+    );
+    // A dump of the database alone reveals no secret.
+    let dump = c.dump();
+    let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(dump.contains("fleet3"), "the dump holds the users");
+    assert!(!dump.contains(&*key.to_base32()) && !dump.contains(&hex));
+}
+
+#[test]
+fn trust_granted_on_one_host_does_not_skip_the_code_on_another() {
+    let c = &Cluster::start();
+    use twofactor_core::trusted::RemoteHost;
+    let (key, _) = enrol(c, "fleet4");
+    let a = c.backend(HOSTS[0]);
+    let client = RemoteHost::parse("192.0.2.7").unwrap();
+    // No verify, no trust.
+    assert!(
+        a.trust_host("fleet4", "sshd", &client, 30, now(), &mut OsRandom)
+            .is_err()
+    );
+    assert_eq!(
+        a.verify("fleet4", &code(&key), Purpose::Login, &race_config(), now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+    a.trust_host("fleet4", "sshd", &client, 30, now(), &mut OsRandom)
+        .unwrap();
+    assert_eq!(a.facts("fleet4").unwrap().trusted_devices.0.len(), 1);
+    assert!(
+        host(c, 1)
+            .facts("fleet4")
+            .unwrap()
+            .trusted_devices
+            .0
+            .is_empty()
+    );
+}
+
+#[test]
+fn tls_refusals_plain_server_other_ca_wrong_name_and_unmapped_certificate() {
+    let c = &Cluster::start();
+    let fails = |settings, role| {
+        let b = Postgresql::new(settings, role, 0);
+        match b.facts("nobody") {
+            Err(BackendError::Unavailable(m)) => m,
+            other => panic!("connected: {other:?}"),
+        }
+    };
+    // A server that answers the TLS request with "no".
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_port = plain.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = plain.accept().unwrap();
+        let mut req = [0u8; 8];
+        s.read_exact(&mut req).unwrap();
+        s.write_all(b"N").unwrap();
+    });
+    let m = fails(
+        c.settings_for(HOSTS[0], "ca", "127.0.0.1", plain_port),
+        Role::Host,
+    );
+    t.join().unwrap();
+    assert!(
+        m.contains("TLS") || m.contains("tls") || m.contains("ssl"),
+        "{m}"
+    );
+    // A CA that did not sign the server's certificate.
+    let m = fails(
+        c.settings_for(HOSTS[0], "other-ca", "127.0.0.1", c.port),
+        Role::Host,
+    );
+    assert!(m.contains("certificate verify failed"), "{m}");
+    // A certificate from the right CA that the server does not map.
+    let m = fails(c.settings(STRANGER), Role::Host);
+    assert!(m.contains("certificate authentication failed"), "{m}");
+    // A host certificate asking for the admin role.
+    let m = fails(c.settings(HOSTS[0]), Role::Admin);
+    assert!(m.contains("certificate authentication failed"), "{m}");
+}
