@@ -133,7 +133,13 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     code=$used
     while [ "$code" = "$used" ]; do sleep 1; code=$(oathtool --totp -b "$key"); done
     second=$(LC_ALL=C.UTF-8 expect tests/e2e/ssh_login.exp "$port" "$user" "$password" "$code" | tr -d '\r' || true)
-    grep -q "LOGGED-IN-AS-$user" <<<"$second" || { echo "$second"; echo "DEMO_CHECK: code login failed" >&2; exit 1; }
+    if ! grep -q "LOGGED-IN-AS-$user" <<<"$second"; then
+        echo "$second"
+        echo "DEMO_CHECK: code $code from key $key refused at $(date -u +%T) (step $(( $(date +%s) / 30 ))); the state:"
+        TWOFACTOR_CONFIG="$dir/config.toml" "$target/release/twofactor" status "$user" --json || true
+        echo "DEMO_CHECK: code login failed" >&2
+        exit 1
+    fi
     echo "DEMO_CHECK: ok: enrolled at the first login, then logged in with a code from oathtool."
     exit 0
 fi

@@ -253,6 +253,7 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
         "twofactor.decrypt('\\x00'::bytea, 1)",
         "twofactor.totp_code('\\x00'::bytea, 'SHA1', 6, 1)",
         "twofactor.install('fleet3', '\\x00'::bytea, 'SHA1', 6, 30, NULL, NULL)",
+        "twofactor.need_ticket('fleet3', '\\x00'::bytea, 'x')",
         "pg_read_file('/etc/passwd')",
     ] {
         denied(&format!("SELECT {f}"));
@@ -263,6 +264,14 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
         Err(BackendError::Refused(_))
     ));
     assert!(matches!(h.reset("fleet3"), Err(BackendError::Refused(_))));
+    assert!(matches!(
+        h.remove_authenticator("fleet3"),
+        Err(BackendError::Refused(_))
+    ));
+    let forged = h
+        .probe("SELECT twofactor.h_remove('fleet3', '\\x00'::bytea)")
+        .unwrap_err();
+    assert!(forged.contains("needs a current code"), "{forged}");
     let other = Enrollment::new(&Config::default(), "fleet3", "x", &mut OsRandom).unwrap();
     let new_code = other
         .secret()

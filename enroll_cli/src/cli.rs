@@ -106,6 +106,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Set up and look after the PostgreSQL store a fleet shares (root only).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
     ImportGoogleAuthenticator(ImportArgs),
     /// Write the man page and shell completions into a directory.
@@ -153,6 +156,35 @@ pub enum TrustCommand {
         all: bool,
     },
 }
+
+/// The database a fleet shares. Both commands connect as a superuser through
+/// --admin-url, over a local socket or TLS.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create or migrate the roles, schema and functions; running it again changes nothing.
+    /// Prints the pg_hba.conf and pg_ident.conf lines to apply.
+    Init(FleetArgs),
+    /// Make a new key file the current encryption key and re-encrypt every secret with it.
+    RotateKey(FleetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// A superuser's connection: a URL (postgresql://postgres@db1.example/twofactor) or
+    /// key=value pairs (host=/var/run/postgresql user=postgres dbname=twofactor).
+    #[arg(long, value_name = "URL")]
+    pub admin_url: String,
+    /// Verify the server's TLS certificate against this CA file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The encryption key: a file on the database server, readable only by its postgres
+    /// user, holding 64 hex digits. init registers it when the database has no key yet.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_KEY_FILE)]
+    pub key_file: String,
+}
+
+/// Where the fleet's encryption key is looked for on the database server.
+pub const DEFAULT_KEY_FILE: &str = "/etc/postgresql/twofactor-fleet.key";
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

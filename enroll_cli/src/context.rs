@@ -137,6 +137,22 @@ impl Ctx {
         Ok(backend::open(&self.config, 0)?)
     }
 
+    /// The backend as an administrator: the same file store, or on a fleet the database
+    /// as `twofactor_admin`, which only the admin config's certificate can be.
+    pub fn admin_backend(&self) -> Result<Box<dyn Backend>, Error> {
+        Ok(backend::open_admin(&self.config, 0)?)
+    }
+
+    /// The backend for a change by this caller: root changes take no code, so on a fleet
+    /// they need the admin role; a user's own go through the host with a current code.
+    pub fn backend_for_change(&self) -> Result<Box<dyn Backend>, Error> {
+        if self.caller.is_root() {
+            self.admin_backend()
+        } else {
+            self.backend()
+        }
+    }
+
     /// The file store itself, for the maintenance only files need (`tidy`).
     pub fn store(&self) -> Result<Store, Error> {
         Ok(Store::open(&self.config.storage.state_dir)?)

@@ -21,7 +21,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     if args.no_verify {
         ctx.require_root("--no-verify")?;
     }
-    let backend = ctx.backend()?;
+    let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     match (state.is_enrolled(), args.replace) {
         (true, false) => {

@@ -172,7 +172,7 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
     let (parent, text) = read_file(path, account.uid.as_raw())?;
     let parsed = GoogleAuthenticatorFile::parse(&text)
         .map_err(|e| Error(format!("{}: {e}", path.display())))?;
-    let backend = ctx.backend()?;
+    let backend = ctx.admin_backend()?;
     let already = || {
         Error(format!(
             "{user} already has a twofactor authenticator; run 'twofactor reset {user}' first to replace it"

@@ -10,6 +10,7 @@ mod doctor;
 mod edit;
 mod enroll;
 mod files;
+mod fleet;
 // The command's only unsafe: libc calls about this machine, and about the process.
 #[allow(unsafe_code)]
 mod host;
@@ -56,6 +57,7 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
             return report::check_config(&cli, path.as_deref(), env_config);
         }
         Command::Doctor(args) => return doctor::run(&cli, args, env_config),
+        Command::Fleet(command) => return fleet::run(command, cli.json),
         _ => {}
     }
     let ctx = Ctx::new(&cli, env_config)?;
@@ -81,6 +83,7 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
         Command::GenerateDocs { .. }
         | Command::CheckConfig { .. }
         | Command::EditConfig
+        | Command::Fleet(_)
         | Command::Doctor(_) => Ok(()),
     }
 }

@@ -19,7 +19,7 @@ fn no_authenticator(user: &str) -> Error {
 
 pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     if !state.is_enrolled() {
         return Err(no_authenticator(&user));
@@ -47,7 +47,7 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
 
 pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     if !state.is_enrolled() {
         return Err(no_authenticator(&user));
@@ -86,7 +86,7 @@ pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error>
 
 pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     match &state.authenticator {
         None => return Err(no_authenticator(&user)),
@@ -109,7 +109,7 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
 pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("reset")?;
     let user = ctx.target_or_leftover(user)?;
-    ctx.backend()?.reset(&user)?;
+    ctx.admin_backend()?.reset(&user)?;
     ctx.audit(&user, "reset");
     let Ok(req) = ctx.requirement(&user) else {
         println!("Reset {user}: the state left by this name is removed (no account has it).");
@@ -136,7 +136,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("unlock")?;
     let user = ctx.target_or_leftover(user)?;
-    let was = ctx.backend()?.unlock(&user, SystemClock.now())?;
+    let was = ctx.admin_backend()?.unlock(&user, SystemClock.now())?;
     ctx.audit(&user, "unlock");
     match was {
         Some(secs) => println!("Unlocked {user} ({secs} seconds of lock were left)."),
@@ -192,7 +192,7 @@ pub fn trust_revoke(
     all: bool,
 ) -> Result<(), Error> {
     let user = ctx.target(user)?;
-    let backend = ctx.backend()?;
+    let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     ctx.confirm(&*backend, &state, false)?;
     let which = match (id, all) {

@@ -90,7 +90,11 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
-    let backend = ctx.backend()?;
+    let backend = if all {
+        ctx.admin_backend()?
+    } else {
+        ctx.backend()?
+    };
     let now = SystemClock.now();
     if all {
         ctx.require_root("status --all")?;

@@ -40,6 +40,9 @@ _twofactor() {
             twofactor,explain)
                 cmd="twofactor__subcmd__explain"
                 ;;
+            twofactor,fleet)
+                cmd="twofactor__subcmd__fleet"
+                ;;
             twofactor,generate-docs)
                 cmd="twofactor__subcmd__generate__subcmd__docs"
                 ;;
@@ -63,6 +66,24 @@ _twofactor() {
                 ;;
             twofactor,unlock)
                 cmd="twofactor__subcmd__unlock"
+                ;;
+            twofactor__subcmd__fleet,help)
+                cmd="twofactor__subcmd__fleet__subcmd__help"
+                ;;
+            twofactor__subcmd__fleet,init)
+                cmd="twofactor__subcmd__fleet__subcmd__init"
+                ;;
+            twofactor__subcmd__fleet,rotate-key)
+                cmd="twofactor__subcmd__fleet__subcmd__rotate__subcmd__key"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,help)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__help"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,init)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__init"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,rotate-key)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__rotate__subcmd__key"
                 ;;
             twofactor__subcmd__help,backup-codes)
                 cmd="twofactor__subcmd__help__subcmd__backup__subcmd__codes"
@@ -88,6 +109,9 @@ _twofactor() {
             twofactor__subcmd__help,explain)
                 cmd="twofactor__subcmd__help__subcmd__explain"
                 ;;
+            twofactor__subcmd__help,fleet)
+                cmd="twofactor__subcmd__help__subcmd__fleet"
+                ;;
             twofactor__subcmd__help,generate-docs)
                 cmd="twofactor__subcmd__help__subcmd__generate__subcmd__docs"
                 ;;
@@ -111,6 +135,12 @@ _twofactor() {
                 ;;
             twofactor__subcmd__help,unlock)
                 cmd="twofactor__subcmd__help__subcmd__unlock"
+                ;;
+            twofactor__subcmd__help__subcmd__fleet,init)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__init"
+                ;;
+            twofactor__subcmd__help__subcmd__fleet,rotate-key)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__rotate__subcmd__key"
                 ;;
             twofactor__subcmd__help__subcmd__trust,list)
                 cmd="twofactor__subcmd__help__subcmd__trust__subcmd__list"
@@ -143,7 +173,7 @@ _twofactor() {
 
     case "${cmd}" in
         twofactor)
-            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy import-google-authenticator generate-docs help"
+            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,6 +374,140 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__fleet)
+            opts="-h -V --config --json --help --version init rotate-key help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help)
+            opts="init rotate-key help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__rotate__subcmd__key)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__init)
+            opts="-h -V --admin-url --ca --key-file --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__rotate__subcmd__key)
+            opts="-h -V --admin-url --ca --key-file --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__generate__subcmd__docs)
             opts="-h -V --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -363,7 +527,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help)
-            opts="enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy import-google-authenticator generate-docs help"
+            opts="enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -477,6 +641,48 @@ _twofactor() {
         twofactor__subcmd__help__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet)
+            opts="init rotate-key"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__rotate__subcmd__key)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

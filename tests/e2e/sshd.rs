@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
-use twofactor_core::totp::SecretKey;
+use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::{
     Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool, pam_wrapper_turn,
     remove_pam_wrapper_dirs, run, tag,
@@ -260,12 +260,16 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
         let state = sshd.store().load(&user).unwrap();
         let auth = state.authenticator.as_ref().unwrap();
         let shown = SecretKey::from_base32(&key).unwrap();
+        let params = TotpParams::default();
+        let now_step = SystemClock.now() / 30;
+        let code_step = (now_step.saturating_sub(200)..now_step + 200)
+            .find(|s| *shown.code_at_step(&params, *s) == *code);
         panic!(
-            "login with code {code} failed at {} (step {}): saved key is the one shown: {}, \
-             last step {:?}, failures {}:\n{text}",
+            "login with code {code} failed at {} (step {now_step}, the code's step {code_step:?}): \
+             saved key is the one shown: {}, saved parameters {:?}, last step {:?}, failures {}:\n{text}",
             SystemClock.now(),
-            SystemClock.now() / 30,
             auth.secret == shown,
+            auth.params,
             auth.last_step,
             state.lockout.failures,
         );

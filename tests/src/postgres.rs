@@ -46,6 +46,22 @@ fn as_postgres(args: &[&str]) {
     run("runuser", &all);
 }
 
+/// An encryption key file in `dir`: outside the data directory, readable by the server's
+/// OS user only.
+fn make_key(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let mut raw = [0u8; 32];
+    getrandom_fill(&mut raw);
+    fs::write(
+        &key,
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    )
+    .unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+    run("chown", &["postgres", key.to_str().unwrap()]);
+    key
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
@@ -163,20 +179,10 @@ impl Cluster {
             )
             .unwrap();
         }
-        // The encryption key: outside the data directory, readable by the server only.
-        let key = d.join("fleet.key");
-        let mut raw = [0u8; 32];
-        getrandom_fill(&mut raw);
-        fs::write(
-            &key,
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        )
-        .unwrap();
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+        let key = make_key(d, "fleet.key");
         let server_files = [
             "server.crt",
             "server.key",
-            "fleet.key",
             "impostor.crt",
             "impostor.key",
             "wrong-name.crt",
@@ -230,7 +236,7 @@ impl Cluster {
         let cluster = Self { dir, port };
         cluster.pg_ctl("start");
         cluster.psql("postgres", &format!("CREATE DATABASE {DBNAME}"));
-        let report = postgresql::init(&cluster.admin_url(), key.to_str().unwrap()).unwrap();
+        let report = postgresql::init(&cluster.admin_url(), None, key.to_str().unwrap()).unwrap();
         assert_eq!(report.after, postgresql::SCHEMA_VERSION);
         cluster
     }
@@ -238,6 +244,11 @@ impl Cluster {
     /// The cluster's directory (certificates, key, data).
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A new encryption key file beside the first (for `fleet rotate-key`).
+    pub fn new_key(&self, name: &str) -> PathBuf {
+        make_key(self.path(), name)
     }
 
     /// The superuser's connection string, over the cluster's socket.
@@ -266,56 +277,41 @@ impl Cluster {
         ]);
     }
 
-    /// Runs SQL as the superuser; returns what psql printed (unaligned, tuples only).
-    pub fn psql(&self, db: &str, sql: &str) -> String {
+    /// Runs one of the server's client programs as the superuser over the socket;
+    /// returns what it printed.
+    fn client_tool(&self, tool: &str, args: &[&str]) -> String {
+        let sock = self.path().join("sock");
+        let port = self.port.to_string();
         let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", &pg("psql")].map(String::from))
-            .args([
-                "-h",
-                self.path().join("sock").to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-XAtq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
+            .args(["-u", "postgres", "--", &pg(tool)])
+            .args(["-h", sock.to_str().unwrap(), "-p", &port, "-U", SUPERUSER])
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "psql {sql}: {}",
+            "{tool} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs SQL as the superuser; returns what psql printed (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.client_tool(
+            "psql",
+            &["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        )
     }
 
     /// `pg_dump` of the fleet database, as an operator would back it up.
     pub fn dump(&self) -> String {
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", &pg("pg_dump")].map(String::from))
-            .args([
-                "-h",
-                self.path().join("sock").to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                DBNAME,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.dump_of(DBNAME)
+    }
+
+    /// `pg_dump` of database `db`.
+    pub fn dump_of(&self, db: &str) -> String {
+        self.client_tool("pg_dump", &[db])
     }
 
     /// Settings for a client with certificate `client`, trusting `ca`, reaching `host`.

@@ -40,6 +40,11 @@ use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
 /// How every "cannot reach the database" error starts, for the login's message.
 pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
 
+/// Added to a refusal of an administrator's function to a host.
+pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, and a host's certificate \
+    has only twofactor_host: run it on an admin machine with the admin config (--config FILE \
+    whose certificate pg_ident.conf maps to twofactor_admin)";
+
 /// The schema version this binary speaks.
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -217,7 +222,13 @@ impl Postgresql {
                 }
             }
         }
-        Err(unavailable(format!("{SERVER_UNREACHABLE}: {last}")))
+        let hint = match self.role {
+            Role::Admin => {
+                " (admin commands need a certificate that pg_ident.conf maps to twofactor_admin)"
+            }
+            Role::Host => "",
+        };
+        Err(unavailable(format!("{SERVER_UNREACHABLE}: {last}{hint}")))
     }
 
     /// Runs `f` on the connection, opening it first if needed.
@@ -243,6 +254,25 @@ impl Postgresql {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<T, BackendError> {
         self.with(|c| c.query_one(sql, params).map(|row| row.get(0)))
+    }
+
+    /// As [`Self::one`], for a function only `twofactor_admin` may run: the server's
+    /// refusal to a host says where admin commands run.
+    fn admin_one<T: for<'a> postgres::types::FromSql<'a>>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, BackendError> {
+        self.one(sql, params).map_err(|e| self.for_admin(e))
+    }
+
+    fn for_admin(&self, e: BackendError) -> BackendError {
+        match (e, self.role) {
+            (BackendError::Refused(m), Role::Host) => {
+                BackendError::Refused(format!("{m}: {ADMIN_CONFIG_NEEDED}"))
+            }
+            (e, _) => e,
+        }
     }
 
     /// Runs `sql` and discards the rows: for checks that a statement is refused to this
@@ -391,6 +421,7 @@ impl Backend for Postgresql {
             c.query("SELECT twofactor.a_users()", &[])
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         })
+        .map_err(|e| self.for_admin(e))
     }
 
     fn verify(
@@ -485,7 +516,7 @@ impl Backend for Postgresql {
                     .ok_or_else(|| bad_reply("enrol"))?
                     .to_string()
             }
-            None => self.one(
+            None => self.admin_one(
                 "SELECT twofactor.a_install($1, $2, $3, $4, $5, $6, NULL, $7, NULL)",
                 &[&user, &secret, &alg, &digits, &period, &expected, &codes],
             )?,
@@ -512,7 +543,7 @@ impl Backend for Postgresql {
         let secret: &[u8] = e.secret().as_bytes();
         let window = i32::from(imported.window);
         let no_codes: Option<Vec<String>> = None;
-        let r: String = self.one(
+        let r: String = self.admin_one(
             "SELECT twofactor.a_install($1, $2, $3, $4, $5, NULL, $6, $7, NULL)",
             &[
                 &user,
@@ -574,7 +605,7 @@ impl Backend for Postgresql {
                     &[&user, &t, &id],
                 )?
             }
-            None => self.one("SELECT twofactor.a_revoke_trust($1, $2)", &[&user, &id])?,
+            None => self.admin_one("SELECT twofactor.a_revoke_trust($1, $2)", &[&user, &id])?,
         };
         Ok(usize::try_from(n).unwrap_or(0))
     }
@@ -588,21 +619,27 @@ impl Backend for Postgresql {
                     &[&user, &t, &enabled],
                 )
             }
-            None => self.one("SELECT twofactor.a_set_enabled($1, $2)", &[&user, &enabled]),
+            None => self.admin_one("SELECT twofactor.a_set_enabled($1, $2)", &[&user, &enabled]),
         }
     }
 
     fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError> {
-        self.one("SELECT twofactor.a_reset($1, false)", &[&user])
+        match self.take_ticket(user) {
+            Some(t) => {
+                let t: &[u8] = &t;
+                self.one("SELECT twofactor.h_remove($1, $2)", &[&user, &t])
+            }
+            None => self.admin_one("SELECT twofactor.a_reset($1, false)", &[&user]),
+        }
     }
 
     fn reset(&self, user: &str) -> Result<(), BackendError> {
-        let _: bool = self.one("SELECT twofactor.a_reset($1, true)", &[&user])?;
+        let _: bool = self.admin_one("SELECT twofactor.a_reset($1, true)", &[&user])?;
         Ok(())
     }
 
     fn unlock(&self, user: &str, _now: u64) -> Result<Option<u64>, BackendError> {
-        let left: Option<i64> = self.one("SELECT twofactor.a_unlock($1)", &[&user])?;
+        let left: Option<i64> = self.admin_one("SELECT twofactor.a_unlock($1)", &[&user])?;
         Ok(left.and_then(|l| u64::try_from(l).ok()))
     }
 
@@ -623,7 +660,7 @@ impl Backend for Postgresql {
                     &[&user, &t, &codes],
                 )?
             }
-            None => self.one("SELECT twofactor.a_new_codes($1, $2)", &[&user, &codes])?,
+            None => self.admin_one("SELECT twofactor.a_new_codes($1, $2)", &[&user, &codes])?,
         };
         Ok(saved.then_some(shown))
     }
@@ -636,24 +673,71 @@ pub struct InitReport {
     pub before: i32,
     /// The schema version now.
     pub after: i32,
+    /// The database it is in.
+    pub dbname: String,
+    /// The current encryption key's file on the server.
+    pub key_file: String,
 }
 
-/// Creates or migrates the roles, schema and functions through an administrator's
-/// connection string (a superuser), registering `key_file` as the encryption key when
+/// A superuser's connection for `fleet init` and `fleet rotate-key`: `admin_url` is a
+/// libpq-style URL or `key=value` string. Over TCP the server certificate is verified
+/// against `ca`, or the system's bundle without one; a local socket needs no TLS.
+fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client, BackendError> {
+    let config: PgConfig = admin_url.parse().map_err(|e| {
+        unavailable(format!(
+            "--admin-url: {e} (use --ca FILE instead of sslrootcert; sslmode may be disable, prefer or require)"
+        ))
+    })?;
+    let tls_err = |e: openssl::error::ErrorStack| unavailable(format!("TLS setup: {e}"));
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
+    if let Some(ca) = ca {
+        b.set_ca_file(ca)
+            .map_err(|e| unavailable(format!("{}: {e}", ca.display())))?;
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(tls_err)?;
+    config
+        .connect(MakeTlsConnector::new(b.build()))
+        .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
+}
+
+/// The schema version in the database (0: none yet).
+fn version_in(tx: &mut postgres::Transaction<'_>) -> Result<i32, BackendError> {
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('twofactor.meta') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(tx
+        .query_one("SELECT coalesce(max(version), 0) FROM twofactor.meta", &[])?
+        .get(0))
+}
+
+/// Reads the key at `id` once, so that a missing or malformed key file fails the command
+/// that registered it, not a login; the error says how to make one.
+fn check_key(tx: &mut postgres::Transaction<'_>, id: i32, path: &str) -> Result<(), BackendError> {
+    tx.execute("SELECT twofactor.key($1)", &[&id])
+        .map_err(|e| {
+            unavailable(format!(
+                "the database server cannot use the key file {path}: {}. Make it on the database \
+             server: (umask 077; openssl rand -hex 32 > {path}); chown postgres: {path}",
+                with_causes(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// Creates or migrates the roles, schema and functions through a superuser's connection,
+/// registering `key_file` (a path on the database server) as the encryption key when
 /// none is. Idempotent: a second run changes nothing.
-pub fn init(admin_url: &str, key_file: &str) -> Result<InitReport, BackendError> {
-    let config: PgConfig = admin_url
-        .parse()
-        .map_err(|e| unavailable(format!("--admin-url: {e}")))?;
-    let connector = {
-        let mut b = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| unavailable(format!("TLS setup: {e}")))?;
-        // The admin URL's sslrootcert is not read by this client: verify with the system
-        // store, or connect over a local socket (no TLS).
-        b.set_verify(SslVerifyMode::PEER);
-        MakeTlsConnector::new(b.build())
-    };
-    let mut c = config.connect(connector)?;
+pub fn init(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    key_file: &str,
+) -> Result<InitReport, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
     let mut tx = c.transaction()?;
     tx.batch_execute(BOOTSTRAP)?;
     let ext: Vec<String> = tx
@@ -666,15 +750,7 @@ pub fn init(admin_url: &str, key_file: &str) -> Result<InitReport, BackendError>
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let exists: bool = tx
-        .query_one("SELECT to_regclass('twofactor.meta') IS NOT NULL", &[])?
-        .get(0);
-    let before: i32 = if exists {
-        tx.query_one("SELECT coalesce(max(version), 0) FROM twofactor.meta", &[])?
-            .get(0)
-    } else {
-        0
-    };
+    let before = version_in(&mut tx)?;
     if before > SCHEMA_VERSION {
         return Err(unavailable(format!(
             "the database has schema version {before}; this twofactor knows {SCHEMA_VERSION}: upgrade twofactor first"
@@ -686,12 +762,78 @@ pub fn init(admin_url: &str, key_file: &str) -> Result<InitReport, BackendError>
          WHERE NOT EXISTS (SELECT 1 FROM twofactor.keys WHERE current)",
         &[&key_file],
     )?;
-    // Reads the key once, so a missing or malformed key file fails here, not at a login.
-    tx.execute("SELECT twofactor.key(twofactor.current_key())", &[])?;
+    let (id, path): (i32, String) = {
+        let row = tx.query_one("SELECT id, path FROM twofactor.keys WHERE current", &[])?;
+        (row.get(0), row.get(1))
+    };
+    check_key(&mut tx, id, &path)?;
+    let dbname: String = tx.query_one("SELECT current_database()::text", &[])?.get(0);
     tx.commit()?;
     Ok(InitReport {
         before,
         after: SCHEMA_VERSION,
+        dbname,
+        key_file: path,
+    })
+}
+
+/// What `twofactor fleet rotate-key` did.
+#[derive(Debug)]
+pub struct RotateReport {
+    /// Secrets now encrypted with the new key.
+    pub secrets: u64,
+    /// Unspent backup codes still hashed with an older key, by key file: those files
+    /// must stay until the codes are replaced (`twofactor backup-codes`).
+    pub codes_on_old_keys: Vec<(String, i64)>,
+}
+
+/// Makes `key_file` the current key and re-encrypts every secret with it, in one
+/// transaction. Backup codes are keyed hashes of codes the server never kept, so they
+/// cannot be re-hashed: each keeps its key until the user makes new codes.
+pub fn rotate_key(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    key_file: &str,
+) -> Result<RotateReport, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    let version = version_in(&mut tx)?;
+    if version != SCHEMA_VERSION {
+        return Err(unavailable(format!(
+            "the database has schema version {version}, this twofactor {SCHEMA_VERSION}: run 'twofactor fleet init' first"
+        )));
+    }
+    // Nothing else may change a secret meanwhile.
+    tx.batch_execute("LOCK TABLE twofactor.users, twofactor.keys IN EXCLUSIVE MODE")?;
+    let id: i32 = tx
+        .query_one(
+            "INSERT INTO twofactor.keys (path) VALUES ($1) \
+             ON CONFLICT (path) DO UPDATE SET path = EXCLUDED.path RETURNING id",
+            &[&key_file],
+        )?
+        .get(0);
+    check_key(&mut tx, id, key_file)?;
+    let secrets = tx.execute(
+        "UPDATE twofactor.users \
+            SET secret = twofactor.encrypt(twofactor.decrypt(secret, key_id), $1), key_id = $1 \
+          WHERE secret IS NOT NULL AND key_id IS DISTINCT FROM $1",
+        &[&id],
+    )?;
+    tx.execute("UPDATE twofactor.keys SET current = (id = $1)", &[&id])?;
+    let codes_on_old_keys = tx
+        .query(
+            "SELECT k.path, count(*) FROM twofactor.backup_codes b \
+               JOIN twofactor.keys k ON k.id = b.key_id \
+              WHERE b.used_at IS NULL AND b.key_id <> $1 GROUP BY k.path ORDER BY k.path",
+            &[&id],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    tx.commit()?;
+    Ok(RotateReport {
+        secrets,
+        codes_on_old_keys,
     })
 }
 

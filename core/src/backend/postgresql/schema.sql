@@ -277,6 +277,18 @@ BEGIN
 END
 $$;
 
+-- A user's own change from a host needs the ticket of a code verified on that host. The
+-- refusal rolls back the whole call, so it is the host's log that records it.
+CREATE OR REPLACE FUNCTION twofactor.need_ticket(p_name text, p_ticket bytea, p_what text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+BEGIN
+    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
+        RAISE EXCEPTION 'twofactor: % needs a current code verified on this host', p_what
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
 -- Stores new backup codes (already normalised) for p_name, replacing the old ones.
 CREATE OR REPLACE FUNCTION twofactor.put_codes(p_name text, p_codes text[])
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
@@ -405,10 +417,9 @@ BEGIN
     IF u.authenticator_id IS DISTINCT FROM p_expected THEN
         RETURN jsonb_build_object('result', 'changed');
     END IF;
-    IF u.secret IS NOT NULL AND NOT twofactor.spend_ticket(p_name, p_ticket) THEN
-        PERFORM twofactor.log(p_name, 'enrol', 'refused: no current code');
-        RAISE EXCEPTION 'twofactor: replacing an authenticator needs a current code'
-            USING ERRCODE = 'insufficient_privilege';
+    -- An administrator may replace one without a code, as a_install does.
+    IF u.secret IS NOT NULL AND session_user <> 'twofactor_admin' THEN
+        PERFORM twofactor.need_ticket(p_name, p_ticket, 'replacing an authenticator');
     END IF;
     u.algorithm := p_algorithm;
     u.digits := p_digits;
@@ -453,10 +464,7 @@ DECLARE
     days integer := least(p_days, (SELECT trust_days_cap FROM twofactor.settings));
 BEGIN
     PERFORM twofactor.hold(p_name);
-    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
-        RAISE EXCEPTION 'twofactor: trusting a host needs a code verified on it'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM twofactor.need_ticket(p_name, p_ticket, 'trusting a host');
     DELETE FROM twofactor.trusted_hosts
      WHERE name = p_name AND (expires <= now_s OR (granted_by = twofactor.caller()
            AND service = p_service AND host = p_host));
@@ -473,10 +481,7 @@ RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
 BEGIN
     PERFORM twofactor.hold(p_name);
-    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
-        RAISE EXCEPTION 'twofactor: new backup codes need a current code'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM twofactor.need_ticket(p_name, p_ticket, 'new backup codes');
     PERFORM twofactor.put_codes(p_name, p_codes);
     PERFORM twofactor.log(p_name, 'backup codes', 'replaced');
     RETURN true;
@@ -490,10 +495,7 @@ DECLARE
     n integer;
 BEGIN
     PERFORM twofactor.hold(p_name);
-    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
-        RAISE EXCEPTION 'twofactor: revoking trust needs a current code'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM twofactor.need_ticket(p_name, p_ticket, 'revoking trust');
     DELETE FROM twofactor.trusted_hosts
      WHERE name = p_name AND granted_by = twofactor.caller() AND (p_id IS NULL OR id = p_id);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -508,16 +510,42 @@ SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
 DECLARE
     u twofactor.users := twofactor.hold(p_name);
 BEGIN
-    IF NOT twofactor.spend_ticket(p_name, p_ticket) THEN
-        RAISE EXCEPTION 'twofactor: this change needs a current code'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM twofactor.need_ticket(p_name, p_ticket, 'turning it on or off');
     IF u.secret IS NULL THEN
         RETURN false;
     END IF;
     UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
     PERFORM twofactor.log(p_name, 'enabled', p_enabled::text);
     RETURN true;
+END
+$$;
+
+-- Removes the authenticator, its backup codes and trust of a held user; true if it had one.
+CREATE OR REPLACE FUNCTION twofactor.forget(p_name text, u twofactor.users) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+BEGIN
+    UPDATE twofactor.users
+       SET secret = NULL, key_id = NULL, authenticator_id = NULL, algorithm = NULL,
+           digits = NULL, period = NULL, enabled = true, enrolled_at = NULL,
+           last_step = NULL, window_steps = NULL, ticket = NULL, ticket_host = NULL,
+           ticket_until = NULL
+     WHERE name = p_name;
+    DELETE FROM twofactor.backup_codes WHERE name = p_name;
+    DELETE FROM twofactor.trusted_hosts WHERE name = p_name;
+    PERFORM twofactor.log(p_name, 'remove', 'authenticator');
+    RETURN u.secret IS NOT NULL;
+END
+$$;
+
+-- The user removes their own authenticator (`twofactor disable --remove`).
+CREATE OR REPLACE FUNCTION twofactor.h_remove(p_name text, p_ticket bytea)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+BEGIN
+    PERFORM twofactor.need_ticket(p_name, p_ticket, 'removing the authenticator');
+    RETURN twofactor.forget(p_name, u);
 END
 $$;
 
@@ -606,16 +634,7 @@ BEGIN
         PERFORM twofactor.log(p_name, 'reset', 'everything');
         RETURN u.secret IS NOT NULL;
     END IF;
-    UPDATE twofactor.users
-       SET secret = NULL, key_id = NULL, authenticator_id = NULL, algorithm = NULL,
-           digits = NULL, period = NULL, enabled = true, enrolled_at = NULL,
-           last_step = NULL, window_steps = NULL, ticket = NULL, ticket_host = NULL,
-           ticket_until = NULL
-     WHERE name = p_name;
-    DELETE FROM twofactor.backup_codes WHERE name = p_name;
-    DELETE FROM twofactor.trusted_hosts WHERE name = p_name;
-    PERFORM twofactor.log(p_name, 'reset', 'authenticator');
-    RETURN u.secret IS NOT NULL;
+    RETURN twofactor.forget(p_name, u);
 END
 $$;
 
@@ -645,7 +664,8 @@ GRANT EXECUTE ON FUNCTION
     twofactor.h_trust(text, bytea, text, text, text, integer),
     twofactor.h_new_codes(text, bytea, text[]),
     twofactor.h_revoke_trust(text, bytea, text),
-    twofactor.h_set_enabled(text, bytea, boolean)
+    twofactor.h_set_enabled(text, bytea, boolean),
+    twofactor.h_remove(text, bytea)
 TO twofactor_host, twofactor_admin;
 GRANT EXECUTE ON FUNCTION
     twofactor.a_users(),

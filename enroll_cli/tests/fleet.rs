@@ -1,0 +1,311 @@
+//! The real `twofactor` binary against a throwaway PostgreSQL: `fleet init` run twice
+//! changes nothing, a host's config cannot run admin commands and says where they run,
+//! the admin config can, and `fleet rotate-key` re-encrypts secrets without breaking a
+//! login. Needs root.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::Backend;
+use twofactor_core::config::Config;
+use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::conformance::now;
+use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
+use twofactor_testkit::{Accounts, tag};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
+
+/// A config file for `client` (a host or the administrator), root-owned 0644.
+fn config_for(c: &Cluster, dir: &Path, client: &str) -> PathBuf {
+    let path = dir.join(format!("{client}.toml"));
+    fs::write(
+        &path,
+        c.config_text(client, "[enforce]\nall_users = true\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+fn run(config: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(config: Option<&Path>, args: &[&str]) -> String {
+    let out = run(config, args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn fails(config: Option<&Path>, args: &[&str]) -> String {
+    let out = run(config, args);
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(config: Option<&Path>, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(config, args)).unwrap_or_else(|e| panic!("{args:?}: not JSON: {e}"))
+}
+
+fn url_for(c: &Cluster, db: &str) -> String {
+    c.admin_url()
+        .replace(&format!("dbname={DBNAME}"), &format!("dbname={db}"))
+}
+
+#[test]
+fn fleet_init_creates_the_schema_and_a_second_run_changes_nothing() {
+    let c = &Cluster::start();
+    let key = c.path().join("fleet.key");
+    let key = key.to_str().unwrap();
+    c.psql("postgres", "CREATE DATABASE fresh");
+    let url = url_for(c, "fresh");
+
+    let first = ok(
+        None,
+        &["fleet", "init", "--admin-url", &url, "--key-file", key],
+    );
+    assert!(
+        first.contains("Created the twofactor schema (version 1) in database fresh"),
+        "{first}"
+    );
+    assert!(
+        first.contains("hostssl fresh twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"),
+        "{first}"
+    );
+    // pg_dump marks each dump with a random \restrict token; the rest must not change.
+    let dump = || -> Vec<String> {
+        c.dump_of("fresh")
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = dump();
+    let again = json(
+        None,
+        &[
+            "--json",
+            "fleet",
+            "init",
+            "--admin-url",
+            &url,
+            "--key-file",
+            key,
+        ],
+    );
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["schema_version"], 1);
+    assert_eq!(again["key_file"], key);
+    let after = dump();
+    let changed: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .take(5)
+        .collect();
+    assert!(
+        changed.is_empty() && before.len() == after.len(),
+        "a second init changed the database: {changed:?}"
+    );
+
+    // A key file the server cannot read fails the command, and nothing is left half made.
+    c.psql("postgres", "CREATE DATABASE nokey");
+    let err = fails(
+        None,
+        &[
+            "fleet",
+            "init",
+            "--admin-url",
+            &url_for(c, "nokey"),
+            "--key-file",
+            "/nonexistent/twofactor.key",
+        ],
+    );
+    assert!(
+        err.contains("/nonexistent/twofactor.key") && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
+    assert_eq!(
+        c.psql("nokey", "SELECT to_regclass('twofactor.meta') IS NULL")
+            .trim(),
+        "t"
+    );
+}
+
+#[test]
+fn admin_commands_need_the_admin_config_and_work_with_it() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = config_for(c, dir.path(), HOSTS[0]);
+    let admin = config_for(c, dir.path(), ADMIN);
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tffleet{}", tag()), "users", &[]);
+
+    // Provisioning without a code is an administrator's: refused with the host's config.
+    let err = fails(Some(&host), &["enroll", "--user", &user, "--no-verify"]);
+    assert!(err.contains("twofactor_admin"), "{err}");
+    let made = json(
+        Some(&admin),
+        &["--json", "enroll", "--user", &user, "--no-verify"],
+    );
+    let key = SecretKey::from_base32(made["secret"].as_str().unwrap()).unwrap();
+
+    // The host sees the user (status reads facts through the host role)...
+    let status = json(Some(&host), &["--json", "status", &user]);
+    assert_eq!(status["enrolled"], true, "{status}");
+    // ...but listing, unlocking and resetting are the administrator's.
+    for args in [
+        vec!["status", "--all"],
+        vec!["unlock", user.as_str()],
+        vec!["reset", user.as_str()],
+    ] {
+        let err = fails(Some(&host), &args);
+        assert!(
+            err.contains("pg_ident.conf maps to twofactor_admin"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Lock the user from a host, then the administrator unlocks and resets.
+    let config = Config::default();
+    let h = c.backend(HOSTS[1]);
+    for _ in 0..config.lockout.max_failures {
+        h.verify(&user, "000000", Purpose::Login, &config, now())
+            .unwrap();
+    }
+    assert!(h.facts(&user).unwrap().lockout.locked_for(now()).is_some());
+    let all = json(Some(&admin), &["--json", "status", "--all"]);
+    assert!(all.to_string().contains(&user), "{all}");
+    let unlocked = ok(Some(&admin), &["unlock", &user]);
+    assert!(unlocked.contains(&format!("Unlocked {user}")), "{unlocked}");
+    let p = TotpParams::default();
+    let code = key.code_at_step(&p, p.step_at(now())).to_string();
+    assert_eq!(
+        h.verify(&user, &code, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+    ok(Some(&admin), &["reset", &user]);
+    assert!(!h.facts(&user).unwrap().is_enrolled());
+}
+
+#[test]
+fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = config_for(c, dir.path(), ADMIN);
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tfrotate{}", tag()), "users", &[]);
+    let made = json(
+        Some(&admin),
+        &["--json", "enroll", "--user", &user, "--no-verify"],
+    );
+    let key = SecretKey::from_base32(made["secret"].as_str().unwrap()).unwrap();
+    let backups: Vec<String> = made["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let old_key = c.path().join("fleet.key");
+    let new_key = c.new_key("fleet-2.key");
+    let url = c.admin_url();
+
+    let out = ok(
+        None,
+        &[
+            "fleet",
+            "rotate-key",
+            "--admin-url",
+            &url,
+            "--key-file",
+            new_key.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("1 secret re-encrypted"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} unspent backup codes still hashed with {}",
+            backups.len(),
+            old_key.display()
+        )),
+        "{out}"
+    );
+    let current = c.psql(
+        DBNAME,
+        "SELECT k.path, count(u.name) FROM twofactor.keys k \
+         LEFT JOIN twofactor.users u ON u.key_id = k.id WHERE k.current GROUP BY k.path",
+    );
+    assert_eq!(current.trim(), format!("{}|1", new_key.display()));
+
+    // The secret decrypts under the new key, and old codes still verify under the old one.
+    let config = Config::default();
+    let h = c.backend(HOSTS[0]);
+    let p = TotpParams::default();
+    let code = key.code_at_step(&p, p.step_at(now())).to_string();
+    assert_eq!(
+        h.verify(&user, &code, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+    assert!(
+        h.verify(&user, &backups[0], Purpose::Login, &config, now())
+            .unwrap()
+            .is_success()
+    );
+    // Rotating to the same key again has nothing left to do.
+    let again = json(
+        None,
+        &[
+            "--json",
+            "fleet",
+            "rotate-key",
+            "--admin-url",
+            &url,
+            "--key-file",
+            new_key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again["secrets_reencrypted"], 0, "{again}");
+}
+
+#[test]
+fn fleet_commands_are_for_root_only() {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            BIN,
+            "fleet",
+            "init",
+            "--admin-url",
+            "host=/nowhere",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root"), "{err}");
+}
