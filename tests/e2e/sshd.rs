@@ -20,6 +20,7 @@ use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_testkit::postgres::{Cluster, HOSTS};
 use twofactor_testkit::{
     Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool, pam_wrapper_turn,
     remove_pam_wrapper_dirs, run, tag,
@@ -464,4 +465,66 @@ fn a_wrong_code_is_logged_when_counted_even_if_the_client_hangs_up() {
             .any(|l| l.contains("outcome=failure reason=\"wrong code\"")),
         "{lines:#?}"
     );
+}
+
+/// The fleet: two sshd "hosts", each with its own client certificate, share one
+/// PostgreSQL. A user enrols at login on A and logs in on B with the next code; that code
+/// is refused on A. With the database stopped, B refuses the user with the message and
+/// logs why, while an exempt account still logs in; after a restart nothing is lost.
+#[test]
+fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let cluster = Cluster::start();
+    let user = format!("tffleet{}", tag());
+    let exempt = format!("tfbreak{}", tag());
+    let enforce = format!("[enforce]\nall_users = true\nexempt_users = [\"{exempt}\"]\n");
+    let log = Syslog::new();
+    let a = Sshd::start("");
+    let b = Sshd::start("");
+    // B again with its syslog caught (its private /dev allows no PTY, so no shell there).
+    let b_logged = Sshd::start_with("", KBD_INTERACTIVE, Some(&log));
+    for (sshd, host) in [(&a, HOSTS[0]), (&b, HOSTS[1]), (&b_logged, HOSTS[1])] {
+        fs::write(sshd.fixture.config(), cluster.config_text(host, &enforce)).unwrap();
+    }
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &a.fixture.path().join("home"), PASSWORD);
+    accounts.login_user(&exempt, &b.fixture.path().join("home"), PASSWORD);
+
+    let (ok, text) = a.login(&user, &[]);
+    assert!(ok, "enrolment on host A failed:\n{text}");
+    println!("--- host A: enrolment at the first login ---\n{text}\n--- end ---");
+    let key = key_in(&text);
+    let code = fresh_code(&key, &oathtool(&key));
+    let (ok, text) = b.login(&user, &[&code]);
+    assert!(ok, "login on host B with the next code ({code}) failed:\n{text}");
+    println!("--- host B: the next code ---\n{text}\n--- end ---");
+    let (ok, text) = a.login(&user, &[&code, &code, &code]);
+    assert!(!ok, "the code B accepted worked again on A:\n{text}");
+    assert!(text.contains("That code was already used"), "{text}");
+
+    cluster.pg_ctl("stop");
+    // At the client's default LogLevel, as a person runs it: sshd passes the message on.
+    let (ok, text) = b_logged.login_mode(&user, PASSWORD, &[], "default");
+    assert!(!ok, "a login passed with the database down:\n{text}");
+    assert!(
+        text.contains("the two-factor server cannot be reached"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Authentication code"),
+        "no code is asked for that cannot be checked:\n{text}"
+    );
+    let lines = log.wait_for(&format!("user={user} "), 1);
+    assert!(
+        lines.iter().any(|l| l.contains("cannot be reached")),
+        "{lines:#?}"
+    );
+    let (ok, text) = b.login(&exempt, &[]);
+    assert!(ok, "the exempt account was shut out by the outage:\n{text}");
+    println!("--- host B, database down: the exempt account ---\n{text}\n--- end ---");
+
+    cluster.pg_ctl("start");
+    let next = fresh_code(&key, &code);
+    let (ok, text) = a.login(&user, &[&next]);
+    assert!(ok, "after the restart the next code failed:\n{text}");
 }
