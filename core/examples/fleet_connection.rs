@@ -46,7 +46,8 @@ fn main() {
         let t = Instant::now();
         let h = cluster.backend(HOSTS[0]);
         h.facts(user).unwrap();
-        h.verify(user, "000000", Purpose::Login, &config, 0).unwrap();
+        h.verify(user, "000000", Purpose::Login, &config, 0)
+            .unwrap();
         drop(h);
         one.push(t.elapsed());
 
@@ -70,16 +71,4 @@ fn main() {
     summary("one connection per call (facts, verify)", per_call);
     summary("facts on an open connection", facts_open);
     summary("verify on an open connection", verify_open);
-    if std::env::var_os("FLEET_PSQL").is_some() {
-        let d = cluster.path().display().to_string();
-        let port = cluster.settings(HOSTS[0]).hosts[0].1;
-        let t = Instant::now();
-        let st = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
-            .arg(format!("host=127.0.0.1 port={port} dbname=twofactor user=twofactor_host sslmode=verify-full sslrootcert={d}/ca.crt sslcert={d}/host-a.crt sslkey={d}/host-a.key"))
-            .args(["-XAtc", "SELECT twofactor.h_version()"])
-            .status()
-            .unwrap();
-        println!("psql connect + one call: {:?} ({st})", t.elapsed());
-        std::thread::sleep(Duration::from_secs(600));
-    }
 }

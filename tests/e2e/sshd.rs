@@ -496,7 +496,10 @@ fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
     let key = key_in(&text);
     let code = fresh_code(&key, &oathtool(&key));
     let (ok, text) = b.login(&user, &[&code]);
-    assert!(ok, "login on host B with the next code ({code}) failed:\n{text}");
+    assert!(
+        ok,
+        "login on host B with the next code ({code}) failed:\n{text}"
+    );
     println!("--- host B: the next code ---\n{text}\n--- end ---");
     let (ok, text) = a.login(&user, &[&code, &code, &code]);
     assert!(!ok, "the code B accepted worked again on A:\n{text}");

@@ -16,12 +16,10 @@ use std::time::Duration;
 
 use io::Read;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 use postgres::config::{SslMode, TargetSessionAttrs};
 use postgres::types::ToSql;
 use postgres::{Client, Config as PgConfig};
-use postgres_openssl::MakeTlsConnector;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -36,6 +34,9 @@ use crate::lockout::Lockout;
 use crate::random::Random;
 use crate::totp::{self, TotpParams};
 use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
+
+mod tls;
+use tls::Tls;
 
 /// How every "cannot reach the database" error starts, for the login's message.
 pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
@@ -160,7 +161,7 @@ impl Postgresql {
         }
     }
 
-    fn tls(&self) -> Result<MakeTlsConnector, BackendError> {
+    fn tls(&self) -> Result<Tls, BackendError> {
         let s = &self.settings;
         let ca = X509::from_pem(&read_credential(&s.ca, self.owner, false)?)
             .map_err(|e| unavailable(format!("{}: {e}", s.ca.display())))?;
@@ -169,20 +170,7 @@ impl Postgresql {
         let key_pem = Zeroizing::new(read_credential(&s.key, self.owner, true)?);
         let key = PKey::private_key_from_pem(&key_pem)
             .map_err(|e| unavailable(format!("{}: {e}", s.key.display())))?;
-        let tls_err = |e: openssl::error::ErrorStack| unavailable(format!("TLS setup: {e}"));
-        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
-        // Only the configured CA: not the system's bundle.
-        let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(tls_err)?;
-        store.add_cert(ca).map_err(tls_err)?;
-        b.set_verify_cert_store(store.build()).map_err(tls_err)?;
-        b.set_verify(SslVerifyMode::PEER);
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(tls_err)?;
-        b.set_certificate(&cert).map_err(tls_err)?;
-        b.set_private_key(&key).map_err(tls_err)?;
-        b.check_private_key().map_err(tls_err)?;
-        // The connector checks the server certificate's name against the host we asked for.
-        Ok(MakeTlsConnector::new(b.build()))
+        Tls::new(Some(ca), Some((&cert, &key))).map_err(|e| unavailable(format!("TLS setup: {e}")))
     }
 
     fn connect(&self) -> Result<Client, BackendError> {
@@ -688,17 +676,9 @@ fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client, Ba
             "--admin-url: {e} (use --ca FILE instead of sslrootcert; sslmode may be disable, prefer or require)"
         ))
     })?;
-    let tls_err = |e: openssl::error::ErrorStack| unavailable(format!("TLS setup: {e}"));
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
-    if let Some(ca) = ca {
-        b.set_ca_file(ca)
-            .map_err(|e| unavailable(format!("{}: {e}", ca.display())))?;
-    }
-    b.set_verify(SslVerifyMode::PEER);
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))
-        .map_err(tls_err)?;
+    let tls = Tls::with_ca_file(ca).map_err(unavailable)?;
     config
-        .connect(MakeTlsConnector::new(b.build()))
+        .connect(tls)
         .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
 }
 
