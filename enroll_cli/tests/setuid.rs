@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use twofactor_core::auth::Purpose;
+use twofactor_core::backend::Backend;
+use twofactor_core::random::OsRandom;
+use twofactor_testkit::conformance::now;
+use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
 use twofactor_testkit::{Accounts, Session, oathtool, tag};
 
 const PASSWORD: &str = "Setuid-Pass-77";
@@ -526,4 +531,69 @@ fn setuid_resists_the_review_attacks() {
         state.contains(&admins) && !state.contains(&offered),
         "the admin's authenticator stays"
     );
+}
+
+/// On a fleet, a user's own changes go through the host role: the password, then a code
+/// the database verifies, whose one-time ticket lets this host make that one change.
+#[test]
+fn fleet_self_service_goes_through_the_host_role_with_a_code() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test installs a setuid binary: run as root"
+    );
+    let cluster = Cluster::start();
+    let mut accounts = Accounts::default();
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let me = accounts.login_user(&format!("tfsf{}", tag()), &base.path().join("me"), PASSWORD);
+    let s = Setup::new(&me);
+    fs::write(
+        s.path().join("upper/twofactor/config.toml"),
+        cluster.config_text(HOSTS[0], ""),
+    )
+    .unwrap();
+    let admin = cluster.backend(ADMIN);
+    let (_, backups) = twofactor_testkit::enrol(&admin, &me, &mut OsRandom);
+    let spent = |code: &str| {
+        let config = twofactor_core::config::Config::default();
+        let r = cluster
+            .backend(HOSTS[1])
+            .verify(&me, code, Purpose::Login, &config, now())
+            .unwrap();
+        !r.is_success()
+    };
+
+    refused(
+        &s.run(&["backup-codes"], &format!("{PASSWORD}\n000000\n")),
+        "wrong code",
+    );
+    let out = s.run(
+        &["backup-codes", "--json"],
+        &format!("{PASSWORD}\n{}\n", backups[0]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fresh: Vec<String> = j["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fresh.len(), 10, "{j}");
+    assert!(spent(&backups[1]), "an old backup code still works");
+
+    let out = s.run(&["disable"], &format!("{PASSWORD}\n{}\n", fresh[0]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!admin.facts(&me).unwrap().authenticator.unwrap().enabled);
+    let out = s.run(&["enable"], &format!("{PASSWORD}\n{}\n", fresh[1]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(admin.facts(&me).unwrap().authenticator.unwrap().enabled);
+    // Listing everyone stays root's.
+    refused(&s.run(&["status", "--all"], ""), "root only");
+    let out = s.run(
+        &["disable", "--remove"],
+        &format!("{PASSWORD}\n{}\n", fresh[2]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!admin.facts(&me).unwrap().is_enrolled());
 }
