@@ -193,9 +193,19 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
         .import(user, imported, SystemClock.now())?
         .ok_or_else(already)?;
     ctx.audit(user, "import google-authenticator");
+    let left_behind = parsed.scratch_codes.len().saturating_sub(codes);
+    let codes = if left_behind == 0 {
+        format!("{codes} scratch codes became backup codes")
+    } else {
+        // The fleet keeps only the server's own keyed hashes, of codes it was given.
+        format!(
+            "its {left_behind} scratch codes did not move to the fleet database; \
+             make backup codes with 'twofactor backup-codes --user {user}'"
+        )
+    };
     if keep {
         println!(
-            "Imported {user} from {} ({codes} scratch codes became backup codes); the file was kept.",
+            "Imported {user} from {} ({codes}); the file was kept.",
             path.display()
         );
     } else {
@@ -208,7 +218,7 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
             ))
         })?;
         println!(
-            "Imported {user} from {} ({codes} scratch codes became backup codes) and removed the file.",
+            "Imported {user} from {} ({codes}) and removed the file.",
             path.display()
         );
     }

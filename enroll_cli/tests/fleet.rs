@@ -309,3 +309,44 @@ fn fleet_commands_are_for_root_only() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("root"), "{err}");
 }
+
+#[test]
+fn a_google_authenticator_file_moves_its_key_to_the_fleet_but_not_its_scratch_codes() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let admin = config_for(c, dir.path(), ADMIN);
+    let mut accounts = Accounts::default();
+    let user = accounts.login_user(
+        &format!("tfgaf{}", tag()),
+        &dir.path().join("home"),
+        "x-Pass-123",
+    );
+    let file = dir.path().join("home/.google_authenticator");
+    let key = "JBSWY3DPEHPK3PXPJBSWY3DPEH";
+    fs::write(&file, format!("{key}\n\" TOTP_AUTH\n12345678\n87654321\n")).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o400)).unwrap();
+    twofactor_testkit::run("chown", &[&user, file.to_str().unwrap()]);
+
+    let out = ok(
+        Some(&admin),
+        &["import-google-authenticator", &user, "--keep"],
+    );
+    assert!(
+        out.contains(&format!(
+            "its 2 scratch codes did not move to the fleet database; make backup codes with 'twofactor backup-codes --user {user}'"
+        )),
+        "{out}"
+    );
+    let config = Config::default();
+    let h = c.backend(HOSTS[0]);
+    assert_eq!(h.facts(&user).unwrap().backup_codes_left, 0);
+    let secret = SecretKey::from_base32(key).unwrap();
+    let p = TotpParams::default();
+    let code = secret.code_at_step(&p, p.step_at(now())).to_string();
+    assert_eq!(
+        h.verify(&user, &code, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+}
