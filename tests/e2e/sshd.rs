@@ -509,6 +509,7 @@ fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
     // At the client's default LogLevel, as a person runs it: sshd passes the message on.
     let (ok, text) = b_logged.login_mode(&user, PASSWORD, &[], "default");
     assert!(!ok, "a login passed with the database down:\n{text}");
+    println!("--- host B, database down: a required user ---\n{text}\n--- end ---");
     assert!(
         text.contains("the two-factor server cannot be reached"),
         "{text}"
