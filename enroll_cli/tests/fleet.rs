@@ -67,6 +67,23 @@ fn json(config: Option<&Path>, args: &[&str]) -> Value {
     serde_json::from_str(&ok(config, args)).unwrap_or_else(|e| panic!("{args:?}: not JSON: {e}"))
 }
 
+/// A login on host `h` with the current TOTP code of `key`.
+fn totp_login(h: &dyn Backend, user: &str, key: &SecretKey) -> CodeResult {
+    let p = TotpParams::default();
+    let code = key.code_at_step(&p, p.step_at(now())).to_string();
+    h.verify(user, &code, Purpose::Login, &Config::default(), now())
+        .unwrap()
+}
+
+/// The strings of a JSON array.
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn url_for(c: &Cluster, db: &str) -> String {
     c.admin_url()
         .replace(&format!("dbname={DBNAME}"), &format!("dbname={db}"))
@@ -198,13 +215,7 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     assert!(all.to_string().contains(&user), "{all}");
     let unlocked = ok(Some(&admin), &["unlock", &user]);
     assert!(unlocked.contains(&format!("Unlocked {user}")), "{unlocked}");
-    let p = TotpParams::default();
-    let code = key.code_at_step(&p, p.step_at(now())).to_string();
-    assert_eq!(
-        h.verify(&user, &code, Purpose::Login, &config, now())
-            .unwrap(),
-        CodeResult::Totp
-    );
+    assert_eq!(totp_login(&h, &user, &key), CodeResult::Totp);
     ok(Some(&admin), &["reset", &user]);
     assert!(!h.facts(&user).unwrap().is_enrolled());
 }
@@ -221,12 +232,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         &["--json", "enroll", "--user", &user, "--no-verify"],
     );
     let key = SecretKey::from_base32(made["secret"].as_str().unwrap()).unwrap();
-    let backups: Vec<String> = made["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let backups = strings(&made["backup_codes"]);
     let old_key = c.path().join("fleet.key");
     let new_key = c.new_key("fleet-2.key");
     let url = c.admin_url();
@@ -261,13 +267,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
     // The secret decrypts under the new key, and old codes still verify under the old one.
     let config = Config::default();
     let h = c.backend(HOSTS[0]);
-    let p = TotpParams::default();
-    let code = key.code_at_step(&p, p.step_at(now())).to_string();
-    assert_eq!(
-        h.verify(&user, &code, Purpose::Login, &config, now())
-            .unwrap(),
-        CodeResult::Totp
-    );
+    assert_eq!(totp_login(&h, &user, &key), CodeResult::Totp);
     assert!(
         h.verify(&user, &backups[0], Purpose::Login, &config, now())
             .unwrap()
@@ -338,15 +338,8 @@ fn a_google_authenticator_file_moves_its_key_to_the_fleet_but_not_its_scratch_co
         )),
         "{out}"
     );
-    let config = Config::default();
     let h = c.backend(HOSTS[0]);
     assert_eq!(h.facts(&user).unwrap().backup_codes_left, 0);
     let secret = SecretKey::from_base32(key).unwrap();
-    let p = TotpParams::default();
-    let code = secret.code_at_step(&p, p.step_at(now())).to_string();
-    assert_eq!(
-        h.verify(&user, &code, Purpose::Login, &config, now())
-            .unwrap(),
-        CodeResult::Totp
-    );
+    assert_eq!(totp_login(&h, &user, &secret), CodeResult::Totp);
 }

@@ -147,6 +147,17 @@ impl Setup {
     }
 }
 
+/// The backup codes a `--json` command printed.
+fn codes_in(out: &Output) -> Vec<String> {
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["backup_codes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backup codes in {j}"))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -257,13 +268,7 @@ fn unprivileged_caller_gets_only_what_is_safe() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     // The old codes are gone; the rest of the test spends the new ones.
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let backups: Vec<String> = j["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let backups = codes_in(&out);
 
     // A required user cannot turn 2FA off; an admin can.
     refused(
@@ -572,14 +577,8 @@ fn fleet_self_service_goes_through_the_host_role_with_a_code() {
         &format!("{PASSWORD}\n{}\n", backups[0]),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let fresh: Vec<String> = j["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(fresh.len(), 10, "{j}");
+    let fresh = codes_in(&out);
+    assert_eq!(fresh.len(), 10);
     assert!(spent(&backups[1]), "an old backup code still works");
 
     let out = s.run(&["disable"], &format!("{PASSWORD}\n{}\n", fresh[0]));
