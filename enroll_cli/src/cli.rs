@@ -166,6 +166,23 @@ pub enum FleetCommand {
     Init(FleetArgs),
     /// Make a new key file the current encryption key and re-encrypt every secret with it.
     RotateKey(FleetArgs),
+    /// Copy this host's file-store users into the database, with the admin config: the
+    /// key moves (enabled or not); backup codes and trusted hosts do not. The file store
+    /// is left as it is.
+    Import(FleetImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetImportArgs {
+    /// The file store to read (default: the config's storage.state_dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Only show what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the database has another key for a user, this host's key replaces it.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use nix::unistd::{Group, User};
 use serde_json::json;
-use twofactor_core::backend::{Backend, UserFacts};
+use twofactor_core::backend::{Backend, UserFacts, postgresql};
 use twofactor_core::clock::{Clock, SystemClock};
-use twofactor_core::config::Config;
+use twofactor_core::config::{BackendKind, Config};
 use twofactor_core::doctor::pam::PamDir;
 use twofactor_core::doctor::policy::{self as rules, GroupEntry};
 use twofactor_core::doctor::sshd::SshdTest;
@@ -55,7 +55,11 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         .as_ref()
         .map(|c| c.policy.clone())
         .unwrap_or_default();
-    let store = config.as_ref().and_then(|c| {
+    let fleet = config
+        .as_ref()
+        .is_some_and(|c| c.storage.backend == BackendKind::Postgresql);
+    // A fleet host keeps no state of its own: the database is checked instead.
+    let store = config.as_ref().filter(|_| !fleet).and_then(|c| {
         Store::open(&c.storage.state_dir)
             .map_err(|e| findings.push(rules::state_dir_refused(&c.storage.state_dir, &e)))
             .ok()
@@ -95,6 +99,14 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         &policy,
         key_first,
     ));
+
+    if let Some(c) = config.as_ref().filter(|_| fleet) {
+        findings.extend(doctor::fleet::check_unavailable_mapping(
+            &listing,
+            &Dir(pam_dir.to_path_buf()),
+        ));
+        findings.extend(fleet_findings(c));
+    }
 
     if let Some((settings, origin)) = &sshd {
         let root = policy
@@ -154,6 +166,36 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
     } else {
         Ok(())
     }
+}
+
+/// The fleet database as this host reaches it: through the host role, as a login does.
+fn fleet_findings(c: &Config) -> Vec<doctor::Finding> {
+    let Some(settings) = c.storage.postgresql.clone() else {
+        return Vec::new();
+    };
+    let servers = settings
+        .hosts
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cert_expires = postgresql::certificate_expiry(&settings.cert);
+    let db = postgresql::Postgresql::new(settings, postgresql::Role::Host, 0);
+    let version = db.schema_version();
+    let connected = version.is_ok();
+    let facts = doctor::fleet::FleetFacts {
+        servers,
+        connect: version.as_ref().map(drop).map_err(ToString::to_string),
+        cert_expires,
+        schema_version: version.ok(),
+        expected_version: postgresql::SCHEMA_VERSION,
+        secrets_probe: connected.then(|| db.probe("SELECT secret FROM twofactor.users LIMIT 1")),
+        db_time: connected.then(|| db.server_time().ok()).flatten(),
+        now: SystemClock.now(),
+        synchronised: host::clock_synchronised(),
+        window_seconds: u64::from(c.totp.window) * c.totp.params.period,
+    };
+    doctor::fleet::check_fleet(&facts)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -3,20 +3,24 @@
 use serde_json::json;
 use twofactor_core::backend::postgresql;
 
-use crate::cli::{FleetArgs, FleetCommand};
-use crate::context::{Error, caller, print_json};
+use twofactor_core::backend::postgresql::ImportOutcome;
+use twofactor_core::backend::{self, AuthenticatorId, Backend};
+use twofactor_core::policy::{Directory, Nss};
+use twofactor_core::store::Store;
 
-pub fn run(command: &FleetCommand, json: bool) -> Result<(), Error> {
-    if !caller()?.is_root() {
-        return Err("twofactor fleet is for root only".into());
-    }
-    match command {
-        FleetCommand::Init(args) => init(args, json),
-        FleetCommand::RotateKey(args) => rotate_key(args, json),
+use crate::cli::{FleetArgs, FleetImportArgs};
+use crate::context::{Ctx, Error, caller, print_json};
+
+fn require_root() -> Result<(), Error> {
+    if caller()?.is_root() {
+        Ok(())
+    } else {
+        Err("twofactor fleet is for root only".into())
     }
 }
 
-fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
+pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
+    require_root()?;
     let report = postgresql::init(&args.admin_url, args.ca.as_deref(), &args.key_file)?;
     let access = postgresql::access_lines(&report.dbname);
     if json {
@@ -56,7 +60,8 @@ fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
+pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
+    require_root()?;
     let report = postgresql::rotate_key(&args.admin_url, args.ca.as_deref(), &args.key_file)?;
     if json {
         let old: Vec<_> = report
@@ -87,4 +92,170 @@ fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// One state file's fate in `fleet import`.
+struct Row {
+    file: String,
+    user: String,
+    action: &'static str,
+    enabled: Option<bool>,
+    codes_left_behind: usize,
+    note: String,
+}
+
+pub fn import(ctx: &Ctx, args: &FleetImportArgs) -> Result<(), Error> {
+    ctx.require_root("fleet import")?;
+    let db = backend::fleet_admin(&ctx.config)?;
+    let dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| ctx.config.storage.state_dir.clone());
+    let store = Store::open(&dir)?;
+    let mut rows = Vec::new();
+    for file_user in store.scan()?.users {
+        let file = format!("{file_user}.json");
+        let skip = |user: &str, note: String| Row {
+            file: file.clone(),
+            user: user.to_string(),
+            action: "skipped",
+            enabled: None,
+            codes_left_behind: 0,
+            note,
+        };
+        // Keyed by the account's canonical name, as every host keys it.
+        let user = match Nss.account(&file_user) {
+            Ok(Some(name)) => name,
+            Ok(None) => {
+                rows.push(skip(&file_user, "no account has this name".into()));
+                continue;
+            }
+            Err(e) => {
+                rows.push(skip(&file_user, format!("cannot look it up: {e}")));
+                continue;
+            }
+        };
+        let state = match store.load(&file_user) {
+            Ok(s) => s,
+            Err(e) => {
+                rows.push(skip(&user, format!("cannot read it: {e}")));
+                continue;
+            }
+        };
+        let Some(auth) = &state.authenticator else {
+            rows.push(skip(&user, "no authenticator".into()));
+            continue;
+        };
+        let outcome = if args.dry_run {
+            let facts = db.facts(&user)?;
+            ImportOutcome::planned(
+                facts.authenticator_id(),
+                &AuthenticatorId::of(&auth.secret),
+                args.replace,
+            )
+        } else {
+            let outcome = db.import_authenticator(&user, auth, args.replace)?;
+            ctx.audit(&user, "fleet import");
+            outcome
+        };
+        let codes_left_behind = state.backup_codes_left();
+        let note = match outcome {
+            ImportOutcome::Conflict => {
+                "the database has another key for this user; --replace lets this host's key win"
+                    .into()
+            }
+            ImportOutcome::Merged => "the same key: the later replay step is kept".into(),
+            _ if codes_left_behind > 0 => {
+                format!("{codes_left_behind} backup codes stay behind (hashed for this host only)")
+            }
+            _ => String::new(),
+        };
+        rows.push(Row {
+            file,
+            user,
+            action: outcome.as_str(),
+            enabled: Some(auth.enabled),
+            codes_left_behind,
+            note,
+        });
+    }
+    // Whoever the database holds no backup codes for after this needs new ones.
+    let mut need_codes = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.action != "skipped" && r.action != "conflict")
+    {
+        let left = if args.dry_run && r.action != "merged" {
+            0
+        } else {
+            db.facts(&r.user)?.backup_codes_left
+        };
+        if left == 0 && !need_codes.contains(&r.user) {
+            need_codes.push(r.user.clone());
+        }
+    }
+    let conflicts = rows.iter().filter(|r| r.action == "conflict").count();
+    if ctx.json {
+        let users: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({"file": r.file, "user": r.user, "action": r.action, "enabled": r.enabled,
+                       "backup_codes_left_behind": r.codes_left_behind, "note": r.note})
+            })
+            .collect();
+        print_json(&json!({
+            "dry_run": args.dry_run,
+            "state_dir": dir,
+            "users": users,
+            "need_backup_codes": need_codes,
+            "conflicts": conflicts,
+        }))?;
+    } else {
+        print_import(&rows, &need_codes, args.dry_run, &dir);
+    }
+    if conflicts > 0 {
+        return Err(Error(format!(
+            "{conflicts} user{} kept the database's key; decide which phone each uses, then run again with --replace if it is this host's",
+            if conflicts == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+fn print_import(rows: &[Row], need_codes: &[String], dry_run: bool, dir: &std::path::Path) {
+    if rows.is_empty() {
+        println!("No user state in {}.", dir.display());
+        return;
+    }
+    let would = if dry_run { "would be " } else { "" };
+    for r in rows {
+        let enabled = match r.enabled {
+            Some(false) => " (turned off, and stays off)",
+            _ => "",
+        };
+        let note = if r.note.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.note)
+        };
+        println!(
+            "{} -> {}: {would}{}{enabled}{note}",
+            r.file, r.user, r.action
+        );
+    }
+    println!("\nTrusted hosts never move: trust granted on one host must not count on every host.");
+    if !need_codes.is_empty() {
+        println!(
+            "These users {}have no backup codes in the database; each should run 'twofactor backup-codes': {}",
+            if dry_run { "would " } else { "" },
+            need_codes.join(", ")
+        );
+    }
+    if !dry_run {
+        println!(
+            "{} is unchanged. Next: set [storage] backend = \"postgresql\" in this host's config, \
+             check with 'twofactor doctor', then remove the old state.",
+            dir.display()
+        );
+    }
 }

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, TrustCommand};
+use crate::cli::{Cli, Command, FleetCommand, TrustCommand};
 use crate::context::{Ctx, Error};
 
 fn main() -> ExitCode {
@@ -57,7 +57,8 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
             return report::check_config(&cli, path.as_deref(), env_config);
         }
         Command::Doctor(args) => return doctor::run(&cli, args, env_config),
-        Command::Fleet(command) => return fleet::run(command, cli.json),
+        Command::Fleet(FleetCommand::Init(args)) => return fleet::init(args, cli.json),
+        Command::Fleet(FleetCommand::RotateKey(args)) => return fleet::rotate_key(args, cli.json),
         _ => {}
     }
     let ctx = Ctx::new(&cli, env_config)?;
@@ -80,6 +81,7 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
         }
         Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
         Command::Tidy { dry_run } => manage::tidy(&ctx, dry_run),
+        Command::Fleet(FleetCommand::Import(args)) => fleet::import(&ctx, &args),
         Command::GenerateDocs { .. }
         | Command::CheckConfig { .. }
         | Command::EditConfig

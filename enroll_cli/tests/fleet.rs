@@ -12,12 +12,14 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::Backend;
+use twofactor_core::backend::{AuthenticatorId, Backend};
 use twofactor_core::config::Config;
+use twofactor_core::random::OsRandom;
+use twofactor_core::store::{Store, StoreError};
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::conformance::now;
 use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
-use twofactor_testkit::{Accounts, tag};
+use twofactor_testkit::{Accounts, enrol_key, tag};
 
 const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
 
@@ -342,4 +344,232 @@ fn a_google_authenticator_file_moves_its_key_to_the_fleet_but_not_its_scratch_co
     assert_eq!(h.facts(&user).unwrap().backup_codes_left, 0);
     let secret = SecretKey::from_base32(key).unwrap();
     assert_eq!(totp_login(&h, &user, &secret), CodeResult::Totp);
+}
+
+/// A file store under `dir`, root-owned 0700, as a host has it.
+fn file_store(dir: &Path, name: &str) -> (PathBuf, Store) {
+    let path = dir.join(name);
+    fs::create_dir(&path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+    let store = Store::open(&path).unwrap();
+    (path, store)
+}
+
+#[test]
+fn fleet_import_moves_keys_from_several_hosts_into_one_record_each() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = config_for(c, dir.path(), ADMIN);
+    let host = config_for(c, dir.path(), HOSTS[0]);
+    let mut accounts = Accounts::default();
+    let t = tag();
+    let [alice, bob, carol] =
+        ["a", "b", "c"].map(|s| accounts.user(&format!("tfimp{s}{t}"), "users", &[]));
+    let alias = accounts.alias(&format!("tfimpx{t}"), &alice);
+    let (alice_key, bob_key, other_key) = (
+        SecretKey::generate(&mut OsRandom).unwrap(),
+        SecretKey::generate(&mut OsRandom).unwrap(),
+        SecretKey::generate(&mut OsRandom).unwrap(),
+    );
+
+    // Host 1: alice (under another name of her account, with a replay step), bob turned
+    // off, and carol with nothing set up.
+    let (dir1, one) = file_store(dir.path(), "host1");
+    enrol_key(&one, &alias, alice_key.clone(), &mut OsRandom);
+    one.update(&alias, |s| -> Result<(), StoreError> {
+        s.authenticator.as_mut().unwrap().last_step = Some(1_000);
+        Ok(())
+    })
+    .unwrap();
+    enrol_key(&one, &bob, bob_key.clone(), &mut OsRandom);
+    one.set_enabled(&bob, false).unwrap();
+    one.count_grace_login(&carol, 3).unwrap();
+    // Host 2: alice with the same key and a later step; bob with another phone's key.
+    let (dir2, two) = file_store(dir.path(), "host2");
+    enrol_key(&two, &alice, alice_key.clone(), &mut OsRandom);
+    two.update(&alice, |s| -> Result<(), StoreError> {
+        s.authenticator.as_mut().unwrap().last_step = Some(2_000);
+        Ok(())
+    })
+    .unwrap();
+    enrol_key(&two, &bob, other_key, &mut OsRandom);
+    let before1 = fs::read_dir(&dir1).unwrap().count();
+
+    // A dry run changes nothing.
+    let plan = json(
+        Some(&admin),
+        &[
+            "--json",
+            "fleet",
+            "import",
+            "--dry-run",
+            "--state-dir",
+            dir1.to_str().unwrap(),
+        ],
+    );
+    let action = |j: &Value, user: &str| {
+        j["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user"] == user)
+            .map(|u| u["action"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(action(&plan, &alice), "imported", "{plan}");
+    assert_eq!(action(&plan, &carol), "skipped", "{plan}");
+    let h = c.backend(HOSTS[0]);
+    assert!(!h.facts(&alice).unwrap().is_enrolled());
+
+    // Host 1 for real: alice under her canonical name, bob still turned off.
+    let out = ok(
+        Some(&admin),
+        &["fleet", "import", "--state-dir", dir1.to_str().unwrap()],
+    );
+    assert!(
+        out.contains(&format!("{alias}.json -> {alice}: imported")),
+        "{out}"
+    );
+    assert!(out.contains("(turned off, and stays off)"), "{out}");
+    assert!(out.contains("3 backup codes stay behind"), "{out}");
+    assert!(
+        out.contains(&format!("{carol}: skipped: no authenticator")),
+        "{out}"
+    );
+    assert!(out.contains("Trusted hosts never move"), "{out}");
+    let facts = h.facts(&alice).unwrap();
+    assert_eq!(facts.authenticator.as_ref().unwrap().last_step, Some(1_000));
+    assert!(!h.facts(&bob).unwrap().authenticator.unwrap().enabled);
+    assert_eq!(
+        fs::read_dir(&dir1).unwrap().count(),
+        before1,
+        "the file store is untouched"
+    );
+
+    // Host 2: alice merges (later step kept), bob's other key is a conflict.
+    let out = run(
+        Some(&admin),
+        &[
+            "--json",
+            "fleet",
+            "import",
+            "--state-dir",
+            dir2.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success(), "a conflict must fail the command");
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(action(&j, &alice), "merged", "{j}");
+    assert_eq!(action(&j, &bob), "conflict", "{j}");
+    assert_eq!(j["conflicts"], 1);
+    assert!(j["need_backup_codes"].to_string().contains(&alice), "{j}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replace"));
+    let facts = h.facts(&alice).unwrap();
+    assert_eq!(facts.authenticator.as_ref().unwrap().last_step, Some(2_000));
+    assert_eq!(
+        facts.authenticator_id(),
+        Some(&AuthenticatorId::of(&alice_key))
+    );
+    assert_eq!(
+        h.facts(&bob).unwrap().authenticator_id(),
+        Some(&AuthenticatorId::of(&bob_key))
+    );
+    // --replace lets host 2's key win.
+    let out = ok(
+        Some(&admin),
+        &[
+            "fleet",
+            "import",
+            "--replace",
+            "--state-dir",
+            dir2.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains(&format!("{bob}.json -> {bob}: replaced")),
+        "{out}"
+    );
+    assert_ne!(
+        h.facts(&bob).unwrap().authenticator_id(),
+        Some(&AuthenticatorId::of(&bob_key))
+    );
+    let records = c.psql(
+        DBNAME,
+        &format!(
+            "SELECT string_agg(name, ',') FROM twofactor.users WHERE name IN ('{alice}', '{alias}')"
+        ),
+    );
+    assert_eq!(
+        records.trim(),
+        alice,
+        "one record for alice, by her canonical name"
+    );
+
+    // A host's config cannot import.
+    let err = fails(
+        Some(&host),
+        &["fleet", "import", "--state-dir", dir1.to_str().unwrap()],
+    );
+    assert!(err.contains("twofactor_admin"), "{err}");
+}
+
+#[test]
+fn doctor_checks_the_fleet_database_from_a_host() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = config_for(c, dir.path(), HOSTS[0]);
+    let pam = dir.path().join("pam.d");
+    fs::create_dir(&pam).unwrap();
+    fs::write(
+        pam.join("sshd"),
+        "auth requisite pam_unix.so\nauth [success=ok authinfo_unavail=ignore default=bad] pam_twofactor.so\n",
+    )
+    .unwrap();
+    let doctor = || {
+        let out = run(
+            Some(&host),
+            &[
+                "--json",
+                "doctor",
+                "--pam-dir",
+                pam.to_str().unwrap(),
+                "--sshd-config",
+                "/nonexistent",
+            ],
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<String> = j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, j)
+    };
+
+    // Reached over TLS with this host's certificate, the schema current, secrets closed.
+    let (ids, j) = doctor();
+    assert!(ids.contains(&"fleet-unavailable-passes".to_string()), "{j}");
+    // The test kit's certificates live two days: the 30-day warning shows.
+    assert!(ids.contains(&"fleet-cert-expiring".to_string()), "{j}");
+    assert!(j.to_string().contains("expires in 1 day"), "{j}");
+    for absent in [
+        "fleet-unreachable",
+        "fleet-tls",
+        "fleet-schema",
+        "fleet-secrets-readable",
+        "fleet-secrets-probe",
+        "state-dir",
+    ] {
+        assert!(!ids.iter().any(|i| i.starts_with(absent)), "{absent}: {j}");
+    }
+
+    // The server's certificate for another name fails the TLS check.
+    c.serve_certificate("wrong-name");
+    let (ids, j) = doctor();
+    assert!(ids.contains(&"fleet-tls".to_string()), "{j}");
+
+    c.pg_ctl("stop");
+    let (ids, j) = doctor();
+    assert!(ids.contains(&"fleet-unreachable".to_string()), "{j}");
 }

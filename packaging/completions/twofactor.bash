@@ -70,6 +70,9 @@ _twofactor() {
             twofactor__subcmd__fleet,help)
                 cmd="twofactor__subcmd__fleet__subcmd__help"
                 ;;
+            twofactor__subcmd__fleet,import)
+                cmd="twofactor__subcmd__fleet__subcmd__import"
+                ;;
             twofactor__subcmd__fleet,init)
                 cmd="twofactor__subcmd__fleet__subcmd__init"
                 ;;
@@ -78,6 +81,9 @@ _twofactor() {
                 ;;
             twofactor__subcmd__fleet__subcmd__help,help)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__help"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,import)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__import"
                 ;;
             twofactor__subcmd__fleet__subcmd__help,init)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__init"
@@ -135,6 +141,9 @@ _twofactor() {
                 ;;
             twofactor__subcmd__help,unlock)
                 cmd="twofactor__subcmd__help__subcmd__unlock"
+                ;;
+            twofactor__subcmd__help__subcmd__fleet,import)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__import"
                 ;;
             twofactor__subcmd__help__subcmd__fleet,init)
                 cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__init"
@@ -375,7 +384,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet)
-            opts="-h -V --config --json --help --version init rotate-key help"
+            opts="-h -V --config --json --help --version init rotate-key import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -393,7 +402,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet__subcmd__help)
-            opts="init rotate-key help"
+            opts="init rotate-key import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -407,6 +416,20 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__import)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -441,6 +464,28 @@ _twofactor() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__import)
+            opts="-h -V --state-dir --dry-run --replace --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -653,8 +698,22 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help__subcmd__fleet)
-            opts="init rotate-key"
+            opts="init rotate-key import"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -130,13 +130,14 @@ complete -c twofactor -n "__fish_twofactor_using_subcommand tidy" -l dry-run -d 
 complete -c twofactor -n "__fish_twofactor_using_subcommand tidy" -l json -d 'Machine-readable JSON output, for commands that print data'
 complete -c twofactor -n "__fish_twofactor_using_subcommand tidy" -s h -l help -d 'Print help'
 complete -c twofactor -n "__fish_twofactor_using_subcommand tidy" -s V -l version -d 'Print version'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -l json -d 'Machine-readable JSON output, for commands that print data'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -s h -l help -d 'Print help'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -s V -l version -d 'Print version'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -f -a "init" -d 'Create or migrate the roles, schema and functions; running it again changes nothing. Prints the pg_hba.conf and pg_ident.conf lines to apply'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -f -a "rotate-key" -d 'Make a new key file the current encryption key and re-encrypt every secret with it'
-complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -f -a "init" -d 'Create or migrate the roles, schema and functions; running it again changes nothing. Prints the pg_hba.conf and pg_ident.conf lines to apply'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -f -a "rotate-key" -d 'Make a new key file the current encryption key and re-encrypt every secret with it'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -f -a "import" -d 'Copy this host\'s file-store users into the database, with the admin config: the key moves (enabled or not); backup codes and trusted hosts do not. The file store is left as it is'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and not __fish_seen_subcommand_from init rotate-key import help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from init" -l admin-url -d 'A superuser\'s connection: a URL (postgresql://postgres@db1.example/twofactor) or key=value pairs (host=/var/run/postgresql user=postgres dbname=twofactor)' -r
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from init" -l ca -d 'Verify the server\'s TLS certificate against this CA file instead of the system\'s' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from init" -l key-file -d 'The encryption key: a file on the database server, readable only by its postgres user, holding 64 hex digits. init registers it when the database has no key yet' -r
@@ -151,8 +152,16 @@ complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_se
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from rotate-key" -l json -d 'Machine-readable JSON output, for commands that print data'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from rotate-key" -s h -l help -d 'Print help'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from rotate-key" -s V -l version -d 'Print version'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -l state-dir -d 'The file store to read (default: the config\'s storage.state_dir)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -l dry-run -d 'Only show what would be done'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -l replace -d 'Where the database has another key for a user, this host\'s key replaces it'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -l json -d 'Machine-readable JSON output, for commands that print data'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "init" -d 'Create or migrate the roles, schema and functions; running it again changes nothing. Prints the pg_hba.conf and pg_ident.conf lines to apply'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "rotate-key" -d 'Make a new key file the current encryption key and re-encrypt every secret with it'
+complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "import" -d 'Copy this host\'s file-store users into the database, with the admin config: the key moves (enabled or not); backup codes and trusted hosts do not. The file store is left as it is'
 complete -c twofactor -n "__fish_twofactor_using_subcommand fleet; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l file -d 'Read this file instead of the user\'s ~/.google_authenticator' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand import-google-authenticator" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
@@ -186,3 +195,4 @@ complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_see
 complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from trust" -f -a "revoke" -d 'Revoke one trusted host by ID, or all of them'
 complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "init" -d 'Create or migrate the roles, schema and functions; running it again changes nothing. Prints the pg_hba.conf and pg_ident.conf lines to apply'
 complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "rotate-key" -d 'Make a new key file the current encryption key and re-encrypt every secret with it'
+complete -c twofactor -n "__fish_twofactor_using_subcommand help; and __fish_seen_subcommand_from fleet" -f -a "import" -d 'Copy this host\'s file-store users into the database, with the admin config: the key moves (enabled or not); backup codes and trusted hosts do not. The file store is left as it is'

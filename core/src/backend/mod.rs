@@ -143,6 +143,17 @@ pub fn open_admin(config: &Config, owner: u32) -> Result<Box<dyn Backend>, Backe
     }
 }
 
+/// The fleet database as `twofactor_admin`, for what only the database backend does
+/// (`twofactor fleet import`); an error when the config's backend is the file store.
+pub fn fleet_admin(config: &Config) -> Result<postgresql::Postgresql, BackendError> {
+    match config.storage.backend {
+        BackendKind::Postgresql => fleet(config, postgresql::Role::Admin, 0),
+        BackendKind::Files => Err(BackendError::Unavailable(
+            "this needs the fleet's admin config: [storage] backend = \"postgresql\" with an administrator's certificate (--config FILE)".into(),
+        )),
+    }
+}
+
 fn fleet(
     config: &Config,
     role: postgresql::Role,

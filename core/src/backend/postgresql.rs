@@ -272,6 +272,15 @@ impl Postgresql {
         })
     }
 
+    /// The database server's clock (Unix seconds), which codes are checked on.
+    pub fn server_time(&self) -> Result<u64, BackendError> {
+        let t: i64 = self.one(
+            "SELECT floor(extract(epoch FROM clock_timestamp()))::bigint",
+            &[],
+        )?;
+        u64::try_from(t).map_err(bad_reply)
+    }
+
     /// The schema version the database has.
     pub fn schema_version(&self) -> Result<i32, BackendError> {
         self.one("SELECT twofactor.h_version()", &[])
@@ -652,6 +661,88 @@ impl Backend for Postgresql {
         };
         Ok(saved.then_some(shown))
     }
+}
+
+/// What `twofactor fleet import` did, or with `--dry-run` would do, for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// The database had no authenticator for the user: this one is theirs now.
+    Imported,
+    /// The database has the same key: the later replay step is kept.
+    Merged,
+    /// Another key was replaced (`--replace`), with the backup codes that went with it.
+    Replaced,
+    /// Another key is in the database; nothing changed.
+    Conflict,
+}
+
+impl ImportOutcome {
+    /// The word for it in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Imported => "imported",
+            Self::Merged => "merged",
+            Self::Replaced => "replaced",
+            Self::Conflict => "conflict",
+        }
+    }
+
+    /// What importing an authenticator with id `id` would do, given the database's.
+    pub fn planned(in_db: Option<&AuthenticatorId>, id: &AuthenticatorId, replace: bool) -> Self {
+        match in_db {
+            None => Self::Imported,
+            Some(have) if have == id => Self::Merged,
+            Some(_) if replace => Self::Replaced,
+            Some(_) => Self::Conflict,
+        }
+    }
+}
+
+impl Postgresql {
+    /// Brings one user's authenticator from a host's file store into the database, in one
+    /// transaction (administrators only): key, parameters, window, replay step and whether
+    /// it is enabled. Backup codes and trusted hosts never move.
+    pub fn import_authenticator(
+        &self,
+        user: &str,
+        a: &crate::store::Authenticator,
+        replace: bool,
+    ) -> Result<ImportOutcome, BackendError> {
+        let secret: &[u8] = a.secret.as_bytes();
+        let window: Option<i32> = a.window.map(i32::from);
+        let last_step: Option<i64> = a.last_step.and_then(|s| i64::try_from(s).ok());
+        let outcome: String = self.admin_one(
+            "SELECT twofactor.a_import($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &user,
+                &secret,
+                &a.params.algorithm.as_str(),
+                &i32::from(a.params.digits),
+                &i32::try_from(a.params.period).unwrap_or(i32::MAX),
+                &window,
+                &last_step,
+                &a.enabled,
+                &replace,
+            ],
+        )?;
+        match outcome.as_str() {
+            "imported" => Ok(ImportOutcome::Imported),
+            "merged" => Ok(ImportOutcome::Merged),
+            "replaced" => Ok(ImportOutcome::Replaced),
+            "conflict" => Ok(ImportOutcome::Conflict),
+            other => Err(bad_reply(other)),
+        }
+    }
+}
+
+/// When the PEM certificate at `path` expires (Unix seconds).
+pub fn certificate_expiry(path: &std::path::Path) -> Result<u64, String> {
+    let pem = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).map_err(|e| e.to_string())?;
+    let d = epoch.diff(cert.not_after()).map_err(|e| e.to_string())?;
+    u64::try_from(i64::from(d.days) * 86_400 + i64::from(d.secs))
+        .map_err(|_| format!("{}: expires before 1970", path.display()))
 }
 
 /// What `twofactor fleet init` ran.

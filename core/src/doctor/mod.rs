@@ -1,5 +1,5 @@
-//! `twofactor doctor`'s rules: PAM stacks ([`pam`]), sshd's settings ([`sshd`]) and the
-//! policy, state and clock ([`policy`]) that make the second factor silently skipped, or
+//! `twofactor doctor`'s rules: PAM stacks ([`pam`]), sshd's settings ([`sshd`]), the
+//! fleet database ([`fleet`]) and the policy, state and clock ([`policy`]) that make the second factor silently skipped, or
 //! lock everyone out. Every rule is a pure function over facts the command gathers (file
 //! text, `sshd -T` output, account lookups, the clock's state), so each is unit-tested
 //! without root; the command only gathers and prints.
@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod fleet;
 pub mod pam;
 pub mod policy;
 pub mod sshd;

@@ -580,6 +580,39 @@ BEGIN
 END
 $$;
 
+-- `twofactor fleet import`: one user's authenticator from a host's file store. A user
+-- with no authenticator here takes it; the same key keeps the later replay step; another
+-- key is a conflict unless p_replace, which also drops the codes that went with it.
+CREATE OR REPLACE FUNCTION twofactor.a_import(p_name text, p_secret bytea, p_algorithm text,
+                                              p_digits integer, p_period integer,
+                                              p_window integer, p_last_step bigint,
+                                              p_enabled boolean, p_replace boolean)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
+    outcome text;
+BEGIN
+    IF u.secret IS NOT NULL AND u.authenticator_id = twofactor.authenticator_id(p_secret) THEN
+        UPDATE twofactor.users
+           SET last_step = CASE WHEN last_step IS NULL OR p_last_step > last_step
+                                THEN p_last_step ELSE last_step END
+         WHERE name = p_name;
+        outcome := 'merged';
+    ELSIF u.secret IS NOT NULL AND NOT p_replace THEN
+        outcome := 'conflict';
+    ELSE
+        outcome := CASE WHEN u.secret IS NULL THEN 'imported' ELSE 'replaced' END;
+        DELETE FROM twofactor.backup_codes WHERE name = p_name;
+        PERFORM twofactor.install(p_name, p_secret, p_algorithm, p_digits, p_period,
+                                  p_last_step, p_window);
+        UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
+    END IF;
+    PERFORM twofactor.log(p_name, 'import', outcome);
+    RETURN outcome;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION twofactor.a_new_codes(p_name text, p_codes text[])
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
@@ -671,6 +704,7 @@ GRANT EXECUTE ON FUNCTION
     twofactor.a_users(),
     twofactor.a_install(text, bytea, text, integer, integer, bytea, integer, text[], bigint),
     twofactor.a_new_codes(text, text[]),
+    twofactor.a_import(text, bytea, text, integer, integer, integer, bigint, boolean, boolean),
     twofactor.a_set_enabled(text, boolean),
     twofactor.a_revoke_trust(text, text),
     twofactor.a_reset(text, boolean),

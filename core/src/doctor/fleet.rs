@@ -1,0 +1,350 @@
+//! Doctor's checks for a host on the fleet database: reaching it with this host's
+//! credentials, the certificates, the schema version, that the host role cannot read
+//! secrets, the database's clock, and PAM lines that would let logins through while the
+//! database is down.
+
+use super::pam::{Control, Item, MODULE, PamDir, PamFiles, auth_tree};
+use super::{Finding, Level};
+
+/// Days before a client certificate's expiry that doctor starts to warn.
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
+/// A database clock this far from a synchronised host's draws a warning.
+pub const CLOCK_WARNING_SECONDS: u64 = 10;
+
+/// What the command found out about the fleet database from this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetFacts {
+    /// The servers, as configured (`db1:5432, db2:5432`), for locations.
+    pub servers: String,
+    /// Connecting with this host's certificate and key, verifying the server against
+    /// `ca`: the error if it failed.
+    pub connect: Result<(), String>,
+    /// When this host's client certificate expires (Unix seconds), or why it is unknown.
+    pub cert_expires: Result<u64, String>,
+    /// The schema version in the database, once connected.
+    pub schema_version: Option<i32>,
+    /// The schema version this twofactor speaks.
+    pub expected_version: i32,
+    /// A read of the secrets table as this host: `Ok` if it was allowed (it must not be),
+    /// or the server's refusal.
+    pub secrets_probe: Option<Result<(), String>>,
+    /// The database's clock (Unix seconds), once connected.
+    pub db_time: Option<u64>,
+    /// This host's clock.
+    pub now: u64,
+    /// Whether this host's clock is NTP-synchronised (`None`: cannot tell).
+    pub synchronised: Option<bool>,
+    /// How far a code may be off and still be accepted: window × period, in seconds.
+    pub window_seconds: u64,
+}
+
+/// The fleet checks on gathered facts.
+pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let at = format!("[storage.postgresql] {}", f.servers);
+    if let Err(e) = &f.connect {
+        let tls = [
+            "certificate",
+            "TLS",
+            "tls",
+            "SSL",
+            "ssl",
+            "hostname",
+            "IP address",
+        ]
+        .iter()
+        .any(|w| e.contains(w));
+        let fix = if tls {
+            "the server's certificate must be signed by the configured ca and name the host as written in hosts; this host's certificate must be one pg_ident.conf maps to twofactor_host"
+        } else {
+            "check that the server runs and listens there, the firewall, and pg_hba.conf (hostssl ... cert map=twofactor)"
+        };
+        out.push(Finding::new(
+            Level::Error,
+            if tls { "fleet-tls" } else { "fleet-unreachable" },
+            &at,
+            format!(
+                "cannot reach the database with this host's credentials, so every required user is refused: {e}"
+            ),
+            fix,
+        ));
+    }
+    match f.cert_expires {
+        Ok(expires) if expires <= f.now => out.push(Finding::new(
+            Level::Error,
+            "fleet-cert-expired",
+            "[storage.postgresql] cert",
+            "this host's client certificate has expired: the database refuses it, and every required user is refused",
+            "issue a new certificate for this host (same CN) and install it",
+        )),
+        Ok(expires) if expires - f.now < EXPIRY_WARNING_DAYS * 86_400 => out.push(Finding::new(
+            Level::Warning,
+            "fleet-cert-expiring",
+            "[storage.postgresql] cert",
+            match (expires - f.now) / 86_400 {
+                0 => "this host's client certificate expires within a day; after that every required user is refused".to_string(),
+                1 => "this host's client certificate expires in 1 day; after that every required user is refused".to_string(),
+                days => format!("this host's client certificate expires in {days} days; after that every required user is refused"),
+            },
+            "issue a new certificate for this host (same CN) and install it before then",
+        )),
+        Ok(_) => {}
+        Err(ref e) => out.push(Finding::new(
+            Level::Error,
+            "fleet-cert-unreadable",
+            "[storage.postgresql] cert",
+            format!("cannot read this host's client certificate: {e}"),
+            "install the certificate as a root-owned PEM file",
+        )),
+    }
+    match f.schema_version {
+        Some(v) if v < f.expected_version => out.push(Finding::new(
+            Level::Error,
+            "fleet-schema",
+            &at,
+            format!(
+                "the database has schema version {v}, this twofactor needs {}",
+                f.expected_version
+            ),
+            "run 'twofactor fleet init --admin-url ...' to migrate it",
+        )),
+        Some(v) if v > f.expected_version => out.push(Finding::new(
+            Level::Error,
+            "fleet-schema",
+            &at,
+            format!(
+                "the database has schema version {v}, newer than this twofactor ({})",
+                f.expected_version
+            ),
+            "upgrade twofactor on this host",
+        )),
+        _ => {}
+    }
+    match &f.secrets_probe {
+        Some(Ok(())) => out.push(Finding::new(
+            Level::Error,
+            "fleet-secrets-readable",
+            &at,
+            "this host can read the secrets table: a rooted host could copy every user's key",
+            "connect hosts as twofactor_host only, and run 'twofactor fleet init' to restore the grants",
+        )),
+        Some(Err(e)) if !e.contains("permission denied") => out.push(Finding::new(
+            Level::Warning,
+            "fleet-secrets-probe",
+            &at,
+            format!("could not tell whether this host can read secrets: {e}"),
+            "run 'twofactor fleet init' to check the schema",
+        )),
+        _ => {}
+    }
+    if let (Some(db), Some(true)) = (f.db_time, f.synchronised) {
+        let off = db.abs_diff(f.now);
+        if off > f.window_seconds {
+            out.push(Finding::new(
+                Level::Error,
+                "fleet-clock",
+                &at,
+                format!(
+                    "the database's clock is {off} s off this NTP-synchronised host's; codes are checked on the database's clock, so everyone's codes are refused"
+                ),
+                "synchronise the database server's clock (NTP)",
+            ));
+        } else if off > CLOCK_WARNING_SECONDS {
+            out.push(Finding::new(
+                Level::Warning,
+                "fleet-clock",
+                &at,
+                format!(
+                    "the database's clock is {off} s off this NTP-synchronised host's; codes are checked on the database's clock"
+                ),
+                "synchronise the database server's clock (NTP)",
+            ));
+        }
+    }
+    out
+}
+
+/// PAM lines that would let a login through while the database is down: pam_twofactor's
+/// own line mapping `authinfo_unavail` (or, with none, `default`) to `ignore`, `ok` or
+/// `done`, anywhere in a stack, includes and substacks followed.
+pub fn check_unavailable_mapping(dir: &PamDir, files: &dyn PamFiles) -> Vec<Finding> {
+    fn walk(items: &[Item], out: &mut Vec<Finding>) {
+        for item in items {
+            match item {
+                Item::Substack { items, .. } => walk(items, out),
+                Item::Line(line) if line.module == MODULE => {
+                    let Control::Brackets(kv) = &line.control else {
+                        continue;
+                    };
+                    let action = kv
+                        .iter()
+                        .find(|(k, _)| k == "authinfo_unavail")
+                        .or_else(|| kv.iter().find(|(k, _)| k == "default"))
+                        .map(|(_, v)| v.as_str());
+                    if let Some(a @ ("ignore" | "ok" | "done")) = action {
+                        out.push(Finding::new(
+                            Level::Error,
+                            "fleet-unavailable-passes",
+                            &line.location,
+                            format!(
+                                "pam_twofactor's authinfo_unavail maps to {a}: while the database is down, logins pass without a code"
+                            ),
+                            "map authinfo_unavail=die (or bad), or use \"required\"",
+                        ));
+                    }
+                }
+                Item::Line(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let Ok(names) = &dir.names else {
+        return out;
+    };
+    let mut names = names.clone();
+    names.sort();
+    for name in names.iter().filter(|n| !n.starts_with('.')) {
+        if let Ok(tree) = auth_tree(files, name) {
+            walk(&tree, &mut out);
+        }
+    }
+    // A line in common-auth shows once for every service that includes it.
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    out.dedup_by(|a, b| a.location == b.location);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::ids;
+    use std::collections::HashMap;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn healthy() -> FleetFacts {
+        FleetFacts {
+            servers: "db1:5432".into(),
+            connect: Ok(()),
+            cert_expires: Ok(NOW + 365 * 86_400),
+            schema_version: Some(1),
+            expected_version: 1,
+            secrets_probe: Some(Err("permission denied for table users".into())),
+            db_time: Some(NOW + 1),
+            now: NOW,
+            synchronised: Some(true),
+            window_seconds: 30,
+        }
+    }
+
+    #[test]
+    fn a_healthy_fleet_host_has_no_findings() {
+        assert!(check_fleet(&healthy()).is_empty());
+    }
+
+    #[test]
+    fn unreachable_and_tls_failures_are_errors_with_their_own_fix() {
+        let mut f = healthy();
+        f.connect = Err("connection refused".into());
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-unreachable"]);
+        f.connect = Err("error performing TLS handshake: certificate verify failed".into());
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-tls"]);
+        assert!(found[0].fix.contains("signed by the configured ca"));
+        f.connect = Err("hostname mismatch".into());
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-tls"]);
+    }
+
+    #[test]
+    fn the_client_certificate_warns_30_days_ahead_and_fails_once_expired() {
+        let mut f = healthy();
+        f.cert_expires = Ok(NOW + 31 * 86_400);
+        assert!(check_fleet(&f).is_empty());
+        f.cert_expires = Ok(NOW + 29 * 86_400);
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-cert-expiring"]);
+        assert!(found[0].message.contains("expires in 29 days"));
+        f.cert_expires = Ok(NOW);
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-cert-expired"]);
+        f.cert_expires = Err("no such file".into());
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-cert-unreadable"]);
+    }
+
+    #[test]
+    fn a_schema_of_another_version_says_which_side_to_upgrade() {
+        let mut f = healthy();
+        f.schema_version = Some(0);
+        assert!(check_fleet(&f)[0].fix.contains("fleet init"));
+        f.schema_version = Some(2);
+        assert!(check_fleet(&f)[0].fix.contains("upgrade twofactor"));
+    }
+
+    #[test]
+    fn a_host_that_can_read_secrets_is_an_error() {
+        let mut f = healthy();
+        f.secrets_probe = Some(Ok(()));
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-secrets-readable"]);
+        f.secrets_probe = Some(Err("relation does not exist".into()));
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-secrets-probe"]);
+    }
+
+    #[test]
+    fn the_database_clock_is_judged_only_against_a_synchronised_host() {
+        let mut f = healthy();
+        f.db_time = Some(NOW + 11);
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-clock"]);
+        assert_eq!(found[0].severity, Level::Warning);
+        f.db_time = Some(NOW - 31);
+        assert_eq!(check_fleet(&f)[0].severity, Level::Error);
+        f.synchronised = Some(false);
+        assert!(
+            check_fleet(&f).is_empty(),
+            "an unsynchronised host proves nothing"
+        );
+        f.synchronised = None;
+        assert!(check_fleet(&f).is_empty());
+    }
+
+    struct Files(HashMap<&'static str, &'static str>);
+
+    impl PamFiles for Files {
+        fn read(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+    }
+
+    fn dir(names: &[&str]) -> PamDir {
+        PamDir {
+            path: "/etc/pam.d".into(),
+            names: Ok(names.iter().map(|n| n.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn authinfo_unavail_mapped_to_pass_is_found_in_the_line_or_through_includes() {
+        let files = Files(HashMap::from([
+            (
+                "sshd",
+                "auth requisite pam_unix.so\nauth [success=ok authinfo_unavail=ignore default=bad] pam_twofactor.so\n",
+            ),
+            ("login", "auth include common-auth\n"),
+            (
+                "common-auth",
+                "auth requisite pam_unix.so\nauth [success=ok default=ignore] pam_twofactor.so\n",
+            ),
+            ("su", "auth substack common-auth\n"),
+            (
+                "sudo",
+                "auth requisite pam_unix.so\nauth [success=ok authinfo_unavail=die default=ignore] pam_twofactor.so\nauth required pam_twofactor.so\n",
+            ),
+        ]));
+        let found = check_unavailable_mapping(
+            &dir(&["sshd", "login", "common-auth", "su", "sudo"]),
+            &files,
+        );
+        let at: Vec<_> = found.iter().map(|f| f.location.as_str()).collect();
+        assert_eq!(at, ["common-auth:2", "sshd:2"], "{found:#?}");
+        assert!(found[1].message.contains("maps to ignore"));
+    }
+}
