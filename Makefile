@@ -14,7 +14,7 @@ CARGO   ?= cargo
 # Cargo's output directory: CARGO_TARGET_DIR when set, as cargo itself does.
 TARGET  ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build install uninstall deb rpm demo test clean
+.PHONY: all build install uninstall deb rpm demo demo-fleet test clean
 
 all: build
 
@@ -56,6 +56,9 @@ rpm: build
 
 demo:
 	bash packaging/demo.sh
+
+demo-fleet:
+	bash packaging/demo-fleet.sh
 
 test:
 	bash tests/run
