@@ -6,6 +6,7 @@
 
 #[allow(unsafe_code)]
 mod ffi;
+mod fleet;
 
 use std::ffi::CString;
 use std::fs;
@@ -43,6 +44,8 @@ fn main() {
         ),
         Some("--rss") => rss(&args[2]),
         Some("--charge") => charge_cost(),
+        Some("--inproc-fleet") => fleet::inproc_child(&args[2]),
+        Some("--fleet") => fleet::run(),
         _ => orchestrate(),
     }
 }
@@ -331,6 +334,7 @@ fn orchestrate() {
     println!();
 
     concurrency(&user);
+    fleet::run();
     footprint();
     let _ = fs::remove_dir_all(&s.dir);
 }
