@@ -17,6 +17,7 @@ use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::{Store, StoreError};
 use twofactor_core::totp::{SecretKey, TotpParams};
+use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::conformance::now;
 use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
 use twofactor_testkit::{Accounts, enrol_key, tag};
@@ -381,6 +382,9 @@ fn fleet_import_moves_keys_from_several_hosts_into_one_record_each() {
         Ok(())
     })
     .unwrap();
+    let client = RemoteHost::parse("192.0.2.7").unwrap();
+    one.trust_host(&alias, "sshd", &client, 30, now(), &mut OsRandom)
+        .unwrap();
     enrol_key(&one, &bob, bob_key.clone(), &mut OsRandom);
     one.set_enabled(&bob, false).unwrap();
     one.count_grace_login(&carol, 3).unwrap();
@@ -439,6 +443,17 @@ fn fleet_import_moves_keys_from_several_hosts_into_one_record_each() {
     assert!(out.contains("Trusted hosts never move"), "{out}");
     let facts = h.facts(&alice).unwrap();
     assert_eq!(facts.authenticator.as_ref().unwrap().last_step, Some(1_000));
+    // The administrator sees every host's trust; host 1's never arrived.
+    let seen = c.backend(ADMIN).facts(&alice).unwrap();
+    assert_eq!(seen.trusted_devices.active(now()).count(), 0);
+    assert_eq!(
+        one.load(&alias)
+            .unwrap()
+            .trusted_devices
+            .active(now())
+            .count(),
+        1
+    );
     assert!(!h.facts(&bob).unwrap().authenticator.unwrap().enabled);
     assert_eq!(
         fs::read_dir(&dir1).unwrap().count(),

@@ -532,3 +532,28 @@ fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
     let (ok, text) = a.login(&user, &[&next]);
     assert!(ok, "after the restart the next code failed:\n{text}");
 }
+
+/// A lone code that reads as an octal number (a 0, then digits 0 to 7) reaches the
+/// module as typed: the expect driver once passed it through Tcl's expr, which turned
+/// 044162 into 18546, and about one fresh-code login in thirty failed.
+#[test]
+fn a_code_with_a_leading_zero_reaches_the_module_intact() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfzero{}", tag());
+    let sshd = Sshd::start(&format!("[enforce]\nusers = [\"{user}\"]\n"));
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    let p = TotpParams::default();
+    let (key, code) = loop {
+        let key = SecretKey::generate(&mut OsRandom).unwrap();
+        let code = key
+            .code_at_step(&p, p.step_at(SystemClock.now()))
+            .to_string();
+        if code.starts_with('0') && code.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            break (key, code);
+        }
+    };
+    twofactor_testkit::enrol_key(&sshd.store(), &user, key, &mut OsRandom);
+    let (ok, text) = sshd.login(&user, &[&code]);
+    assert!(ok, "code {code} refused:\n{text}");
+}

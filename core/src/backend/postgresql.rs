@@ -190,6 +190,13 @@ impl Postgresql {
                     }
                 },
             };
+            // With one address there is nowhere else to go: skip the read-write check's
+            // round trip (a standby then refuses the write, and the login fails closed).
+            let attrs = if s.hosts.len() == 1 && addrs.len() == 1 {
+                TargetSessionAttrs::Any
+            } else {
+                TargetSessionAttrs::ReadWrite
+            };
             for ip in addrs {
                 let mut c = PgConfig::new();
                 c.host(host)
@@ -199,7 +206,7 @@ impl Postgresql {
                     .user(self.role.name())
                     .ssl_mode(SslMode::Require)
                     .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-                    .target_session_attrs(TargetSessionAttrs::ReadWrite)
+                    .target_session_attrs(attrs)
                     .application_name("twofactor");
                 if let Some(ms) = s.statement_timeout_ms {
                     c.options(&format!("-c statement_timeout={ms}"));
