@@ -51,6 +51,11 @@ cleanup() {
     echo "Stopping the fleet demo and removing what it created..."
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
     pkill -f "^$dir/twofactor-fleet-" 2>/dev/null || true
+    # Connection processes still carry the demo's path until they exit: wait for them.
+    for _ in $(seq 50); do
+        pgrep -f "^$dir/" >/dev/null || break
+        sleep 0.1
+    done
     if [ -f "$dir/pg/data/postmaster.pid" ]; then
         runuser -u postgres -- "$pg_bin/pg_ctl" -D "$dir/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi

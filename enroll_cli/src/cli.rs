@@ -53,7 +53,7 @@ pub enum Command {
         all: bool,
     },
     /// Make new backup codes; all old ones stop working.
-    BackupCodes(UserArg),
+    BackupCodes(BackupCodesArgs),
     /// Turn two-factor authentication off for now (the key is kept), or remove the key.
     Disable {
         #[command(flatten)]
@@ -119,6 +119,25 @@ pub enum Command {
     },
 }
 
+/// Where to put new backup codes besides the screen.
+#[derive(Debug, Args)]
+pub struct PaperArgs {
+    /// Also write the codes to a printable one-page PDF (A4 and Letter), as you, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub pdf: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCodesArgs {
+    #[command(flatten)]
+    pub user: UserArg,
+    #[command(flatten)]
+    pub paper: PaperArgs,
+    /// Also write the codes to a text file, as you, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub txt: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
     #[command(flatten)]
@@ -138,6 +157,8 @@ pub struct EnrollArgs {
     /// Draw the terminal QR code for dark text on a light background.
     #[arg(long)]
     pub invert: bool,
+    #[command(flatten)]
+    pub paper: PaperArgs,
 }
 
 #[derive(Debug, Subcommand)]

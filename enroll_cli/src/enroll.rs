@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::EnrollArgs;
 use crate::context::{Ctx, Error, print_json};
+use crate::paper::Sheets;
 use crate::{files, prompt};
 
 /// Tries at the confirmation code.
@@ -44,6 +45,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
 
     let enrollment = Enrollment::new(&ctx.config, &user, &host_name(), &mut OsRandom)?;
     let uri = enrollment.otpauth_uri();
+    let sheets = Sheets::create(args.paper.pdf.as_deref(), None)?;
     if let Some(path) = &args.qr_png {
         files::write_private(path, &files::qr_png(&uri)?)
             .map_err(|e| Error(format!("cannot write {}: {e}", path.display())))?;
@@ -84,12 +86,13 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     );
 
     if ctx.json {
-        return print_json(&json!({
+        print_json(&json!({
             "user": user,
             "secret": &*enrollment.secret().to_base32(),
             "otpauth_uri": &*uri,
             "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        }));
+        }))?;
+        return sheets.write(ctx, &user, &codes);
     }
     if args.no_verify {
         println!("Provisioned an authenticator for {user} without a code.");
@@ -101,7 +104,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         println!("Your authenticator is set up. From now on, logins ask for a code from it.");
     }
     print_backup_codes(&codes);
-    Ok(())
+    sheets.write(ctx, &user, &codes)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Files the command writes for its caller (QR images, documentation): written with the
 //! caller's own privileges, never through a symlink, readable only by the caller.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -32,20 +32,26 @@ fn restore(euid: Uid, egid: Gid) -> io::Result<()> {
     setegid(egid).map_err(io::Error::from)
 }
 
-/// Writes `bytes` to `path` as the caller: mode 0600, no symlink followed, replacing an
-/// existing regular file.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Creates (or empties) `path` as the caller: mode 0600, no symlink followed. Writing
+/// to the open file later needs no privilege.
+pub fn create_private(path: &Path) -> io::Result<File> {
     as_caller(|| {
-        let mut f = OpenOptions::new()
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+            .open(path)
     })
+}
+
+/// Writes `bytes` to `path` as the caller: mode 0600, no symlink followed, replacing an
+/// existing regular file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = create_private(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn code(data: &str) -> io::Result<QrCode> {

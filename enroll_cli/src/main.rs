@@ -16,6 +16,7 @@ mod fleet;
 mod host;
 mod import;
 mod manage;
+mod paper;
 mod password;
 mod prompt;
 mod report;
@@ -70,7 +71,7 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
             service,
             from,
         } => report::explain(&ctx, user.as_deref(), service.as_deref(), from.as_deref()),
-        Command::BackupCodes(u) => manage::backup_codes(&ctx, u.user.as_deref()),
+        Command::BackupCodes(args) => manage::backup_codes(&ctx, &args),
         Command::Disable { user, remove } => manage::disable(&ctx, user.user.as_deref(), remove),
         Command::Enable(u) => manage::enable(&ctx, u.user.as_deref()),
         Command::Reset { user } => manage::reset(&ctx, &user),

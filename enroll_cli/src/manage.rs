@@ -8,8 +8,10 @@ use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::random::OsRandom;
 use twofactor_core::text::printable;
 
+use crate::cli::BackupCodesArgs;
 use crate::context::{Ctx, Error, print_json};
 use crate::enroll::print_backup_codes;
+use crate::paper::Sheets;
 
 fn no_authenticator(user: &str) -> Error {
     Error(format!(
@@ -17,8 +19,8 @@ fn no_authenticator(user: &str) -> Error {
     ))
 }
 
-pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
-    let user = ctx.target(user)?;
+pub fn backup_codes(ctx: &Ctx, args: &BackupCodesArgs) -> Result<(), Error> {
+    let user = ctx.target(args.user.user.as_deref())?;
     let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
     if !state.is_enrolled() {
@@ -29,20 +31,22 @@ pub fn backup_codes(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         return Err("backup codes are turned off in the config (backup_codes.count = 0)".into());
     }
     ctx.confirm(&*backend, &state, true)?;
+    let sheets = Sheets::create(args.paper.pdf.as_deref(), args.txt.as_deref())?;
     let codes = backend
         .new_backup_codes(&user, count, HashCost::DEFAULT, &mut OsRandom)?
         .ok_or_else(|| no_authenticator(&user))?
         .0;
     ctx.audit(&user, "new backup codes");
     if ctx.json {
-        return print_json(&json!({
+        print_json(&json!({
             "user": user,
             "backup_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        }));
+        }))?;
+    } else {
+        println!("New backup codes for {user}; all earlier ones no longer work.");
+        print_backup_codes(&codes);
     }
-    println!("New backup codes for {user}; all earlier ones no longer work.");
-    print_backup_codes(&codes);
-    Ok(())
+    sheets.write(ctx, &user, &codes)
 }
 
 pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error> {

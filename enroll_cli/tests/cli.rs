@@ -789,3 +789,95 @@ fn import_refuses_links_root_files_and_other_owners() {
     assert!(!file.exists());
     assert_eq!(json(&f, &["status", &user, "--json"])["enrolled"], true);
 }
+
+/// Backup codes on paper: a one-page PDF a PDF checker accepts, whose text holds every
+/// code, the account and the advice; the same as text; both mode 0600. A path that
+/// cannot be written stops the command before the old codes are voided.
+#[test]
+fn backup_codes_on_paper_as_pdf_and_text() {
+    let f =
+        PamFixture::new("[enforce]\nusers = [\"tfpaper\"]\n[enroll]\nissuer = \"Acme (prod)\"\n");
+    let mut acct = Accounts::default();
+    acct.user("tfpaper", "users", &[]);
+    let made = json(
+        &f,
+        &["enroll", "--user", "tfpaper", "--no-verify", "--json"],
+    );
+    let old = made["backup_codes"][0].as_str().unwrap().to_string();
+    let pdf = f.path().join("codes.pdf");
+    let txt = f.path().join("codes.txt");
+
+    let err = fails(
+        &f,
+        &[
+            "backup-codes",
+            "--user",
+            "tfpaper",
+            "--pdf",
+            "/nonexistent/codes.pdf",
+        ],
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    let still = json(&f, &["status", "tfpaper", "--json"]);
+    assert_eq!(still["backup_codes_left"], 10);
+
+    let out = json(
+        &f,
+        &[
+            "backup-codes",
+            "--user",
+            "tfpaper",
+            "--json",
+            "--pdf",
+            pdf.to_str().unwrap(),
+            "--txt",
+            txt.to_str().unwrap(),
+        ],
+    );
+    let codes: Vec<&str> = out["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(!codes.contains(&old.as_str()));
+    for file in [&pdf, &txt] {
+        let meta = fs::metadata(file).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600, "{}", file.display());
+    }
+    let check = Command::new("qpdf")
+        .arg("--check")
+        .arg(&pdf)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "qpdf --check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let info = Command::new("pdfinfo").arg(&pdf).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Pages:           1"), "{info}");
+    assert!(info.contains("595 x 792 pts"), "{info}");
+    let shown = Command::new("pdftotext")
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let text = fs::read_to_string(&txt).unwrap();
+    for c in &codes {
+        assert!(shown.contains(c), "{c} not in the PDF:\n{shown}");
+        assert!(text.contains(&format!("[ ]  {c}")), "{text}");
+    }
+    for part in [
+        "tfpaper",
+        "Acme (prod)",
+        "UTC",
+        "Each code works once",
+        "enroll --replace",
+    ] {
+        assert!(shown.contains(part), "{part:?} not in the PDF:\n{shown}");
+        assert!(text.contains(part), "{part:?} not in the text:\n{text}");
+    }
+}

@@ -262,11 +262,15 @@ fn unprivileged_caller_gets_only_what_is_safe() {
         &s.run(&["backup-codes"], &format!("{PASSWORD}\n000000\n")),
         "wrong code",
     );
+    // The paper copy is written as the caller, in a directory only the caller can write.
+    let sheet = base.path().join("me/codes.pdf");
     let out = s.run(
-        &["backup-codes", "--json"],
+        &["backup-codes", "--json", "--pdf", sheet.to_str().unwrap()],
         &format!("{PASSWORD}\n{}\n", backups[0]),
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    let meta = fs::metadata(&sheet).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (s.uid, 0o600));
     // The old codes are gone; the rest of the test spends the new ones.
     let backups = codes_in(&out);
 

@@ -200,13 +200,21 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__backup__subcmd__codes)
-            opts="-h -V --user --config --json --help --version"
+            opts="-h -V --user --pdf --txt --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pdf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --txt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -328,7 +336,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__enroll)
-            opts="-h -V --user --replace --no-verify --qr-png --qr-svg --invert --config --json --help --version"
+            opts="-h -V --user --replace --no-verify --qr-png --qr-svg --invert --pdf --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -343,6 +351,10 @@ _twofactor() {
                     return 0
                     ;;
                 --qr-svg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pdf)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

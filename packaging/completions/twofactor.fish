@@ -48,6 +48,7 @@ complete -c twofactor -n "__fish_twofactor_needs_command" -f -a "help" -d 'Print
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l user -d 'Act on this user instead of yourself (root only)' -r
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l qr-png -d 'Also write the QR code as a PNG image to this file' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l qr-svg -d 'Also write the QR code as an SVG image to this file' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l pdf -d 'Also write the codes to a printable one-page PDF (A4 and Letter), as you, mode 0600' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l replace -d 'Move to a new phone: the old authenticator keeps working until the new one is verified'
 complete -c twofactor -n "__fish_twofactor_using_subcommand enroll" -l no-verify -d 'Provision without asking for a code (root only); with --json prints the key'
@@ -61,6 +62,8 @@ complete -c twofactor -n "__fish_twofactor_using_subcommand status" -l json -d '
 complete -c twofactor -n "__fish_twofactor_using_subcommand status" -s h -l help -d 'Print help'
 complete -c twofactor -n "__fish_twofactor_using_subcommand status" -s V -l version -d 'Print version'
 complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l user -d 'Act on this user instead of yourself (root only)' -r
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l pdf -d 'Also write the codes to a printable one-page PDF (A4 and Letter), as you, mode 0600' -r -F
+complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l txt -d 'Also write the codes to a text file, as you, mode 0600' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l config -d 'Read this config file instead of /etc/twofactor/config.toml (root only; also TWOFACTOR_CONFIG)' -r -F
 complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -l json -d 'Machine-readable JSON output, for commands that print data'
 complete -c twofactor -n "__fish_twofactor_using_subcommand backup-codes" -s h -l help -d 'Print help'
