@@ -23,7 +23,7 @@ use twofactor_core::random::OsRandom;
 use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
 use twofactor_testkit::{enrol, pam_module_so};
 
-use crate::{Answer, code_at, percentile, write};
+use crate::{Answer, child_result, code_at, login_with, percentile, write};
 
 /// Users made for the run; each logs in once.
 const POOL: usize = 1_300;
@@ -182,41 +182,14 @@ fn inproc(f: &Fleet, service: &str, logins: &[(String, String)]) -> (f64, f64, u
         .take()
         .expect("stdin")
         .write_all(lines.as_bytes());
-    let out = child.wait_with_output().expect("child");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<&str> = text.split_whitespace().collect();
-    assert!(
-        v.len() == 3,
-        "child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        v[0].parse().unwrap_or(0.0),
-        v[1].parse().unwrap_or(0.0),
-        v[2].parse().unwrap_or(0),
-    )
+    child_result(&child.wait_with_output().expect("child"))
 }
 
 /// One pamtester login through `service`; whether it was accepted, and its wall time.
 fn pamtester(f: &Fleet, service: &str, user: &str, code: &str) -> (bool, f64) {
-    let t = Instant::now();
-    let mut child = f
-        .child(Path::new("/usr/bin/pamtester"))
-        .args([service, user, "authenticate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pamtester");
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{code}\n").as_bytes());
-    let out = child.wait_with_output().expect("pamtester");
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    let said = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
-    (said.contains("successfully authenticated"), ms)
+    let mut cmd = f.child(Path::new("/usr/bin/pamtester"));
+    cmd.args([service, user, "authenticate"]);
+    login_with(cmd, code)
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {

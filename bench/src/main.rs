@@ -190,7 +190,11 @@ fn run_inproc(s: &Setup, service: &str, user: &str, count: usize, start: u64) ->
         &start.to_string(),
     ]);
     child_env(&mut cmd, s);
-    let out = cmd.output().expect("child");
+    child_result(&cmd.output().expect("child"))
+}
+
+/// What a measuring child printed: "median_us p99_us successes".
+fn child_result(out: &std::process::Output) -> (f64, f64, usize) {
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<&str> = text.split_whitespace().collect();
     assert!(
@@ -213,16 +217,22 @@ fn pamtester(
     faketime: Option<u64>,
 ) -> (bool, f64) {
     let mut cmd = Command::new("pamtester");
-    cmd.args([service, user, "authenticate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([service, user, "authenticate"]);
     child_env(&mut cmd, s);
     if let Some(off) = faketime {
         cmd.env("FAKETIME", format!("+{off}"));
     } else {
         cmd.env("LD_PRELOAD", "libpam_wrapper.so");
     }
+    login_with(cmd, code)
+}
+
+/// Runs a prepared pamtester `cmd`, answering with `code`; whether it was accepted, and
+/// its wall time in ms.
+fn login_with(mut cmd: Command, code: &str) -> (bool, f64) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().expect("pamtester");
     use std::io::Write;
@@ -233,11 +243,8 @@ fn pamtester(
         .write_all(format!("{code}\n").as_bytes());
     let out = child.wait_with_output().expect("pamtester");
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    (
-        String::from_utf8_lossy(&out.stderr).contains("successfully authenticated")
-            || String::from_utf8_lossy(&out.stdout).contains("successfully authenticated"),
-        ms,
-    )
+    let said = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    (said.contains("successfully authenticated"), ms)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
