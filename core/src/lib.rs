@@ -22,6 +22,7 @@ pub mod lockout;
 pub mod login;
 pub mod module_args;
 pub mod net;
+pub mod one_prompt;
 pub mod policy;
 pub mod qr;
 pub mod random;
