@@ -479,12 +479,11 @@ $$;
 CREATE OR REPLACE FUNCTION twofactor.h_new_codes(p_name text, p_ticket bytea, p_codes text[])
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
+DECLARE
+    u twofactor.users := twofactor.hold(p_name);
 BEGIN
-    PERFORM twofactor.hold(p_name);
     PERFORM twofactor.need_ticket(p_name, p_ticket, 'new backup codes');
-    PERFORM twofactor.put_codes(p_name, p_codes);
-    PERFORM twofactor.log(p_name, 'backup codes', 'replaced');
-    RETURN true;
+    RETURN twofactor.new_codes(p_name, u, p_codes, 'replaced');
 END
 $$;
 
@@ -511,11 +510,34 @@ DECLARE
     u twofactor.users := twofactor.hold(p_name);
 BEGIN
     PERFORM twofactor.need_ticket(p_name, p_ticket, 'turning it on or off');
+    RETURN twofactor.set_enabled(p_name, u, p_enabled, p_enabled::text);
+END
+$$;
+
+-- New backup codes for a held user who has an authenticator; false if there is none.
+CREATE OR REPLACE FUNCTION twofactor.new_codes(p_name text, u twofactor.users, p_codes text[],
+                                               p_how text)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+BEGIN
+    IF u.secret IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM twofactor.put_codes(p_name, p_codes);
+    PERFORM twofactor.log(p_name, 'backup codes', p_how);
+    RETURN true;
+END
+$$;
+
+-- Turns a held user's authenticator on or off; false if there is none.
+CREATE OR REPLACE FUNCTION twofactor.set_enabled(p_name text, u twofactor.users,
+                                                 p_enabled boolean, p_how text)
+RETURNS boolean LANGUAGE plpgsql SET search_path = pg_catalog, twofactor AS $$
+BEGIN
     IF u.secret IS NULL THEN
         RETURN false;
     END IF;
     UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
-    PERFORM twofactor.log(p_name, 'enabled', p_enabled::text);
+    PERFORM twofactor.log(p_name, 'enabled', p_how);
     RETURN true;
 END
 $$;
@@ -619,12 +641,7 @@ SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
 DECLARE
     u twofactor.users := twofactor.hold(p_name);
 BEGIN
-    IF u.secret IS NULL THEN
-        RETURN false;
-    END IF;
-    PERFORM twofactor.put_codes(p_name, p_codes);
-    PERFORM twofactor.log(p_name, 'backup codes', 'replaced by an administrator');
-    RETURN true;
+    RETURN twofactor.new_codes(p_name, u, p_codes, 'replaced by an administrator');
 END
 $$;
 
@@ -634,12 +651,7 @@ SET search_path = pg_catalog, twofactor SET lock_timeout = '1s' AS $$
 DECLARE
     u twofactor.users := twofactor.hold(p_name);
 BEGIN
-    IF u.secret IS NULL THEN
-        RETURN false;
-    END IF;
-    UPDATE twofactor.users SET enabled = p_enabled WHERE name = p_name;
-    PERFORM twofactor.log(p_name, 'enabled', p_enabled::text || ' by an administrator');
-    RETURN true;
+    RETURN twofactor.set_enabled(p_name, u, p_enabled, p_enabled::text || ' by an administrator');
 END
 $$;
 
