@@ -47,8 +47,8 @@ chmod 0755 "$dir"
 pids=()
 cleanup() {
     trap - EXIT INT TERM
-    echo
-    echo "Stopping the fleet demo and removing what it created..."
+    # A check's last lines are its verdict; a person at the terminal is told what happens.
+    [ "${DEMO_CHECK:-0}" = 1 ] || { echo; echo "Stopping the fleet demo and removing what it created..."; }
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
     pkill -f "^$dir/twofactor-fleet-" 2>/dev/null || true
     # Connection processes still carry the demo's path until they exit: wait for them.
@@ -62,7 +62,7 @@ cleanup() {
     userdel --remove "$user" 2>/dev/null || true
     rm -f /etc/pam.d/twofactor-fleet-a /etc/pam.d/twofactor-fleet-b
     rm -rf "$dir"
-    echo "Done: the demo user, PAM services, sshd hosts, database and files are gone."
+    [ "${DEMO_CHECK:-0}" = 1 ] || echo "Done: the demo user, PAM services, sshd hosts, database and files are gone."
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -178,6 +178,25 @@ SSHD
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
+    # Another service on the port would answer the probe above: the demo's own sshd must be alive.
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+        echo "demo-fleet: sshd for host $host did not start on port $port:" >&2
+        cat "$dir/sshd_$host.log" >&2
+        exit 1
+    fi
+done
+
+# The reload above is asynchronous: wait until the admin's certificate is let in, so a
+# login never races the new pg_hba.conf, and a TLS or mapping mistake shows here by name.
+for try in $(seq 50); do
+    if "$twofactor" --config "$dir/admin.toml" status --all >"$dir/ready.txt" 2>&1; then break; fi
+    if [ "$try" = 50 ]; then
+        echo "demo-fleet: the database does not let the admin certificate in:" >&2
+        cat "$dir/ready.txt" >&2
+        tail -n 10 "$pg/data/server.log" >&2
+        exit 1
+    fi
+    sleep 0.1
 done
 
 cat <<TEXT
@@ -200,28 +219,35 @@ Press Ctrl-C to stop; the user, PAM services, sshd hosts and database are remove
 TEXT
 
 if [ "${DEMO_CHECK:-0}" = 1 ]; then
-    login() { LC_ALL=C.UTF-8 expect tests/e2e/ssh_login.exp "$@" | tr -d '\r' || true; }
+    # At the client's default LogLevel, as a person runs it: what the module says shows.
+    login() { LC_ALL=C.UTF-8 expect tests/e2e/ssh_login.exp "$@" default | tr -d '\r' || true; }
+    # Says what failed, then the end of each log that could say why, in under 20 lines:
+    # the package test shows only the end of a failing demo's output.
+    fail() { # WHAT CONVERSATION
+        echo "DEMO_CHECK: $1 at $(date -u +%T) (step $(( $(date +%s) / 30 )))"
+        echo "--- the ssh client saw:"
+        { grep -v '^[ █▀▄]*$' <<<"$2" | grep -v '^$' | tail -n 5; } || true
+        echo "--- sshd on host A:"
+        { grep -v '^debug' "$dir/sshd_a.log" | tail -n 4; } || true
+        echo "--- PostgreSQL:"
+        tail -n 4 "$pg/data/server.log" || true
+        exit 1
+    }
     echo
     echo "DEMO_CHECK: first login on host A (enrolment)..."
     first=$(login "$port_a" "$user" "$password" -)
-    grep -q "LOGGED-IN-AS-$user" <<<"$first" || { echo "$first"; echo "DEMO_CHECK: enrolment on A failed" >&2; exit 1; }
+    grep -q "LOGGED-IN-AS-$user" <<<"$first" || fail "the enrolment login on A failed" "$first"
     key=$(sed -n 's/^.*Key: *\([A-Z2-7 ]*\)$/\1/p' <<<"$first" | head -1 | tr -d ' ')
     used=$(oathtool --totp -b "$key")
     echo "DEMO_CHECK: enrolled on A; waiting for the next code to log in on host B..."
     code=$used
     while [ "$code" = "$used" ]; do sleep 1; code=$(oathtool --totp -b "$key"); done
     second=$(login "$port_b" "$user" "$password" "$code")
-    if ! grep -q "LOGGED-IN-AS-$user" <<<"$second"; then
-        echo "$second"
-        echo "DEMO_CHECK: code $code refused on B at $(date -u +%T) (step $(( $(date +%s) / 30 )))" >&2
-        exit 1
-    fi
+    grep -q "LOGGED-IN-AS-$user" <<<"$second" || fail "code $code refused on B" "$second"
     echo "DEMO_CHECK: logged in on B with the code from the enrolment made on A."
     third=$(login "$port_a" "$user" "$password" "$code,$code,$code")
     if grep -q "LOGGED-IN-AS-$user" <<<"$third" || ! grep -q "That code was already used" <<<"$third"; then
-        echo "$third"
-        echo "DEMO_CHECK: the code B accepted was not refused as a replay on A" >&2
-        exit 1
+        fail "the code B accepted was not refused as a replay on A" "$third"
     fi
     echo "DEMO_CHECK: the same code replayed on A is refused: \"That code was already used\"."
     status=$("$twofactor" --config "$dir/admin.toml" status --all)

@@ -15,7 +15,11 @@ check() { # check "what" command...
     if "$@" >/tmp/twofactor-pkgtest.out 2>&1; then
         passed=$((passed + 1)); echo "ok   $what"
     else
-        failed=$((failed + 1)); echo "FAIL $what"; sed 's/^/     /' /tmp/twofactor-pkgtest.out
+        failed=$((failed + 1)); echo "FAIL $what"
+        # The end says why; a long banner before it would push the reason out of view.
+        local lines; lines=$(wc -l < /tmp/twofactor-pkgtest.out)
+        if [ "$lines" -gt 20 ]; then echo "     ($((lines - 20)) earlier lines left out)"; fi
+        tail -n 20 /tmp/twofactor-pkgtest.out | sed 's/^/     /'
     fi
 }
 
