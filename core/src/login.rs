@@ -23,6 +23,9 @@ pub struct LoginFacts<'a> {
     pub rhost: Option<&'a str>,
     /// PAM_SILENT: no messages may be shown, so no QR code either.
     pub silent: bool,
+    /// The password and code came in one prompt (the `split` layout): nothing more can
+    /// be asked, so no enrolment either.
+    pub one_prompt: bool,
 }
 
 /// What happens next in a login.
@@ -158,8 +161,9 @@ pub fn next_step(
 
 /// A required user with no (enabled) authenticator.
 fn not_enrolled(config: &Config, state: &UserFacts, login: &LoginFacts<'_>) -> Step {
-    // Enrolment shows a QR code, so it needs messages: not under PAM_SILENT.
-    if !login.silent && config.enroll.at_login_allowed_from(login.rhost) {
+    // Enrolment shows a QR code and asks for a code, so it needs a conversation: not
+    // under PAM_SILENT, nor after one prompt.
+    if !login.silent && !login.one_prompt && config.enroll.at_login_allowed_from(login.rhost) {
         return Step::Enrol;
     }
     let allowed = config.enroll.grace_logins;
@@ -323,6 +327,7 @@ mod tests {
                 service: Some(if c.in_scope { "sshd" } else { "sudo" }),
                 rhost: Some(host),
                 silent: c.silent,
+                one_prompt: false,
             };
             let step = next_step(&config, &requirement, &(&state).into(), &facts, NOW);
             assert_eq!(step, c.expected(), "{c:?}");
@@ -339,6 +344,7 @@ mod tests {
             service: Some("sshd"),
             rhost,
             silent: false,
+            one_prompt: false,
         };
         assert_eq!(
             next_step(&config, &req, &state, &from(Some("10.1.2.3")), NOW),
@@ -357,6 +363,37 @@ mod tests {
                 enrol_elsewhere: true
             }
         );
+    }
+
+    #[test]
+    fn one_prompt_never_enrols_but_grace_still_counts() {
+        let mut config = Config::default();
+        let req = required(Reason::AllUsers);
+        let mut state = UserFacts::default();
+        let one_prompt = LoginFacts {
+            service: Some("openvpn"),
+            rhost: None,
+            silent: false,
+            one_prompt: true,
+        };
+        assert_eq!(
+            next_step(&config, &req, &state, &one_prompt, NOW),
+            Step::NoGraceLeft {
+                enrol_elsewhere: true
+            }
+        );
+        config.enroll.grace_logins = 2;
+        state.grace_logins_used = 1;
+        assert_eq!(
+            next_step(&config, &req, &state, &one_prompt, NOW),
+            Step::Grace { left: 0 }
+        );
+        // The same login through a conversation enrols.
+        let asked = LoginFacts {
+            one_prompt: false,
+            ..one_prompt
+        };
+        assert_eq!(next_step(&config, &req, &state, &asked, NOW), Step::Enrol);
     }
 
     #[test]

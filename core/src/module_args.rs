@@ -1,4 +1,5 @@
-//! Module arguments from the PAM stack line: `config=PATH` and `debug`, nothing else.
+//! Module arguments from the PAM stack line: `config=PATH`, `debug` and `split`, nothing
+//! else.
 //! One parser for the module and for `twofactor doctor`, so doctor flags exactly what
 //! the module refuses.
 
@@ -11,6 +12,9 @@ pub struct ModuleArgs {
     pub config: PathBuf,
     /// Extra syslog lines at LOG_DEBUG.
     pub debug: bool,
+    /// The first line of the one-prompt layout: ask "Password and code: ", keep the code
+    /// aside for the checking line and hand the password on as PAM_AUTHTOK.
+    pub split: bool,
 }
 
 impl ModuleArgs {
@@ -20,11 +24,14 @@ impl ModuleArgs {
         let mut parsed = Self {
             config: PathBuf::from(crate::DEFAULT_CONFIG_PATH),
             debug: false,
+            split: false,
         };
         let mut seen_config = false;
         for arg in args {
             if arg == "debug" {
                 parsed.debug = true;
+            } else if arg == "split" {
+                parsed.split = true;
             } else if let Some(path) = arg.strip_prefix("config=") {
                 if seen_config {
                     return Err("config= given twice".into());
@@ -36,7 +43,7 @@ impl ModuleArgs {
                 seen_config = true;
             } else {
                 return Err(format!(
-                    "unknown module argument {arg:?} (known: config=PATH, debug)"
+                    "unknown module argument {arg:?} (known: config=PATH, debug, split)"
                 ));
             }
         }
@@ -54,16 +61,19 @@ mod tests {
             ModuleArgs::parse([]).unwrap(),
             ModuleArgs {
                 config: PathBuf::from("/etc/twofactor/config.toml"),
-                debug: false
+                debug: false,
+                split: false,
             }
         );
         assert_eq!(
             ModuleArgs::parse(["debug", "config=/etc/tf.toml"]).unwrap(),
             ModuleArgs {
                 config: PathBuf::from("/etc/tf.toml"),
-                debug: true
+                debug: true,
+                split: false,
             }
         );
+        assert!(ModuleArgs::parse(["split"]).unwrap().split);
     }
 
     #[test]
@@ -73,6 +83,8 @@ mod tests {
             &["config=relative.toml"],
             &["config=/a", "config=/b"],
             &["Debug"],
+            &["split=yes"],
+            &["forward_pass"],
             &["config"],
         ] {
             assert!(ModuleArgs::parse(bad.iter().copied()).is_err(), "{bad:?}");

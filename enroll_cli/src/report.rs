@@ -266,6 +266,7 @@ pub fn explain(
         service,
         rhost: from,
         silent: false,
+        one_prompt: false,
     };
     let step = login::next_step(&ctx.config, &elsewhere, &state, &facts, now);
     let login_text = format!(

@@ -4,7 +4,7 @@
 //! `PAM_ABORT`. We catch panics ourselves as well, so a panic never unwinds into libpam
 //! whatever the binding does, and the answer is then a failure.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pam::constants::{
@@ -15,9 +15,10 @@ use pam::conv::Conv;
 use pam::items::{AuthTok, RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
-use twofactor_core::audit::{self, Severity};
+use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::SystemClock;
+use twofactor_core::config::Config;
 use twofactor_core::enroll::host_name;
 use twofactor_core::last_good::{self, Loaded};
 use twofactor_core::module_args::ModuleArgs;
@@ -27,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind, pam_code};
-use crate::flow::{self, Env, Login};
+use crate::flow::{self, CodeFrom, Env, Login};
 
 /// syslog ident of every line the module writes.
 const IDENT: &str = "pam_twofactor";
@@ -101,54 +102,108 @@ fn item_string(c: Option<&CStr>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
-    let service = pamh
-        .get_item::<Service>()
-        .ok()
-        .flatten()
-        .and_then(|s| item_string(Some(s.0)));
-    let service = service.unwrap_or_else(|| "unknown".into());
-    let rhost = pamh
-        .get_item::<RHost>()
-        .ok()
-        .flatten()
-        .and_then(|h| item_string(Some(h.0)));
-    let user = match pamh.get_user(None) {
-        Ok(u) if !u.is_empty() => u,
-        other => {
-            let why = format!("service={service} no user name: {:?}", other.err());
-            audit::syslog(IDENT, Severity::Error, &why);
-            return PamResultCode::PAM_USER_UNKNOWN;
-        }
+/// The `pam_set_data` name of what the split line leaves for the checking line.
+const ASIDE: &str = "pam_twofactor_one_prompt";
+
+/// What the split line leaves for the checking line. Lives until `pam_end`, so the
+/// code is zeroized when replaced or dropped.
+enum Aside {
+    /// Nothing: the checking line asks for its code itself.
+    Nothing,
+    /// The password came in one prompt, with this code after it (or none).
+    OnePrompt(Option<Zeroizing<String>>),
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;
+}
+
+/// `PAM_AUTHTOK` from `<security/_pam_types.h>`.
+const PAM_AUTHTOK: c_int = 6;
+
+/// Hands `password` on to the next module as PAM_AUTHTOK (libpam keeps its own copy).
+/// pam-bindings cannot build the item from our bytes, so this calls libpam directly.
+fn set_authtok(pamh: &mut PamHandle, password: &str) -> Result<(), PamResultCode> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(password.len() + 1));
+    bytes.extend_from_slice(password.as_bytes());
+    if bytes.contains(&0) {
+        return Err(PamResultCode::PAM_AUTHTOK_ERR);
+    }
+    bytes.push(0);
+    // SAFETY: `pamh` is the handle libpam passed in, and `bytes` is NUL-terminated and
+    // outlives the call; libpam copies the string.
+    let rc = unsafe { pam_set_item(pamh, PAM_AUTHTOK, bytes.as_ptr().cast()) };
+    if rc == PamResultCode::PAM_SUCCESS as c_int {
+        Ok(())
+    } else {
+        Err(PamResultCode::PAM_SYSTEM_ERR)
+    }
+}
+
+/// Takes what the split line kept aside, so a code is checked at most once.
+/// `Ok(None)`: no split line ran in this `pam_authenticate`.
+fn take_aside(pamh: &mut PamHandle) -> Result<Option<Option<Zeroizing<String>>>, PamResultCode> {
+    // SAFETY: only this module stores data under ASIDE, and always an `Aside`.
+    let kept = match unsafe { pamh.get_data::<Aside>(ASIDE) } {
+        Ok(Aside::OnePrompt(code)) => Some(code.clone()),
+        Ok(Aside::Nothing) | Err(_) => None,
     };
-    let finish = |decision: Decision, account: Option<&str>| {
+    if kept.is_some() {
+        pamh.set_data(ASIDE, Box::new(Aside::Nothing))?;
+    }
+    Ok(kept)
+}
+
+/// Who is logging in, from PAM's items.
+struct Items {
+    user: String,
+    service: String,
+    rhost: Option<String>,
+    silent: bool,
+}
+
+impl Items {
+    fn read(pamh: &mut PamHandle, flags: PamFlag) -> Result<Self, PamResultCode> {
+        let service = pamh
+            .get_item::<Service>()
+            .ok()
+            .flatten()
+            .and_then(|s| item_string(Some(s.0)))
+            .unwrap_or_else(|| "unknown".into());
+        let rhost = pamh
+            .get_item::<RHost>()
+            .ok()
+            .flatten()
+            .and_then(|h| item_string(Some(h.0)));
+        match pamh.get_user(None) {
+            Ok(user) if !user.is_empty() => Ok(Self {
+                user,
+                service,
+                rhost,
+                silent: flags & PAM_SILENT != 0,
+            }),
+            other => {
+                let why = format!("service={service} no user name: {:?}", other.err());
+                audit::syslog(IDENT, Severity::Error, &why);
+                Err(PamResultCode::PAM_USER_UNKNOWN)
+            }
+        }
+    }
+
+    /// Logs `decision` and returns its PAM code.
+    fn finish(&self, decision: &Decision, account: Option<&str>) -> PamResultCode {
         decision
-            .event(&user, account, &service, rhost.as_deref())
+            .event(&self.user, account, &self.service, self.rhost.as_deref())
             .log(IDENT);
-        pam_code(&decision)
-    };
+        pam_code(decision)
+    }
+}
 
-    let conv = pamh.get_item::<Conv>().ok().flatten();
-    let mut conv = PamConv(conv);
-    let silent = flags & PAM_SILENT != 0;
-    let mut refuse_broken = |why: String| {
-        if !silent {
-            let _ = conv.error(flow::BROKEN_CONFIG_MESSAGE);
-        }
-        finish(Decision::Error(ErrorKind::Config, why), None)
-    };
-
-    let arg_text: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let args = match ModuleArgs::parse(arg_text.iter().map(String::as_str)) {
-        Ok(a) => a,
-        Err(e) => {
-            return refuse_broken(format!("module arguments: {e}"));
-        }
-    };
-    let config = match last_good::load(&args.config, 0) {
+/// The config the module enforces: the file, or its last good copy if it broke. `Err`:
+/// why no config can be enforced, and every login is refused.
+fn load_config(args: &ModuleArgs) -> Result<Config, String> {
+    match last_good::load(&args.config, 0) {
         Loaded::Good { config, text } => {
             if let Err(e) = last_good::remember(&config, &text, 0) {
                 audit::syslog(
@@ -160,36 +215,69 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
                     ),
                 );
             }
-            *config
+            Ok(*config)
         }
         Loaded::Broken(fallback) => {
             audit::syslog(IDENT, Severity::Error, &fallback.to_string());
-            fallback.config
+            Ok(fallback.config)
         }
-        Loaded::Unusable { error, looked } => {
-            return refuse_broken(format!(
-                "config {error}; no last good copy to enforce ({}), so every login is refused; fix the file with: twofactor edit-config",
-                looked.join("; ")
-            ));
+        Loaded::Unusable { error, looked } => Err(format!(
+            "config {error}; no last good copy to enforce ({}), so every login is refused; fix the file with: twofactor edit-config",
+            looked.join("; ")
+        )),
+    }
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let items = match Items::read(pamh, flags) {
+        Ok(items) => items,
+        Err(code) => return code,
+    };
+    let arg_text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let parsed = ModuleArgs::parse(arg_text.iter().map(String::as_str));
+    // One split per pam_authenticate, and sudo and sshd retry on one handle: the split
+    // line drops what an earlier try kept, and the checking line takes this try's.
+    let kept = match &parsed {
+        Ok(a) if a.split => pamh
+            .set_data(ASIDE, Box::new(Aside::Nothing))
+            .map(|()| None),
+        _ => take_aside(pamh),
+    };
+    let kept = match kept {
+        Ok(kept) => kept,
+        Err(code) => {
+            let why = format!("cannot keep the one-prompt code apart: {code:?}");
+            return items.finish(&Decision::Error(ErrorKind::Unavailable, why), None);
         }
     };
-    // The password an earlier module checked, to tell it apart from a code; copied so
-    // the copy can be zeroized.
-    let password: Option<Zeroizing<Vec<u8>>> = pamh
+    // The password an earlier module checked (or, on the split line, the one prompt's
+    // answer given to an earlier module); copied so the copy can be zeroized.
+    let authtok: Option<Zeroizing<Vec<u8>>> = pamh
         .get_item::<AuthTok>()
         .ok()
         .flatten()
         .map(|t| Zeroizing::new(t.as_bytes().to_vec()));
-    let login = Login {
-        user: &user,
-        service: &service,
-        rhost: rhost.as_deref(),
-        silent,
-        password: password.as_ref().map(|p| p.as_slice()),
+
+    let conv = pamh.get_item::<Conv>().ok().flatten();
+    let mut conv = PamConv(conv);
+    let loaded = parsed
+        .map_err(|e| format!("module arguments: {e}"))
+        .and_then(|args| load_config(&args).map(|config| (args, config)));
+    let (args, config) = match loaded {
+        Ok(loaded) => loaded,
+        Err(why) => {
+            if !items.silent {
+                let _ = conv.error(flow::BROKEN_CONFIG_MESSAGE);
+            }
+            return items.finish(&Decision::Error(ErrorKind::Config, why), None);
+        }
     };
     let mut audit = |decision: &Decision, account: Option<&str>| {
         decision
-            .event(&user, account, &service, rhost.as_deref())
+            .event(&items.user, account, &items.service, items.rhost.as_deref())
             .log(IDENT);
     };
     let mut rng = OsRandom;
@@ -203,7 +291,88 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         hash_cost: HashCost::DEFAULT,
         audit: &mut audit,
     };
-    // The flow logs its decisions itself, as they are made.
-    let (decision, _) = flow::authenticate(&mut conv, &login, &mut env);
-    pam_code(&decision)
+    let login = Login {
+        user: &items.user,
+        service: &items.service,
+        rhost: items.rhost.as_deref(),
+        silent: items.silent,
+        password: authtok.as_ref().map(|p| p.as_slice()),
+        code_from: match &kept {
+            Some(code) => CodeFrom::OnePrompt(code.as_ref().map(|c| c.as_str())),
+            None => CodeFrom::Prompt,
+        },
+    };
+    if !args.split {
+        // The flow logs its decisions itself, as they are made.
+        let (decision, _) = flow::authenticate(&mut conv, &login, &mut env);
+        return pam_code(&decision);
+    }
+    let outcome = one_prompt(
+        &mut conv,
+        &login,
+        &mut env,
+        authtok.as_ref().map(|t| t.as_slice()),
+    );
+    let (new_authtok, aside) = match outcome {
+        Ok(outcome) => outcome,
+        Err(code) => return code,
+    };
+    let handed_on = match &new_authtok {
+        Some(password) => set_authtok(pamh, password),
+        None => Ok(()),
+    };
+    if let Err(code) = handed_on.and_then(|()| pamh.set_data(ASIDE, Box::new(aside))) {
+        let why = format!("cannot hand the one-prompt password on: {code:?}");
+        return items.finish(&Decision::Error(ErrorKind::Unavailable, why), None);
+    }
+    // The split line proves nothing itself: the password and checking lines decide.
+    PamResultCode::PAM_IGNORE
+}
+
+/// The split line's conversation: the one prompt (unless an earlier module already
+/// asked), and the split. Returns the PAM_AUTHTOK to set, if it changes, and what to keep
+/// aside for the checking line.
+fn one_prompt(
+    conv: &mut PamConv<'_>,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+    authtok: Option<&[u8]>,
+) -> Result<(Option<Zeroizing<String>>, Aside), PamResultCode> {
+    let refuse = |why: &str| {
+        let decision = Decision::Deny(Reason::NoCode);
+        audit::syslog(
+            IDENT,
+            Severity::Notice,
+            &format!(
+                "{} ({why} at the one prompt)",
+                decision.event(login.user, None, login.service, login.rhost)
+            ),
+        );
+        PamResultCode::PAM_AUTH_ERR
+    };
+    // An earlier module's PAM_AUTHTOK is the one prompt's answer (try_first_pass).
+    let (typed, asked) = match authtok.filter(|t| !t.is_empty()) {
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Zeroizing::new(text.to_string()), false),
+            // Not text, so no code of ours at its end: it goes through as it is.
+            Err(_) => return Ok((None, Aside::OnePrompt(None))),
+        },
+        None => match conv.ask_hidden(flow::ONE_PROMPT) {
+            Ok(Some(text)) if !text.is_empty() => (text, true),
+            Ok(_) => return Err(refuse("nothing typed")),
+            Err(e) => {
+                let decision = Decision::Error(
+                    ErrorKind::Conversation,
+                    format!("conversation failed: {}", e.0),
+                );
+                (env.audit)(&decision, None);
+                return Err(pam_code(&decision));
+            }
+        },
+    };
+    match flow::split(conv, login, env, &typed) {
+        Ok(Some(split)) => Ok((Some(split.password), Aside::OnePrompt(Some(split.code)))),
+        Ok(None) => Ok((asked.then_some(typed), Aside::OnePrompt(None))),
+        Err(decision) => Err(pam_code(&decision)),
+    }
 }

@@ -98,6 +98,7 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
         rhost: None,
         silent: false,
         password: None,
+        code_from: flow::CodeFrom::Prompt,
     };
     flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }

@@ -413,6 +413,7 @@ fn racing_logins_get_each_grace_login_once() {
                     rhost: None,
                     silent: false,
                     password: None,
+                    code_from: flow::CodeFrom::Prompt,
                 };
                 barrier.wait();
                 flow::authenticate(&mut Silent, &login, &mut env).0

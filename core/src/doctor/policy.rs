@@ -153,6 +153,7 @@ pub fn stranded(
         service: None,
         rhost: None,
         silent: false,
+        one_prompt: false,
     };
     let stranded: Vec<&str> = users
         .iter()

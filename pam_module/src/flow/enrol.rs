@@ -6,7 +6,7 @@ use twofactor_core::backend::{Backend, UserFacts};
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 
 use super::messages::{self, ENROLL_PROMPT, backup_codes_text, enrollment_text};
-use super::{Env, Login, MAX_TRIES, Stop, Ui, is_the_password, refuse_password};
+use super::{CodeFrom, Env, Login, MAX_TRIES, Stop, Ui, is_the_password, refuse_password};
 use crate::decision::Decision;
 
 /// Shows a new authenticator and saves it once a code from it verifies.
@@ -68,14 +68,19 @@ pub(super) fn grace(
 ) -> Result<Decision, Stop> {
     let config = env.config;
     let Some(left) = backend.count_grace_login(login.user, config.enroll.grace_logins)? else {
-        return refuse_unenrolled(ui, config.enroll.at_login);
+        return refuse_unenrolled(ui, login, config.enroll.at_login);
     };
     ui.info(&messages::grace(left))?;
     Ok(Decision::Allow(Reason::Grace { left }))
 }
 
 /// Required, no authenticator, no enrolment here and no grace left.
-pub(super) fn refuse_unenrolled(ui: &mut Ui<'_>, enrol_elsewhere: bool) -> Result<Decision, Stop> {
-    ui.error(&messages::no_authenticator(enrol_elsewhere))?;
+pub(super) fn refuse_unenrolled(
+    ui: &mut Ui<'_>,
+    login: &Login<'_>,
+    enrol_elsewhere: bool,
+) -> Result<Decision, Stop> {
+    let one_prompt = matches!(login.code_from, CodeFrom::OnePrompt(_));
+    ui.error(&messages::no_authenticator(enrol_elsewhere, one_prompt))?;
     Ok(Decision::Deny(Reason::NoGraceLeft))
 }

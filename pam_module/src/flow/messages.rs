@@ -11,6 +11,9 @@ pub const FEW_BACKUP_CODES: usize = 3;
 
 /// The prompt for a code at login.
 pub const CODE_PROMPT: &str = "Authentication code: ";
+/// The one prompt of the `split` layout, the same for every user, so it does not tell
+/// who has two-factor login.
+pub const ONE_PROMPT: &str = "Password and code: ";
 /// The prompt for the first code when enrolling.
 pub const ENROLL_PROMPT: &str = "Code from the app to finish setup: ";
 /// Shown when the answer to the code prompt was the password.
@@ -18,6 +21,9 @@ pub const PASSWORD_AT_CODE_PROMPT: &str = "The code prompt was answered with you
 
 /// The code prompt got an empty answer.
 pub const NO_CODE: &str = "No code entered.\nEnter the code shown in your authenticator app.";
+
+/// One prompt, and no code after the password.
+pub const NO_CODE_AFTER_PASSWORD: &str = "No code after the password.\nType your password followed by the current code from your authenticator app,\nfor example hunter2123456 or hunter2 123456 (a backup code goes after a space).";
 
 /// A wrong code.
 pub const WRONG_CODE: &str = "Wrong code.\nEnter the current code from your authenticator app, or a backup code.\nIf codes keep failing, check that the phone sets its time automatically.";
@@ -72,9 +78,12 @@ pub fn grace(left: u32) -> String {
     )
 }
 
-/// Required, no authenticator, nothing to be done in this login.
-pub fn no_authenticator(enrol_elsewhere: bool) -> String {
-    let remedy = if enrol_elsewhere {
+/// Required, no authenticator, nothing to be done in this login. `one_prompt`: the
+/// login could not have shown a QR code, wherever it came from.
+pub fn no_authenticator(enrol_elsewhere: bool, one_prompt: bool) -> String {
+    let remedy = if one_prompt {
+        "This login cannot set one up. Log in over ssh or at a console and run:\n  twofactor enroll\nthen type your password followed by the code here."
+    } else if enrol_elsewhere {
         "Set it up from an allowed network, or ask an administrator for help."
     } else {
         "Ask an administrator to set it up for you (twofactor enroll --user)."

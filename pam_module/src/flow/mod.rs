@@ -9,6 +9,7 @@ use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
 use twofactor_core::login::{self, LoginFacts, Step};
+use twofactor_core::one_prompt::{self, Split};
 use twofactor_core::policy::{self, Directory, LookupError};
 use twofactor_core::random::{Random, RandomError};
 use twofactor_core::trusted::RemoteHost;
@@ -22,7 +23,7 @@ mod enrol;
 mod messages;
 
 pub use messages::{
-    BROKEN_CONFIG_MESSAGE, CODE_PROMPT, ENROLL_PROMPT, PASSWORD_AT_CODE_PROMPT,
+    BROKEN_CONFIG_MESSAGE, CODE_PROMPT, ENROLL_PROMPT, ONE_PROMPT, PASSWORD_AT_CODE_PROMPT,
     UNAVAILABLE_MESSAGE, backup_codes_text, enrollment_text,
 };
 
@@ -43,6 +44,18 @@ pub struct Login<'a> {
     /// PAM_AUTHTOK, the password an earlier module checked, if any: an answer equal to
     /// it is the password fed to the code prompt, not a code guess.
     pub password: Option<&'a [u8]>,
+    /// Where the code comes from.
+    pub code_from: CodeFrom<'a>,
+}
+
+/// Where a login's code comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeFrom<'a> {
+    /// The code prompt asks for it.
+    Prompt,
+    /// It was typed after the password in one prompt and kept aside by the `split` line
+    /// (`None`: nothing was split off). Nothing more can be asked.
+    OnePrompt(Option<&'a str>),
 }
 
 /// Everything the flow uses from the outside world.
@@ -154,6 +167,17 @@ pub fn authenticate(
         Ok(d) => d,
         Err(stop) => stop.into(),
     };
+    conclude(&mut ui, env, decision, account)
+}
+
+/// Tells the user of an error that was not their doing, and logs the final decision
+/// unless it was logged as it was made.
+fn conclude(
+    ui: &mut Ui<'_>,
+    env: &mut Env<'_>,
+    decision: Decision,
+    account: Option<String>,
+) -> (Decision, Option<String>) {
     if let Decision::Error(kind @ (ErrorKind::Unavailable | ErrorKind::Config), why) = &decision {
         // The user cannot fix it, but must learn that it was not their code. A failing
         // conversation cannot change the decision.
@@ -168,6 +192,60 @@ pub fn authenticate(
         (env.audit)(&decision, account.as_deref());
     }
     (decision, account)
+}
+
+/// The `split` line: whether `input`, typed into the one prompt, ends in a code, and
+/// where. Only for a user whose login asks for a code (one with an enabled
+/// authenticator); everyone else's password goes through whole, even if it ends in
+/// digits. State is only read, since the password is not checked yet. An error that
+/// would refuse the login at the checking line refuses it here, with the same message
+/// and log line, before the password module runs.
+pub fn split(
+    conv: &mut dyn Conversation,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+    input: &str,
+) -> Result<Option<Split>, Decision> {
+    let mut account = None;
+    match digits_to_split(login, env, &mut account) {
+        Ok(digits) => Ok(digits.and_then(|d| one_prompt::split(input, d))),
+        Err(stop) => {
+            let mut ui = Ui {
+                conv,
+                silent: login.silent,
+                logged: None,
+            };
+            Err(conclude(&mut ui, env, stop.into(), account).0)
+        }
+    }
+}
+
+/// The length of the user's TOTP codes if a code is to be split off; the same stages
+/// as [`run`], so the split and the check agree on who has two-factor login.
+fn digits_to_split(
+    login: &Login<'_>,
+    env: &Env<'_>,
+    account: &mut Option<String>,
+) -> Result<Option<u8>, Stop> {
+    let config = env.config;
+    if login::scope_step(config, Some(login.service)).is_some()
+        || config.policy.exempts_name(login.user)
+    {
+        return Ok(None);
+    }
+    let Some(name) = env.directory.account(login.user)? else {
+        return Ok(None);
+    };
+    let requirement = config.policy.requires(&name, env.directory)?;
+    *account = Some(name.clone());
+    if login::exempt_step(&requirement).is_some() {
+        return Ok(None);
+    }
+    let state = backend::open(config, env.store_owner)?.facts(&name)?;
+    Ok(state
+        .authenticator
+        .filter(|a| a.enabled)
+        .map(|a| a.params.digits))
 }
 
 fn run(
@@ -213,6 +291,7 @@ fn run(
         service: Some(login.service),
         rhost: login.rhost,
         silent: login.silent,
+        one_prompt: matches!(login.code_from, CodeFrom::OnePrompt(_)),
     };
     let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
     render(ui, login, env, (&*backend, &state), step)
@@ -239,7 +318,12 @@ fn render(
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
         Step::AskCode { period } => {
-            return ask_for_code(ui, login, env, backend, period);
+            return match login.code_from {
+                CodeFrom::Prompt => ask_for_code(ui, login, env, backend, period),
+                CodeFrom::OnePrompt(code) => {
+                    check_typed_code(ui, login, env, backend, period, code)
+                }
+            };
         }
         Step::Enrol => {
             return enrol::at_login(ui, login, env, backend, state);
@@ -248,7 +332,7 @@ fn render(
             return enrol::grace(ui, login, env, backend);
         }
         Step::NoGraceLeft { enrol_elsewhere } => {
-            return enrol::refuse_unenrolled(ui, enrol_elsewhere);
+            return enrol::refuse_unenrolled(ui, login, enrol_elsewhere);
         }
     };
     Ok(decision)
@@ -276,7 +360,6 @@ fn ask_for_code(
     backend: &dyn Backend,
     period: u64,
 ) -> Result<Decision, Stop> {
-    let config = env.config;
     let mut last = Reason::NoCode;
     for _ in 0..MAX_TRIES {
         let Some(code) = ui.conv.ask_hidden(CODE_PROMPT)? else {
@@ -290,52 +373,98 @@ fn ask_for_code(
         if is_the_password(login, &code) {
             return refuse_password(ui);
         }
-        let result = backend.verify(login.user, &code, Purpose::Login, config, env.clock.now())?;
-        match result {
-            CodeResult::Totp => {
-                offer_trust(ui, login, env, backend)?;
-                return Ok(Decision::Allow(Reason::Totp));
-            }
-            CodeResult::BackupCode { left } => {
-                ui.info(&messages::backup_code_accepted(left))?;
-                offer_trust(ui, login, env, backend)?;
-                return Ok(Decision::Allow(Reason::BackupCode { left }));
-            }
-            CodeResult::Wrong { locked_for } | CodeResult::Replayed { locked_for } => {
-                let replay = matches!(result, CodeResult::Replayed { .. });
-                // Logged now: the failure is recorded, and the user may hang up next.
-                let recorded = Decision::Deny(if replay {
-                    Reason::Replay
-                } else {
-                    Reason::WrongCode { locked_for }
-                });
-                (env.audit)(&recorded, Some(login.user));
-                ui.logged = Some(recorded);
-                if let Some(seconds) = locked_for {
-                    ui.error(&messages::locked(login.user, seconds))?;
-                    return Ok(Decision::Deny(Reason::WrongCode { locked_for }));
-                }
-                if replay {
-                    ui.error(&messages::replayed(period))?;
-                    last = Reason::Replay;
-                } else {
-                    ui.error(messages::WRONG_CODE)?;
-                    last = Reason::WrongCode { locked_for: None };
-                }
-            }
-            CodeResult::Locked { seconds_left } => {
-                ui.error(&messages::locked(login.user, seconds_left))?;
-                return Ok(Decision::Deny(Reason::Locked {
-                    seconds: seconds_left,
-                }));
-            }
-            CodeResult::NotEnrolled => {
-                // Reset or disabled by an admin while this login was in progress.
-                return Ok(Decision::Deny(Reason::Disabled));
-            }
+        match judge(ui, login, env, backend, period, &code)? {
+            Judged::Done(decision) => return Ok(decision),
+            Judged::Again(reason) => last = reason,
         }
     }
     Ok(Decision::Deny(last))
+}
+
+/// The one-prompt layout: the code typed after the password gets its one try.
+fn check_typed_code(
+    ui: &mut Ui<'_>,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+    backend: &dyn Backend,
+    period: u64,
+    code: Option<&str>,
+) -> Result<Decision, Stop> {
+    let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+        ui.error(messages::NO_CODE_AFTER_PASSWORD)?;
+        return Ok(Decision::Deny(Reason::NoCode));
+    };
+    Ok(match judge(ui, login, env, backend, period, code)? {
+        Judged::Done(decision) => decision,
+        Judged::Again(reason) => Decision::Deny(reason),
+    })
+}
+
+/// What one code led to.
+enum Judged {
+    /// The login is decided.
+    Done(Decision),
+    /// Refused and recorded; another code may be tried.
+    Again(Reason),
+}
+
+/// Checks one code, which the backend records before it compares, and says so.
+fn judge(
+    ui: &mut Ui<'_>,
+    login: &Login<'_>,
+    env: &mut Env<'_>,
+    backend: &dyn Backend,
+    period: u64,
+    code: &str,
+) -> Result<Judged, Stop> {
+    let result = backend.verify(
+        login.user,
+        code,
+        Purpose::Login,
+        env.config,
+        env.clock.now(),
+    )?;
+    let done = match result {
+        CodeResult::Totp => {
+            offer_trust(ui, login, env, backend)?;
+            Decision::Allow(Reason::Totp)
+        }
+        CodeResult::BackupCode { left } => {
+            ui.info(&messages::backup_code_accepted(left))?;
+            offer_trust(ui, login, env, backend)?;
+            Decision::Allow(Reason::BackupCode { left })
+        }
+        CodeResult::Wrong { locked_for } | CodeResult::Replayed { locked_for } => {
+            let replay = matches!(result, CodeResult::Replayed { .. });
+            // Logged now: the failure is recorded, and the user may hang up next.
+            let recorded = Decision::Deny(if replay {
+                Reason::Replay
+            } else {
+                Reason::WrongCode { locked_for }
+            });
+            (env.audit)(&recorded, Some(login.user));
+            ui.logged = Some(recorded);
+            if let Some(seconds) = locked_for {
+                ui.error(&messages::locked(login.user, seconds))?;
+                Decision::Deny(Reason::WrongCode { locked_for })
+            } else if replay {
+                ui.error(&messages::replayed(period))?;
+                return Ok(Judged::Again(Reason::Replay));
+            } else {
+                ui.error(messages::WRONG_CODE)?;
+                return Ok(Judged::Again(Reason::WrongCode { locked_for: None }));
+            }
+        }
+        CodeResult::Locked { seconds_left } => {
+            ui.error(&messages::locked(login.user, seconds_left))?;
+            Decision::Deny(Reason::Locked {
+                seconds: seconds_left,
+            })
+        }
+        // Reset or disabled by an admin while this login was in progress.
+        CodeResult::NotEnrolled => Decision::Deny(Reason::Disabled),
+    };
+    Ok(Judged::Done(done))
 }
 
 fn offer_trust(
@@ -345,9 +474,10 @@ fn offer_trust(
     backend: &dyn Backend,
 ) -> Result<(), Stop> {
     let settings = env.config.trusted_devices;
+    // After one prompt nothing more can be asked.
     let Some(host) = login
         .rhost
-        .filter(|_| settings.enabled)
+        .filter(|_| settings.enabled && login.code_from == CodeFrom::Prompt)
         .and_then(RemoteHost::parse)
         .filter(|h| h.may_be_trusted(settings.allow_host_names))
     else {

@@ -50,6 +50,8 @@ struct World {
     rng: SeededRandom,
     /// PAM_AUTHTOK as an earlier password module left it.
     password: Option<String>,
+    /// What a split line kept aside for the checking line, if one ran.
+    kept: Option<Option<String>>,
     /// Every decision sent to the audit log, in order.
     logged: Vec<Decision>,
 }
@@ -68,6 +70,7 @@ impl World {
             clock: ManualClock::new(NOW),
             rng: SeededRandom::new(42),
             password: None,
+            kept: None,
             logged: Vec::new(),
         }
     }
@@ -90,6 +93,10 @@ impl World {
             rhost,
             silent,
             password: self.password.as_deref().map(str::as_bytes),
+            code_from: match &self.kept {
+                Some(code) => CodeFrom::OnePrompt(code.as_deref()),
+                None => CodeFrom::Prompt,
+            },
         };
         let logged = &mut self.logged;
         let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
@@ -104,6 +111,39 @@ impl World {
             audit: &mut audit,
         };
         authenticate(&mut script, &login, &mut env).0
+    }
+
+    /// The split line for `typed`, read from the one prompt: `(password, code)` when a
+    /// code is split off.
+    fn split(
+        &mut self,
+        user: &str,
+        typed: &str,
+        steps: Vec<Step>,
+    ) -> Result<Option<(String, String)>, Decision> {
+        let mut script = Script::new(steps);
+        let login = Login {
+            user,
+            service: "sshd",
+            rhost: None,
+            silent: false,
+            password: None,
+            code_from: CodeFrom::Prompt,
+        };
+        let logged = &mut self.logged;
+        let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
+        let mut env = Env {
+            config: &self.config,
+            directory: &Groups,
+            clock: &self.clock,
+            rng: &mut self.rng,
+            host: "testhost".into(),
+            store_owner: me(),
+            hash_cost: CHEAP,
+            audit: &mut audit,
+        };
+        split(&mut script, &login, &mut env, typed)
+            .map(|s| s.map(|s| (s.password.to_string(), s.code.to_string())))
     }
 
     /// Enrols `user` directly in the store with 3 backup codes; returns the key and codes.
@@ -715,5 +755,151 @@ fn conversation_failure_and_corrupt_state_fail_closed() {
     assert!(
         matches!(&d, Decision::Error(ErrorKind::Unavailable, e) if e.contains("corrupt")),
         "{d:?}"
+    );
+}
+
+/// Every file in the state dir with its bytes, to show that nothing was written.
+fn state_files(w: &World) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(&w.config.storage.state_dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap_or_default();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_split_line_splits_only_for_an_enabled_authenticator_and_writes_nothing() {
+    let mut w = World::new();
+    w.enrol("admin");
+    w.enrol("bob");
+    w.enrol("rescue");
+    let before = state_files(&w);
+    // An enabled authenticator: the code comes off, directly or after one space.
+    for typed in ["hunter2123456", "hunter2 123456"] {
+        assert_eq!(
+            w.split("admin", typed, vec![]).unwrap(),
+            Some(("hunter2".into(), "123456".into())),
+            "{typed}"
+        );
+    }
+    // Not required but enrolled: asked for a code at the check, so split as well.
+    assert!(w.split("bob", "pw654321", vec![]).unwrap().is_some());
+    // An alias splits for its account.
+    assert!(w.split("ADMIN", "pw 123456", vec![]).unwrap().is_some());
+    // A password that ends in digits stays whole for everyone without an enabled
+    // authenticator: not enrolled, exempt, unknown, out of scope.
+    for user in ["carol", "rescue", "ghost"] {
+        assert_eq!(
+            w.split(user, "summer2024123456", vec![]).unwrap(),
+            None,
+            "{user}"
+        );
+    }
+    w.config.policy.services = vec!["login".into()];
+    assert_eq!(w.split("admin", "hunter2123456", vec![]).unwrap(), None);
+    assert_eq!(state_files(&w), before, "the split line wrote state");
+    assert!(w.logged.is_empty(), "{:?}", w.logged);
+}
+
+#[test]
+fn the_split_line_refuses_when_the_check_could_not_be_made() {
+    let mut w = World::new();
+    w.enrol("admin");
+    fs::write(w.config.storage.state_dir.join("admin.json"), b"{ broken").unwrap();
+    let refused = w
+        .split(
+            "admin",
+            "hunter2123456",
+            vec![Step::Error("unavailable on this server")],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Decision::Error(ErrorKind::Unavailable, e) if e.contains("corrupt")),
+        "{refused:?}"
+    );
+    assert_eq!(w.logged, vec![refused]);
+    // A break-glass account needs no state: its password goes through whole.
+    assert_eq!(w.split("rescue", "pw123456", vec![]).unwrap(), None);
+}
+
+#[test]
+fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
+    let mut w = World::new();
+    let (key, _) = w.enrol("admin");
+    w.kept = Some(Some(w.code(&key)));
+    // No code prompt, and no trust question even from a trustable host.
+    w.config.trusted_devices.enabled = true;
+    assert_eq!(
+        w.login("admin", Some("10.0.0.7"), false, vec![]),
+        Decision::Allow(Reason::Totp)
+    );
+    // The same code again is a replay: one try, refused, counted.
+    assert_eq!(
+        w.login("admin", None, false, vec![Step::Error("already used")]),
+        Decision::Deny(Reason::Replay)
+    );
+    w.kept = Some(Some("000000".into()));
+    assert_eq!(
+        w.login("admin", None, false, vec![Step::Error("Wrong code")]),
+        Decision::Deny(Reason::WrongCode { locked_for: None })
+    );
+    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 2);
+    // Nothing after the password: told how to type it, and nothing is counted.
+    w.kept = Some(None);
+    assert_eq!(
+        w.login(
+            "admin",
+            None,
+            false,
+            vec![Step::Error("followed by the current code")]
+        ),
+        Decision::Deny(Reason::NoCode)
+    );
+    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 2);
+}
+
+#[test]
+fn a_backup_code_after_the_password_is_spent_once() {
+    let mut w = World::new();
+    let (_, codes) = w.enrol("admin");
+    let typed = format!("hunter2 {}", codes[0]);
+    let (password, code) = w.split("admin", &typed, vec![]).unwrap().unwrap();
+    assert_eq!(password, "hunter2");
+    w.kept = Some(Some(code.clone()));
+    assert_eq!(
+        w.login(
+            "admin",
+            None,
+            false,
+            vec![Step::Info("Backup code accepted")]
+        ),
+        Decision::Allow(Reason::BackupCode { left: 2 })
+    );
+    w.kept = Some(Some(code));
+    assert!(matches!(
+        w.login("admin", None, false, vec![Step::Error("Wrong code")]),
+        Decision::Deny(Reason::WrongCode { .. })
+    ));
+}
+
+#[test]
+fn one_prompt_cannot_enrol_but_says_how() {
+    let mut w = World::new();
+    w.kept = Some(None);
+    // Enrolment at login is on, but no QR code can be shown after one prompt.
+    assert_eq!(
+        w.login("admin", None, false, vec![Step::Error("twofactor enroll")]),
+        Decision::Deny(Reason::NoGraceLeft)
+    );
+    assert!(w.store().load("admin").unwrap().authenticator.is_none());
+    w.config.enroll.grace_logins = 1;
+    assert_eq!(
+        w.login("admin", None, false, vec![Step::Info("twofactor enroll")]),
+        Decision::Allow(Reason::Grace { left: 0 })
     );
 }
