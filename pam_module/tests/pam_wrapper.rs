@@ -56,9 +56,18 @@ impl Pam {
     }
 
     fn with_args(config: &str, extra_args: &str) -> Self {
+        Self::with_stack(config, &format!("auth required {{module}} {extra_args}\n"))
+    }
+
+    fn with_stack(config: &str, stack: &str) -> Self {
         let f = PamFixture::new(config);
-        f.service("tf", &format!("auth required {{module}} {extra_args}\n"));
+        f.service("tf", stack);
         Self(f)
+    }
+
+    /// The README's one-prompt layout: the split line, the password, the checking line.
+    fn one_prompt(config: &str) -> Self {
+        Self::with_stack(config, ONE_PROMPT_STACK)
     }
 
     fn store(&self) -> Store {
@@ -96,6 +105,14 @@ impl Pam {
         (key.to_base32().to_string(), codes)
     }
 }
+
+/// The README's one-prompt stack (`nodelay` only spares the tests pam_unix's pause).
+const ONE_PROMPT_STACK: &str = "auth requisite {module} split\n\
+     auth requisite pam_unix.so use_first_pass nodelay\n\
+     auth required {module}\n";
+
+/// The password of the one-prompt tests' accounts.
+const PASSWORD: &str = "Tr0ub4dor&3";
 
 #[test]
 fn totp_success_wrong_and_replay() {
@@ -420,5 +437,134 @@ fn module_exports_the_pam_entry_points() {
     assert!(
         String::from_utf8_lossy(&ldd.stdout).contains("libpam.so"),
         "links libpam"
+    );
+}
+
+/// The one-prompt layout through real libpam and pam_unix, with real passwords: the
+/// password is checked before the code, and a wrong password costs the code nothing.
+#[test]
+fn one_prompt_checks_the_password_before_the_code() {
+    let home = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::default();
+    let user = accounts.login_user("tfsplit", &home.path().join("a"), PASSWORD);
+    let pam = Pam::one_prompt(&format!("[enforce]\nusers = [\"{user}\"]\n"));
+    let (key, backup) = pam.enrol(&user);
+    let state = pam.0.path().join(format!("state/{user}.json"));
+    let code = oathtool(&key);
+
+    // A wrong password with the right code: refused by pam_unix, before the code is
+    // looked at; the state is not touched, not even its failure count.
+    let before = fs::read(&state).unwrap();
+    let (v, t) = pam.run(&user, None, &[&format!("wrong-password{code}")]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(!t.contains("Wrong code"), "{t}");
+    assert_eq!(fs::read(&state).unwrap(), before, "state changed:\n{t}");
+    println!("--- wrong password, right code ---\n{t}--- end ---");
+
+    // The same code, unspent, with the right password: one prompt, no code prompt.
+    let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD}{code}")]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("Password and code: "), "{t}");
+    assert!(!t.contains("Authentication code"), "{t}");
+    println!("--- right password, right code ---\n{t}--- end ---");
+
+    // The right password with a wrong code: refused and counted.
+    let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD} 000000")]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(t.contains("Wrong code"), "{t}");
+    assert_eq!(pam.store().load(&user).unwrap().lockout.failures, 1);
+    println!("--- right password, wrong code ---\n{t}--- end ---");
+
+    // A backup code after a space, and one in its dashed form appended directly.
+    let (v, t) = pam.run(&user, None, &[&format!("wrong-password {}", backup[0])]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert_eq!(
+        pam.store().load(&user).unwrap().backup_codes_left(),
+        backup.len()
+    );
+    let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD} {}", backup[0])]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("Backup code accepted"), "{t}");
+    println!("--- right password, backup code ---\n{t}--- end ---");
+    // Backup codes are shown dashed (xxxxx-xxxxx), the form that may be appended.
+    assert_eq!(backup[1].find('-'), Some(5), "{backup:?}");
+    let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD}{}", backup[1])]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    let left = pam.store().load(&user).unwrap().backup_codes_left();
+    assert_eq!(left, backup.len() - 2);
+}
+
+/// Whoever needs no code types the password alone, even one that ends in digits; a
+/// required user without an authenticator is told how to get one, and no QR code is
+/// shown, since no second prompt could take its first code.
+#[test]
+fn one_prompt_splits_only_for_an_enabled_authenticator() {
+    let home = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::default();
+    let free = accounts.login_user("tfsplitfree", &home.path().join("f"), "summer2024123456");
+    let new = accounts.login_user("tfsplitnew", &home.path().join("n"), PASSWORD);
+    let pam = Pam::one_prompt(&format!("[enforce]\nusers = [\"{new}\"]\n"));
+
+    let (v, t) = pam.run(&free, None, &["summer2024123456"]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(
+        t.contains("Password and code: "),
+        "the same prompt for everyone:\n{t}"
+    );
+    println!("--- not required, a password ending in digits ---\n{t}--- end ---");
+
+    let (v, t) = pam.run(&new, None, &[PASSWORD]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(t.contains("twofactor enroll"), "{t}");
+    assert!(!t.contains("Key:"), "{t}");
+    assert!(pam.store().load(&new).unwrap().authenticator.is_none());
+    println!("--- required, not enrolled ---\n{t}--- end ---");
+}
+
+/// An earlier module's PAM_AUTHTOK is the one prompt's answer (pam_wrapper's
+/// pam_set_items sets it from the environment); and a second `pam_authenticate` on one
+/// handle starts over: the code the first kept aside is never used again.
+#[test]
+fn one_prompt_takes_an_earlier_password_and_splits_once_per_authentication() {
+    let home = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::default();
+    let user = accounts.login_user("tfsplittwice", &home.path().join("a"), PASSWORD);
+    let config = format!("[enforce]\nusers = [\"{user}\"]\n");
+    let set_items = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_set_items.so";
+    let pam = Pam::with_stack(
+        &config,
+        &format!("auth required {set_items}\n{ONE_PROMPT_STACK}"),
+    );
+    let (key, _) = pam.enrol(&user);
+    let code = oathtool(&key);
+    let given = Wrap {
+        env: vec![("PAM_AUTHTOK".into(), format!("{PASSWORD}{code}"))],
+        ..Wrap::default()
+    };
+    let (v, t) = pam.run_with(&given, &user, None, &[]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(!t.contains("Password and code"), "asked again:\n{t}");
+
+    // Without PAM_AUTHTOK in the environment, pam_set_items sets nothing: one prompt.
+    let code = fresh_code(&key, &code);
+    let twice = Wrap {
+        authentications: 2,
+        ..Wrap::default()
+    };
+    let (_, t) = pam.run_with(
+        &twice,
+        &user,
+        None,
+        &[&format!("{PASSWORD}{code}"), PASSWORD],
+    );
+    // pamtester reports each operation: the first succeeded, the second did not.
+    let (first, second) = t.split_once("successfully authenticated").expect(&t);
+    assert!(first.contains("Password and code: "), "{t}");
+    assert_eq!(verdict(second), Verdict::AuthErr, "{t}");
+    assert!(second.contains("Password and code: "), "{t}");
+    assert!(second.contains("No code after the password"), "{t}");
+    assert!(
+        !t.contains("already used"),
+        "the first code was used again:\n{t}"
     );
 }

@@ -557,3 +557,42 @@ fn a_code_with_a_leading_zero_reaches_the_module_intact() {
     let (ok, text) = sshd.login(&user, &[&code]);
     assert!(ok, "code {code} refused:\n{text}");
 }
+
+/// A client that sends one password: sshd's password method with keyboard-interactive
+/// off, and the one-prompt stack. The OpenSSH client types the password with the code
+/// appended; sshd answers the module's one prompt with it.
+#[test]
+fn one_prompt_over_sshd_password_authentication() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfone{}", tag());
+    let sshd = Sshd::start_with(
+        &format!("[enforce]\nusers = [\"{user}\"]\n"),
+        "KbdInteractiveAuthentication no\nPasswordAuthentication yes\n",
+        None,
+    );
+    sshd.fixture.service(
+        "sshd",
+        "auth requisite {module} split\n\
+         auth requisite pam_unix.so use_first_pass\n\
+         auth required {module}\n\
+         account required pam_unix.so\n\
+         session required pam_permit.so\n\
+         password required pam_deny.so\n",
+    );
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    let key = SecretKey::generate(&mut OsRandom).unwrap();
+    twofactor_testkit::enrol_key(&sshd.store(), &user, key.clone(), &mut OsRandom);
+    let key = key.to_base32().to_string();
+
+    let (ok, text) = sshd.login_mode(&user, &format!("{PASSWORD}000000"), &[], "password");
+    assert!(!ok, "a wrong code got in:\n{text}");
+    assert_eq!(sshd.store().load(&user).unwrap().lockout.failures, 1);
+    println!("--- ssh, password method, wrong code ---\n{text}\n--- end ---");
+
+    let code = oathtool(&key);
+    let (ok, text) = sshd.login_mode(&user, &format!("{PASSWORD}{code}"), &[], "password");
+    assert!(ok, "password{code} refused:\n{text}");
+    assert!(!text.contains("Authentication code"), "{text}");
+    println!("--- ssh, password method, password{code} ---\n{text}\n--- end ---");
+}

@@ -448,6 +448,9 @@ pub struct Wrap {
     pub preload: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// How many `authenticate` operations pamtester runs on its one PAM handle, as sshd
+    /// and sudo retry on one (0 counts as 1). pamtester stops at the first that fails.
+    pub authentications: usize,
 }
 
 /// [`pamtester`], run as `wrap` says.
@@ -474,7 +477,11 @@ pub fn pamtester_with(
     let mut preload = vec!["libpam_wrapper.so".to_string()];
     preload.extend(wrap.preload.iter().cloned());
     cmd.envs(wrap.env.iter().map(|(k, v)| (k, v)));
-    cmd.args([service, user, "authenticate"])
+    cmd.args([service, user])
+        .args(std::iter::repeat_n(
+            "authenticate",
+            wrap.authentications.max(1),
+        ))
         .env("LD_PRELOAD", preload.join(" "))
         .env("PAM_WRAPPER", "1")
         .env("PAM_WRAPPER_SERVICE_DIR", services)
