@@ -113,7 +113,11 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             .requires("root", &Nss)
             .ok()
             .zip(store.as_ref().and_then(|s| Backend::facts(s, "root").ok()));
-        let sshd_policy = rules::sshd_policy(&policy, root.as_ref().map(|(r, s)| (r, s)));
+        let sshd_policy = doctor::SshdPolicy {
+            one_prompt: doctor::pam::auth_stack(&Dir(pam_dir.to_path_buf()), "sshd")
+                .is_ok_and(|stack| doctor::pam::has_split_line(&stack)),
+            ..rules::sshd_policy(&policy, root.as_ref().map(|(r, s)| (r, s)))
+        };
         findings.extend(doctor::check_sshd(settings, sshd_policy, origin));
     }
 

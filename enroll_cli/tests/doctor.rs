@@ -87,6 +87,26 @@ fn a_good_setup_has_no_errors() {
     );
 }
 
+/// The one-prompt layout with sshd's password method: nothing to fix, and no advice to
+/// turn password logins off, since they carry the code.
+#[test]
+fn a_one_prompt_setup_has_no_errors() {
+    let f = PamFixture::new(POLICY);
+    let (code, found) = doctor(&f, "split", "password.conf");
+    assert_eq!(errors(&found), Vec::<String>::new(), "{found:#?}");
+    assert!(
+        !found
+            .iter()
+            .any(|x| x["id"].as_str().unwrap().starts_with("sshd-")),
+        "{found:#?}"
+    );
+    assert_eq!(code, 0);
+    // The same sshd settings with the usual layout: the code prompt never reaches users.
+    let (code, found) = doctor(&f, "debian-enabled", "password.conf");
+    assert!(has(&found, "sshd-kbdint", "error"), "{found:#?}");
+    assert_eq!(code, 1);
+}
+
 #[test]
 fn debian_without_the_profile_has_the_module_nowhere() {
     let f = PamFixture::new(POLICY);
@@ -111,6 +131,7 @@ fn each_bad_stack_is_found_where_it_is() {
         ),
         ("substack", "after-substack", "error", "sshd:3"),
         ("bad-args", "module-args", "error", "sshd:2"),
+        ("split-unchecked", "split-unchecked", "error", "sshd:1"),
     ] {
         let (_, found) = doctor(&f, tree, "good.conf");
         let hit = found

@@ -298,7 +298,7 @@ fn exits(
                 }
             }
         }
-        Some(Item::Line(line)) if line.module == MODULE => out.push(Exit::Reached),
+        Some(Item::Line(line)) if is_checking_line(line) => out.push(Exit::Reached),
         Some(Item::Line(line)) => {
             for &ret in returns(line) {
                 match line.control.action(ret) {
@@ -327,6 +327,22 @@ fn is_password_module(module: &str) -> bool {
     PASSWORD_MODULES.contains(&module)
 }
 
+/// The first line of the one-prompt layout: it splits the code off and keeps it aside,
+/// and checks nothing itself.
+fn is_split_line(line: &AuthLine) -> bool {
+    line.module == MODULE && line.args.iter().any(|a| a == "split")
+}
+
+/// Whether a stack uses the one-prompt layout.
+pub fn has_split_line(stack: &[AuthLine]) -> bool {
+    stack.iter().any(is_split_line)
+}
+
+/// A line that checks a code: the module without `split`.
+fn is_checking_line(line: &AuthLine) -> bool {
+    line.module == MODULE && !is_split_line(line)
+}
+
 /// What modules return when the user typed a wrong password (`wrong`) or the right one.
 fn returns_for(wrong: bool) -> impl Fn(&AuthLine) -> &'static [Ret] {
     const ANY: &[Ret] = &[Ret::Success, Ret::AuthErr, Ret::Ignore];
@@ -339,6 +355,8 @@ fn returns_for(wrong: bool) -> impl Fn(&AuthLine) -> &'static [Ret] {
             }
         }
         "pam_deny.so" => &[Ret::AuthErr],
+        // The split line stands aside, or refuses when the check could not be made.
+        _ if is_split_line(line) => &[Ret::Ignore, Ret::AuthErr],
         "pam_permit.so" => &[Ret::Success],
         // Lets only root through, and root is not whom a bypass is for.
         "pam_rootok.so" => &[Ret::AuthErr],
@@ -370,7 +388,7 @@ pub fn check_module_args(stack: &[AuthLine]) -> Vec<Finding> {
                 "module-args",
                 &line.location,
                 format!("{MODULE} refuses every login through this stack: {e}"),
-                "fix the arguments: only config=/ABSOLUTE/PATH and debug are known",
+                "fix the arguments: only config=/ABSOLUTE/PATH, debug and split are known",
             ))
         })
         .collect()
@@ -394,7 +412,8 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
         }
     }
     walk(items, &mut flat, &mut substacks);
-    let Some(ours) = flat.iter().position(|l| l.module == MODULE) else {
+    f.extend(check_split_layout(&flat));
+    let Some(ours) = flat.iter().position(|l| is_checking_line(l)) else {
         return f;
     };
     let here = flat[ours].location.clone();
@@ -500,6 +519,54 @@ pub fn check_stack(service: &str, items: &[Item], first: FirstFactor) -> Vec<Fin
             )
         };
         f.push(finding);
+    }
+    f
+}
+
+/// The one-prompt layout: a split line needs a checking line after it, or the code it
+/// keeps aside is never checked; the password module between them should take the
+/// password the split line hands on.
+fn check_split_layout(flat: &[&AuthLine]) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let Some(split) = flat.iter().position(|l| is_split_line(l)) else {
+        return f;
+    };
+    let here = &flat[split].location;
+    let Some(check) = flat[split..].iter().position(|l| is_checking_line(l)) else {
+        f.push(Finding::new(
+            Level::Error,
+            "split-unchecked",
+            here,
+            format!("{MODULE} split keeps the code aside, but no {MODULE} line after it checks it: the password alone logs in"),
+            "add \"auth required pam_twofactor.so\" (no split) after the password line",
+        ));
+        return f;
+    };
+    let between = &flat[split + 1..split + check];
+    for line in between.iter().filter(|l| is_password_module(&l.module)) {
+        if !line
+            .args
+            .iter()
+            .any(|a| a == "use_first_pass" || a == "try_first_pass")
+        {
+            f.push(Finding::new(
+                Level::Warning,
+                "split-password-prompts",
+                &line.location,
+                format!("{} after {MODULE} split has no use_first_pass: it takes the password the split line hands on only because PAM_AUTHTOK is set, and would ask again otherwise", line.module),
+                format!("add use_first_pass: auth requisite {} use_first_pass", line.module),
+            ));
+        }
+    }
+    // No password module at all is the checking line's "no-password" finding.
+    if flat[..split].iter().any(|l| is_password_module(&l.module)) {
+        f.push(Finding::new(
+            Level::Warning,
+            "split-after-password",
+            here,
+            format!("a password module runs before {MODULE} split: it checks the password with the code still appended, so one-prompt logins fail"),
+            "put the split line first in the auth stack, before the password line",
+        ));
     }
     f
 }
@@ -762,6 +829,53 @@ mod tests {
         ] {
             assert_eq!(one(good), Vec::<&str>::new(), "{good:?}");
         }
+    }
+
+    /// The one-prompt layout: clean as the README shows it, on its own or around
+    /// Debian's common-auth; an error without a checking line; warnings for a password
+    /// line without use_first_pass, or one before the split line.
+    #[test]
+    fn the_split_layout_is_recognised() {
+        for good in [
+            "auth requisite pam_twofactor.so split\nauth requisite pam_unix.so use_first_pass\nauth required pam_twofactor.so\n",
+            "auth requisite pam_twofactor.so split config=/etc/tf.toml\nauth [success=ok default=die] pam_unix.so try_first_pass\nauth required pam_twofactor.so config=/etc/tf.toml\n",
+        ] {
+            assert_eq!(one(good), Vec::<&str>::new(), "{good:?}");
+        }
+        let cases: [(&'static str, &[&str]); 5] = [
+            (
+                "auth requisite pam_twofactor.so split\nauth requisite pam_unix.so use_first_pass\n",
+                &["split-unchecked"],
+            ),
+            (
+                "auth requisite pam_twofactor.so split\nauth requisite pam_unix.so\nauth required pam_twofactor.so\n",
+                &["split-password-prompts"],
+            ),
+            (
+                "auth requisite pam_twofactor.so split\nauth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth required pam_twofactor.so\n",
+                &["split-password-prompts"],
+            ),
+            (
+                "auth requisite pam_unix.so\nauth requisite pam_twofactor.so split\nauth required pam_twofactor.so\n",
+                &["split-after-password"],
+            ),
+            // The split line checks no password: a wrong one still reaches the check.
+            (
+                "auth requisite pam_twofactor.so split\nauth required pam_unix.so use_first_pass\nauth required pam_twofactor.so\n",
+                &["password-not-requisite"],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(one(text), want.to_vec(), "{text:?}");
+        }
+        let found = check(
+            &Files(HashMap::from([(
+                "svc",
+                "auth requisite pam_twofactor.so split\nauth requisite pam_unix.so use_first_pass\n",
+            )])),
+            "svc",
+        );
+        assert_eq!(found[0].severity, Level::Error, "{found:?}");
     }
 
     /// RHEL and Fedora: `auth substack password-auth` then the module. A `sufficient`

@@ -183,6 +183,7 @@ pub fn sshd_policy(policy: &Policy, root: Option<(&Requirement, &UserFacts)>) ->
     SshdPolicy {
         anyone_required: policy.all_users || !policy.groups.is_empty() || !policy.users.is_empty(),
         root_unenrolled: root.is_some_and(|(req, state)| req.required && !state.is_enrolled()),
+        one_prompt: false,
     }
 }
 

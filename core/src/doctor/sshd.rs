@@ -90,6 +90,9 @@ pub struct SshdPolicy {
     pub anyone_required: bool,
     /// A rule requires 2FA for root, and root has no authenticator yet.
     pub root_unenrolled: bool,
+    /// sshd's auth stack has the one-prompt layout (`pam_twofactor.so split`): the
+    /// password method carries the code after the password.
+    pub one_prompt: bool,
 }
 
 /// Findings for sshd; `origin` says where the settings came from.
@@ -105,7 +108,7 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
             "set UsePAM yes",
         ));
     }
-    if !s.kbd_interactive {
+    if !s.kbd_interactive && !(policy.one_prompt && s.password) {
         f.push(Finding::new(
             Level::Error,
             "sshd-kbdint",
@@ -114,7 +117,7 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
             "set KbdInteractiveAuthentication yes",
         ));
     }
-    if s.password && !s.methods_require_kbd() {
+    if s.password && !s.methods_require_kbd() && !policy.one_prompt {
         f.push(Finding::new(
             Level::Warning,
             "sshd-password",
@@ -183,6 +186,7 @@ mod tests {
     const OK: SshdPolicy = SshdPolicy {
         anyone_required: true,
         root_unenrolled: false,
+        one_prompt: false,
     };
 
     #[test]
@@ -199,6 +203,7 @@ mod tests {
             SshdPolicy {
                 anyone_required: true,
                 root_unenrolled: true,
+                one_prompt: false,
             },
             "f",
         ));
@@ -222,6 +227,7 @@ mod tests {
             SshdPolicy {
                 anyone_required: false,
                 root_unenrolled: false,
+                one_prompt: false,
             },
             "f",
         );
@@ -229,6 +235,32 @@ mod tests {
             info.iter()
                 .any(|x| x.id == "sshd-pubkey" && x.severity == Level::Info)
         );
+    }
+
+    /// With the one-prompt layout in sshd's stack, the password method carries the code:
+    /// keyboard-interactive may be off, and password logins are what is meant.
+    #[test]
+    fn the_one_prompt_layout_takes_password_logins() {
+        let password_only = SshdSettings::parse(
+            "UsePAM yes\nKbdInteractiveAuthentication no\nPasswordAuthentication yes\nPubkeyAuthentication no\nPermitRootLogin no\n",
+        );
+        let one_prompt = SshdPolicy {
+            one_prompt: true,
+            ..OK
+        };
+        assert_eq!(
+            ids(&check_sshd(&password_only, one_prompt, "f")),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            ids(&check_sshd(&password_only, OK, "f")),
+            ["sshd-kbdint", "sshd-password"]
+        );
+        // Neither method on: no login reaches the stack, split or not.
+        let neither = SshdSettings::parse(
+            "UsePAM yes\nKbdInteractiveAuthentication no\nPasswordAuthentication no\nPubkeyAuthentication no\nPermitRootLogin no\n",
+        );
+        assert!(ids(&check_sshd(&neither, one_prompt, "f")).contains(&"sshd-kbdint"));
     }
 
     impl SshdSettings {
