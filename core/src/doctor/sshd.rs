@@ -108,7 +108,9 @@ pub fn check_sshd(s: &SshdSettings, policy: SshdPolicy, origin: &str) -> Vec<Fin
             "set UsePAM yes",
         ));
     }
-    if !s.kbd_interactive && !(policy.one_prompt && s.password) {
+    // The one-prompt layout needs no conversation: the password method carries the code.
+    let reaches_pam = s.kbd_interactive || (policy.one_prompt && s.password);
+    if !reaches_pam {
         f.push(Finding::new(
             Level::Error,
             "sshd-kbdint",
