@@ -568,3 +568,29 @@ fn one_prompt_takes_an_earlier_password_and_splits_once_per_authentication() {
         "the first code was used again:\n{t}"
     );
 }
+
+/// Debian: the split line before common-auth as `pam-auth-update --enable twofactor`
+/// writes it. Its pam_unix has no use_first_pass but takes the PAM_AUTHTOK the split line
+/// set (doctor warns all the same), and its module line is the checking line.
+#[test]
+fn one_prompt_before_debians_common_auth() {
+    let home = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::default();
+    let user = accounts.login_user("tfsplitdeb", &home.path().join("a"), PASSWORD);
+    let pam = Pam::with_stack(
+        &format!("[enforce]\nusers = [\"{user}\"]\n"),
+        "auth requisite {module} split\n\
+         auth [success=1 default=ignore] pam_unix.so nullok nodelay\n\
+         auth requisite pam_deny.so\n\
+         auth required pam_permit.so\n\
+         auth required {module}\n",
+    );
+    let (key, _) = pam.enrol(&user);
+    let code = oathtool(&key);
+    let (v, t) = pam.run(&user, None, &[&format!("wrong{code}")]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+    assert!(!t.contains("Wrong code"), "{t}");
+    let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD}{code}")]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert_eq!(t.matches("Password").count(), 1, "asked twice:\n{t}");
+}
