@@ -880,4 +880,22 @@ fn backup_codes_on_paper_as_pdf_and_text() {
         assert!(shown.contains(part), "{part:?} not in the PDF:\n{shown}");
         assert!(text.contains(part), "{part:?} not in the text:\n{text}");
     }
+
+    // A code read back off the page logs in through libpam, once.
+    let printed = shown
+        .split_whitespace()
+        .find(|w| w.len() == 11 && w.as_bytes()[5] == b'-')
+        .unwrap_or_else(|| panic!("no code on the page:\n{shown}"))
+        .to_string();
+    f.service("tf", "auth required {module}\n");
+    let login = |code: &str| {
+        let mut s = pamtester(&f.services(), "tf", "tfpaper", None);
+        s.send(code);
+        s.finish().1
+    };
+    let t = login(&printed);
+    assert!(t.contains("successfully authenticated"), "{printed}: {t}");
+    assert!(t.contains("9 backup codes left"), "{t}");
+    let t = login(&printed);
+    assert!(!t.contains("successfully authenticated"), "used twice: {t}");
 }
