@@ -87,17 +87,23 @@ impl World {
         steps: Vec<Step>,
     ) -> Decision {
         let mut script = Script::new(steps);
+        let (password, kept) = (self.password.clone(), self.kept.clone());
         let login = Login {
             user,
             service: "sshd",
             rhost,
             silent,
-            password: self.password.as_deref().map(str::as_bytes),
-            code_from: match &self.kept {
+            password: password.as_deref().map(str::as_bytes),
+            code_from: match &kept {
                 Some(code) => CodeFrom::OnePrompt(code.as_deref()),
                 None => CodeFrom::Prompt,
             },
         };
+        self.with_env(|env| authenticate(&mut script, &login, env).0)
+    }
+
+    /// Runs `f` with the world as the flow sees it; decisions go to `logged`.
+    fn with_env<R>(&mut self, f: impl FnOnce(&mut Env<'_>) -> R) -> R {
         let logged = &mut self.logged;
         let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
         let mut env = Env {
@@ -110,7 +116,7 @@ impl World {
             hash_cost: CHEAP,
             audit: &mut audit,
         };
-        authenticate(&mut script, &login, &mut env).0
+        f(&mut env)
     }
 
     /// The split line for `typed`, read from the one prompt: `(password, code)` when a
@@ -130,19 +136,7 @@ impl World {
             password: None,
             code_from: CodeFrom::Prompt,
         };
-        let logged = &mut self.logged;
-        let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
-        let mut env = Env {
-            config: &self.config,
-            directory: &Groups,
-            clock: &self.clock,
-            rng: &mut self.rng,
-            host: "testhost".into(),
-            store_owner: me(),
-            hash_cost: CHEAP,
-            audit: &mut audit,
-        };
-        split(&mut script, &login, &mut env, typed)
+        self.with_env(|env| split(&mut script, &login, env, typed))
             .map(|s| s.map(|s| (s.password.to_string(), s.code.to_string())))
     }
 
