@@ -174,12 +174,14 @@ AllowUsers $user
 SSHD
     "$dir/twofactor-fleet-$host" -D -e -f "$dir/sshd_config_$host" 2>"$dir/sshd_$host.log" &
     pids+=($!)
-    for _ in $(seq 50); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    # Ready when this sshd says it listens: a probe of the port could be answered by
+    # another service still holding it.
+    for _ in $(seq 100); do
+        grep -q "Server listening on 127.0.0.1 port $port" "$dir/sshd_$host.log" && break
+        kill -0 "${pids[-1]}" 2>/dev/null || break
         sleep 0.1
     done
-    # Another service on the port would answer the probe above: the demo's own sshd must be alive.
-    if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+    if ! grep -q "Server listening on 127.0.0.1 port $port" "$dir/sshd_$host.log"; then
         echo "demo-fleet: sshd for host $host did not start on port $port:" >&2
         cat "$dir/sshd_$host.log" >&2
         exit 1

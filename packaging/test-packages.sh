@@ -113,9 +113,11 @@ check "rpm: files in the root" sh -c "[ \"\$(stat -c %a '$root/usr/bin/twofactor
 # --- the demo comes up, takes an ssh login with an oathtool code, and tears down
 check "make demo (DEMO_CHECK=1)" sh -c "DEMO_CHECK=1 DEMO_PORT=2222 make demo"
 check "demo left nothing behind" sh -c "! id demo && ! test -e /etc/pam.d/twofactor-demo && ! ls -d /tmp/twofactor-demo.* 2>/dev/null"
+check "demo left no process" sh -c "! pgrep -fa '/tmp/[t]wofactor-demo\.'"
 
 # --- the fleet demo: one database, two sshd hosts, enrol on one, log in on the other
-check "make demo-fleet (DEMO_CHECK=1)" sh -c "DEMO_CHECK=1 make demo-fleet"
+# Ports of its own: nothing depends on the demo's sshd having let go of 2222.
+check "make demo-fleet (DEMO_CHECK=1)" sh -c "DEMO_CHECK=1 DEMO_PORT_A=2232 DEMO_PORT_B=2233 make demo-fleet"
 check "demo-fleet left nothing behind" sh -c "! id fleetdemo && ! test -e /etc/pam.d/twofactor-fleet-a && ! test -e /etc/pam.d/twofactor-fleet-b && ! ls -d /tmp/twofactor-fleet-demo.* 2>/dev/null"
 # The pattern cannot match its own command line: the brackets are not in the path.
 check "demo-fleet left no process" sh -c "! pgrep -fa '/tmp/[t]wofactor-fleet-demo'"
