@@ -228,11 +228,11 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     fail() { # WHAT CONVERSATION
         echo "DEMO_CHECK: $1 at $(date -u +%T) (step $(( $(date +%s) / 30 )))"
         echo "--- the ssh client saw:"
-        { grep -v '^[ █▀▄]*$' <<<"$2" | grep -v '^$' | tail -n 5; } || true
+        { grep -v '^[ █▀▄]*$' <<<"$2" | grep -v '^$' | tail -n 7; } || true
         echo "--- sshd on host A:"
-        { grep -v '^debug' "$dir/sshd_a.log" | tail -n 4; } || true
+        { grep -v '^debug' "$dir/sshd_a.log" | tail -n 3; } || true
         echo "--- PostgreSQL:"
-        tail -n 4 "$pg/data/server.log" || true
+        tail -n 3 "$pg/data/server.log" || true
         exit 1
     }
     echo

@@ -596,3 +596,26 @@ fn one_prompt_over_sshd_password_authentication() {
     assert!(!text.contains("Authentication code"), "{text}");
     println!("--- ssh, password method, password{code} ---\n{text}\n--- end ---");
 }
+
+/// A long issuer makes a large QR code: the enrolment screen then runs to several
+/// kilobytes, past expect's default 2000-byte match buffer, and the test driver must
+/// still find the key above the code prompt.
+#[test]
+fn a_large_enrolment_screen_reaches_the_driver_whole() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let user = format!("tfbig{}", tag());
+    let issuer = "Example Corporation production bastion hosts, west region";
+    let sshd = Sshd::start(&format!(
+        "[enforce]\nusers = [\"{user}\"]\n[enroll]\nissuer = \"{issuer}\"\n"
+    ));
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
+    // At the client's default LogLevel, as the demos run it.
+    let (ok, text) = sshd.login_mode(&user, PASSWORD, &[], "default");
+    assert!(ok, "enrolment failed:\n{text}");
+    assert!(
+        text.len() > 4000,
+        "the screen is small: {} bytes",
+        text.len()
+    );
+}
