@@ -110,8 +110,10 @@ impl Enrollment {
             .clone()
             .unwrap_or_else(|| host.to_string());
         // ':' separates issuer and account in the label, so it cannot appear in either.
+        // The account is the user alone: the host is in the issuer, which defaults to it,
+        // and every character left out of the URI makes the QR code smaller.
         let issuer = issuer.replace(':', "-");
-        let account = format!("{user}@{host}").replace(':', "-");
+        let account = user.replace(':', "-");
         Self {
             secret,
             params,
@@ -130,7 +132,7 @@ impl Enrollment {
         &self.params
     }
 
-    /// `issuer:user@host`, the account name apps show.
+    /// `issuer:user`, the account name apps show.
     pub fn label(&self) -> String {
         format!("{}:{}", self.issuer, self.account)
     }
@@ -140,38 +142,48 @@ impl Enrollment {
         &self.issuer
     }
 
-    /// The `otpauth://totp/...` URI that QR codes carry.
+    /// The `otpauth://totp/...` URI that QR codes carry, in the Key URI format the
+    /// authenticator apps read: `algorithm`, `digits` and `period` only where they differ
+    /// from the format's defaults (SHA1, 6, 30), so the QR code stays small.
     pub fn otpauth_uri(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm={}&digits={}&period={}",
+        let defaults = TotpParams::default();
+        let mut uri = Zeroizing::new(format!(
+            "otpauth://totp/{}:{}?secret={}&issuer={}",
             encode(&self.issuer),
             encode(&self.account),
             &*self.secret.to_base32(),
             encode(&self.issuer),
-            self.params.algorithm,
-            self.params.digits,
-            self.params.period,
-        ))
+        ));
+        if self.params.algorithm != defaults.algorithm {
+            uri.push_str(&format!("&algorithm={}", self.params.algorithm));
+        }
+        if self.params.digits != defaults.digits {
+            uri.push_str(&format!("&digits={}", self.params.digits));
+        }
+        if self.params.period != defaults.period {
+            uri.push_str(&format!("&period={}", self.params.period));
+        }
+        uri
     }
 
-    /// What to scan or type, as the login and `twofactor enroll` both show it: the QR code
-    /// (if `style` draws one), then the key in groups, the account, the code type and the
-    /// otpauth URI, for when the picture cannot be scanned.
+    /// What to scan or type, as the login and `twofactor enroll` both show it: the
+    /// account, the code type and the otpauth URI, then the QR code (if `style` draws
+    /// one), then the key in groups. What the user acts on comes last, so that with the
+    /// prompt after it, it stays on an 80x24 screen while the rest scrolls away.
     pub fn scan_or_type(&self, style: QrStyle, invert: bool) -> String {
         let uri = self.otpauth_uri();
         let p = &self.params;
         let mut t = String::new();
-        if let Some(picture) = qr::render(&uri, style, invert) {
-            t.push_str(&picture);
-            t.push('\n');
-        }
-        t.push_str(&format!("Key:     {}\n", &*self.secret.to_base32_grouped()));
         t.push_str(&format!("Account: {}\n", self.label()));
         t.push_str(&format!(
             "Type:    time-based, {}, {} digits, every {} seconds\n",
             p.algorithm, p.digits, p.period
         ));
         t.push_str(&format!("URI:     {}\n", &*uri));
+        if let Some(picture) = qr::render(&uri, style, invert) {
+            t.push_str(&picture);
+        }
+        t.push_str(&format!("Key:     {}\n", &*self.secret.to_base32_grouped()));
         t
     }
 
@@ -211,6 +223,7 @@ impl Enrollment {
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
+    use crate::totp::Algorithm;
 
     #[test]
     fn uri_has_label_issuer_and_parameters() {
@@ -222,18 +235,49 @@ mod tests {
         assert_eq!(
             *uri,
             format!(
-                "otpauth://totp/Acme%20Corp:alice%40web1?secret={}&issuer=Acme%20Corp&algorithm=SHA1&digits=6&period=30",
+                "otpauth://totp/Acme%20Corp:alice?secret={}&issuer=Acme%20Corp",
                 &*secret
             )
         );
-        assert_eq!(e.label(), "Acme Corp:alice@web1");
+        assert_eq!(e.label(), "Acme Corp:alice");
+    }
+
+    /// Only what differs from the Key URI format's defaults (SHA1, 6 digits, 30 s) is
+    /// written; each non-default is, under the names the apps read.
+    #[test]
+    fn uri_carries_only_parameters_that_differ_from_the_defaults() {
+        let config = Config::default();
+        let secret = SecretKey::generate(&mut SeededRandom::new(3)).unwrap();
+        let uri = |params: TotpParams| {
+            let e = Enrollment::with_secret(&config, secret.clone(), params, "al", "h1");
+            let uri = e.otpauth_uri().to_string();
+            uri.split_once('?').unwrap().1.to_string()
+        };
+        let base = format!("secret={}&issuer=h1", &*secret.to_base32());
+        let defaults = TotpParams::default();
+        assert_eq!(uri(defaults), base);
+        let eight = TotpParams {
+            digits: 8,
+            ..defaults
+        };
+        assert_eq!(uri(eight), format!("{base}&digits=8"));
+        let sixty = TotpParams {
+            period: 60,
+            ..defaults
+        };
+        assert_eq!(uri(sixty), format!("{base}&period=60"));
+        let sha256 = TotpParams {
+            algorithm: Algorithm::Sha256,
+            ..defaults
+        };
+        assert_eq!(uri(sha256), format!("{base}&algorithm=SHA256"));
     }
 
     #[test]
     fn issuer_defaults_to_host() {
         let e =
             Enrollment::new(&Config::default(), "bob", "db2", &mut SeededRandom::new(1)).unwrap();
-        assert_eq!(e.label(), "db2:bob@db2");
+        assert_eq!(e.label(), "db2:bob");
         assert!(!host_name().is_empty());
     }
 

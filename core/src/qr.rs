@@ -19,6 +19,9 @@ pub enum QrStyle {
 /// it keeps larger codes inside 80 columns.
 const QUIET: usize = 2;
 
+/// Terminal columns the drawing must fit.
+const COLUMNS: usize = 80;
+
 /// Draws `data` as text lines, or `None` for [`QrStyle::None`] or data too long for a
 /// QR code. Light modules are drawn as ink, which suits the usual light-on-dark
 /// terminal; `invert` draws the dark modules instead, for dark-on-light terminals.
@@ -29,14 +32,21 @@ pub fn render(data: &str, style: QrStyle, invert: bool) -> Option<String> {
     let code = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::L).ok()?;
     let width = code.width();
     let colors = code.to_colors();
-    let size = width + 2 * QUIET;
+    // ASCII takes two columns a module: a version-5 code (a typical account's URI) with
+    // two quiet modules a side would need 82. One still scans, and keeps it within 80.
+    let quiet = if style == QrStyle::Ascii && (width + 2 * QUIET) * 2 > COLUMNS {
+        1
+    } else {
+        QUIET
+    };
+    let size = width + 2 * quiet;
     // Light means "draw ink"; everything outside the symbol is the (light) quiet zone.
     let light = |x: usize, y: usize| -> bool {
-        let is_light = x < QUIET
-            || y < QUIET
-            || x >= width + QUIET
-            || y >= width + QUIET
-            || colors[(y - QUIET) * width + (x - QUIET)] == Color::Light;
+        let is_light = x < quiet
+            || y < quiet
+            || x >= width + quiet
+            || y >= width + quiet
+            || colors[(y - quiet) * width + (x - quiet)] == Color::Light;
         is_light != invert
     };
     let mut out = String::new();
@@ -108,12 +118,27 @@ mod tests {
             .lines()
             .map(|l| l.as_bytes().chunks(2).map(|c| c == b"##").collect())
             .collect();
+        let quiet = (rows.len() - w) / 2;
+        assert!(quiet >= 1 && rows.len() == w + 2 * quiet);
         for y in 0..w {
             for x in 0..w {
                 let dark = code[(x, y)] == Color::Dark;
-                assert_eq!(!rows[y + QUIET][x + QUIET], dark, "module {x},{y}");
+                assert_eq!(!rows[y + quiet][x + quiet], dark, "module {x},{y}");
             }
         }
+    }
+
+    /// The demo account's URI (a version-5 code): unicode in 21 rows, ASCII within 80
+    /// columns, one row a module.
+    #[test]
+    fn a_typical_account_fits_80_columns_in_both_styles() {
+        let uri = "otpauth://totp/twofactor%20demo:demo?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=twofactor%20demo";
+        let unicode = render(uri, QrStyle::Unicode, false).unwrap();
+        assert_eq!(unicode.lines().count(), 21);
+        let ascii = render(uri, QrStyle::Ascii, false).unwrap();
+        let width = ascii.lines().map(str::len).max().unwrap();
+        assert!(width <= 80, "{width} columns");
+        assert_eq!(ascii.lines().count(), width / 2);
     }
 
     #[test]

@@ -117,11 +117,13 @@ enum Invert {
 fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
     let mut t = String::from(
         "Add this account to an authenticator app (Google Authenticator, Microsoft\n\
-         Authenticator, FreeOTP, ...): scan the QR code, or type the key into the app.\n\n",
+         Authenticator, FreeOTP, ...): scan the QR code below, or type the key under it.\n\
+         If the picture looks garbled, type the key (or try --invert on a light terminal).\n\n",
     );
-    t.push_str(&e.scan_or_type(QrStyle::Unicode, invert == Invert::Yes));
+    // The QR code, the key and then the prompt come last, and fit an 80x24 screen.
     t.push_str(
-        "If the picture looks garbled, type the key instead (or try --invert on a light terminal).",
+        e.scan_or_type(QrStyle::Unicode, invert == Invert::Yes)
+            .trim_end(),
     );
     t
 }

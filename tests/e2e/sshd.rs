@@ -21,6 +21,7 @@ use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::postgres::{Cluster, HOSTS};
+use twofactor_testkit::screen::{Screen, decode_qr};
 use twofactor_testkit::{
     Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool, pam_wrapper_turn,
     remove_pam_wrapper_dirs, run, tag,
@@ -630,4 +631,66 @@ fn the_driver_reads_a_key_line_that_arrives_in_two_pieces() {
         .expect("expect must be installed (tests/setup)");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("LOGGED-IN-AS-u"), "{text}");
+}
+
+/// The enrolment screen in a real 80-column terminal, as a new user meets it: ssh in a
+/// tmux pane of 80x24 (unicode) or 80x44 (`enroll.qr = "ascii"`). When the setup prompt
+/// shows, the whole QR code, from its top row, is on screen with the key and the prompt,
+/// and the QR code read off the screen decodes to the account's URI.
+#[test]
+fn the_enrolment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let sshd = Sshd::start("");
+    let mut accounts = Accounts::default();
+    for (style, rows) in [("unicode", 24), ("ascii", 44)] {
+        let user = format!("tfqr{}{}", &style[..1], tag() % 1000);
+        sshd.write_config(&format!(
+            "[enforce]\nusers = [\"{user}\"]\n[enroll]\nissuer = \"twofactor demo\"\nqr = \"{style}\"\n"
+        ));
+        accounts.login_user(&user, &sshd.fixture.path().join(&user), PASSWORD);
+        let _turn = pam_wrapper_turn();
+        sshd.wait_for_idle();
+        let screen = Screen::start(
+            80,
+            rows,
+            &format!(
+                "ssh -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                 -o PubkeyAuthentication=no -o PreferredAuthentications=keyboard-interactive \
+                 {user}@127.0.0.1",
+                sshd.port
+            ),
+        );
+        screen.wait_for("Password:");
+        screen.type_line(PASSWORD);
+        let shown = screen.wait_for("Code from the app to finish setup:");
+        let text = shown.join("\n");
+        println!("--- {style}, 80x{rows}: the screen at the setup prompt ---\n{text}\n--- end ---");
+        let last = shown.iter().rposition(|l| !l.trim().is_empty()).unwrap();
+        assert!(
+            shown[last].starts_with("Code from the app to finish setup:"),
+            "the prompt is the last row:\n{text}"
+        );
+        assert!(shown[last - 1].starts_with("Key:     "), "{text}");
+        // The top row of the QR code is its quiet zone, drawn solid.
+        let ink = if style == "ascii" { '#' } else { '█' };
+        let top = shown
+            .iter()
+            .position(|l| !l.is_empty() && l.chars().all(|c| c == ink))
+            .unwrap_or_else(|| panic!("no QR top row on screen:\n{text}"));
+        println!("QR rows on screen: {} ({style})", last - 1 - top);
+        let key: String = shown[last - 1]["Key:".len()..].split_whitespace().collect();
+        let uri =
+            format!("otpauth://totp/twofactor%20demo:{user}?secret={key}&issuer=twofactor%20demo");
+        assert_eq!(decode_qr(&shown).as_deref(), Some(uri.as_str()), "{text}");
+
+        // The enrolment goes through: the key on screen gives the code.
+        screen.type_line(&oathtool(&key));
+        screen.wait_for("Press Enter once you have saved the backup codes");
+        screen.type_line("");
+        // capture-pane drops trailing spaces, so the shell's "$ " is not waited for.
+        screen.type_line("echo LOGGED-IN-AS-$(id -un)");
+        screen.wait_for(&format!("LOGGED-IN-AS-{user}"));
+        drop(screen);
+        assert!(sshd.store().load(&user).unwrap().is_enrolled());
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod postgres;
+pub mod screen;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -116,10 +116,11 @@ pub fn enrollment_text(config: &Config, e: &Enrollment) -> String {
     // OpenSSH's client puts "(user@host) " before the first line, so it stays short.
     t.push_str("Two-factor authentication is required.\nSet it up now for this account:\n");
     t.push_str(" 1. Open an authenticator app (Google Authenticator, Microsoft Authenticator,\n    FreeOTP, ...) and add an account.\n");
-    t.push_str(" 2. Scan this QR code, or type the key below into the app.\n");
+    t.push_str(" 2. Scan the QR code below, or type the key under it into the app\n    (if the picture looks garbled, type the key).\n");
     t.push_str(" 3. Enter the code the app shows.\n\n");
-    t.push_str(&e.scan_or_type(config.enroll.qr, false));
-    t.push_str("If the picture looks garbled, type the key into the app instead.");
+    // What the user acts on comes last: the QR code, the key, then the prompt, which
+    // fit an 80x24 screen while the text above scrolls away.
+    t.push_str(e.scan_or_type(config.enroll.qr, false).trim_end());
     t
 }
 
