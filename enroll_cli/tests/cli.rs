@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use twofactor_testkit::screen::{Screen, decode_qr};
-use twofactor_testkit::{Accounts, PamFixture, Session, oathtool, pamtester, tag};
+use twofactor_testkit::{Accounts, PamFixture, Session, key_shown, oathtool, pamtester, tag};
 
 const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
 
@@ -61,10 +61,8 @@ fn enrol(f: &PamFixture, args: &[&str]) -> (String, String) {
         .unwrap();
     let mut s = Session::start(child);
     s.wait_for("Code from the app: ");
-    let shown = s.wait_for("If the picture looks garbled");
-    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
-        .split_whitespace()
-        .collect();
+    let shown = s.wait_for_line("Key:");
+    let key = key_shown(&shown);
     s.send(&oathtool(&key));
     let (code, text) = s.finish();
     assert_eq!(code, Some(0), "{text}");

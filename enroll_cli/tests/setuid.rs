@@ -16,7 +16,7 @@ use twofactor_core::backend::Backend;
 use twofactor_core::random::OsRandom;
 use twofactor_testkit::conformance::now;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
-use twofactor_testkit::{Accounts, Session, oathtool, tag};
+use twofactor_testkit::{Accounts, Session, key_shown, oathtool, tag};
 
 const PASSWORD: &str = "Setuid-Pass-77";
 
@@ -356,11 +356,8 @@ fn start_enroll(s: &Setup) -> (Session, String) {
     sess.wait_for("Password: ");
     sess.send(PASSWORD);
     sess.wait_for("Code from the app: ");
-    let shown = sess.wait_for("If the picture looks garbled");
-    let key: String = shown.lines().find(|l| l.starts_with("Key:")).unwrap()["Key:".len()..]
-        .split_whitespace()
-        .collect();
-    (sess, key)
+    let shown = sess.wait_for_line("Key:");
+    (sess, key_shown(&shown))
 }
 
 /// Runs the binary as root against the test's config.

@@ -23,8 +23,8 @@ use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::postgres::{Cluster, HOSTS};
 use twofactor_testkit::screen::{Screen, decode_qr};
 use twofactor_testkit::{
-    Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, oathtool, pam_wrapper_turn,
-    remove_pam_wrapper_dirs, run, tag,
+    Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, key_shown, oathtool,
+    pam_wrapper_turn, remove_pam_wrapper_dirs, run, tag,
 };
 
 const PASSWORD: &str = "Correct-Horse-42";
@@ -203,18 +203,6 @@ impl Sshd {
     }
 }
 
-fn key_in(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.contains("Key:"))
-        .expect("key shown at enrolment");
-    line.split("Key:")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .collect()
-}
-
 fn backup_codes_in(text: &str) -> Vec<String> {
     let start = text
         .find("they are not shown again.")
@@ -248,7 +236,7 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
         text.contains('▀') || text.contains('▄'),
         "QR code arrives intact under a UTF-8 locale:\n{text}"
     );
-    let key = key_in(&text);
+    let key = key_shown(&text);
     let backups = backup_codes_in(&text);
     assert_eq!(backups.len(), 10, "{text}");
     assert!(sshd.store().load(&user).unwrap().is_enrolled());
@@ -494,7 +482,7 @@ fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
     let (ok, text) = a.login(&user, &[]);
     assert!(ok, "enrolment on host A failed:\n{text}");
     println!("--- host A: enrolment at the first login ---\n{text}\n--- end ---");
-    let key = key_in(&text);
+    let key = key_shown(&text);
     let code = fresh_code(&key, &oathtool(&key));
     let (ok, text) = b.login(&user, &[&code]);
     assert!(

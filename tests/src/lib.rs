@@ -172,6 +172,20 @@ pub fn fresh_code(key: &str, used: &str) -> String {
     }
 }
 
+/// The base32 key shown on the last "Key:" line of `text` (an enrolment screen), with
+/// the spaces of its groups taken out. A prompt from another pipe may share its line.
+pub fn key_shown(text: &str) -> String {
+    let line = text
+        .lines()
+        .rfind(|l| l.contains("Key:"))
+        .unwrap_or_else(|| panic!("no key shown:\n{text}"));
+    line.split("Key:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -247,6 +261,26 @@ impl Session {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {needle:?}; got:\n{t}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the transcript holds a whole line (ended by a newline) with `needle`
+    /// in it, and returns the transcript. Output and prompts may come on two pipes, so a
+    /// prompt can land at the start of that line.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = self.text.lock().unwrap().clone();
+            if t.split_inclusive('\n')
+                .any(|l| l.contains(needle) && l.ends_with('\n'))
+            {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for a line with {needle:?}; got:\n{t}"
             );
             thread::sleep(Duration::from_millis(20));
         }
