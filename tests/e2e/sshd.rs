@@ -21,7 +21,7 @@ use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::postgres::{Cluster, HOSTS};
-use twofactor_testkit::screen::{Screen, decode_qr};
+use twofactor_testkit::screen::{Screen, check_setup_screen};
 use twofactor_testkit::{
     Accounts, KillOnDrop, PamFixture, Syslog, free_port, fresh_code, key_shown, oathtool,
     pam_wrapper_turn, remove_pam_wrapper_dirs, run, tag,
@@ -653,23 +653,9 @@ fn the_enrolment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
         let shown = screen.wait_for("Code from the app to finish setup:");
         let text = shown.join("\n");
         println!("--- {style}, 80x{rows}: the screen at the setup prompt ---\n{text}\n--- end ---");
-        let last = shown.iter().rposition(|l| !l.trim().is_empty()).unwrap();
-        assert!(
-            shown[last].starts_with("Code from the app to finish setup:"),
-            "the prompt is the last row:\n{text}"
-        );
-        assert!(shown[last - 1].starts_with("Key:     "), "{text}");
-        // The top row of the QR code is its quiet zone, drawn solid.
-        let ink = if style == "ascii" { '#' } else { '█' };
-        let top = shown
-            .iter()
-            .position(|l| !l.is_empty() && l.chars().all(|c| c == ink))
-            .unwrap_or_else(|| panic!("no QR top row on screen:\n{text}"));
-        println!("QR rows on screen: {} ({style})", last - 1 - top);
-        let key: String = shown[last - 1]["Key:".len()..].split_whitespace().collect();
-        let uri =
-            format!("otpauth://totp/twofactor%20demo:{user}?secret={key}&issuer=twofactor%20demo");
-        assert_eq!(decode_qr(&shown).as_deref(), Some(uri.as_str()), "{text}");
+        let (key, qr_rows) =
+            check_setup_screen(&shown, "Code from the app to finish setup:", &user);
+        println!("QR rows on screen: {qr_rows} ({style})");
 
         // The enrolment goes through: the key on screen gives the code.
         screen.type_line(&oathtool(&key));

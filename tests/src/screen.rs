@@ -181,3 +181,26 @@ pub fn decode_qr(rows: &[String]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Checks an enrolment screen at its code prompt, as an 80-column terminal shows it: the
+/// prompt is the last row, the key the row above it, the whole QR code is above that
+/// from its solid top row, and the QR code read off the screen decodes to the URI of
+/// `user` under the issuer "twofactor demo". Returns the key and the QR code's rows.
+pub fn check_setup_screen(shown: &[String], prompt: &str, user: &str) -> (String, usize) {
+    let text = shown.join("\n");
+    let last = shown.iter().rposition(|l| !l.trim().is_empty()).unwrap();
+    assert!(
+        shown[last].starts_with(prompt),
+        "the prompt is the last row:\n{text}"
+    );
+    assert!(shown[last - 1].starts_with("Key:     "), "{text}");
+    let top = shown
+        .iter()
+        .position(|l| !l.is_empty() && (l.chars().all(|c| c == '█') || l.chars().all(|c| c == '#')))
+        .unwrap_or_else(|| panic!("no QR top row on screen:\n{text}"));
+    let key: String = shown[last - 1]["Key:".len()..].split_whitespace().collect();
+    let uri =
+        format!("otpauth://totp/twofactor%20demo:{user}?secret={key}&issuer=twofactor%20demo");
+    assert_eq!(decode_qr(shown).as_deref(), Some(uri.as_str()), "{text}");
+    (key, last - 1 - top)
+}
