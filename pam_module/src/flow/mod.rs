@@ -220,32 +220,79 @@ pub fn split(
     }
 }
 
-/// The length of the user's TOTP codes if a code is to be split off; the same stages
-/// as [`run`], so the split and the check agree on who has two-factor login.
+/// The length of the user's TOTP codes if a code is to be split off: through the same
+/// stages as the check ([`resolve`]), so the split and the check agree on who has
+/// two-factor login.
 fn digits_to_split(
     login: &Login<'_>,
     env: &Env<'_>,
     account: &mut Option<String>,
 ) -> Result<Option<u8>, Stop> {
+    Ok(match resolve(login, env, account)? {
+        Resolved::Decided(_) => None,
+        Resolved::Account { state, .. } => state
+            .authenticator
+            .filter(|a| a.enabled)
+            .map(|a| a.params.digits),
+    })
+}
+
+/// A login up to its state: decided already, or an account to take the next step for.
+enum Resolved {
+    /// Out of scope, exempt or unknown: decided without the store.
+    Decided(Decision),
+    /// An account that may need a code.
+    Account {
+        name: String,
+        requirement: policy::Requirement,
+        backend: Box<dyn Backend>,
+        state: UserFacts,
+    },
+}
+
+/// The stages before a step, asking only what the answer needs.
+fn resolve(
+    typed: &Login<'_>,
+    env: &Env<'_>,
+    account: &mut Option<String>,
+) -> Result<Resolved, Stop> {
     let config = env.config;
-    if login::scope_step(config, Some(login.service)).is_some()
-        || config.policy.exempts_name(login.user)
-    {
-        return Ok(None);
+    if login::scope_step(config, Some(typed.service)).is_some() {
+        return Ok(Resolved::Decided(Decision::NotApplicable(
+            Reason::OutOfScope {
+                service: typed.service.to_string(),
+            },
+        )));
     }
-    let Some(name) = env.directory.account(login.user)? else {
-        return Ok(None);
+    // Break-glass accounts are decided by the name as typed, with no lookup, so they
+    // still work when a remote directory is down.
+    if config.policy.exempts_name(typed.user) {
+        return Ok(Resolved::Decided(Decision::NotApplicable(Reason::Exempt(
+            policy::Reason::ExemptUser,
+        ))));
+    }
+    // Everything else is keyed by the account's one canonical name, so an alias
+    // (ALICE, alice@corp.example) gets neither other rules nor other state.
+    let Some(name) = env.directory.account(typed.user)? else {
+        return Ok(Resolved::Decided(Decision::Deny(Reason::UnknownAccount)));
     };
-    let requirement = config.policy.requires(&name, env.directory)?;
     *account = Some(name.clone());
-    if login::exempt_step(&requirement).is_some() {
-        return Ok(None);
+    let requirement = config.policy.requires(&name, env.directory)?;
+    // Decided before touching the store, so break-glass accounts work on a full or
+    // broken disk.
+    if let Some(Step::Exempt(r)) = login::exempt_step(&requirement) {
+        return Ok(Resolved::Decided(Decision::NotApplicable(Reason::Exempt(
+            r,
+        ))));
     }
-    let state = backend::open(config, env.store_owner)?.facts(&name)?;
-    Ok(state
-        .authenticator
-        .filter(|a| a.enabled)
-        .map(|a| a.params.digits))
+    let backend = backend::open(config, env.store_owner)?;
+    let state = backend.facts(&name)?;
+    Ok(Resolved::Account {
+        name,
+        requirement,
+        backend,
+        state,
+    })
 }
 
 fn run(
@@ -255,38 +302,20 @@ fn run(
     account: &mut Option<String>,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    // The decisions are core's (`login::next_step`); this renders them, asking in stages
-    // so that nothing is looked up or read that the answer does not need.
-    if login::scope_step(config, Some(typed.service)).is_some() {
-        return Ok(Decision::NotApplicable(Reason::OutOfScope {
-            service: typed.service.to_string(),
-        }));
-    }
-    // Break-glass accounts are decided by the name as typed, with no lookup, so they
-    // still work when a remote directory is down.
-    if config.policy.exempts_name(typed.user) {
-        return Ok(Decision::NotApplicable(Reason::Exempt(
-            policy::Reason::ExemptUser,
-        )));
-    }
-    // Everything else is keyed by the account's one canonical name, so an alias
-    // (ALICE, alice@corp.example) gets neither other rules nor other state.
-    let Some(name) = env.directory.account(typed.user)? else {
-        return Ok(Decision::Deny(Reason::UnknownAccount));
+    // The decisions are core's (`login::next_step`); this renders them.
+    let (name, requirement, backend, state) = match resolve(typed, env, account)? {
+        Resolved::Decided(decision) => return Ok(decision),
+        Resolved::Account {
+            name,
+            requirement,
+            backend,
+            state,
+        } => (name, requirement, backend, state),
     };
     let login = &Login {
         user: &name,
         ..*typed
     };
-    *account = Some(name.clone());
-    let requirement = config.policy.requires(login.user, env.directory)?;
-    // Decided before touching the store, so break-glass accounts work on a full or
-    // broken disk.
-    if let Some(Step::Exempt(r)) = login::exempt_step(&requirement) {
-        return Ok(Decision::NotApplicable(Reason::Exempt(r)));
-    }
-    let backend = backend::open(config, env.store_owner)?;
-    let state = backend.facts(login.user)?;
     let facts = LoginFacts {
         service: Some(login.service),
         rhost: login.rhost,
