@@ -22,8 +22,10 @@ pub enum CodeResult {
     BackupCode { left: usize },
     /// Wrong or expired; `locked_for` is set when this failure started a lock.
     Wrong { locked_for: Option<u64> },
-    /// A TOTP code already used (replay); counts as a failure.
-    Replayed { locked_for: Option<u64> },
+    /// A TOTP code already used (replay). It cannot log anyone in, so it neither counts
+    /// as a failure nor clears the count: one code typed into several sessions at once
+    /// must not lock its owner out.
+    Replayed,
     /// Locked: no code was checked.
     Locked { seconds_left: u64 },
     /// No enabled authenticator to check against.
@@ -121,10 +123,7 @@ pub fn apply_code_for(
             state.lockout.record_success();
             return Ok(CodeResult::Totp);
         }
-        TotpCheck::Replayed { .. } => {
-            let locked_for = state.lockout.record_failure(&config.lockout, now);
-            return Ok(CodeResult::Replayed { locked_for });
-        }
+        TotpCheck::Replayed { .. } => return Ok(CodeResult::Replayed),
         TotpCheck::Wrong => {}
     }
     if let Some(codes) = state.backup_codes.as_mut()
@@ -185,10 +184,14 @@ mod tests {
             CodeResult::Totp
         );
         assert_eq!(
-            apply_code(&mut s, &code(&key, NOW), &c, NOW + 5).unwrap(),
-            CodeResult::Replayed { locked_for: None }
+            apply_code(&mut s, "000000", &c, NOW + 4).unwrap(),
+            CodeResult::Wrong { locked_for: None }
         );
-        assert_eq!(s.lockout.failures, 1);
+        assert_eq!(
+            apply_code(&mut s, &code(&key, NOW), &c, NOW + 5).unwrap(),
+            CodeResult::Replayed
+        );
+        assert_eq!(s.lockout.failures, 1, "a replay neither counts nor clears");
         assert_eq!(
             apply_code(&mut s, &code(&key, NOW + 30), &c, NOW + 30).unwrap(),
             CodeResult::Totp
@@ -287,9 +290,10 @@ mod tests {
             store
                 .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
                 .unwrap(),
-            CodeResult::Replayed { locked_for: None }
+            CodeResult::Replayed
         );
-        assert_eq!(store.load("carol").unwrap().lockout.failures, 1);
+        // Charged before the check, and the charge taken back once it was a replay.
+        assert_eq!(store.load("carol").unwrap().lockout.failures, 0);
     }
 
     #[test]
@@ -304,7 +308,7 @@ mod tests {
         // Every code of the earlier hour is now at or before the last used step.
         assert_eq!(
             apply_code(&mut s, &code(&key, back), &c, back).unwrap(),
-            CodeResult::Replayed { locked_for: None }
+            CodeResult::Replayed
         );
         assert_eq!(
             apply_code(&mut s, &code(&key, NOW), &c, back).unwrap(),

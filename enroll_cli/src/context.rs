@@ -236,7 +236,7 @@ impl Ctx {
                 "two-factor login is locked for {} more seconds after too many wrong codes; nothing was changed",
                 seconds_left
             ))),
-            CodeResult::Replayed { .. } => Err(
+            CodeResult::Replayed => Err(
                 "that code was already used; wait for the next code and run the command again"
                     .into(),
             ),

@@ -107,8 +107,9 @@ fn run(command: &str, password: &str, codes: &[&str], done: &str) -> String {
     let screen = Screen::start(80, 24, command);
     screen.wait_for("assword");
     screen.type_line(password);
-    for code in codes {
-        screen.wait_for("Authentication code:");
+    // Each code waits for a prompt of its own: typed ahead of it, login discards it.
+    for (i, code) in codes.iter().enumerate() {
+        screen.wait_for_nth("Authentication code:", i + 1);
         screen.type_line(code);
     }
     let shown = screen.wait_for(done);

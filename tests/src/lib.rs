@@ -623,20 +623,24 @@ pub struct Syslog {
     seen: Mutex<Vec<String>>,
 }
 
-/// Builds the namespace: each entry of the real /dev bound into a tmpfs, then the socket.
+/// Builds the namespace: each entry of the real dev directory `$D` (`/dev`) bound into a
+/// tmpfs, then the socket. The real `log` is never copied, whatever it is (a socket where
+/// rsyslog runs without systemd, a symlink into /run where journald does, or nothing): a
+/// socket bound in would be a mount point that cannot be removed or replaced.
 const PRIVATE_DEV_LOG: &str = r#"
-T=$1; shift
+T=$1; D=$2; shift 2
 R=$(mktemp -d "$T/real-dev.XXXXXX")
-mount --rbind /dev "$R"
-mount -t tmpfs -o mode=0755 twofactor-test-dev /dev
+mount --rbind "$D" "$R"
+mount -t tmpfs -o mode=0755 twofactor-test-dev "$D"
 for e in "$R"/* "$R"/.[!.]*; do
   [ -e "$e" ] || [ -L "$e" ] || continue
-  n=/dev/${e##*/}
-  if [ -L "$e" ]; then cp -P "$e" "$n"
+  n=$D/${e##*/}
+  if [ "$n" = "$D/log" ]; then continue
+  elif [ -L "$e" ]; then cp -P "$e" "$n"
   elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"
   else touch "$n"; mount --bind "$e" "$n"; fi
 done
-rm -f /dev/log; touch /dev/log; mount --bind "$T/log" /dev/log
+touch "$D/log"; mount --bind "$T/log" "$D/log"
 umount -l "$R"
 rmdir "$R"
 exec "$@"
@@ -657,6 +661,11 @@ impl Syslog {
 
     /// Runs the rest of a command line in the private namespace (needs root).
     pub fn prefix(&self) -> Vec<String> {
+        self.prefix_for(Path::new("/dev"))
+    }
+
+    /// As [`Self::prefix`], with `dev` in place of `/dev` (for testing the namespace).
+    pub fn prefix_for(&self, dev: &Path) -> Vec<String> {
         [
             "unshare",
             "--mount",
@@ -667,6 +676,7 @@ impl Syslog {
             PRIVATE_DEV_LOG,
             "sh",
             self.dir.path().to_str().unwrap(),
+            dev.to_str().unwrap(),
         ]
         .map(String::from)
         .to_vec()
@@ -716,5 +726,58 @@ impl Syslog {
 impl Default for Syslog {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::UnixDatagram;
+
+    /// The private `/dev` works whatever the real `log` is: a socket (rsyslog without
+    /// systemd), a symlink (journald) or nothing (a container). A stand-in dev directory
+    /// plays `/dev`; the line sent through the private `log` reaches the test's socket,
+    /// and the real directory is left as it was.
+    #[test]
+    fn the_private_dev_log_takes_a_socket_a_symlink_or_nothing() {
+        for kind in ["socket", "symlink", "none"] {
+            let dev = tempfile::tempdir().unwrap();
+            let d = dev.path();
+            fs::write(d.join("null"), "").unwrap();
+            fs::create_dir(d.join("pts")).unwrap();
+            std::os::unix::fs::symlink("/proc/self/fd", d.join("fd")).unwrap();
+            let _real = match kind {
+                "socket" => Some(UnixDatagram::bind(d.join("log")).unwrap()),
+                "symlink" => {
+                    std::os::unix::fs::symlink("/run/systemd/journal/dev-log", d.join("log"))
+                        .unwrap();
+                    None
+                }
+                _ => None,
+            };
+            let log = Syslog::new();
+            let line = format!("private-dev-log-{kind}");
+            let check = format!(
+                "test -S {d}/log && test -f {d}/null && test -d {d}/pts && test -L {d}/fd \
+                 && logger -u {d}/log -t twofactor-test {line}",
+                d = d.display()
+            );
+            let mut argv = log.prefix_for(d);
+            argv.extend(["sh".into(), "-c".into(), check]);
+            let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{kind}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(log.wait_for(&line, 1).len(), 1, "{kind}: {:?}", log.lines());
+            let after = fs::symlink_metadata(d.join("log"));
+            match kind {
+                "socket" => assert!(after.unwrap().file_type().is_socket()),
+                "symlink" => assert!(after.unwrap().file_type().is_symlink()),
+                _ => assert!(after.is_err(), "{kind}: a log was left behind"),
+            }
+        }
     }
 }

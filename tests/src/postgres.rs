@@ -148,8 +148,20 @@ fn new_ca(dir: &Path, name: &str) {
 }
 
 impl Cluster {
-    /// Starts a cluster with TLS on and the fleet schema installed.
+    /// Starts a cluster with TLS on and the fleet schema installed, each of [`HOSTS`]
+    /// added with a role of its own (`fleet add-host`) and mapped to it in pg_ident.
     pub fn start() -> Self {
+        let cluster = Self::bare();
+        cluster.init();
+        for h in HOSTS {
+            cluster.add_host(h);
+        }
+        cluster
+    }
+
+    /// Starts a cluster with TLS on and an empty database [`DBNAME`]; pg_ident maps the
+    /// administrator's certificate only.
+    pub fn bare() -> Self {
         let dir = tempfile::Builder::new().prefix("tfpg").tempdir().unwrap();
         let d = dir.path();
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
@@ -179,7 +191,7 @@ impl Cluster {
             )
             .unwrap();
         }
-        let key = make_key(d, "fleet.key");
+        make_key(d, "fleet.key");
         let server_files = [
             "server.crt",
             "server.key",
@@ -223,22 +235,45 @@ impl Cluster {
             data.join("pg_hba.conf"),
             format!(
                 "local all {SUPERUSER} trust\n\
-                 hostssl {DBNAME} twofactor_host,twofactor_admin 127.0.0.1/32 cert map=twofactor\n"
+                 hostssl {DBNAME} +twofactor_hosts,twofactor_admin 127.0.0.1/32 cert map=twofactor\n"
             ),
         )
         .unwrap();
-        let ident: String = HOSTS
-            .iter()
-            .map(|h| format!("twofactor {h} twofactor_host\n"))
-            .chain([format!("twofactor {ADMIN} twofactor_admin\n")])
-            .collect();
-        fs::write(data.join("pg_ident.conf"), ident).unwrap();
+        fs::write(
+            data.join("pg_ident.conf"),
+            format!("twofactor {ADMIN} twofactor_admin\n"),
+        )
+        .unwrap();
         let cluster = Self { dir, port };
         cluster.pg_ctl("start");
         cluster.psql("postgres", &format!("CREATE DATABASE {DBNAME}"));
-        let report = postgresql::init(&cluster.admin_url(), None, key.to_str().unwrap()).unwrap();
-        assert_eq!(report.after, postgresql::SCHEMA_VERSION);
         cluster
+    }
+
+    /// Runs `fleet init` with the cluster's first key.
+    pub fn init(&self) -> postgresql::InitReport {
+        let key = self.path().join("fleet.key");
+        let report = postgresql::init(&self.admin_url(), None, key.to_str().unwrap()).unwrap();
+        assert_eq!(report.after, postgresql::SCHEMA_VERSION);
+        report
+    }
+
+    /// `fleet add-host NAME`, and its pg_ident line added and loaded.
+    pub fn add_host(&self, name: &str) -> postgresql::AddedHost {
+        let added = postgresql::add_host(&self.admin_url(), None, name).unwrap();
+        self.map_certificate(&added.ident_line);
+        added
+    }
+
+    /// Adds a line to pg_ident.conf and reloads the server.
+    pub fn map_certificate(&self, line: &str) {
+        append(
+            &self.path().join("data/pg_ident.conf"),
+            &format!("{line}\n"),
+        );
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The postmaster reloads on SIGHUP; the next connection sees the new file.
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
     /// The cluster's directory (certificates, key, data).

@@ -69,6 +69,35 @@ impl Screen {
             .collect()
     }
 
+    /// The pane's whole text, scrollback included: unlike the screen, it only grows, so
+    /// a count of a prompt in it tells a new prompt from one already shown.
+    pub fn history(&self) -> String {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-S", "-", "-t", "0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `needle` has been shown `count` times since the program started (a
+    /// second prompt, not the first one still on screen); returns the screen then.
+    pub fn wait_for_nth(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.history().matches(needle).count();
+            if seen >= count {
+                return self.capture();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} showed {seen} times, never {count}; the screen:\n{}",
+                self.capture().join("\n")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until `needle` is on screen; returns the screen then.
     pub fn wait_for(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(30);

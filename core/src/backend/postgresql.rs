@@ -35,7 +35,13 @@ use crate::random::Random;
 use crate::totp::{self, TotpParams};
 use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
 
+mod setup;
 mod tls;
+pub use setup::{
+    AddedHost, HOSTS_GROUP, HostEntry, InitReport, RemovedHost, RotateReport, SHARED_HOST_ROLE,
+    access_lines, add_host, catalog_problems, check_host_name, host_role, hosts, init, remove_host,
+    rotate_key,
+};
 use tls::Tls;
 
 /// How every "cannot reach the database" error starts, for the login's message.
@@ -47,7 +53,7 @@ pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, and a 
     whose certificate pg_ident.conf maps to twofactor_admin)";
 
 /// The schema version this binary speaks.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The role a connection asks for; the server maps the client certificate to it or
 /// refuses.
@@ -60,13 +66,27 @@ pub enum Role {
 }
 
 impl Role {
-    /// The PostgreSQL role name.
-    pub fn name(self) -> &'static str {
+    /// The PostgreSQL roles to log in as, in order, for a client certificate named `cn`:
+    /// a host's own role (`fleet add-host`), then the role hosts shared before schema
+    /// version 2, which a certificate keeps until its host is added.
+    pub fn logins(self, cn: Option<&str>) -> Vec<String> {
         match self {
-            Self::Host => "twofactor_host",
-            Self::Admin => "twofactor_admin",
+            Self::Host => cn
+                .map(host_role)
+                .into_iter()
+                .chain([SHARED_HOST_ROLE.to_string()])
+                .collect(),
+            Self::Admin => vec!["twofactor_admin".to_string()],
         }
     }
+}
+
+/// The CN of a certificate, if it has one.
+fn common_name(cert: &X509) -> Option<String> {
+    cert.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| String::from_utf8(e.data().as_slice().to_vec()).ok())
 }
 
 /// The fleet database, as one host (or an administrator) reaches it.
@@ -108,6 +128,15 @@ impl From<postgres::Error> for BackendError {
             None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))),
         }
     }
+}
+
+/// Whether the server refused the login itself (no mapping of this certificate to the
+/// role asked for, or no such role), as opposed to being unreachable.
+fn is_login_refused(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code() == &postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            || db.code() == &postgres::error::SqlState::INVALID_PASSWORD
+    })
 }
 
 /// An error with the errors under it (the TLS library's reason is in a source).
@@ -161,7 +190,8 @@ impl Postgresql {
         }
     }
 
-    fn tls(&self) -> Result<Tls, BackendError> {
+    /// The TLS context, and the CN of this host's certificate.
+    fn tls(&self) -> Result<(Tls, Option<String>), BackendError> {
         let s = &self.settings;
         let ca = X509::from_pem(&read_credential(&s.ca, self.owner, false)?)
             .map_err(|e| unavailable(format!("{}: {e}", s.ca.display())))?;
@@ -170,12 +200,15 @@ impl Postgresql {
         let key_pem = Zeroizing::new(read_credential(&s.key, self.owner, true)?);
         let key = PKey::private_key_from_pem(&key_pem)
             .map_err(|e| unavailable(format!("{}: {e}", s.key.display())))?;
-        Tls::new(Some(ca), Some((&cert, &key))).map_err(|e| unavailable(format!("TLS setup: {e}")))
+        let tls = Tls::new(Some(ca), Some((&cert, &key)))
+            .map_err(|e| unavailable(format!("TLS setup: {e}")))?;
+        Ok((tls, common_name(&cert)))
     }
 
     fn connect(&self) -> Result<Client, BackendError> {
         let s = &self.settings;
-        let tls = self.tls()?;
+        let (tls, cn) = self.tls()?;
+        let logins = self.role.logins(cn.as_deref());
         let mut last = String::from("no server listed");
         for (host, port) in &s.hosts {
             // Resolved here, on this thread: the client would otherwise resolve the name
@@ -198,28 +231,44 @@ impl Postgresql {
                 TargetSessionAttrs::ReadWrite
             };
             for ip in addrs {
-                let mut c = PgConfig::new();
-                c.host(host)
-                    .hostaddr(ip)
-                    .port(*port)
-                    .dbname(&s.dbname)
-                    .user(self.role.name())
-                    .ssl_mode(SslMode::Require)
-                    .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-                    .target_session_attrs(attrs)
-                    .application_name("twofactor");
-                if let Some(ms) = s.statement_timeout_ms {
-                    c.options(&format!("-c statement_timeout={ms}"));
+                let mut refused = Vec::new();
+                for user in &logins {
+                    let mut c = PgConfig::new();
+                    c.host(host)
+                        .hostaddr(ip)
+                        .port(*port)
+                        .dbname(&s.dbname)
+                        .user(user)
+                        .ssl_mode(SslMode::Require)
+                        .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
+                        .target_session_attrs(attrs)
+                        .application_name("twofactor");
+                    if let Some(ms) = s.statement_timeout_ms {
+                        c.options(&format!("-c statement_timeout={ms}"));
+                    }
+                    match c.connect(tls.clone()) {
+                        Ok(client) => return Ok(client),
+                        // The server refused this role for this certificate: the next
+                        // role may be the one it is mapped to.
+                        Err(e) if is_login_refused(&e) => refused.push(with_causes(&e)),
+                        Err(e) => {
+                            refused.clear();
+                            last = format!("{host}:{port} ({ip}): {}", with_causes(&e));
+                            break;
+                        }
+                    }
                 }
-                match c.connect(tls.clone()) {
-                    Ok(client) => return Ok(client),
-                    Err(e) => last = format!("{host}:{port} ({ip}): {}", with_causes(&e)),
+                if !refused.is_empty() {
+                    last = format!("{host}:{port} ({ip}): {}", refused.join("; then "));
                 }
             }
         }
         let hint = match self.role {
             Role::Admin => {
                 " (admin commands need a certificate that pg_ident.conf maps to twofactor_admin)"
+            }
+            Role::Host if last.contains("authentication failed") => {
+                " (a host logs in as its own role: 'twofactor fleet add-host' with its certificate's CN prints the pg_ident.conf line)"
             }
             Role::Host => "",
         };
@@ -472,9 +521,7 @@ impl Backend for Postgresql {
             "wrong" => CodeResult::Wrong {
                 locked_for: r.locked_for,
             },
-            "replayed" => CodeResult::Replayed {
-                locked_for: r.locked_for,
-            },
+            "replayed" => CodeResult::Replayed,
             "locked" => CodeResult::Locked {
                 seconds_left: r.seconds_left.unwrap_or(1),
             },
@@ -750,224 +797,4 @@ pub fn certificate_expiry(path: &std::path::Path) -> Result<u64, String> {
     let d = epoch.diff(cert.not_after()).map_err(|e| e.to_string())?;
     u64::try_from(i64::from(d.days) * 86_400 + i64::from(d.secs))
         .map_err(|_| format!("{}: expires before 1970", path.display()))
-}
-
-/// What `twofactor fleet init` ran.
-#[derive(Debug)]
-pub struct InitReport {
-    /// The schema version before (0: none).
-    pub before: i32,
-    /// The schema version now.
-    pub after: i32,
-    /// The database it is in.
-    pub dbname: String,
-    /// The current encryption key's file on the server.
-    pub key_file: String,
-}
-
-/// A superuser's connection for `fleet init` and `fleet rotate-key`: `admin_url` is a
-/// libpq-style URL or `key=value` string. Over TCP the server certificate is verified
-/// against `ca`, or the system's bundle without one; a local socket needs no TLS.
-fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client, BackendError> {
-    let config: PgConfig = admin_url.parse().map_err(|e| {
-        unavailable(format!(
-            "--admin-url: {e} (use --ca FILE instead of sslrootcert; sslmode may be disable, prefer or require)"
-        ))
-    })?;
-    let tls = Tls::with_ca_file(ca).map_err(unavailable)?;
-    config
-        .connect(tls)
-        .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
-}
-
-/// The schema version in the database (0: none yet).
-fn version_in(tx: &mut postgres::Transaction<'_>) -> Result<i32, BackendError> {
-    let exists: bool = tx
-        .query_one("SELECT to_regclass('twofactor.meta') IS NOT NULL", &[])?
-        .get(0);
-    if !exists {
-        return Ok(0);
-    }
-    Ok(tx
-        .query_one("SELECT coalesce(max(version), 0) FROM twofactor.meta", &[])?
-        .get(0))
-}
-
-/// Reads the key at `id` once, so that a missing or malformed key file fails the command
-/// that registered it, not a login; the error says how to make one.
-fn check_key(tx: &mut postgres::Transaction<'_>, id: i32, path: &str) -> Result<(), BackendError> {
-    tx.execute("SELECT twofactor.key($1)", &[&id])
-        .map_err(|e| {
-            unavailable(format!(
-                "the database server cannot use the key file {path}: {}. Make it on the database \
-             server: (umask 077; openssl rand -hex 32 > {path}); chown postgres: {path}",
-                with_causes(&e)
-            ))
-        })?;
-    Ok(())
-}
-
-/// Creates or migrates the roles, schema and functions through a superuser's connection,
-/// registering `key_file` (a path on the database server) as the encryption key when
-/// none is. Idempotent: a second run changes nothing.
-pub fn init(
-    admin_url: &str,
-    ca: Option<&std::path::Path>,
-    key_file: &str,
-) -> Result<InitReport, BackendError> {
-    let mut c = superuser(admin_url, ca)?;
-    let mut tx = c.transaction()?;
-    tx.batch_execute(BOOTSTRAP)?;
-    let ext: Vec<String> = tx
-        .query(
-            "SELECT DISTINCT quote_ident(n.nspname) FROM pg_extension e \
-             JOIN pg_namespace n ON n.oid = e.extnamespace \
-             WHERE e.extname IN ('pgcrypto', 'sslinfo')",
-            &[],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let before = version_in(&mut tx)?;
-    if before > SCHEMA_VERSION {
-        return Err(unavailable(format!(
-            "the database has schema version {before}; this twofactor knows {SCHEMA_VERSION}: upgrade twofactor first"
-        )));
-    }
-    tx.batch_execute(&SCHEMA.replace("@EXT@", &ext.join(", ")))?;
-    tx.execute(
-        "INSERT INTO twofactor.keys (path, current) SELECT $1, true \
-         WHERE NOT EXISTS (SELECT 1 FROM twofactor.keys WHERE current)",
-        &[&key_file],
-    )?;
-    let (id, path): (i32, String) = {
-        let row = tx.query_one("SELECT id, path FROM twofactor.keys WHERE current", &[])?;
-        (row.get(0), row.get(1))
-    };
-    check_key(&mut tx, id, &path)?;
-    let dbname: String = tx.query_one("SELECT current_database()::text", &[])?.get(0);
-    tx.commit()?;
-    Ok(InitReport {
-        before,
-        after: SCHEMA_VERSION,
-        dbname,
-        key_file: path,
-    })
-}
-
-/// What `twofactor fleet rotate-key` did.
-#[derive(Debug)]
-pub struct RotateReport {
-    /// Secrets now encrypted with the new key.
-    pub secrets: u64,
-    /// Unspent backup codes still hashed with an older key, by key file: those files
-    /// must stay until the codes are replaced (`twofactor backup-codes`).
-    pub codes_on_old_keys: Vec<(String, i64)>,
-}
-
-/// Makes `key_file` the current key and re-encrypts every secret with it, in one
-/// transaction. Backup codes are keyed hashes of codes the server never kept, so they
-/// cannot be re-hashed: each keeps its key until the user makes new codes.
-pub fn rotate_key(
-    admin_url: &str,
-    ca: Option<&std::path::Path>,
-    key_file: &str,
-) -> Result<RotateReport, BackendError> {
-    let mut c = superuser(admin_url, ca)?;
-    let mut tx = c.transaction()?;
-    let version = version_in(&mut tx)?;
-    if version != SCHEMA_VERSION {
-        return Err(unavailable(format!(
-            "the database has schema version {version}, this twofactor {SCHEMA_VERSION}: run 'twofactor fleet init' first"
-        )));
-    }
-    // Nothing else may change a secret meanwhile.
-    tx.batch_execute("LOCK TABLE twofactor.users, twofactor.keys IN EXCLUSIVE MODE")?;
-    let id: i32 = tx
-        .query_one(
-            "INSERT INTO twofactor.keys (path) VALUES ($1) \
-             ON CONFLICT (path) DO UPDATE SET path = EXCLUDED.path RETURNING id",
-            &[&key_file],
-        )?
-        .get(0);
-    check_key(&mut tx, id, key_file)?;
-    let secrets = tx.execute(
-        "UPDATE twofactor.users \
-            SET secret = twofactor.encrypt(twofactor.decrypt(secret, key_id), $1), key_id = $1 \
-          WHERE secret IS NOT NULL AND key_id IS DISTINCT FROM $1",
-        &[&id],
-    )?;
-    tx.execute("UPDATE twofactor.keys SET current = (id = $1)", &[&id])?;
-    let codes_on_old_keys = tx
-        .query(
-            "SELECT k.path, count(*) FROM twofactor.backup_codes b \
-               JOIN twofactor.keys k ON k.id = b.key_id \
-              WHERE b.used_at IS NULL AND b.key_id <> $1 GROUP BY k.path ORDER BY k.path",
-            &[&id],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    tx.commit()?;
-    Ok(RotateReport {
-        secrets,
-        codes_on_old_keys,
-    })
-}
-
-/// Roles and extensions, made before the schema: needs a superuser.
-const BOOTSTRAP: &str = "
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner') THEN
-        CREATE ROLE twofactor_owner NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_host') THEN
-        CREATE ROLE twofactor_host LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_admin') THEN
-        CREATE ROLE twofactor_admin LOGIN;
-    END IF;
-END $$;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS sslinfo;
-GRANT pg_read_server_files TO twofactor_owner;
-GRANT EXECUTE ON FUNCTION pg_read_file(text) TO twofactor_owner;
-";
-
-/// The schema, functions and grants (see the file's header).
-const SCHEMA: &str = include_str!("postgresql/schema.sql");
-
-/// The pg_hba.conf and pg_ident.conf lines `fleet init` asks the administrator to add.
-pub fn access_lines(dbname: &str) -> String {
-    format!(
-        "# pg_hba.conf: TLS with a client certificate, nothing else, for twofactor\n\
-         hostssl {dbname} twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor\n\
-         hostssl {dbname} twofactor_host,twofactor_admin ::/0 cert map=twofactor\n\
-         # pg_ident.conf: one line per host certificate (CN), and per administrator\n\
-         # twofactor  web1.example.com   twofactor_host\n\
-         # twofactor  admin-alice        twofactor_admin\n"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_lines_allow_only_certificates() {
-        let l = access_lines("twofactor");
-        assert!(l.contains(
-            "hostssl twofactor twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"
-        ));
-        assert!(!l.contains(" md5") && !l.contains(" trust"), "{l}");
-    }
-
-    #[test]
-    fn the_schema_is_complete_and_grants_no_table() {
-        assert!(SCHEMA.contains("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC"));
-        for f in ["h_verify", "h_enrol", "h_facts", "a_reset", "a_unlock"] {
-            assert!(SCHEMA.contains(&format!("twofactor.{f}(")), "{f}");
-        }
-        assert!(!SCHEMA.contains("GRANT SELECT"), "no table is granted");
-    }
 }

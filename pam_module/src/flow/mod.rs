@@ -463,22 +463,21 @@ fn judge(
             offer_trust(ui, login, env, backend)?;
             Decision::Allow(Reason::BackupCode { left })
         }
-        CodeResult::Wrong { locked_for } | CodeResult::Replayed { locked_for } => {
-            let replay = matches!(result, CodeResult::Replayed { .. });
+        CodeResult::Replayed => {
+            let recorded = Decision::Deny(Reason::Replay);
+            (env.audit)(&recorded, Some(login.user));
+            ui.logged = Some(recorded);
+            ui.error(&messages::replayed(period))?;
+            return Ok(Judged::Again(Reason::Replay));
+        }
+        CodeResult::Wrong { locked_for } => {
             // Logged now: the failure is recorded, and the user may hang up next.
-            let recorded = Decision::Deny(if replay {
-                Reason::Replay
-            } else {
-                Reason::WrongCode { locked_for }
-            });
+            let recorded = Decision::Deny(Reason::WrongCode { locked_for });
             (env.audit)(&recorded, Some(login.user));
             ui.logged = Some(recorded);
             if let Some(seconds) = locked_for {
                 ui.error(&messages::locked(login.user, seconds))?;
                 Decision::Deny(Reason::WrongCode { locked_for })
-            } else if replay {
-                ui.error(&messages::replayed(period))?;
-                return Ok(Judged::Again(Reason::Replay));
             } else {
                 ui.error(messages::WRONG_CODE)?;
                 return Ok(Judged::Again(Reason::WrongCode { locked_for: None }));

@@ -1,0 +1,799 @@
+//! Setting up and looking after the fleet database through a superuser's connection:
+//! `fleet init` (roles, the numbered migrations, functions), `fleet rotate-key`, one
+//! login role per host (`fleet add-host`, `hosts`, `remove-host`), and the catalog check
+//! that `fleet init` and `doctor` share.
+
+use postgres::config::{Host, SslMode};
+use postgres::{Client, Config as PgConfig, GenericClient, Transaction};
+use sha2::{Digest, Sha256};
+
+use super::tls::Tls;
+use super::{SCHEMA_VERSION, SERVER_UNREACHABLE, unavailable, with_causes};
+use crate::backend::BackendError;
+use crate::store::MAX_USER_LEN;
+
+/// Roles and what PUBLIC may no longer do, run before the migrations: needs a superuser.
+const BOOTSTRAP: &str = include_str!("bootstrap.sql");
+
+/// The numbered migrations, each taking the schema to its version.
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, include_str!("001_initial.sql")),
+    (2, include_str!("002_hosts_keys_pending.sql")),
+];
+
+/// Every function, applied after the migrations on each run.
+const FUNCTIONS: &str = include_str!("functions.sql");
+
+/// The extensions the functions use, kept in a schema of their own.
+const EXTENSIONS: [&str; 2] = ["pgcrypto", "sslinfo"];
+/// That schema: only twofactor_owner may use it, and only the superuser create in it.
+const EXTENSION_SCHEMA: &str = "twofactor_ext";
+
+/// The group role holding the hosts' grants; each host's login role is a member.
+pub const HOSTS_GROUP: &str = "twofactor_hosts";
+/// The login role every host shared before version 2; kept for certificates mapped to it.
+pub const SHARED_HOST_ROLE: &str = "twofactor_host";
+/// How each host's own role name starts.
+pub const HOST_ROLE_PREFIX: &str = "tf_host_";
+/// The longest host name (a DNS name) `fleet add-host` takes.
+pub const MAX_HOST_NAME: usize = 253;
+/// PostgreSQL's longest identifier, in bytes.
+const MAX_ROLE_NAME: usize = 63;
+/// Connections one host may hold at once: a rooted host cannot take every slot.
+pub const HOST_CONNECTION_LIMIT: u32 = 100;
+
+/// The functions with the user-name limit of core filled in.
+fn functions_sql() -> String {
+    FUNCTIONS.replace("@MAX_USER_LEN@", &MAX_USER_LEN.to_string())
+}
+
+/// A superuser's connection for the `fleet` commands: `admin_url` is a libpq-style URL or
+/// `key=value` string. A Unix socket needs no TLS. Over TCP the server's certificate is
+/// always verified, against `ca` or the system's bundle, and a server that refuses TLS
+/// gets no password: `sslmode=prefer` would hand it to anyone who can answer "no TLS".
+pub fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client, BackendError> {
+    let mut config: PgConfig = admin_url.parse().map_err(|e| {
+        unavailable(format!(
+            "--admin-url: {e} (use --ca FILE instead of sslrootcert; over TCP TLS is always required)"
+        ))
+    })?;
+    let tcp = config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(_)));
+    if tcp {
+        if config.get_ssl_mode() == SslMode::Disable {
+            return Err(unavailable(
+                "--admin-url: sslmode=disable over TCP would send the superuser's password in the clear; \
+                 use TLS, or the server's Unix socket (host=/var/run/postgresql)",
+            ));
+        }
+        config.ssl_mode(SslMode::Require);
+    }
+    let tls = Tls::with_ca_file(ca).map_err(unavailable)?;
+    config
+        .connect(tls)
+        .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
+}
+
+/// The schema version in the database (0: none yet).
+fn version_in(tx: &mut impl GenericClient) -> Result<i32, BackendError> {
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('twofactor.meta') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(tx
+        .query_one("SELECT coalesce(max(version), 0) FROM twofactor.meta", &[])?
+        .get(0))
+}
+
+/// Reads the key at `id` once, so that a missing or malformed key file fails the command
+/// that registered it, not a login; the error says how to make one.
+fn check_key(tx: &mut Transaction<'_>, id: i32, path: &str) -> Result<(), BackendError> {
+    tx.execute("SELECT twofactor.key($1)", &[&id])
+        .map_err(|e| {
+            unavailable(format!(
+                "the database server cannot use the key file {path}: {}. Make it on the database \
+             server: (umask 077; openssl rand -hex 32 > {path}); chown postgres: {path}",
+                with_causes(&e)
+            ))
+        })?;
+    Ok(())
+}
+
+/// What `twofactor fleet init` ran.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The schema version before (0: none).
+    pub before: i32,
+    /// The schema version now.
+    pub after: i32,
+    /// The database it is in.
+    pub dbname: String,
+    /// The current encryption key's file on the server.
+    pub key_file: String,
+    /// What the catalog check found wrong before this run (all of it is fixed now).
+    pub fixed: Vec<String>,
+}
+
+/// Puts pgcrypto and sslinfo in their own schema: created there, or moved there when the
+/// database holds nothing else that could use them where they are.
+fn place_extensions(tx: &mut Transaction<'_>) -> Result<(), BackendError> {
+    for ext in EXTENSIONS {
+        let at: Option<String> = tx
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e \
+                 JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1",
+                &[&ext],
+            )?
+            .map(|r| r.get(0));
+        match at.as_deref() {
+            None => {
+                tx.batch_execute(&format!("CREATE EXTENSION {ext} SCHEMA {EXTENSION_SCHEMA}"))?
+            }
+            Some(EXTENSION_SCHEMA) => {}
+            Some(schema) => {
+                let others = foreign_objects(tx)?;
+                if !others.is_empty() {
+                    return Err(unavailable(format!(
+                        "{ext} is installed in schema {schema}, and this database holds objects \
+                         that are not twofactor's ({}), which may use it there. twofactor moves \
+                         {ext} into a schema of its own that no host can create in, and will not \
+                         move it under someone else's feet: give twofactor a database of its own \
+                         (createdb twofactor) and run fleet init there",
+                        others.join(", ")
+                    )));
+                }
+                tx.batch_execute(&format!(
+                    "ALTER EXTENSION {ext} SET SCHEMA {EXTENSION_SCHEMA}"
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Up to five objects of the database (tables, views, sequences, functions) outside
+/// twofactor's schemas that belong to no extension.
+fn foreign_objects(tx: &mut Transaction<'_>) -> Result<Vec<String>, BackendError> {
+    Ok(tx
+        .query(
+            "WITH ours(n) AS (VALUES ('twofactor'), ('twofactor_ext'), ('twofactor_keys'), \
+                                     ('pg_catalog'), ('information_schema')), \
+             objs AS ( \
+               SELECT c.oid, 'pg_class'::regclass AS cls, c.oid::regclass::text AS what \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                WHERE n.nspname NOT IN (SELECT n FROM ours) AND n.nspname NOT LIKE 'pg_%' \
+                  AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S') \
+               UNION ALL \
+               SELECT p.oid, 'pg_proc'::regclass, p.oid::regprocedure::text \
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                WHERE n.nspname NOT IN (SELECT n FROM ours) AND n.nspname NOT LIKE 'pg_%') \
+             SELECT what FROM objs o WHERE NOT EXISTS ( \
+               SELECT 1 FROM pg_depend d WHERE d.classid = o.cls AND d.objid = o.oid \
+                  AND d.deptype = 'e') \
+             ORDER BY what LIMIT 5",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Creates or migrates the roles, schema and functions through a superuser's connection,
+/// registering `key_file` (a path on the database server) as the encryption key when
+/// none is. Applies the migrations the database has not had, in order, then every
+/// function, in one transaction; the catalog check must then find nothing, or nothing is
+/// kept. Idempotent: a second run changes nothing.
+pub fn init(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    key_file: &str,
+) -> Result<InitReport, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    let before = version_in(&mut tx)?;
+    if before > SCHEMA_VERSION {
+        return Err(unavailable(format!(
+            "the database has schema version {before}; this twofactor knows {SCHEMA_VERSION}: upgrade twofactor first"
+        )));
+    }
+    let fixed = if before > 0 {
+        catalog_problems(&mut tx)?
+    } else {
+        Vec::new()
+    };
+    tx.batch_execute(BOOTSTRAP)?;
+    place_extensions(&mut tx)?;
+    for (version, sql) in MIGRATIONS {
+        if version > before {
+            tx.batch_execute(sql)?;
+        }
+    }
+    tx.batch_execute(&functions_sql())?;
+    tx.execute(
+        "INSERT INTO twofactor.meta (version) VALUES ($1) \
+         ON CONFLICT (id) DO UPDATE SET version = greatest(twofactor.meta.version, $1)",
+        &[&SCHEMA_VERSION],
+    )?;
+    let has_key: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM twofactor.keys WHERE current)",
+            &[],
+        )?
+        .get(0);
+    if !has_key {
+        register_key(&mut tx, key_file, true)?;
+    }
+    let (id, path): (i32, String) = {
+        let row = tx.query_one(
+            "SELECT k.id, f.path FROM twofactor.keys k \
+             JOIN twofactor_keys.files f ON f.id = k.id WHERE k.current",
+            &[],
+        )?;
+        (row.get(0), row.get(1))
+    };
+    check_key(&mut tx, id, &path)?;
+    let left = catalog_problems(&mut tx)?;
+    if !left.is_empty() {
+        return Err(unavailable(format!(
+            "fleet init left the database unsafe, so nothing was changed: {}",
+            left.join("; ")
+        )));
+    }
+    let dbname: String = tx.query_one("SELECT current_database()::text", &[])?.get(0);
+    tx.commit()?;
+    Ok(InitReport {
+        before,
+        after: SCHEMA_VERSION,
+        dbname,
+        key_file: path,
+        fixed,
+    })
+}
+
+/// Registers `path` as a key file (the superuser's registry, which the owner cannot
+/// write) and as a key the owner knows by id; returns the id.
+fn register_key(tx: &mut Transaction<'_>, path: &str, current: bool) -> Result<i32, BackendError> {
+    let known: Option<i32> = tx
+        .query_opt(
+            "SELECT id FROM twofactor_keys.files WHERE path = $1",
+            &[&path],
+        )?
+        .map(|r| r.get(0));
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let id: i32 = tx
+                .query_one(
+                    "INSERT INTO twofactor.keys (current) VALUES ($1) RETURNING id",
+                    &[&current],
+                )?
+                .get(0);
+            tx.execute(
+                "INSERT INTO twofactor_keys.files (id, path) VALUES ($1, $2)",
+                &[&id, &path],
+            )?;
+            id
+        }
+    };
+    Ok(id)
+}
+
+/// What `twofactor fleet rotate-key` did.
+#[derive(Debug)]
+pub struct RotateReport {
+    /// Secrets now encrypted with the new key.
+    pub secrets: u64,
+    /// Unspent backup codes still hashed with an older key, by key file: those files
+    /// must stay until the codes are replaced (`twofactor backup-codes`).
+    pub codes_on_old_keys: Vec<(String, i64)>,
+}
+
+/// Makes `key_file` the current key and re-encrypts every secret with it, in one
+/// transaction. Backup codes are keyed hashes of codes the server never kept, so they
+/// cannot be re-hashed: each keeps its key until the user makes new codes.
+pub fn rotate_key(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    key_file: &str,
+) -> Result<RotateReport, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    let version = version_in(&mut tx)?;
+    if version != SCHEMA_VERSION {
+        return Err(unavailable(format!(
+            "the database has schema version {version}, this twofactor {SCHEMA_VERSION}: run 'twofactor fleet init' first"
+        )));
+    }
+    // Nothing else may change a secret meanwhile.
+    tx.batch_execute("LOCK TABLE twofactor.users, twofactor.keys IN EXCLUSIVE MODE")?;
+    let id = register_key(&mut tx, key_file, false)?;
+    check_key(&mut tx, id, key_file)?;
+    let secrets = tx.execute(
+        "UPDATE twofactor.users \
+            SET secret = twofactor.encrypt(twofactor.decrypt(secret, key_id), $1), key_id = $1 \
+          WHERE secret IS NOT NULL AND key_id IS DISTINCT FROM $1",
+        &[&id],
+    )?;
+    tx.execute("UPDATE twofactor.keys SET current = (id = $1)", &[&id])?;
+    let codes_on_old_keys = tx
+        .query(
+            "SELECT f.path, count(*) FROM twofactor.backup_codes b \
+               JOIN twofactor_keys.files f ON f.id = b.key_id \
+              WHERE b.used_at IS NULL AND b.key_id <> $1 GROUP BY f.path ORDER BY f.path",
+            &[&id],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    tx.commit()?;
+    Ok(RotateReport {
+        secrets,
+        codes_on_old_keys,
+    })
+}
+
+/// The catalog check: everything that keeps a connecting role from running code as
+/// another, read from the system catalogs (never from our own source or functions, which
+/// are what is being checked). Each finding is a sentence; none means all is well. Any
+/// role may run it: `doctor` runs it as the host.
+pub fn catalog_problems(c: &mut impl GenericClient) -> Result<Vec<String>, BackendError> {
+    Ok(c.query(CATALOG_CHECK, &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// One row per problem.
+const CATALOG_CHECK: &str = r"
+WITH ours AS (
+    SELECT p.oid, p.oid::regprocedure::text AS f,
+           (SELECT substr(c, 13) FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') AS sp
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname IN ('twofactor', 'twofactor_keys')
+), paths AS (
+    SELECT f, oid, sp, string_to_array(replace(coalesce(sp, ''), ' ', ''), ',') AS parts FROM ours
+), hostish AS (
+    SELECT r.oid, r.rolname FROM pg_roles r
+     WHERE r.rolname IN ('twofactor_hosts', 'twofactor_host', 'twofactor_admin')
+        OR (EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'twofactor_hosts')
+            AND pg_has_role(r.oid, 'twofactor_hosts', 'MEMBER') AND NOT r.rolsuper)
+)
+SELECT format('function %s: search_path is %s; it must list only twofactor''s schemas and pg_catalog, with pg_temp last',
+              f, coalesce(sp, 'not pinned'))
+  FROM paths
+ WHERE sp IS NULL OR parts[array_length(parts, 1)] <> 'pg_temp'
+    OR NOT parts <@ ARRAY['pg_catalog', 'twofactor', 'twofactor_ext', 'twofactor_keys', 'pg_temp']
+UNION ALL
+SELECT format('function %s: PUBLIC may execute it', f) FROM ours
+ WHERE has_function_privilege('public', oid, 'EXECUTE')
+UNION ALL
+SELECT format('PUBLIC may %s in database %s', p, current_database())
+  FROM unnest(ARRAY['TEMPORARY', 'CREATE']) p
+ WHERE has_database_privilege('public', current_database(), p)
+UNION ALL
+SELECT format('PUBLIC may create in schema %s', n.nspname)
+  FROM pg_namespace n
+ WHERE n.nspname IN ('public', 'twofactor', 'twofactor_ext', 'twofactor_keys')
+   AND has_schema_privilege('public', n.oid, 'CREATE')
+UNION ALL
+SELECT format('role %s may create in schema %s', h.rolname, n.nspname)
+  FROM hostish h CROSS JOIN pg_namespace n
+ WHERE n.nspname IN ('public', 'twofactor', 'twofactor_ext', 'twofactor_keys')
+   AND has_schema_privilege(h.oid, n.oid, 'CREATE')
+UNION ALL
+SELECT format('role %s may %s in database %s', h.rolname, p, current_database())
+  FROM hostish h CROSS JOIN unnest(ARRAY['TEMPORARY', 'CREATE']) p
+ WHERE has_database_privilege(h.oid, current_database(), p)
+UNION ALL
+SELECT format('extension %s is in schema %s, not twofactor_ext', e.extname, n.nspname)
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ WHERE e.extname IN ('pgcrypto', 'sslinfo') AND n.nspname <> 'twofactor_ext'
+UNION ALL
+SELECT format('extension %s is not installed', x) FROM unnest(ARRAY['pgcrypto', 'sslinfo']) x
+ WHERE NOT EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = x)
+UNION ALL
+SELECT format('twofactor_owner is a member of %s', g)
+  FROM unnest(ARRAY['pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program']) g
+ WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner')
+   AND pg_has_role('twofactor_owner', g, 'MEMBER')
+UNION ALL
+SELECT format('twofactor_owner may execute %s', p.oid::regprocedure)
+  FROM pg_proc p
+ WHERE p.proname IN ('pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_file')
+   AND p.pronamespace = 'pg_catalog'::regnamespace
+   AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner')
+   AND has_function_privilege('twofactor_owner', p.oid, 'EXECUTE')
+UNION ALL
+SELECT format('role %s is superuser, or may create roles or bypass row security', r.rolname)
+  FROM pg_roles r
+ WHERE r.rolname IN ('twofactor_owner', 'twofactor_keyreader', 'twofactor_admin')
+   AND (r.rolsuper OR r.rolcreaterole OR r.rolbypassrls)
+UNION ALL
+SELECT format('role %s is superuser, or may create roles or bypass row security', h.rolname)
+  FROM hostish h JOIN pg_roles r ON r.oid = h.oid
+ WHERE r.rolcreaterole OR r.rolbypassrls
+UNION ALL
+SELECT format('role %s can act as %s', r.rolname, g)
+  FROM pg_roles r CROSS JOIN unnest(ARRAY['twofactor_owner', 'twofactor_keyreader']) g
+ WHERE EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = g)
+   AND r.rolname <> g AND NOT r.rolsuper AND pg_has_role(r.oid, g, 'MEMBER')
+UNION ALL
+SELECT 'functions twofactor_owner creates later would be executable by PUBLIC (no ALTER DEFAULT PRIVILEGES ... REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)'
+ WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner')
+   AND NOT EXISTS (SELECT 1 FROM pg_default_acl d
+                    WHERE d.defaclrole = 'twofactor_owner'::regrole AND d.defaclobjtype = 'f'
+                      AND d.defaclnamespace = 0
+                      AND NOT EXISTS (SELECT 1 FROM unnest(d.defaclacl) a
+                                       WHERE a::text ~ '^=[^/]*X'))
+UNION ALL
+SELECT format('function twofactor_keys.read(integer) is owned by %s, not twofactor_keyreader',
+              p.proowner::regrole)
+  FROM pg_proc p
+ WHERE p.oid = to_regprocedure('twofactor_keys.read(integer)')
+   AND p.proowner <> 'twofactor_keyreader'::regrole
+";
+
+/// The role a host named `host` (its certificate's CN) logs in as: `tf_host_` and the
+/// name itself when it is a plain lower-case identifier, else a readable form of it and
+/// eight hex digits of its SHA-256, so that distinct names never share a role.
+pub fn host_role(host: &str) -> String {
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain && HOST_ROLE_PREFIX.len() + host.len() <= MAX_ROLE_NAME {
+        return format!("{HOST_ROLE_PREFIX}{host}");
+    }
+    let digest = Sha256::digest(host.as_bytes());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let room = MAX_ROLE_NAME - HOST_ROLE_PREFIX.len() - 1 - tag.len();
+    let readable: String = host
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .take(room)
+        .collect();
+    format!("{HOST_ROLE_PREFIX}{readable}_{tag}")
+}
+
+/// Refuses a host name `fleet add-host` must not take: not a DNS-style name, too long, or
+/// one that could pass for one of twofactor's or PostgreSQL's own roles.
+pub fn check_host_name(host: &str) -> Result<(), String> {
+    if host.is_empty() || host.len() > MAX_HOST_NAME {
+        return Err(format!(
+            "a host name has 1 to {MAX_HOST_NAME} characters, not {}",
+            host.len()
+        ));
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "{:?}: a host name has letters, digits, '.', '-' and '_' only, not {:?}",
+            crate::text::printable(host),
+            c
+        ));
+    }
+    if host.starts_with(['.', '-']) {
+        return Err(format!("{host}: a host name starts with a letter or digit"));
+    }
+    let lower = host.to_ascii_lowercase();
+    if lower.starts_with("twofactor") || lower.starts_with("pg_") || lower == "postgres" {
+        return Err(format!(
+            "{host}: names starting with twofactor or pg_, and postgres, are reserved for the database's own roles"
+        ));
+    }
+    Ok(())
+}
+
+/// What `fleet add-host` did.
+#[derive(Debug)]
+pub struct AddedHost {
+    /// The host's name: its certificate's CN.
+    pub host: String,
+    /// The login role made for it.
+    pub role: String,
+    /// False when the host was there already (nothing changed).
+    pub created: bool,
+    /// The pg_ident.conf line that maps its certificate to its role.
+    pub ident_line: String,
+}
+
+/// Creates the login role of host `host` (its certificate's CN), a member of the hosts'
+/// group, with per-role limits on its sessions. Refuses a name taken by another host or
+/// mapped in pg_ident.conf to another role.
+pub fn add_host(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    host: &str,
+) -> Result<AddedHost, BackendError> {
+    check_host_name(host).map_err(BackendError::Refused)?;
+    let role = host_role(host);
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    need_current_schema(&mut tx)?;
+    let known: Option<String> = tx
+        .query_opt("SELECT host FROM twofactor.hosts WHERE role = $1", &[&role])?
+        .map(|r| r.get(0));
+    let ident_line = format!("twofactor  {host}  {role}");
+    match known.as_deref() {
+        Some(h) if h == host => {
+            return Ok(AddedHost {
+                host: host.into(),
+                role,
+                created: false,
+                ident_line,
+            });
+        }
+        Some(other) => {
+            return Err(BackendError::Refused(format!(
+                "role {role} belongs to host {}; choose another name for {host}",
+                crate::text::printable(other)
+            )));
+        }
+        None => {}
+    }
+    let role_exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&role],
+        )?
+        .get(0);
+    if role_exists {
+        return Err(BackendError::Refused(format!(
+            "a role named {role} already exists and is not a twofactor host; drop it or choose another name"
+        )));
+    }
+    // A certificate name already mapped elsewhere (the administrator's, say) must not
+    // become a host too. pg_ident_file_mappings shows what the server has loaded.
+    let mapped: Vec<String> = tx
+        .query(
+            "SELECT pg_username FROM pg_ident_file_mappings \
+              WHERE map_name = 'twofactor' AND sys_name = $1 AND pg_username <> $2",
+            &[&host, &role],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(other) = mapped.iter().find(|r| r.as_str() != SHARED_HOST_ROLE) {
+        return Err(BackendError::Refused(format!(
+            "pg_ident.conf maps the certificate name {host} to {}; a host must have a name of its own",
+            crate::text::printable(other)
+        )));
+    }
+    tx.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN CONNECTION LIMIT {HOST_CONNECTION_LIMIT} IN ROLE {HOSTS_GROUP}; \
+         ALTER ROLE {role} SET statement_timeout = '10s'; \
+         ALTER ROLE {role} SET lock_timeout = '2s'; \
+         ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'"
+    ))?;
+    tx.execute(
+        "INSERT INTO twofactor.hosts (role, host) VALUES ($1, $2)",
+        &[&role, &host],
+    )?;
+    tx.commit()?;
+    Ok(AddedHost {
+        host: host.into(),
+        role,
+        created: true,
+        ident_line,
+    })
+}
+
+fn need_current_schema(tx: &mut Transaction<'_>) -> Result<(), BackendError> {
+    let v = version_in(tx)?;
+    if v == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(unavailable(format!(
+            "the database has schema version {v}, this twofactor {SCHEMA_VERSION}: run 'twofactor fleet init' first"
+        )))
+    }
+}
+
+/// One host as `fleet hosts` lists it.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    /// Its name (certificate CN), or the shared role's name for certificates still
+    /// mapped to it.
+    pub host: String,
+    /// The role it logs in as.
+    pub role: String,
+    /// When it was added (Unix seconds); none for the shared role.
+    pub added_at: Option<i64>,
+    /// Its last audited action (Unix seconds).
+    pub last_seen: Option<i64>,
+    /// Its sessions now.
+    pub sessions: i64,
+    /// Its sessions inside a transaction, with the oldest transaction's age in seconds:
+    /// a host can hold a user's row for as long as its transaction stays open.
+    pub open_transactions: i64,
+    /// The age of its oldest open transaction, in seconds.
+    pub oldest_transaction_s: Option<f64>,
+}
+
+/// Every host role, with its sessions and open transactions.
+pub fn hosts(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<Vec<HostEntry>, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    need_current_schema(&mut tx)?;
+    let rows = tx.query(
+        "WITH roles AS ( \
+           SELECT h.host, h.role, extract(epoch FROM h.added_at)::bigint AS added_at FROM twofactor.hosts h \
+           UNION ALL \
+           SELECT $1, $1, NULL FROM pg_roles WHERE rolname = $1) \
+         SELECT r.host, r.role, r.added_at, \
+                (SELECT extract(epoch FROM max(a.at))::bigint FROM twofactor.audit a \
+                  WHERE a.role = r.role AND (r.role = $1 OR a.host = r.host)), \
+                (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role), \
+                (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role AND s.xact_start IS NOT NULL), \
+                (SELECT extract(epoch FROM now() - min(s.xact_start))::float8 FROM pg_stat_activity s \
+                  WHERE s.usename = r.role AND s.xact_start IS NOT NULL) \
+           FROM roles r ORDER BY r.host",
+        &[&SHARED_HOST_ROLE],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| HostEntry {
+            host: r.get(0),
+            role: r.get(1),
+            added_at: r.get(2),
+            last_seen: r.get(3),
+            sessions: r.get(4),
+            open_transactions: r.get(5),
+            oldest_transaction_s: r.get(6),
+        })
+        .collect())
+}
+
+/// What `fleet remove-host` did.
+#[derive(Debug)]
+pub struct RemovedHost {
+    /// The host's role, now dropped.
+    pub role: String,
+    /// Its sessions that were ended.
+    pub sessions_ended: i64,
+}
+
+/// Ends host `host`'s sessions and drops its role: `DROP ROLE` alone would leave its
+/// open sessions, and any transaction holding a user's row, running.
+pub fn remove_host(
+    admin_url: &str,
+    ca: Option<&std::path::Path>,
+    host: &str,
+) -> Result<RemovedHost, BackendError> {
+    let mut c = superuser(admin_url, ca)?;
+    let mut tx = c.transaction()?;
+    need_current_schema(&mut tx)?;
+    let role: String = tx
+        .query_opt(
+            "SELECT role FROM twofactor.hosts WHERE host = $1 OR role = $1",
+            &[&host],
+        )?
+        .map(|r| r.get(0))
+        .ok_or_else(|| {
+            BackendError::Refused(format!(
+                "no host named {} ('twofactor fleet hosts' lists them)",
+                crate::text::printable(host)
+            ))
+        })?;
+    // No new session may start while the old ones are ended.
+    tx.batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))?;
+    tx.commit()?;
+    let ended: i64 = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) \
+               FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )?
+        .get(0);
+    let mut tx = c.transaction()?;
+    tx.execute("DELETE FROM twofactor.hosts WHERE role = $1", &[&role])?;
+    tx.batch_execute(&format!("DROP ROLE {role}"))?;
+    tx.commit()?;
+    Ok(RemovedHost {
+        role,
+        sessions_ended: ended,
+    })
+}
+
+/// The pg_hba.conf and pg_ident.conf lines `fleet init` asks the administrator to add.
+pub fn access_lines(dbname: &str) -> String {
+    format!(
+        "# pg_hba.conf: TLS with a client certificate, nothing else, for twofactor; put\n\
+         # these above any broader host line, since the first matching line decides\n\
+         hostssl {dbname} +{HOSTS_GROUP},twofactor_admin 0.0.0.0/0 cert map=twofactor\n\
+         hostssl {dbname} +{HOSTS_GROUP},twofactor_admin ::/0 cert map=twofactor\n\
+         # pg_ident.conf: one exact line per host ('twofactor fleet add-host NAME' prints\n\
+         # it) and per administrator; never a regular expression (/...), which could map\n\
+         # a certificate named twofactor_admin to the admin role\n\
+         # twofactor  web1.example.com   tf_host_web1_example_com_1a2b3c4d\n\
+         # twofactor  admin-alice        twofactor_admin\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_allow_only_certificates() {
+        let l = access_lines("twofactor");
+        assert!(l.contains(
+            "hostssl twofactor +twofactor_hosts,twofactor_admin 0.0.0.0/0 cert map=twofactor"
+        ));
+        assert!(!l.contains(" md5") && !l.contains(" trust"), "{l}");
+    }
+
+    #[test]
+    fn host_roles_are_short_distinct_and_readable() {
+        assert_eq!(host_role("web1"), "tf_host_web1");
+        let long = "a".repeat(MAX_HOST_NAME);
+        let names = [
+            "web1.example.com",
+            "web1-example.com",
+            "web1_example_com",
+            "WEB1.example.com",
+            long.as_str(),
+        ];
+        let roles: Vec<String> = names.iter().map(|n| host_role(n)).collect();
+        for (n, r) in names.iter().zip(&roles) {
+            assert!(r.len() <= MAX_ROLE_NAME, "{n}: {r}");
+            assert!(r.starts_with(HOST_ROLE_PREFIX), "{r}");
+            assert!(
+                r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{r}"
+            );
+        }
+        assert!(
+            roles[0].starts_with("tf_host_web1_example_com_"),
+            "{}",
+            roles[0]
+        );
+        let mut unique = roles.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), roles.len(), "{roles:?}");
+    }
+
+    #[test]
+    fn reserved_and_malformed_host_names_are_refused() {
+        for bad in [
+            "",
+            "twofactor_admin",
+            "TwoFactor-x",
+            "pg_monitor",
+            "postgres",
+            "-web",
+            ".web",
+            "web 1",
+            "web\n1",
+            "web/1",
+            &"a".repeat(MAX_HOST_NAME + 1),
+        ] {
+            assert!(check_host_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "web1",
+            "web1.example.com",
+            "db-2_x",
+            &"a".repeat(MAX_HOST_NAME),
+        ] {
+            assert!(check_host_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn the_name_limit_in_sql_is_cores() {
+        let sql = functions_sql();
+        assert!(!sql.contains("@MAX_USER_LEN@"));
+        assert!(sql.contains(&format!("octet_length(p_name) > {MAX_USER_LEN}")));
+    }
+}
