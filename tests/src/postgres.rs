@@ -235,7 +235,7 @@ impl Cluster {
             data.join("pg_hba.conf"),
             format!(
                 "local all {SUPERUSER} trust\n\
-                 hostssl {DBNAME} +twofactor_hosts,twofactor_admin 127.0.0.1/32 cert map=twofactor\n"
+                 hostssl {DBNAME} +twofactor_hosts,twofactor_host,twofactor_admin 127.0.0.1/32 cert map=twofactor\n"
             ),
         )
         .unwrap();
@@ -248,6 +248,70 @@ impl Cluster {
         cluster.pg_ctl("start");
         cluster.psql("postgres", &format!("CREATE DATABASE {DBNAME}"));
         cluster
+    }
+
+    /// Starts a cluster whose database has the schema as version 1 of twofactor shipped it
+    /// (`sql`: its bootstrap and schema), the key registered, and [`HOSTS`] mapped to the
+    /// login role they shared then, `twofactor_host`.
+    pub fn start_v1(sql: &str) -> Self {
+        let cluster = Self::bare();
+        let file = cluster.path().join("schema-v1.sql");
+        fs::write(&file, sql).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        cluster.client_tool(
+            "psql",
+            &[
+                "-d",
+                DBNAME,
+                "-XAtq1",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                file.to_str().unwrap(),
+            ],
+        );
+        let key = cluster.path().join("fleet.key");
+        cluster.psql(
+            DBNAME,
+            &format!(
+                "INSERT INTO twofactor.keys (path, current) VALUES ('{}', true)",
+                key.display()
+            ),
+        );
+        for h in HOSTS {
+            cluster.map_certificate(&format!("twofactor {h} twofactor_host"));
+        }
+        cluster
+    }
+
+    /// Runs `script` through psql as an attacker holding host `client`'s certificate and
+    /// key, logged in as `role`, in one session that goes on past errors. Returns what
+    /// psql printed, errors and warnings in order with the rest.
+    pub fn attack(&self, client: &str, role: &str, script: &str) -> String {
+        let d = self.path();
+        let conn = format!(
+            "host=127.0.0.1 port={} dbname={DBNAME} user={role} sslmode=verify-full \
+             sslrootcert={d}/ca.crt sslcert={d}/{client}.crt sslkey={d}/{client}.key",
+            self.port,
+            d = d.display()
+        );
+        let file = tempfile::Builder::new()
+            .suffix(".sql")
+            .tempfile_in(d)
+            .unwrap()
+            .into_temp_path();
+        fs::write(&file, script).unwrap();
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                r#"psql "$1" -XAt -v ON_ERROR_STOP=0 -f "$2" 2>&1"#,
+                "sh",
+            ])
+            .arg(&conn)
+            .arg(&file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs `fleet init` with the cluster's first key.

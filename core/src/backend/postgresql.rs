@@ -328,6 +328,11 @@ impl Postgresql {
         })
     }
 
+    /// The catalog check (see [`catalog_problems`]) on this connection, as doctor runs it.
+    pub fn catalog_problems(&self) -> Result<Vec<String>, BackendError> {
+        self.with(catalog_problems)
+    }
+
     /// The database server's clock (Unix seconds), which codes are checked on.
     pub fn server_time(&self) -> Result<u64, BackendError> {
         let t: i64 = self.one(

@@ -28,6 +28,29 @@ DO $$ BEGIN
 END $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
+-- Nobody else becomes the owner or the key reader, and neither may do more than its job.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT m.roleid::regrole AS granted, m.member::regrole AS member
+               FROM pg_catalog.pg_auth_members m
+              WHERE m.roleid IN ('twofactor_owner'::regrole, 'twofactor_keyreader'::regrole)
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE %s FROM %s', r.granted, r.member);
+    END LOOP;
+    FOR r IN SELECT rolname FROM pg_catalog.pg_roles
+              WHERE rolname IN ('twofactor_owner', 'twofactor_keyreader', 'twofactor_admin',
+                                'twofactor_hosts', 'twofactor_host')
+    LOOP
+        EXECUTE pg_catalog.format('ALTER ROLE %I NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS',
+                                  r.rolname);
+        EXECUTE pg_catalog.format('REVOKE TEMPORARY, CREATE ON DATABASE %I FROM %I',
+                                  pg_catalog.current_database(), r.rolname);
+        EXECUTE pg_catalog.format('REVOKE CREATE ON SCHEMA public FROM %I', r.rolname);
+    END LOOP;
+END $$;
+
 -- The owner reads no file: anything that runs as it must not reach the server's files.
 REVOKE pg_read_server_files FROM twofactor_owner;
 REVOKE EXECUTE ON FUNCTION pg_catalog.pg_read_file(text) FROM twofactor_owner;

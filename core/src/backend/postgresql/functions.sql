@@ -10,6 +10,12 @@
 -- otherwise the caller's temporary schema is searched first for type and table names,
 -- and a temporary domain named "text" would run the caller's code as the owner.
 
+-- Hosts and administrators use the schema, and create nothing in it.
+REVOKE ALL ON SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
+GRANT USAGE ON SCHEMA twofactor TO twofactor_hosts, twofactor_admin;
+REVOKE ALL ON ALL TABLES IN SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
+
 SET LOCAL ROLE twofactor_owner;
 
 -- ---------------------------------------------------------------------------------
@@ -678,7 +684,7 @@ $$;
 -- ---------------------------------------------------------------------------------
 -- Who may run what: nothing by default, then function by function.
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
 GRANT EXECUTE ON FUNCTION
     twofactor.h_version(), twofactor.h_facts(text),
     twofactor.h_verify(text, text, text, text, integer, integer, bigint),

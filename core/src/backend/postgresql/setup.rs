@@ -337,7 +337,7 @@ pub fn rotate_key(
 /// another, read from the system catalogs (never from our own source or functions, which
 /// are what is being checked). Each finding is a sentence; none means all is well. Any
 /// role may run it: `doctor` runs it as the host.
-pub fn catalog_problems(c: &mut impl GenericClient) -> Result<Vec<String>, BackendError> {
+pub fn catalog_problems(c: &mut impl GenericClient) -> Result<Vec<String>, postgres::Error> {
     Ok(c.query(CATALOG_CHECK, &[])?
         .iter()
         .map(|r| r.get(0))
@@ -367,6 +367,12 @@ SELECT format('function %s: search_path is %s; it must list only twofactor''s sc
 UNION ALL
 SELECT format('function %s: PUBLIC may execute it', f) FROM ours
  WHERE has_function_privilege('public', oid, 'EXECUTE')
+UNION ALL
+SELECT format('role %s may execute %s', h.rolname, o.f)
+  FROM hostish h CROSS JOIN ours o
+ WHERE has_function_privilege(h.oid, o.oid, 'EXECUTE')
+   AND NOT (o.f LIKE 'twofactor.h\_%'
+            OR (h.rolname = 'twofactor_admin' AND o.f LIKE 'twofactor.a\_%'))
 UNION ALL
 SELECT format('PUBLIC may %s in database %s', p, current_database())
   FROM unnest(ARRAY['TEMPORARY', 'CREATE']) p
@@ -422,16 +428,18 @@ UNION ALL
 SELECT 'functions twofactor_owner creates later would be executable by PUBLIC (no ALTER DEFAULT PRIVILEGES ... REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC)'
  WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofactor_owner')
    AND NOT EXISTS (SELECT 1 FROM pg_default_acl d
-                    WHERE d.defaclrole = 'twofactor_owner'::regrole AND d.defaclobjtype = 'f'
+                    WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = 'twofactor_owner')
+                      AND d.defaclobjtype = 'f'
                       AND d.defaclnamespace = 0
                       AND NOT EXISTS (SELECT 1 FROM unnest(d.defaclacl) a
                                        WHERE a::text ~ '^=[^/]*X'))
 UNION ALL
-SELECT format('function twofactor_keys.read(integer) is owned by %s, not twofactor_keyreader',
-              p.proowner::regrole)
-  FROM pg_proc p
- WHERE p.oid = to_regprocedure('twofactor_keys.read(integer)')
-   AND p.proowner <> 'twofactor_keyreader'::regrole
+SELECT format('function %s is owned by %s, not twofactor_keyreader', f,
+              (SELECT rolname FROM pg_roles r JOIN pg_proc p ON p.proowner = r.oid WHERE p.oid = o.oid))
+  FROM ours o
+ WHERE o.f LIKE 'twofactor\_keys.%'
+   AND (SELECT p.proowner FROM pg_proc p WHERE p.oid = o.oid)
+       IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = 'twofactor_keyreader')
 ";
 
 /// The role a host named `host` (its certificate's CN) logs in as: `tf_host_` and the
@@ -627,10 +635,10 @@ pub fn hosts(
         "WITH roles AS ( \
            SELECT h.host, h.role, extract(epoch FROM h.added_at)::bigint AS added_at FROM twofactor.hosts h \
            UNION ALL \
-           SELECT $1, $1, NULL FROM pg_roles WHERE rolname = $1) \
+           SELECT $1::text, $1::text, NULL FROM pg_roles WHERE rolname = $1::text) \
          SELECT r.host, r.role, r.added_at, \
                 (SELECT extract(epoch FROM max(a.at))::bigint FROM twofactor.audit a \
-                  WHERE a.role = r.role AND (r.role = $1 OR a.host = r.host)), \
+                  WHERE a.role = r.role AND (r.role = $1::text OR a.host = r.host)), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role AND s.xact_start IS NOT NULL), \
                 (SELECT extract(epoch FROM now() - min(s.xact_start))::float8 FROM pg_stat_activity s \
