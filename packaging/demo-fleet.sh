@@ -108,18 +108,19 @@ ssl_ca_file = '$pg/ca.crt'
 CONF
 runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/data/server.log" -w start >/dev/null
 runuser -u postgres -- "$pg_bin/createdb" -h "$pg/sock" -p "$pg_port" twofactor
-"$twofactor" fleet init --admin-url "host=$pg/sock port=$pg_port user=postgres dbname=twofactor" \
-    --key-file "$pg/fleet.key" > "$dir/fleet-init.txt"
-# What fleet init asked for, with this demo's addresses and certificate names.
+admin_url="host=$pg/sock port=$pg_port user=postgres dbname=twofactor"
+"$twofactor" fleet init --admin-url "$admin_url" --key-file "$pg/fleet.key" > "$dir/fleet-init.txt"
+# What fleet init asked for, with this demo's addresses and certificate names: each host
+# logs in as a role of its own, and add-host prints its exact pg_ident.conf line.
 cat > "$pg/data/pg_hba.conf" <<HBA
-local     all        postgres                          trust
-hostssl   twofactor  twofactor_host,twofactor_admin  127.0.0.1/32  cert map=twofactor
+local     all        postgres                           trust
+hostssl   twofactor  +twofactor_hosts,twofactor_admin  127.0.0.1/32  cert map=twofactor
 HBA
-cat > "$pg/data/pg_ident.conf" <<IDENT
-twofactor  host-a.fleet.demo  twofactor_host
-twofactor  host-b.fleet.demo  twofactor_host
-twofactor  admin-demo         twofactor_admin
-IDENT
+echo "twofactor  admin-demo  twofactor_admin" > "$pg/data/pg_ident.conf"
+for h in host-a host-b; do
+  "$twofactor" --json fleet add-host "$h.fleet.demo" --admin-url "$admin_url" \
+    | sed -n 's/.*"pg_ident": *"\([^"]*\)".*/\1/p' >> "$pg/data/pg_ident.conf"
+done
 runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" reload >/dev/null
 
 # --- 3. Two hosts, each with its own certificate, config, PAM service and sshd.

@@ -64,6 +64,51 @@ fn conformance_races_pass_with_hosts_racing() {
 }
 
 #[test]
+fn both_stores_agree_on_replays_and_turned_off_authenticators() {
+    let c = &Cluster::start();
+    conformance::a_replay_is_refused_and_not_counted(&|| admin(c));
+    conformance::a_turned_off_authenticator_is_replaced_at_login(&|| admin(c), &|| host(c, 1));
+}
+
+/// Replacing an authenticator (`enroll --replace`) with a mistyped code spends nothing:
+/// the ticket of the verify on the old one still pays for the next, right code.
+#[test]
+fn a_mistyped_code_when_replacing_keeps_the_ticket() {
+    let c = &Cluster::start();
+    let (key, _) = enrol(c, "mover");
+    let h = c.backend(HOSTS[0]);
+    assert_eq!(
+        h.verify("mover", &code(&key), Purpose::Change, &race_config(), now())
+            .unwrap(),
+        CodeResult::Totp
+    );
+    let expected = h.facts("mover").unwrap().authenticator_id().cloned();
+    let e = Enrollment::new(&Config::default(), "mover", "x", &mut OsRandom).unwrap();
+    let right = e
+        .secret()
+        .code_at_step(e.params(), e.params().step_at(now()))
+        .to_string();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let enrol_with = |code: &str| {
+        h.enrol(
+            "mover",
+            &e,
+            Some(code),
+            expected.as_ref(),
+            settings(),
+            now(),
+            &mut OsRandom,
+        )
+    };
+    assert!(enrol_with(wrong).unwrap().is_none());
+    assert!(enrol_with(&right).unwrap().is_some());
+}
+
+#[test]
 fn one_code_sent_twenty_times_at_once_from_two_hosts_logs_in_once() {
     let c = &Cluster::start();
     let (key, _) = enrol(c, "fleet0");

@@ -59,6 +59,22 @@ fn threads_racing_for_the_last_grace_login_get_one() {
 }
 
 #[test]
+fn a_replay_is_refused_and_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_backend(dir.path());
+    conformance::a_replay_is_refused_and_not_counted(&|| open(&config));
+}
+
+#[test]
+fn a_turned_off_authenticator_is_replaced_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_backend(dir.path());
+    conformance::a_turned_off_authenticator_is_replaced_at_login(&|| open(&config), &|| {
+        open(&config)
+    });
+}
+
+#[test]
 fn threads_racing_to_enrol_save_one_authenticator() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_backend(dir.path());

@@ -178,8 +178,8 @@ pub enum TrustCommand {
     },
 }
 
-/// The database a fleet shares. Both commands connect as a superuser through
-/// --admin-url, over a local socket or TLS.
+/// The database a fleet shares. init, rotate-key and the host commands connect as a
+/// superuser through --admin-url, over the server's Unix socket or verified TLS.
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Create or migrate the roles, schema and functions; running it again changes nothing.
@@ -191,6 +191,35 @@ pub enum FleetCommand {
     /// key moves (enabled or not); backup codes and trusted hosts do not. The file store
     /// is left as it is.
     Import(FleetImportArgs),
+    /// Give a host a login role of its own, named after its certificate's CN, in the
+    /// group twofactor_hosts; prints the exact pg_ident.conf line to add.
+    AddHost(FleetHostArgs),
+    /// List the hosts' roles with their last activity, sessions and open transactions
+    /// (a host can hold a user's row for as long as its transaction stays open).
+    Hosts(FleetServer),
+    /// End a host's sessions and drop its role, then say which files to change.
+    RemoveHost(FleetHostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetServer {
+    /// A superuser's connection: a URL (postgresql://postgres@db1.example/twofactor) or
+    /// key=value pairs (host=/var/run/postgresql user=postgres dbname=twofactor). Over
+    /// TCP the server's certificate is always verified; there is no plaintext fallback.
+    #[arg(long, value_name = "URL")]
+    pub admin_url: String,
+    /// Verify the server's TLS certificate against this CA file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetHostArgs {
+    /// The host's name, exactly as its certificate's CN has it (web1.example.com).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub server: FleetServer,
 }
 
 #[derive(Debug, Args)]
@@ -208,13 +237,8 @@ pub struct FleetImportArgs {
 
 #[derive(Debug, Args)]
 pub struct FleetArgs {
-    /// A superuser's connection: a URL (postgresql://postgres@db1.example/twofactor) or
-    /// key=value pairs (host=/var/run/postgresql user=postgres dbname=twofactor).
-    #[arg(long, value_name = "URL")]
-    pub admin_url: String,
-    /// Verify the server's TLS certificate against this CA file instead of the system's.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: FleetServer,
     /// The encryption key: a file on the database server, readable only by its postgres
     /// user, holding 64 hex digits. init registers it when the database has no key yet.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_KEY_FILE)]

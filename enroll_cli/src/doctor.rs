@@ -194,6 +194,8 @@ fn fleet_findings(c: &Config) -> Vec<doctor::Finding> {
         schema_version: version.ok(),
         expected_version: postgresql::SCHEMA_VERSION,
         secrets_probe: connected.then(|| db.probe("SELECT secret FROM twofactor.users LIMIT 1")),
+        catalog: connected.then(|| db.catalog_problems().map_err(|e| e.to_string())),
+        login_role: connected.then(|| db.session_role().ok()).flatten(),
         db_time: connected.then(|| db.server_time().ok()).flatten(),
         now: SystemClock.now(),
         synchronised: host::clock_synchronised(),

@@ -2,13 +2,14 @@
 
 use serde_json::json;
 use twofactor_core::backend::postgresql;
+use twofactor_core::text::printable;
 
 use twofactor_core::backend::postgresql::ImportOutcome;
 use twofactor_core::backend::{self, AuthenticatorId, Backend};
 use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::store::Store;
 
-use crate::cli::{FleetArgs, FleetImportArgs};
+use crate::cli::{FleetArgs, FleetHostArgs, FleetImportArgs, FleetServer};
 use crate::context::{Ctx, Error, caller, print_json};
 
 fn require_root() -> Result<(), Error> {
@@ -21,7 +22,11 @@ fn require_root() -> Result<(), Error> {
 
 pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
     require_root()?;
-    let report = postgresql::init(&args.admin_url, args.ca.as_deref(), &args.key_file)?;
+    let report = postgresql::init(
+        &args.server.admin_url,
+        args.server.ca.as_deref(),
+        &args.key_file,
+    )?;
     let access = postgresql::access_lines(&report.dbname);
     if json {
         return print_json(&json!({
@@ -30,8 +35,12 @@ pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
             "schema_version": report.after,
             "changed": report.before != report.after,
             "key_file": report.key_file,
+            "fixed": report.fixed,
             "access": access.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
         }));
+    }
+    for f in &report.fixed {
+        println!("Fixed: {}", printable(f));
     }
     match report.before {
         0 => println!(
@@ -54,15 +63,141 @@ pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
     );
     println!("\nAllow hosts and administrators in by client certificate only:\n\n{access}");
     println!(
-        "Then reload PostgreSQL (pg_ctlcluster 15 main reload) and point each host's \
-         [storage.postgresql] at it; 'twofactor doctor' checks the connection."
+        "Then give each host a role of its own ('twofactor fleet add-host NAME' prints its \
+         pg_ident.conf line), reload PostgreSQL (pg_ctlcluster 15 main reload) and point each \
+         host's [storage.postgresql] at it; 'twofactor doctor' checks the connection."
+    );
+    if report.before == 1 {
+        println!(
+            "\nThis database came from version 1: certificates mapped to the shared role \
+             twofactor_host keep working until their host is added. Replace the pg_hba.conf \
+             lines naming twofactor_host with the ones above (+twofactor_hosts matches every \
+             host role and twofactor_host)."
+        );
+    }
+    Ok(())
+}
+
+pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
+    require_root()?;
+    let s = &args.server;
+    let added = postgresql::add_host(&s.admin_url, s.ca.as_deref(), &args.name)?;
+    if json {
+        return print_json(&json!({
+            "host": added.host,
+            "role": added.role,
+            "created": added.created,
+            "pg_ident": added.ident_line,
+        }));
+    }
+    if added.created {
+        println!(
+            "Host {} logs in as role {}, a member of {}.",
+            added.host,
+            added.role,
+            postgresql::HOSTS_GROUP
+        );
+    } else {
+        println!("Host {} already has role {}.", added.host, added.role);
+    }
+    println!(
+        "\nAdd this line to pg_ident.conf (exactly; never a regular expression), then reload \
+         PostgreSQL (pg_ctlcluster 15 main reload):\n\n{}\n",
+        added.ident_line
+    );
+    println!(
+        "Remove any line mapping {} to {}: the host's next connection then uses its own \
+         role. 'twofactor doctor' on the host shows which role it logs in as.",
+        added.host,
+        postgresql::SHARED_HOST_ROLE
+    );
+    Ok(())
+}
+
+pub fn hosts(args: &FleetServer, json: bool) -> Result<(), Error> {
+    require_root()?;
+    let hosts = postgresql::hosts(&args.admin_url, args.ca.as_deref())?;
+    if json {
+        let rows: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                json!({
+                    "host": printable(&h.host),
+                    "role": h.role,
+                    "added_at": h.added_at,
+                    "last_seen": h.last_seen,
+                    "sessions": h.sessions,
+                    "open_transactions": h.open_transactions,
+                    "oldest_transaction_seconds": h.oldest_transaction_s,
+                })
+            })
+            .collect();
+        return print_json(&json!({ "hosts": rows }));
+    }
+    if hosts.is_empty() {
+        println!("No host has a role yet: 'twofactor fleet add-host NAME' adds one.");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<40} {:>8} {:>8}  {}",
+        "HOST", "ROLE", "SESSIONS", "OPEN TX", "OLDEST TX"
+    );
+    for h in &hosts {
+        let oldest = h
+            .oldest_transaction_s
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.0} s"));
+        println!(
+            "{:<32} {:<40} {:>8} {:>8}  {}",
+            printable(&h.host),
+            h.role,
+            h.sessions,
+            h.open_transactions,
+            oldest
+        );
+    }
+    if hosts
+        .iter()
+        .any(|h| h.oldest_transaction_s.is_some_and(|s| s > 10.0))
+    {
+        println!(
+            "\nA transaction open for long holds the rows of the users it touched: logins of \
+             those users wait, then fail. 'twofactor fleet remove-host NAME' ends them."
+        );
+    }
+    Ok(())
+}
+
+pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
+    require_root()?;
+    let s = &args.server;
+    let removed = postgresql::remove_host(&s.admin_url, s.ca.as_deref(), &args.name)?;
+    if json {
+        return print_json(&json!({
+            "host": args.name,
+            "role": removed.role,
+            "sessions_ended": removed.sessions_ended,
+        }));
+    }
+    println!(
+        "Dropped role {} and ended its {} session{}.",
+        removed.role,
+        removed.sessions_ended,
+        if removed.sessions_ended == 1 { "" } else { "s" }
+    );
+    println!(
+        "Now remove its line from pg_ident.conf and reload PostgreSQL (pg_ctlcluster 15 main \
+         reload); revoke its certificate in the CA's CRL if the host is not to be trusted again."
     );
     Ok(())
 }
 
 pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
     require_root()?;
-    let report = postgresql::rotate_key(&args.admin_url, args.ca.as_deref(), &args.key_file)?;
+    let report = postgresql::rotate_key(
+        &args.server.admin_url,
+        args.server.ca.as_deref(),
+        &args.key_file,
+    )?;
     if json {
         let old: Vec<_> = report
             .codes_on_old_keys

@@ -60,6 +60,11 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
         Command::Doctor(args) => return doctor::run(&cli, args, env_config),
         Command::Fleet(FleetCommand::Init(args)) => return fleet::init(args, cli.json),
         Command::Fleet(FleetCommand::RotateKey(args)) => return fleet::rotate_key(args, cli.json),
+        Command::Fleet(FleetCommand::AddHost(args)) => return fleet::add_host(args, cli.json),
+        Command::Fleet(FleetCommand::Hosts(args)) => return fleet::hosts(args, cli.json),
+        Command::Fleet(FleetCommand::RemoveHost(args)) => {
+            return fleet::remove_host(args, cli.json);
+        }
         _ => {}
     }
     let ctx = Ctx::new(&cli, env_config)?;

@@ -144,7 +144,7 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
         for r in &rows {
             println!(
                 "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {:<5} {}",
-                r["user"].as_str().unwrap_or("?"),
+                printable(r["user"].as_str().unwrap_or("?")),
                 flag(&r["required"]),
                 flag(&r["enrolled"]),
                 flag(&r["enabled"]),

@@ -105,11 +105,13 @@ fn fleet_init_creates_the_schema_and_a_second_run_changes_nothing() {
         &["fleet", "init", "--admin-url", &url, "--key-file", key],
     );
     assert!(
-        first.contains("Created the twofactor schema (version 1) in database fresh"),
+        first.contains("Created the twofactor schema (version 2) in database fresh"),
         "{first}"
     );
     assert!(
-        first.contains("hostssl fresh twofactor_host,twofactor_admin 0.0.0.0/0 cert map=twofactor"),
+        first.contains(
+            "hostssl fresh +twofactor_hosts,twofactor_admin 0.0.0.0/0 cert map=twofactor"
+        ),
         "{first}"
     );
     // pg_dump marks each dump with a random \restrict token; the rest must not change.
@@ -134,7 +136,7 @@ fn fleet_init_creates_the_schema_and_a_second_run_changes_nothing() {
         ],
     );
     assert_eq!(again["changed"], false, "{again}");
-    assert_eq!(again["schema_version"], 1);
+    assert_eq!(again["schema_version"], 2);
     assert_eq!(again["key_file"], key);
     let after = dump();
     let changed: Vec<_> = before

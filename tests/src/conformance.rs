@@ -152,3 +152,88 @@ pub fn all(open: Open<'_>) {
     the_last_grace_login_goes_once(open);
     one_of_racing_enrolments_is_saved(open);
 }
+
+/// A replayed code is refused, and neither counts as a failure nor clears the count: one
+/// code typed into several sessions at once must not lock its owner out. Both stores.
+pub fn a_replay_is_refused_and_not_counted(open: Open<'_>) {
+    let b = open();
+    let (code, _) = enrol_for_race(&*b, "replayer");
+    let config = Config::default();
+    let verify = |input: &str| {
+        b.verify("replayer", input, Purpose::Login, &config, now())
+            .unwrap()
+    };
+    assert_eq!(verify(&code), CodeResult::Totp);
+    assert_eq!(verify("000000"), CodeResult::Wrong { locked_for: None });
+    for _ in 0..2 * config.lockout.max_failures {
+        assert_eq!(verify(&code), CodeResult::Replayed);
+    }
+    let facts = b.facts("replayer").unwrap();
+    assert_eq!(facts.lockout.failures, 1, "replays neither count nor clear");
+    assert_eq!(facts.lockout.locked_until, None);
+}
+
+/// A required user whose authenticator is turned off sets up a new one at login, on
+/// `login`'s handle (a host's): a mistyped code saves nothing, the right one replaces the
+/// turned-off authenticator without proof of it, which cannot log in anyway. `open`'s
+/// handle enrols and turns it off (an administrator's). Both stores.
+pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Open<'_>) {
+    let admin = open();
+    let (code, _) = enrol_for_race(&*admin, "switched");
+    assert!(admin.set_enabled("switched", false).unwrap());
+    let host = login();
+    let config = Config::default();
+    assert_eq!(
+        host.verify("switched", &code, Purpose::Login, &config, now())
+            .unwrap(),
+        CodeResult::NotEnrolled
+    );
+    let old = host.facts("switched").unwrap().authenticator_id().cloned();
+    assert!(old.is_some());
+    let e = Enrollment::new(&config, "switched", "conformance", &mut OsRandom).unwrap();
+    let settings = SaveSettings {
+        window: 1,
+        backup_codes: 2,
+        cost: HashCost::DEFAULT,
+    };
+    let fresh = e
+        .secret()
+        .code_at_step(e.params(), e.params().step_at(now()))
+        .to_string();
+    let wrong = if fresh == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let saved = host
+        .enrol(
+            "switched",
+            &e,
+            Some(wrong),
+            old.as_ref(),
+            settings,
+            now(),
+            &mut OsRandom,
+        )
+        .unwrap();
+    assert!(saved.is_none(), "a wrong code saves nothing");
+    let saved = host
+        .enrol(
+            "switched",
+            &e,
+            Some(&fresh),
+            old.as_ref(),
+            settings,
+            now(),
+            &mut OsRandom,
+        )
+        .unwrap();
+    assert!(
+        saved.is_some(),
+        "the right code replaces the turned-off authenticator"
+    );
+    let facts = host.facts("switched").unwrap();
+    let a = facts.authenticator.as_ref().unwrap();
+    assert!(a.enabled);
+    assert_ne!(Some(&a.id), old.as_ref());
+}

@@ -48,8 +48,8 @@ use tls::Tls;
 pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
 
 /// Added to a refusal of an administrator's function to a host.
-pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, and a host's certificate \
-    has only twofactor_host: run it on an admin machine with the admin config (--config FILE \
+pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, which a host's certificate never has: \
+    run it on an admin machine with the admin config (--config FILE \
     whose certificate pg_ident.conf maps to twofactor_admin)";
 
 /// The schema version this binary speaks.
@@ -333,6 +333,11 @@ impl Postgresql {
         self.with(catalog_problems)
     }
 
+    /// The role this connection logged in as.
+    pub fn session_role(&self) -> Result<String, BackendError> {
+        self.one("SELECT session_user::text", &[])
+    }
+
     /// The database server's clock (Unix seconds), which codes are checked on.
     pub fn server_time(&self) -> Result<u64, BackendError> {
         let t: i64 = self.one(
@@ -345,6 +350,15 @@ impl Postgresql {
     /// The schema version the database has.
     pub fn schema_version(&self) -> Result<i32, BackendError> {
         self.one("SELECT twofactor.h_version()", &[])
+    }
+
+    /// The ticket of the last successful verify for `user`, kept: an enrolment spends it
+    /// only once its code has verified.
+    fn peek_ticket(&self, user: &str) -> Option<Zeroizing<Vec<u8>>> {
+        match &*lock(&self.ticket) {
+            Some((u, ticket)) if u == user => Some(ticket.clone()),
+            _ => None,
+        }
     }
 
     /// The ticket of the last successful verify for `user`, used up.
@@ -555,7 +569,7 @@ impl Backend for Postgresql {
         let expected: Option<&[u8]> = expected.map(|e| &e.0[..]);
         let result: String = match first_code {
             Some(code) => {
-                let ticket = self.take_ticket(user);
+                let ticket = self.peek_ticket(user);
                 let ticket: Option<&[u8]> = ticket.as_deref().map(Vec::as_slice);
                 let code = totp::normalize(code);
                 let code: &str = &code;
@@ -578,7 +592,10 @@ impl Backend for Postgresql {
             )?,
         };
         match result.as_str() {
-            "saved" => Ok(Some(shown)),
+            "saved" => {
+                self.take_ticket(user);
+                Ok(Some(shown))
+            }
             "wrong" => Ok(None),
             "changed" => Err(BackendError::Changed(user.to_string())),
             other => Err(bad_reply(other)),

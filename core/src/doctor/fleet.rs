@@ -28,6 +28,11 @@ pub struct FleetFacts {
     /// A read of the secrets table as this host: `Ok` if it was allowed (it must not be),
     /// or the server's refusal.
     pub secrets_probe: Option<Result<(), String>>,
+    /// The catalog check as this host runs it, once connected: the problems found, or
+    /// why it could not run.
+    pub catalog: Option<Result<Vec<String>, String>>,
+    /// The role this host logs in as, once connected.
+    pub login_role: Option<String>,
     /// The database's clock (Unix seconds), once connected.
     pub db_time: Option<u64>,
     /// This host's clock.
@@ -137,6 +142,39 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
         )),
         _ => {}
     }
+    match &f.catalog {
+        Some(Ok(problems)) => {
+            for p in problems {
+                out.push(Finding::new(
+                    Level::Error,
+                    "fleet-catalog",
+                    &at,
+                    format!(
+                        "the database lets a connecting role run code as another, or reach what it must not: {}",
+                        crate::text::printable(p)
+                    ),
+                    "run 'twofactor fleet init --admin-url ...' on the admin machine: it closes this, or says why it cannot",
+                ));
+            }
+        }
+        Some(Err(e)) => out.push(Finding::new(
+            Level::Warning,
+            "fleet-catalog",
+            &at,
+            format!("could not check the database's grants and functions: {e}"),
+            "run 'twofactor fleet init' to check the schema",
+        )),
+        None => {}
+    }
+    if f.login_role.as_deref() == Some("twofactor_host") {
+        out.push(Finding::new(
+            Level::Warning,
+            "fleet-shared-role",
+            "[storage.postgresql] cert",
+            "this host logs in through the shared role twofactor_host: hosts that share a role can read each other's queries and end each other's sessions",
+            "on the admin machine run 'twofactor fleet add-host' with this host's certificate CN, add the pg_ident.conf line it prints, and reload PostgreSQL",
+        ));
+    }
     if let (Some(db), Some(true)) = (f.db_time, f.synchronised) {
         let off = db.abs_diff(f.now);
         if off > f.window_seconds {
@@ -230,6 +268,8 @@ mod tests {
             schema_version: Some(1),
             expected_version: 1,
             secrets_probe: Some(Err("permission denied for table users".into())),
+            catalog: Some(Ok(Vec::new())),
+            login_role: Some("tf_host_web1".into()),
             db_time: Some(NOW + 1),
             now: NOW,
             synchronised: Some(true),
@@ -286,6 +326,22 @@ mod tests {
         assert_eq!(ids(&check_fleet(&f)), ["fleet-secrets-readable"]);
         f.secrets_probe = Some(Err("relation does not exist".into()));
         assert_eq!(ids(&check_fleet(&f)), ["fleet-secrets-probe"]);
+    }
+
+    #[test]
+    fn each_catalog_problem_is_an_error_and_the_shared_role_a_warning() {
+        let mut f = healthy();
+        f.catalog = Some(Ok(vec![
+            "PUBLIC may TEMPORARY in database twofactor".into(),
+            "twofactor_owner is a member of pg_read_server_files".into(),
+        ]));
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-catalog", "fleet-catalog"]);
+        assert!(found[1].message.contains("pg_read_server_files"));
+        assert!(found.iter().all(|x| x.severity == Level::Error));
+        f.catalog = Some(Ok(Vec::new()));
+        f.login_role = Some("twofactor_host".into());
+        assert_eq!(ids(&check_fleet(&f)), ["fleet-shared-role"]);
     }
 
     #[test]
