@@ -264,8 +264,9 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
     );
     let current = c.psql(
         DBNAME,
-        "SELECT k.path, count(u.name) FROM twofactor.keys k \
-         LEFT JOIN twofactor.users u ON u.key_id = k.id WHERE k.current GROUP BY k.path",
+        "SELECT f.path, count(u.name) FROM twofactor.keys k \
+         JOIN twofactor_keys.files f ON f.id = k.id \
+         LEFT JOIN twofactor.users u ON u.key_id = k.id WHERE k.current GROUP BY f.path",
     );
     assert_eq!(current.trim(), format!("{}|1", new_key.display()));
 

@@ -67,8 +67,14 @@ _twofactor() {
             twofactor,unlock)
                 cmd="twofactor__subcmd__unlock"
                 ;;
+            twofactor__subcmd__fleet,add-host)
+                cmd="twofactor__subcmd__fleet__subcmd__add__subcmd__host"
+                ;;
             twofactor__subcmd__fleet,help)
                 cmd="twofactor__subcmd__fleet__subcmd__help"
+                ;;
+            twofactor__subcmd__fleet,hosts)
+                cmd="twofactor__subcmd__fleet__subcmd__hosts"
                 ;;
             twofactor__subcmd__fleet,import)
                 cmd="twofactor__subcmd__fleet__subcmd__import"
@@ -76,17 +82,29 @@ _twofactor() {
             twofactor__subcmd__fleet,init)
                 cmd="twofactor__subcmd__fleet__subcmd__init"
                 ;;
+            twofactor__subcmd__fleet,remove-host)
+                cmd="twofactor__subcmd__fleet__subcmd__remove__subcmd__host"
+                ;;
             twofactor__subcmd__fleet,rotate-key)
                 cmd="twofactor__subcmd__fleet__subcmd__rotate__subcmd__key"
                 ;;
+            twofactor__subcmd__fleet__subcmd__help,add-host)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__add__subcmd__host"
+                ;;
             twofactor__subcmd__fleet__subcmd__help,help)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__help"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,hosts)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__hosts"
                 ;;
             twofactor__subcmd__fleet__subcmd__help,import)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__import"
                 ;;
             twofactor__subcmd__fleet__subcmd__help,init)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__init"
+                ;;
+            twofactor__subcmd__fleet__subcmd__help,remove-host)
+                cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__remove__subcmd__host"
                 ;;
             twofactor__subcmd__fleet__subcmd__help,rotate-key)
                 cmd="twofactor__subcmd__fleet__subcmd__help__subcmd__rotate__subcmd__key"
@@ -142,11 +160,20 @@ _twofactor() {
             twofactor__subcmd__help,unlock)
                 cmd="twofactor__subcmd__help__subcmd__unlock"
                 ;;
+            twofactor__subcmd__help__subcmd__fleet,add-host)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__add__subcmd__host"
+                ;;
+            twofactor__subcmd__help__subcmd__fleet,hosts)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__hosts"
+                ;;
             twofactor__subcmd__help__subcmd__fleet,import)
                 cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__import"
                 ;;
             twofactor__subcmd__help__subcmd__fleet,init)
                 cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__init"
+                ;;
+            twofactor__subcmd__help__subcmd__fleet,remove-host)
+                cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__remove__subcmd__host"
                 ;;
             twofactor__subcmd__help__subcmd__fleet,rotate-key)
                 cmd="twofactor__subcmd__help__subcmd__fleet__subcmd__rotate__subcmd__key"
@@ -396,7 +423,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet)
-            opts="-h -V --config --json --help --version init rotate-key import help"
+            opts="-h -V --config --json --help --version init rotate-key import add-host hosts remove-host help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,8 +440,34 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__fleet__subcmd__add__subcmd__host)
+            opts="-h -V --admin-url --ca --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__fleet__subcmd__help)
-            opts="init rotate-key import help"
+            opts="init rotate-key import add-host hosts remove-host help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,7 +480,35 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__add__subcmd__host)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__fleet__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__hosts)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -469,6 +550,20 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__fleet__subcmd__help__subcmd__remove__subcmd__host)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__fleet__subcmd__help__subcmd__rotate__subcmd__key)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -476,6 +571,32 @@ _twofactor() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__hosts)
+            opts="-h -V --admin-url --ca --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -521,6 +642,32 @@ _twofactor() {
                     return 0
                     ;;
                 --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__fleet__subcmd__remove__subcmd__host)
+            opts="-h -V --admin-url --ca --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -710,8 +857,36 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help__subcmd__fleet)
-            opts="init rotate-key import"
+            opts="init rotate-key import add-host hosts remove-host"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__add__subcmd__host)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__hosts)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -738,6 +913,20 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help__subcmd__fleet__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__help__subcmd__fleet__subcmd__remove__subcmd__host)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

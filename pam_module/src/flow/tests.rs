@@ -859,7 +859,7 @@ fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
         w.login("admin", Some("10.0.0.7"), false, vec![]),
         Decision::Allow(Reason::Totp)
     );
-    // The same code again is a replay: one try, refused, counted.
+    // The same code again is a replay: one try, refused, not counted.
     assert_eq!(
         w.login("admin", None, false, vec![Step::Error("already used")]),
         Decision::Deny(Reason::Replay)
@@ -869,7 +869,7 @@ fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
         w.login("admin", None, false, vec![Step::Error("Wrong code")]),
         Decision::Deny(Reason::WrongCode { locked_for: None })
     );
-    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 2);
+    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 1);
     // Nothing after the password: told how to type it, and nothing is counted.
     w.kept = Some(None);
     assert_eq!(
@@ -881,7 +881,7 @@ fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
         ),
         Decision::Deny(Reason::NoCode)
     );
-    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 2);
+    assert_eq!(w.store().load("admin").unwrap().lockout.failures, 1);
 }
 
 #[test]

@@ -721,7 +721,7 @@ pub fn access_lines(dbname: &str) -> String {
          # pg_ident.conf: one exact line per host ('twofactor fleet add-host NAME' prints\n\
          # it) and per administrator; never a regular expression (/...), which could map\n\
          # a certificate named twofactor_admin to the admin role\n\
-         # twofactor  web1.example.com   tf_host_web1_example_com_1a2b3c4d\n\
+         # twofactor  web1.example.com   tf_host_web1_example_com_82c1a348\n\
          # twofactor  admin-alice        twofactor_admin\n"
     )
 }
@@ -760,11 +760,8 @@ mod tests {
                 "{r}"
             );
         }
-        assert!(
-            roles[0].starts_with("tf_host_web1_example_com_"),
-            "{}",
-            roles[0]
-        );
+        // The documented example (README, fleet init's output).
+        assert_eq!(roles[0], "tf_host_web1_example_com_82c1a348");
         let mut unique = roles.clone();
         unique.sort();
         unique.dedup();
