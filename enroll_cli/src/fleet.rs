@@ -139,8 +139,8 @@ pub fn hosts(args: &FleetServer, json: bool) -> Result<(), Error> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<40} {:>8} {:>8}  {}",
-        "HOST", "ROLE", "SESSIONS", "OPEN TX", "OLDEST TX"
+        "{:<32} {:<40} {:>8} {:>8}  OLDEST TX",
+        "HOST", "ROLE", "SESSIONS", "OPEN TX"
     );
     for h in &hosts {
         let oldest = h
