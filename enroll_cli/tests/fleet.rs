@@ -591,3 +591,77 @@ fn doctor_checks_the_fleet_database_from_a_host() {
     let (ids, j) = doctor();
     assert!(ids.contains(&"fleet-unreachable".to_string()), "{j}");
 }
+
+/// `fleet add-host`, `hosts` and `remove-host` from the command line: the exact pg_ident
+/// line, reserved names refused, the listing, and removal that says what to change.
+#[test]
+fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
+    let c = &Cluster::start();
+    let url = c.admin_url();
+    let added = ok(
+        None,
+        &["fleet", "add-host", "web7.example.com", "--admin-url", &url],
+    );
+    let role = twofactor_core::backend::postgresql::host_role("web7.example.com");
+    assert!(
+        added.contains(&format!("twofactor  web7.example.com  {role}")),
+        "{added}"
+    );
+    assert!(added.contains("never a regular expression"), "{added}");
+    let again = json(
+        None,
+        &[
+            "--json",
+            "fleet",
+            "add-host",
+            "web7.example.com",
+            "--admin-url",
+            &url,
+        ],
+    );
+    assert_eq!(again["created"], false, "{again}");
+    assert_eq!(again["role"], role.as_str());
+    for reserved in ["twofactor_admin", "pg_monitor", "bad name"] {
+        let e = fails(None, &["fleet", "add-host", reserved, "--admin-url", &url]);
+        assert!(e.contains(reserved) || e.contains("letters, digits"), "{e}");
+    }
+    // The administrator's certificate name is mapped already: it cannot be a host too.
+    let e = fails(None, &["fleet", "add-host", ADMIN, "--admin-url", &url]);
+    assert!(e.contains("maps the certificate name"), "{e}");
+    let listed = json(None, &["--json", "fleet", "hosts", "--admin-url", &url]);
+    let names: Vec<&str> = listed["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [HOSTS[0], HOSTS[1], "web7.example.com"], "{listed}");
+    let text = ok(None, &["fleet", "hosts", "--admin-url", &url]);
+    assert!(text.contains(&role), "{text}");
+    let removed = ok(
+        None,
+        &[
+            "fleet",
+            "remove-host",
+            "web7.example.com",
+            "--admin-url",
+            &url,
+        ],
+    );
+    assert!(
+        removed.contains(&format!("Dropped role {role}")),
+        "{removed}"
+    );
+    assert!(removed.contains("pg_ident.conf"), "{removed}");
+    let e = fails(
+        None,
+        &[
+            "fleet",
+            "remove-host",
+            "web7.example.com",
+            "--admin-url",
+            &url,
+        ],
+    );
+    assert!(e.contains("no host named web7.example.com"), "{e}");
+}
