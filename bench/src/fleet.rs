@@ -200,11 +200,15 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 /// The database floor: a bare TLS connect as the host, and one committed one-row UPDATE,
 /// with the postgres crate and nothing of twofactor's (the TLS connector built once).
 fn floor(f: &Fleet, runs: usize) -> (f64, f64) {
+    // The host's own role, as `fleet add-host` made it.
+    let role = twofactor_core::backend::postgresql::host_role(HOSTS[0]);
     f.cluster.psql(
         DBNAME,
-        "CREATE TABLE IF NOT EXISTS public.bench_floor (id int PRIMARY KEY, n bigint); \
-         INSERT INTO public.bench_floor VALUES (1, 0) ON CONFLICT DO NOTHING; \
-         GRANT SELECT, UPDATE ON public.bench_floor TO twofactor_host",
+        &format!(
+            "CREATE TABLE IF NOT EXISTS public.bench_floor (id int PRIMARY KEY, n bigint); \
+             INSERT INTO public.bench_floor VALUES (1, 0) ON CONFLICT DO NOTHING; \
+             GRANT SELECT, UPDATE ON public.bench_floor TO {role}"
+        ),
     );
     let s = f.cluster.settings(HOSTS[0]);
     let mut b = SslConnector::builder(SslMethod::tls_client()).expect("tls");
@@ -220,7 +224,7 @@ fn floor(f: &Fleet, runs: usize) -> (f64, f64) {
         .host(&host)
         .port(port)
         .dbname(DBNAME)
-        .user("twofactor_host")
+        .user(&role)
         .ssl_mode(postgres::config::SslMode::Require);
     let times = (0..runs)
         .map(|_| {
