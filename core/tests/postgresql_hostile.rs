@@ -623,7 +623,10 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(entry.role, a_role);
-    assert!(entry.oldest_transaction_s.is_some());
+    assert!(
+        entry.oldest_transaction_s.is_some_and(|s| s >= 0.0),
+        "{entry:?}"
+    );
     println!("fleet hosts: {entry:?}");
 
     // Host B sees neither A's query nor may end it.
@@ -845,4 +848,38 @@ fn the_catalog_check_finds_each_opening_and_init_closes_them() {
     let report = c.init();
     assert!(report.fixed.len() >= openings.len(), "{:?}", report.fixed);
     assert_eq!(host().catalog_problems().unwrap(), Vec::<String>::new());
+}
+
+/// A database shared with other objects, pgcrypto among them in public: fleet init will
+/// not move the extension under them, says why, and changes nothing.
+#[test]
+fn init_refuses_to_move_pgcrypto_from_under_someone_elses_objects() {
+    let c = Cluster::bare();
+    c.psql(
+        "twofactor",
+        "CREATE EXTENSION pgcrypto; CREATE TABLE public.invoices (id int, token bytea DEFAULT gen_random_bytes(8))",
+    );
+    let key = c.path().join("fleet.key");
+    let e = postgresql::init(&c.admin_url(), None, key.to_str().unwrap()).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("pgcrypto is installed in schema public"), "{e}");
+    assert!(e.contains("invoices"), "{e}");
+    assert!(e.contains("a database of its own"), "{e}");
+    // Nothing was kept: no schema, the extension where it was.
+    assert_eq!(
+        c.psql(
+            "twofactor",
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'twofactor%'"
+        )
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        c.psql(
+            "twofactor",
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'pgcrypto'"
+        )
+        .trim(),
+        "public"
+    );
 }

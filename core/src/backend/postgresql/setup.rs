@@ -641,7 +641,7 @@ pub fn hosts(
                   WHERE a.role = r.role AND (r.role = $1::text OR a.host = r.host)), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role AND s.xact_start IS NOT NULL), \
-                (SELECT extract(epoch FROM now() - min(s.xact_start))::float8 FROM pg_stat_activity s \
+                (SELECT extract(epoch FROM clock_timestamp() - min(s.xact_start))::float8 FROM pg_stat_activity s \
                   WHERE s.usename = r.role AND s.xact_start IS NOT NULL) \
            FROM roles r ORDER BY r.host",
         &[&SHARED_HOST_ROLE],
