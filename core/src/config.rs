@@ -134,8 +134,8 @@ pub struct PostgresqlSettings {
     pub key: PathBuf,
     /// How long to wait for each server.
     pub connect_timeout_ms: u64,
-    /// How long one statement may run; `None` for the server's setting.
-    pub statement_timeout_ms: Option<u64>,
+    /// How long one call may take, commit included, measured on the client.
+    pub statement_timeout_ms: u64,
 }
 
 /// `storage.backend`: which implementation of [`crate::backend::Backend`] holds user state.
@@ -756,16 +756,13 @@ impl Raw {
             }
             Ok(p)
         };
-        let statement_timeout_ms = match &raw.statement_timeout_ms {
-            None => None,
-            Some(_) => Some(int_in(
-                src,
-                &raw.statement_timeout_ms,
-                "storage.postgresql.statement_timeout_ms",
-                1..=600_000,
-                0,
-            )?),
-        };
+        let statement_timeout_ms = int_in(
+            src,
+            &raw.statement_timeout_ms,
+            "storage.postgresql.statement_timeout_ms",
+            1..=600_000,
+            2000,
+        )?;
         Ok(Some(PostgresqlSettings {
             hosts,
             dbname: dbname.get_ref().clone(),

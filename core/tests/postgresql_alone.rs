@@ -6,6 +6,7 @@
 use std::fs;
 
 use twofactor_core::auth::{CodeResult, Purpose};
+use twofactor_core::backend::postgresql::{Postgresql, Role};
 use twofactor_core::backend::{Backend, BackendError};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
@@ -56,6 +57,18 @@ fn threads_names_and_an_outage() {
     drop(b);
     println!("threads: {before} before a login, {during} during it");
     assert_eq!(during, before);
+    // A server named, not numbered: resolved (from /etc/hosts) on the login's own
+    // runtime, with its deadline, and still no thread.
+    let by_name = Postgresql::new(
+        c.settings_for(HOSTS[0], "ca", "localhost", c.port),
+        Role::Host,
+        0,
+    );
+    assert!(by_name.facts("solo").unwrap().is_enrolled());
+    let named = threads();
+    drop(by_name);
+    println!("threads: {named} during a login to a server by name");
+    assert_eq!(named, before);
 
     // 2. A server certificate from the right CA for another name is refused.
     c.serve_certificate("wrong-name");

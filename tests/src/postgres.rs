@@ -429,7 +429,7 @@ impl Cluster {
             cert: d.join(format!("{client}.crt")),
             key: d.join(format!("{client}.key")),
             connect_timeout_ms: 2000,
-            statement_timeout_ms: Some(5000),
+            statement_timeout_ms: 5000,
         }
     }
 

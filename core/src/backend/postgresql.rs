@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -17,9 +17,7 @@ use std::time::Duration;
 use io::Read;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
-use postgres::config::{SslMode, TargetSessionAttrs};
 use postgres::types::ToSql;
-use postgres::{Client, Config as PgConfig};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -35,8 +33,11 @@ use crate::random::Random;
 use crate::totp::{self, TotpParams};
 use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
 
+mod conn;
 mod setup;
 mod tls;
+pub use conn::Phase;
+use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
     AddedHost, HOSTS_GROUP, HostEntry, InitReport, RemovedHost, RotateReport, SHARED_HOST_ROLE,
     access_lines, add_host, catalog_problems, check_host_name, host_role, hosts, init, remove_host,
@@ -89,12 +90,23 @@ fn common_name(cert: &X509) -> Option<String> {
         .and_then(|e| String::from_utf8(e.data().as_slice().to_vec()).ok())
 }
 
+/// The connection of one handle.
+#[derive(Debug)]
+enum Slot {
+    /// Not needed yet.
+    Unopened,
+    /// Open.
+    Open(Conn),
+    /// Lost (closed, or a call ran out of time): why, for every later call.
+    Lost(String),
+}
+
 /// The fleet database, as one host (or an administrator) reaches it.
 pub struct Postgresql {
     settings: PostgresqlSettings,
     role: Role,
     owner: u32,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Slot>,
     /// Handed out by the last successful verify: lets this connection's host make one
     /// change for that user (trust a client, new backup codes...).
     ticket: Mutex<Option<(String, Zeroizing<Vec<u8>>)>>,
@@ -128,27 +140,6 @@ impl From<postgres::Error> for BackendError {
             None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))),
         }
     }
-}
-
-/// Whether the server refused the login itself (no mapping of this certificate to the
-/// role asked for, or no such role), as opposed to being unreachable.
-fn is_login_refused(e: &postgres::Error) -> bool {
-    e.as_db_error().is_some_and(|db| {
-        db.code() == &postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-            || db.code() == &postgres::error::SqlState::INVALID_PASSWORD
-    })
-}
-
-/// An error with the errors under it (the TLS library's reason is in a source).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Reads a credential file that must belong to `owner` and, for a private key, be
@@ -185,7 +176,7 @@ impl Postgresql {
             settings,
             role,
             owner,
-            client: Mutex::new(None),
+            client: Mutex::new(Slot::Unopened),
             ticket: Mutex::new(None),
         }
     }
@@ -205,64 +196,36 @@ impl Postgresql {
         Ok((tls, common_name(&cert)))
     }
 
-    fn connect(&self) -> Result<Client, BackendError> {
+    fn connect(&self) -> Result<Conn, BackendError> {
         let s = &self.settings;
         let (tls, cn) = self.tls()?;
         let logins = self.role.logins(cn.as_deref());
-        let mut last = String::from("no server listed");
-        for (host, port) in &s.hosts {
-            // Resolved here, on this thread: the client would otherwise resolve the name
-            // on a thread of its own.
-            let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => match (host.as_str(), *port).to_socket_addrs() {
-                    Ok(a) => a.map(|a| a.ip()).collect(),
-                    Err(e) => {
-                        last = format!("{host}: {e}");
-                        continue;
-                    }
-                },
-            };
+        let target = Target {
+            hosts: &s.hosts,
+            dbname: &s.dbname,
+            logins: &logins,
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(s.statement_timeout_ms),
             // With one address there is nowhere else to go: skip the read-write check's
             // round trip (a standby then refuses the write, and the login fails closed).
-            let attrs = if s.hosts.len() == 1 && addrs.len() == 1 {
-                TargetSessionAttrs::Any
-            } else {
-                TargetSessionAttrs::ReadWrite
-            };
-            for ip in addrs {
-                let mut refused = Vec::new();
-                for user in &logins {
-                    let mut c = PgConfig::new();
-                    c.host(host)
-                        .hostaddr(ip)
-                        .port(*port)
-                        .dbname(&s.dbname)
-                        .user(user)
-                        .ssl_mode(SslMode::Require)
-                        .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-                        .target_session_attrs(attrs)
-                        .application_name("twofactor");
-                    if let Some(ms) = s.statement_timeout_ms {
-                        c.options(&format!("-c statement_timeout={ms}"));
-                    }
-                    match c.connect(tls.clone()) {
-                        Ok(client) => return Ok(client),
-                        // The server refused this role for this certificate: the next
-                        // role may be the one it is mapped to.
-                        Err(e) if is_login_refused(&e) => refused.push(with_causes(&e)),
-                        Err(e) => {
-                            refused.clear();
-                            last = format!("{host}:{port} ({ip}): {}", with_causes(&e));
-                            break;
-                        }
-                    }
-                }
-                if !refused.is_empty() {
-                    last = format!("{host}:{port} ({ip}): {}", refused.join("; then "));
-                }
-            }
-        }
+            read_write_check: s.hosts.len() > 1
+                || s.hosts
+                    .first()
+                    .is_some_and(|(h, _)| h.parse::<IpAddr>().is_err()),
+        };
+        let failures = match Conn::open(&target, &tls) {
+            Ok(conn) => return Ok(conn),
+            Err(f) => f,
+        };
+        let last = if failures.is_empty() {
+            "no server listed".to_string()
+        } else {
+            failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         let hint = match self.role {
             Role::Admin => {
                 " (admin commands need a certificate that pg_ident.conf maps to twofactor_admin)"
@@ -275,21 +238,50 @@ impl Postgresql {
         Err(unavailable(format!("{SERVER_UNREACHABLE}: {last}{hint}")))
     }
 
-    /// Runs `f` on the connection, opening it first if needed.
+    /// Runs `f` on the connection within the call's deadline, opening the connection
+    /// first if needed. A call that ran out of time leaves the connection unusable, so it
+    /// is dropped.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, BackendError> {
         let mut slot = lock(&self.client);
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(self.connect()?);
+        // One connection per handle (one login): a connection lost mid-login is not
+        // opened again, so a login waits for at most one connection's worth of servers.
+        let conn = match &mut *slot {
+            Slot::Unopened => {
+                *slot = Slot::Open(self.connect()?);
+                match &mut *slot {
+                    Slot::Open(conn) => conn,
+                    _ => return Err(unavailable("no connection")),
+                }
+            }
+            Slot::Open(conn) if conn.is_closed() => {
+                let lost = format!(
+                    "{SERVER_UNREACHABLE}: {}: the connection closed",
+                    conn.server
+                );
+                *slot = Slot::Lost(lost.clone());
+                return Err(unavailable(lost));
+            }
+            Slot::Open(conn) => conn,
+            Slot::Lost(why) => return Err(unavailable(why.clone())),
+        };
+        match conn.call(f) {
+            Ok(v) => Ok(v),
+            Err(failure) => {
+                let gone = conn.is_closed() || !matches!(failure, Failure::Failed { .. });
+                if gone {
+                    *slot = Slot::Lost(format!("{SERVER_UNREACHABLE}: {failure}"));
+                }
+                Err(match failure {
+                    Failure::Failed { error: Some(e), .. } if e.as_db_error().is_some() => {
+                        BackendError::from(e)
+                    }
+                    other => unavailable(format!("{SERVER_UNREACHABLE}: {other}")),
+                })
+            }
         }
-        let client = slot.as_mut().ok_or_else(|| unavailable("no connection"))?;
-        let result = f(client);
-        if result.is_err() && client.is_closed() {
-            *slot = None;
-        }
-        Ok(result?)
     }
 
     fn one<T: for<'a> postgres::types::FromSql<'a>>(
@@ -297,7 +289,7 @@ impl Postgresql {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<T, BackendError> {
-        self.with(|c| c.query_one(sql, params).map(|row| row.get(0)))
+        self.with(async |c| c.query_one(sql, params).await.map(|row| row.get(0)))
     }
 
     /// As [`Self::one`], for a function only `twofactor_admin` may run: the server's
@@ -322,15 +314,20 @@ impl Postgresql {
     /// Runs `sql` and discards the rows: for checks that a statement is refused to this
     /// role (doctor's probe, the tests). The error text on failure.
     pub fn probe(&self, sql: &str) -> Result<(), String> {
-        self.with(|c| c.batch_execute(sql)).map_err(|e| match e {
-            BackendError::Unavailable(m) | BackendError::Refused(m) => m,
-            other => other.to_string(),
-        })
+        self.with(async |c| c.batch_execute(sql).await)
+            .map_err(|e| match e {
+                BackendError::Unavailable(m) | BackendError::Refused(m) => m,
+                other => other.to_string(),
+            })
     }
 
     /// The catalog check (see [`catalog_problems`]) on this connection, as doctor runs it.
     pub fn catalog_problems(&self) -> Result<Vec<String>, BackendError> {
-        self.with(catalog_problems)
+        self.with(async |c| {
+            c.query(setup::CATALOG_CHECK, &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        })
     }
 
     /// The role this connection logged in as.
@@ -489,8 +486,9 @@ impl Backend for Postgresql {
     }
 
     fn users(&self) -> Result<Vec<String>, BackendError> {
-        self.with(|c| {
+        self.with(async |c| {
             c.query("SELECT twofactor.a_users()", &[])
+                .await
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         })
         .map_err(|e| self.for_admin(e))

@@ -345,7 +345,7 @@ pub fn catalog_problems(c: &mut impl GenericClient) -> Result<Vec<String>, postg
 }
 
 /// One row per problem.
-const CATALOG_CHECK: &str = r"
+pub(super) const CATALOG_CHECK: &str = r"
 WITH ours AS (
     SELECT p.oid, p.oid::regprocedure::text AS f,
            (SELECT substr(c, 13) FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') AS sp
