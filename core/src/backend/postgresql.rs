@@ -95,8 +95,8 @@ fn common_name(cert: &X509) -> Option<String> {
 enum Slot {
     /// Not needed yet.
     Unopened,
-    /// Open.
-    Open(Conn),
+    /// Open (boxed: a runtime and a client are large beside the other states).
+    Open(Box<Conn>),
     /// Lost (closed, or a call ran out of time): why, for every later call.
     Lost(String),
 }
@@ -250,7 +250,7 @@ impl Postgresql {
         // opened again, so a login waits for at most one connection's worth of servers.
         let conn = match &mut *slot {
             Slot::Unopened => {
-                *slot = Slot::Open(self.connect()?);
+                *slot = Slot::Open(Box::new(self.connect()?));
                 match &mut *slot {
                     Slot::Open(conn) => conn,
                     _ => return Err(unavailable("no connection")),
