@@ -160,6 +160,8 @@ pub struct Event {
     pub outcome: Outcome,
     /// Why.
     pub reason: Reason,
+    /// The fleet database server that decided it, where one did (`db2:5432 (10.0.0.2)`).
+    pub server: Option<String>,
 }
 
 /// Writes `value` so one field can never spill into another or onto a new line:
@@ -178,6 +180,13 @@ fn field(f: &mut fmt::Formatter<'_>, name: &str, value: &str) -> fmt::Result {
 }
 
 impl Event {
+    /// The same event, naming the database server that decided it.
+    #[must_use]
+    pub fn with_server(mut self, server: Option<&str>) -> Self {
+        self.server = server.map(str::to_string);
+        self
+    }
+
     /// The syslog severity that fits the outcome.
     pub fn severity(&self) -> Severity {
         match (self.outcome, &self.reason) {
@@ -206,7 +215,12 @@ impl fmt::Display for Event {
         f.write_str(" ")?;
         field(f, "rhost", self.rhost.as_deref().unwrap_or("-"))?;
         write!(f, " outcome={} ", self.outcome.as_str())?;
-        field(f, "reason", &self.reason.to_string())
+        field(f, "reason", &self.reason.to_string())?;
+        if let Some(server) = &self.server {
+            f.write_str(" ")?;
+            field(f, "server", server)?;
+        }
+        Ok(())
     }
 }
 
@@ -222,6 +236,7 @@ mod tests {
             rhost: Some("192.0.2.7".into()),
             outcome: Outcome::Success,
             reason,
+            server: None,
         }
     }
 

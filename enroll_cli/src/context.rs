@@ -262,6 +262,7 @@ impl Ctx {
                 action,
                 by: self.caller.name.clone(),
             },
+            server: None,
         }
         .log(IDENT);
     }

@@ -141,6 +141,7 @@ fn install(path: &Path, text: &str, by: &str) -> Result<(), Error> {
             action: "edit-config",
             by: by.to_string(),
         },
+        server: None,
     }
     .log(IDENT);
     Ok(())

@@ -49,6 +49,7 @@ impl Decision {
             rhost: rhost.map(str::to_string),
             outcome,
             reason,
+            server: None,
         }
     }
 }

@@ -275,9 +275,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             return items.finish(&Decision::Error(ErrorKind::Config, why), None);
         }
     };
-    let mut audit = |decision: &Decision, account: Option<&str>| {
+    let mut audit = |decision: &Decision, account: Option<&str>, server: Option<&str>| {
         decision
             .event(&items.user, account, &items.service, items.rhost.as_deref())
+            .with_server(server)
             .log(IDENT);
     };
     let mut rng = OsRandom;
@@ -290,6 +291,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         store_owner: 0,
         hash_cost: HashCost::DEFAULT,
         audit: &mut audit,
+        served_by: None,
     };
     let login = Login {
         user: &items.user,
@@ -365,7 +367,7 @@ fn one_prompt(
                     ErrorKind::Conversation,
                     format!("conversation failed: {}", e.0),
                 );
-                (env.audit)(&decision, None);
+                (env.audit)(&decision, None, None);
                 return Err(pam_code(&decision));
             }
         },

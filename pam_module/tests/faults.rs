@@ -81,7 +81,7 @@ impl Conversation for Answer {
 
 fn login(config: &Config, user: &str, code: &str) -> Decision {
     let mut rng = OsRandom;
-    let mut audit = |_: &_, _: Option<&str>| {};
+    let mut audit = |_: &_, _: Option<&str>, _: Option<&str>| {};
     let mut env = Env {
         config,
         directory: &Nss,
@@ -91,6 +91,7 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
         store_owner: 0,
         hash_cost: CHEAP_HASH,
         audit: &mut audit,
+        served_by: None,
     };
     let login = Login {
         user,

@@ -403,7 +403,7 @@ fn racing_logins_get_each_grace_login_once() {
             let (config, barrier) = (Arc::clone(&config), Arc::clone(&barrier));
             thread::spawn(move || {
                 let mut rng = OsRandom;
-                let mut audit = |_: &_, _: Option<&str>| {};
+                let mut audit = |_: &_, _: Option<&str>, _: Option<&str>| {};
                 let mut env = Env {
                     config: &config,
                     directory: &Nss,
@@ -413,6 +413,7 @@ fn racing_logins_get_each_grace_login_once() {
                     store_owner: 0,
                     hash_cost: CHEAP_HASH,
                     audit: &mut audit,
+                    served_by: None,
                 };
                 let login = Login {
                     user: "root",

@@ -39,6 +39,12 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// Every user with state, in name order.
     fn users(&self) -> Result<Vec<String>, BackendError>;
 
+    /// The server that answered the last call, for the audit line: a fleet database's
+    /// `host:port (address)`; none for local files.
+    fn served_by(&self) -> Option<String> {
+        None
+    }
+
     /// Checks a typed code: locked or not enrolled is answered unchecked; otherwise the
     /// attempt is recorded as a failure and made durable before the code is looked at,
     /// and a right code (fresh TOTP step, or an unspent backup code) then writes the

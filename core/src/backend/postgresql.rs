@@ -475,6 +475,13 @@ impl RawFacts {
 }
 
 impl Backend for Postgresql {
+    fn served_by(&self) -> Option<String> {
+        match &*lock(&self.client) {
+            Slot::Open(conn) => Some(conn.server.clone()),
+            _ => None,
+        }
+    }
+
     fn facts(&self, user: &str) -> Result<UserFacts, BackendError> {
         let v: Option<serde_json::Value> = self.one("SELECT twofactor.h_facts($1)", &[&user])?;
         match v {

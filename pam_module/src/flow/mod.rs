@@ -76,8 +76,10 @@ pub struct Env<'a> {
     pub hash_cost: HashCost,
     /// Receives each decision as it is made, with the account's canonical name: every
     /// recorded failure at once (a disconnect after it must not lose the audit line),
-    /// and the final decision.
-    pub audit: &'a mut dyn FnMut(&Decision, Option<&str>),
+    /// and the final decision; with the database server that decided it, if one did.
+    pub audit: &'a mut dyn FnMut(&Decision, Option<&str>, Option<&str>),
+    /// The database server that answered the last verify (a fleet's), for the audit.
+    pub served_by: Option<String>,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -189,7 +191,7 @@ fn conclude(
         });
     }
     if ui.logged.as_ref() != Some(&decision) {
-        (env.audit)(&decision, account.as_deref());
+        (env.audit)(&decision, account.as_deref(), env.served_by.as_deref());
     }
     (decision, account)
 }
@@ -453,6 +455,7 @@ fn judge(
         env.config,
         env.clock.now(),
     )?;
+    env.served_by = backend.served_by();
     let done = match result {
         CodeResult::Totp => {
             offer_trust(ui, login, env, backend)?;
@@ -465,7 +468,7 @@ fn judge(
         }
         CodeResult::Replayed => {
             let recorded = Decision::Deny(Reason::Replay);
-            (env.audit)(&recorded, Some(login.user));
+            (env.audit)(&recorded, Some(login.user), env.served_by.as_deref());
             ui.logged = Some(recorded);
             ui.error(&messages::replayed(period))?;
             return Ok(Judged::Again(Reason::Replay));
@@ -473,7 +476,7 @@ fn judge(
         CodeResult::Wrong { locked_for } => {
             // Logged now: the failure is recorded, and the user may hang up next.
             let recorded = Decision::Deny(Reason::WrongCode { locked_for });
-            (env.audit)(&recorded, Some(login.user));
+            (env.audit)(&recorded, Some(login.user), env.served_by.as_deref());
             ui.logged = Some(recorded);
             if let Some(seconds) = locked_for {
                 ui.error(&messages::locked(login.user, seconds))?;

@@ -105,7 +105,7 @@ impl World {
     /// Runs `f` with the world as the flow sees it; decisions go to `logged`.
     fn with_env<R>(&mut self, f: impl FnOnce(&mut Env<'_>) -> R) -> R {
         let logged = &mut self.logged;
-        let mut audit = |d: &Decision, _: Option<&str>| logged.push(d.clone());
+        let mut audit = |d: &Decision, _: Option<&str>, _: Option<&str>| logged.push(d.clone());
         let mut env = Env {
             config: &self.config,
             directory: &Groups,
@@ -115,6 +115,7 @@ impl World {
             store_owner: me(),
             hash_cost: CHEAP,
             audit: &mut audit,
+            served_by: None,
         };
         f(&mut env)
     }
