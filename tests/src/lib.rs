@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
 
 pub mod conformance;
+pub mod patroni;
 pub mod postgres;
 pub mod screen;
 

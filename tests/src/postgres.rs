@@ -35,12 +35,12 @@ pub struct Cluster {
     pub port: u16,
 }
 
-fn pg(program: &str) -> String {
+pub(crate) fn pg(program: &str) -> String {
     format!("{PG_BIN}/{program}")
 }
 
 /// Runs `args` as the postgres user.
-fn as_postgres(args: &[&str]) {
+pub(crate) fn as_postgres(args: &[&str]) {
     let mut all = vec!["-u", "postgres", "--"];
     all.extend_from_slice(args);
     run("runuser", &all);
@@ -48,7 +48,7 @@ fn as_postgres(args: &[&str]) {
 
 /// An encryption key file in `dir`: outside the data directory, readable by the server's
 /// OS user only.
-fn make_key(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn make_key(dir: &Path, name: &str) -> PathBuf {
     let key = dir.join(name);
     let mut raw = [0u8; 32];
     getrandom_fill(&mut raw);
@@ -76,7 +76,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// Makes `name.crt`/`name.key` signed by `ca`, with the given subjectAltName.
-fn issue(dir: &Path, ca: &str, name: &str, san: Option<&str>) {
+pub(crate) fn issue(dir: &Path, ca: &str, name: &str, san: Option<&str>) {
     openssl(
         dir,
         &[
@@ -124,7 +124,7 @@ fn issue(dir: &Path, ca: &str, name: &str, san: Option<&str>) {
     );
 }
 
-fn new_ca(dir: &Path, name: &str) {
+pub(crate) fn new_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
