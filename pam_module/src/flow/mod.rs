@@ -58,6 +58,10 @@ pub enum CodeFrom<'a> {
     OnePrompt(Option<&'a str>),
 }
 
+/// Where decisions go: the decision, the account's canonical name, and the database
+/// server that decided it.
+pub type AuditSink<'a> = dyn FnMut(&Decision, Option<&str>, Option<&str>) + 'a;
+
 /// Everything the flow uses from the outside world.
 pub struct Env<'a> {
     /// The validated config.
@@ -77,7 +81,7 @@ pub struct Env<'a> {
     /// Receives each decision as it is made, with the account's canonical name: every
     /// recorded failure at once (a disconnect after it must not lose the audit line),
     /// and the final decision; with the database server that decided it, if one did.
-    pub audit: &'a mut dyn FnMut(&Decision, Option<&str>, Option<&str>),
+    pub audit: &'a mut AuditSink<'a>,
     /// The database server that answered the last verify (a fleet's), for the audit.
     pub served_by: Option<String>,
 }
