@@ -196,6 +196,20 @@ fn fleet_findings(c: &Config) -> Vec<doctor::Finding> {
         secrets_probe: connected.then(|| db.probe("SELECT secret FROM twofactor.users LIMIT 1")),
         catalog: connected.then(|| db.catalog_problems().map_err(|e| e.to_string())),
         login_role: connected.then(|| db.session_role().ok()).flatten(),
+        servers_seen: db
+            .probe_servers()
+            .map(|all| {
+                all.into_iter()
+                    .map(|r| {
+                        let seen = r.state.map(|s| {
+                            let us = u64::try_from(s.round_trip.as_micros()).unwrap_or(u64::MAX);
+                            (s.primary, us)
+                        });
+                        (r.server, seen)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         db_time: connected.then(|| db.server_time().ok()).flatten(),
         now: SystemClock.now(),
         synchronised: host::clock_synchronised(),

@@ -138,6 +138,11 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         killed_at.as_secs_f64(),
         ha.nodes[old].name
     );
+    // Doctor's view with the leader down: that server cannot be reached.
+    let seen = ha.backend(HOSTS[1]).probe_servers().unwrap();
+    let dead = &seen[old];
+    println!("doctor, leader down: {} {:?}", dead.server, dead.state);
+    assert!(dead.state.is_err(), "{seen:?}");
     // The code spent just before the kill, again, on host B: refused now and ever.
     let replay_code = spent.code.clone();
     let mut replays = Vec::new();
@@ -262,6 +267,19 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         );
     }
     assert!(ha.is_replica(old));
+    // What doctor reports of each server now: one primary, two standbys, all answering.
+    let seen = ha.backend(HOSTS[0]).probe_servers().unwrap();
+    for r in &seen {
+        println!("doctor: {} {:?}", r.server, r.state);
+    }
+    assert!(seen.iter().all(|r| r.state.is_ok()), "{seen:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|r| r.state.as_ref().is_ok_and(|s| s.primary))
+            .count(),
+        1,
+        "{seen:?}"
+    );
     let total = attempts.len();
     let ok = attempts.iter().filter(|a| a.accepted).count();
     println!(

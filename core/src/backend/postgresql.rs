@@ -90,6 +90,24 @@ fn common_name(cert: &X509) -> Option<String> {
         .and_then(|e| String::from_utf8(e.data().as_slice().to_vec()).ok())
 }
 
+/// One configured server as [`Postgresql::probe_servers`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// `host:port` as configured.
+    pub server: String,
+    /// What it answered, or why it did not.
+    pub state: Result<ServerState, String>,
+}
+
+/// A server that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerState {
+    /// The primary (takes writes), not a standby.
+    pub primary: bool,
+    /// One query's round trip.
+    pub round_trip: Duration,
+}
+
 /// The connection of one handle.
 #[derive(Debug)]
 enum Slot {
@@ -328,6 +346,51 @@ impl Postgresql {
                 .await
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         })
+    }
+
+    /// Each configured server on its own, as doctor reports them: whether it answers
+    /// (within the login's deadlines), whether it is the primary, and one round trip.
+    pub fn probe_servers(&self) -> Result<Vec<ServerReport>, BackendError> {
+        let (tls, cn) = self.tls()?;
+        let logins = self.role.logins(cn.as_deref());
+        let s = &self.settings;
+        let mut out = Vec::new();
+        for entry in &s.hosts {
+            let target = Target {
+                hosts: std::slice::from_ref(entry),
+                dbname: &s.dbname,
+                logins: &logins,
+                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+                statement_timeout: Duration::from_millis(s.statement_timeout_ms),
+                read_write_check: false,
+            };
+            let name = format!("{}:{}", entry.0, entry.1);
+            let state = match Conn::open(&target, &tls) {
+                Err(failures) => Err(failures
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+                Ok(mut conn) => {
+                    let t = std::time::Instant::now();
+                    conn.call(async |c| {
+                        c.query_one("SELECT pg_is_in_recovery()", &[])
+                            .await
+                            .map(|r| r.get::<_, bool>(0))
+                    })
+                    .map(|standby| ServerState {
+                        primary: !standby,
+                        round_trip: t.elapsed(),
+                    })
+                    .map_err(|f| f.to_string())
+                }
+            };
+            out.push(ServerReport {
+                server: name,
+                state,
+            });
+        }
+        Ok(out)
     }
 
     /// The role this connection logged in as.

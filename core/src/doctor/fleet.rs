@@ -11,6 +11,9 @@ pub const EXPIRY_WARNING_DAYS: u64 = 30;
 /// A database clock this far from a synchronised host's draws a warning.
 pub const CLOCK_WARNING_SECONDS: u64 = 10;
 
+/// One server on its own: `(primary, round trip in µs)`, or why it cannot be reached.
+pub type ServerSeen = Result<(bool, u64), String>;
+
 /// What the command found out about the fleet database from this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetFacts {
@@ -31,6 +34,9 @@ pub struct FleetFacts {
     /// The catalog check as this host runs it, once connected: the problems found, or
     /// why it could not run.
     pub catalog: Option<Result<Vec<String>, String>>,
+    /// Each configured server on its own: whether it is the primary and one round trip
+    /// in microseconds (`Ok((primary, round_trip_us))`), or why it cannot be reached.
+    pub servers_seen: Vec<(String, ServerSeen)>,
     /// The role this host logs in as, once connected.
     pub login_role: Option<String>,
     /// The database's clock (Unix seconds), once connected.
@@ -166,6 +172,36 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
         )),
         None => {}
     }
+    for (server, seen) in &f.servers_seen {
+        let message = match seen {
+            Ok((primary, us)) => format!(
+                "{server}: {}, round trip {:.1} ms",
+                if *primary { "primary" } else { "standby" },
+                *us as f64 / 1000.0
+            ),
+            Err(e) => format!("{server}: cannot be reached: {e}"),
+        };
+        out.push(Finding::new(
+            Level::Info,
+            "fleet-server",
+            "[storage.postgresql] hosts",
+            message,
+            "",
+        ));
+    }
+    if let Some((first, Err(e))) = f.servers_seen.first()
+        && f.servers_seen.iter().any(|(_, s)| s.is_ok())
+    {
+        out.push(Finding::new(
+            Level::Warning,
+            "fleet-first-server-down",
+            "[storage.postgresql] hosts",
+            format!(
+                "the first listed server, {first}, cannot be reached ({e}) while another answers: every login waits for it first, up to connect_timeout_ms per address"
+            ),
+            "bring it back, or list the servers that answer first",
+        ));
+    }
     if f.login_role.as_deref() == Some("twofactor_host") {
         out.push(Finding::new(
             Level::Warning,
@@ -270,6 +306,7 @@ mod tests {
             secrets_probe: Some(Err("permission denied for table users".into())),
             catalog: Some(Ok(Vec::new())),
             login_role: Some("tf_host_web1".into()),
+            servers_seen: Vec::new(),
             db_time: Some(NOW + 1),
             now: NOW,
             synchronised: Some(true),
@@ -342,6 +379,35 @@ mod tests {
         f.catalog = Some(Ok(Vec::new()));
         f.login_role = Some("twofactor_host".into());
         assert_eq!(ids(&check_fleet(&f)), ["fleet-shared-role"]);
+    }
+
+    #[test]
+    fn each_server_is_reported_and_a_dead_first_one_warns() {
+        let mut f = healthy();
+        f.servers_seen = vec![
+            ("db1:5432".into(), Ok((true, 1250))),
+            ("db2:5432".into(), Ok((false, 2000))),
+        ];
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-server", "fleet-server"]);
+        assert!(
+            found[0]
+                .message
+                .contains("db1:5432: primary, round trip 1.2 ms"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[1].message.contains("standby"));
+        f.servers_seen[0].1 = Err("no answer within 2000 ms (tls)".into());
+        let found = check_fleet(&f);
+        assert_eq!(
+            ids(&found),
+            ["fleet-server", "fleet-server", "fleet-first-server-down"]
+        );
+        assert!(found[2].message.contains("db1:5432"));
+        // With nothing answering, the connection error says it all: no warning on top.
+        f.servers_seen[1].1 = Err("refused".into());
+        assert!(!ids(&check_fleet(&f)).contains(&"fleet-first-server-down"));
     }
 
     #[test]
