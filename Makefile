@@ -57,8 +57,9 @@ rpm: build
 demo:
 	bash packaging/demo.sh
 
+# HA=1: three PostgreSQL nodes run by Patroni with etcd instead of one server.
 demo-fleet:
-	bash packaging/demo-fleet.sh
+	HA=$(HA) bash packaging/demo-fleet.sh
 
 test:
 	bash tests/run

@@ -8,6 +8,10 @@
 # fleet guide sets them up. The system's sshd, PAM stacks, PostgreSQL and users are left
 # alone. Ctrl-C removes everything it created.
 #
+# HA=1: the database is three PostgreSQL nodes run by Patroni with etcd (synchronous
+# mode, strict), every node listed in each host's config; the command that kills the
+# leader is printed, to watch a failover from an ssh session.
+#
 # DEMO_CHECK=1: instead of waiting, enrol at the first login on A, log in on B with the
 # next code, see that code refused on A, list users through the admin role, and tear
 # down. DEMO_PORT_A, DEMO_PORT_B and DEMO_PG_PORT change the ports.
@@ -56,9 +60,19 @@ cleanup() {
         pgrep -f "^$dir/" >/dev/null || break
         sleep 0.1
     done
-    if [ -f "$dir/pg/data/postmaster.pid" ]; then
-        runuser -u postgres -- "$pg_bin/pg_ctl" -D "$dir/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
+    # HA=1: Patroni stops its PostgreSQL on SIGTERM; anything left is stopped at once.
+    pkill -TERM -f "patroni $dir/pg/node" 2>/dev/null || true
+    for _ in $(seq 100); do
+        pgrep -f "patroni $dir/pg/node" >/dev/null || break
+        sleep 0.1
+    done
+    pkill -KILL -f "patroni $dir/pg/node" 2>/dev/null || true
+    pkill -f "etcd --name demo --data-dir $dir/pg/etcd" 2>/dev/null || true
+    for data in "$dir/pg/data" "$dir"/pg/node*/data; do
+        if [ -f "$data/postmaster.pid" ]; then
+            runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+        fi
+    done
     userdel --remove "$user" 2>/dev/null || true
     rm -f /etc/pam.d/twofactor-fleet-a /etc/pam.d/twofactor-fleet-b
     rm -rf "$dir"
@@ -81,23 +95,25 @@ issue() { # NAME CN [subjectAltName]
     chmod 0600 "$pki/$1.key"
 }
 issue db localhost "IP:127.0.0.1,DNS:localhost"
+for n in 0 1 2; do issue "node$n" localhost "IP:127.0.0.1,DNS:localhost"; done
 issue host-a host-a.fleet.demo
 issue host-b host-b.fleet.demo
 issue admin admin-demo
 chmod 0644 "$pki/ca.crt" "$pki"/*.crt
 
-# --- 2. PostgreSQL: its own cluster, TLS only from outside, client certificates only.
-pg=$dir/pg
-install -d -m 0755 "$pg"
-install -d -m 0700 -o postgres -g postgres "$pg/data" "$pg/sock"
-install -m 0600 -o postgres -g postgres "$pki/db.crt" "$pki/db.key" "$pki/ca.crt" "$pg/"
-# The key that encrypts secrets at rest: outside the data directory, postgres only.
-(umask 077; openssl rand -hex 32 > "$pg/fleet.key")
-chown postgres:postgres "$pg/fleet.key"
-chmod 0400 "$pg/fleet.key"
-runuser -u postgres -- "$pg_bin/initdb" -D "$pg/data" -U postgres --auth-local=trust \
-    --auth-host=reject -E UTF8 >/dev/null
-cat >> "$pg/data/postgresql.conf" <<CONF
+single_setup() {
+    # --- 2. PostgreSQL: its own cluster, TLS only from outside, client certificates only.
+    pg=$dir/pg
+    install -d -m 0755 "$pg"
+    install -d -m 0700 -o postgres -g postgres "$pg/data" "$pg/sock"
+    install -m 0600 -o postgres -g postgres "$pki/db.crt" "$pki/db.key" "$pki/ca.crt" "$pg/"
+    # The key that encrypts secrets at rest: outside the data directory, postgres only.
+    (umask 077; openssl rand -hex 32 > "$pg/fleet.key")
+    chown postgres:postgres "$pg/fleet.key"
+    chmod 0400 "$pg/fleet.key"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg/data" -U postgres --auth-local=trust \
+        --auth-host=reject -E UTF8 >/dev/null
+    cat >> "$pg/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $pg_port
 unix_socket_directories = '$pg/sock'
@@ -106,22 +122,143 @@ ssl_cert_file = '$pg/db.crt'
 ssl_key_file = '$pg/db.key'
 ssl_ca_file = '$pg/ca.crt'
 CONF
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/data/server.log" -w start >/dev/null
-runuser -u postgres -- "$pg_bin/createdb" -h "$pg/sock" -p "$pg_port" twofactor
-admin_url="host=$pg/sock port=$pg_port user=postgres dbname=twofactor"
-"$twofactor" fleet init --admin-url "$admin_url" --key-file "$pg/fleet.key" > "$dir/fleet-init.txt"
-# What fleet init asked for, with this demo's addresses and certificate names: each host
-# logs in as a role of its own, and add-host prints its exact pg_ident.conf line.
-cat > "$pg/data/pg_hba.conf" <<HBA
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" -l "$pg/data/server.log" -w start >/dev/null
+    runuser -u postgres -- "$pg_bin/createdb" -h "$pg/sock" -p "$pg_port" twofactor
+    admin_url="host=$pg/sock port=$pg_port user=postgres dbname=twofactor"
+    "$twofactor" fleet init --admin-url "$admin_url" --key-file "$pg/fleet.key" > "$dir/fleet-init.txt"
+    # What fleet init asked for, with this demo's addresses and certificate names: each
+    # host logs in as a role of its own, and add-host prints its exact pg_ident.conf line.
+    cat > "$pg/data/pg_hba.conf" <<HBA
 local     all        postgres                           trust
 hostssl   twofactor  +twofactor_hosts,twofactor_admin  127.0.0.1/32  cert map=twofactor
 HBA
-echo "twofactor  admin-demo  twofactor_admin" > "$pg/data/pg_ident.conf"
-for h in host-a host-b; do
-  "$twofactor" --json fleet add-host "$h.fleet.demo" --admin-url "$admin_url" \
-    | sed -n 's/.*"pg_ident": *"\([^"]*\)".*/\1/p' >> "$pg/data/pg_ident.conf"
-done
-runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" reload >/dev/null
+    echo "twofactor  admin-demo  twofactor_admin" > "$pg/data/pg_ident.conf"
+    for h in host-a host-b; do
+        "$twofactor" --json fleet add-host "$h.fleet.demo" --admin-url "$admin_url" \
+            | sed -n 's/.*"pg_ident": *"\([^"]*\)".*/\1/p' >> "$pg/data/pg_ident.conf"
+    done
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg/data" reload >/dev/null
+    db_hosts="\"127.0.0.1:$pg_port\""
+    db_log() { tail -n 3 "$pg/data/server.log"; }
+}
+# --- 2 (HA=1). Three PostgreSQL nodes run by Patroni, with etcd, as the README's
+# "High availability" chapter sets them up: one server certificate per node, the key
+# file at the same path on every node, pg_hba and pg_ident written by Patroni.
+ha_nodes=(0 1 2)
+ha_port() { echo $((pg_port + $1)); }
+ha_rest() { echo $((pg_port + 100 + $1)); }
+ha_setup() {
+    pg=$dir/pg
+    install -d -m 0755 "$pg"
+    install -d -m 0700 -o postgres -g postgres "$pg/etcd"
+    (umask 077; openssl rand -hex 32 > "$pg/fleet.key")
+    chown postgres:postgres "$pg/fleet.key"
+    chmod 0400 "$pg/fleet.key"
+    runuser -u postgres -- etcd --name demo --data-dir "$pg/etcd" \
+        --listen-client-urls "http://127.0.0.1:$((pg_port + 200))" \
+        --advertise-client-urls "http://127.0.0.1:$((pg_port + 200))" \
+        --listen-peer-urls "http://127.0.0.1:$((pg_port + 201))" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((pg_port + 201))" \
+        --initial-cluster "demo=http://127.0.0.1:$((pg_port + 201))" \
+        --log-level warn > "$pg/etcd.log" 2>&1 &
+    pids+=($!)
+    for n in "${ha_nodes[@]}"; do
+        nd=$pg/node$n
+        install -d -m 0700 -o postgres -g postgres "$nd"
+        install -m 0600 -o postgres -g postgres "$pki/node$n.crt" "$pki/node$n.key" "$pki/ca.crt" "$nd/"
+        cat > "$nd/patroni.yml" <<YML
+scope: twofactor-demo
+name: node$n
+log:
+  level: WARNING
+restapi:
+  listen: 127.0.0.1:$(ha_rest "$n")
+  connect_address: 127.0.0.1:$(ha_rest "$n")
+etcd3:
+  hosts: 127.0.0.1:$((pg_port + 200))
+bootstrap:
+  dcs:
+    ttl: 10
+    loop_wait: 2
+    retry_timeout: 3
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    synchronous_mode_strict: true
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_log_hints: 'on'
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+postgresql:
+  listen: 127.0.0.1:$(ha_port "$n")
+  connect_address: 127.0.0.1:$(ha_port "$n")
+  data_dir: $nd/data
+  bin_dir: $pg_bin
+  pgpass: $nd/pgpass
+  authentication:
+    superuser: {username: postgres, password: demo-super}
+    replication: {username: replicator, password: demo-repl}
+    rewind: {username: rewinder, password: demo-rewind}
+  parameters:
+    unix_socket_directories: $nd
+    ssl: 'on'
+    ssl_cert_file: $nd/node$n.crt
+    ssl_key_file: $nd/node$n.key
+    ssl_ca_file: $nd/ca.crt
+  pg_hba:
+  - local all all trust
+  - host replication replicator 127.0.0.1/32 scram-sha-256
+  - host all postgres,rewinder 127.0.0.1/32 scram-sha-256
+  - hostssl twofactor +twofactor_hosts,twofactor_admin 127.0.0.1/32 cert map=twofactor
+  pg_ident:
+  - twofactor admin-demo twofactor_admin
+YML
+        chown postgres:postgres "$nd/patroni.yml"
+        HOME=$nd runuser -u postgres -- patroni "$nd/patroni.yml" > "$pg/node$n.log" 2>&1 &
+        pids+=($!)
+    done
+    leader=
+    for _ in $(seq 300); do
+        for n in "${ha_nodes[@]}"; do
+            if curl -sf -o /dev/null "http://127.0.0.1:$(ha_rest "$n")/primary"; then leader=$n; fi
+        done
+        [ -n "$leader" ] && break
+        sleep 0.3
+    done
+    if [ -z "$leader" ]; then
+        echo "demo-fleet: Patroni elected no leader:" >&2
+        tail -n 5 "$pg"/node*.log >&2
+        exit 1
+    fi
+    runuser -u postgres -- "$pg_bin/createdb" -h "$pg/node$leader" -p "$(ha_port "$leader")" twofactor
+    admin_url="host=$pg/node$leader port=$(ha_port "$leader") user=postgres dbname=twofactor"
+    "$twofactor" fleet init --admin-url "$admin_url" --key-file "$pg/fleet.key" > "$dir/fleet-init.txt"
+    # Patroni owns pg_ident on every node: the lines add-host prints go into its config,
+    # and a SIGHUP makes each Patroni write them out and reload PostgreSQL.
+    for h in host-a host-b; do
+        line=$("$twofactor" --json fleet add-host "$h.fleet.demo" --admin-url "$admin_url" \
+            | sed -n 's/.*"pg_ident": *"\([^"]*\)".*/\1/p' | tr -s ' ')
+        for n in "${ha_nodes[@]}"; do echo "  - $line" >> "$pg/node$n/patroni.yml"; done
+    done
+    pkill -HUP -f "patroni $pg/node" || true
+    # Every standby running, one of them synchronous, before anyone logs in.
+    for _ in $(seq 300); do
+        replicas=0
+        for n in "${ha_nodes[@]}"; do
+            curl -sf -o /dev/null "http://127.0.0.1:$(ha_rest "$n")/replica" && replicas=$((replicas + 1))
+        done
+        [ "$replicas" = 2 ] && break
+        sleep 0.3
+    done
+    db_hosts=$(for n in "${ha_nodes[@]}"; do printf '"127.0.0.1:%s", ' "$(ha_port "$n")"; done)
+    db_hosts=${db_hosts%, }
+    db_log() { tail -n 3 "$pg"/node*.log; }
+}
+
+if [ "${HA:-0}" = 1 ]; then ha_setup; else single_setup; fi
 
 # --- 3. Two hosts, each with its own certificate, config, PAM service and sshd.
 useradd --create-home --home-dir "$dir/home" --shell /bin/bash "$user"
@@ -136,7 +273,7 @@ issuer = "twofactor fleet demo"
 [storage]
 backend = "postgresql"
 [storage.postgresql]
-hosts = ["127.0.0.1:$pg_port"]
+hosts = [$db_hosts]
 dbname = "twofactor"
 ca = "$pki/ca.crt"
 cert = "$pki/$2.crt"
@@ -196,7 +333,7 @@ for try in $(seq 50); do
     if [ "$try" = 50 ]; then
         echo "demo-fleet: the database does not let the admin certificate in:" >&2
         cat "$dir/ready.txt" >&2
-        tail -n 10 "$pg/data/server.log" >&2
+        db_log >&2
         exit 1
     fi
     sleep 0.1
@@ -214,6 +351,22 @@ Enrol at the first login on either host (scan the QR code, or compute codes with
 oathtool --totp -b KEY), then log in on the other host with the next code: one
 enrolment, one replay guard and one lockout for both.
 
+$(if [ "${HA:-0}" = 1 ]; then cat <<HA
+The database is three PostgreSQL nodes run by Patroni (ports $(ha_port 0), $(ha_port 1),
+$(ha_port 2)); both hosts list all three. See who leads:
+
+  patronictl -c $pg/node0/patroni.yml list
+
+Kill the leader as a crash would (its Patroni and PostgreSQL, SIGKILL), then bring it
+back as a reboot would; logins pause for about 15 s, then go on, and the old leader
+rejoins as a replica:
+
+  L=\$(patronictl -c $pg/node0/patroni.yml list -f json | sed -n 's/.*"Member": "\\(node[0-9]\\)"[^}]*"Role": "Leader".*/\\1/p')
+  pkill -KILL -f "patroni $pg/\$L/"; kill -KILL \$(head -1 $pg/\$L/data/postmaster.pid)
+  HOME=$pg/\$L runuser -u postgres -- patroni $pg/\$L/patroni.yml >> $pg/\$L.log 2>&1 &
+
+HA
+fi)
 As the administrator:  $twofactor --config $dir/admin.toml status --all
 A host's own check:    $twofactor --config $dir/host-a.toml doctor
 The database:          runuser -u postgres -- $pg_bin/psql -h $pg/sock -p $pg_port twofactor
@@ -233,7 +386,7 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
         echo "--- sshd on host A:"
         { grep -v '^debug' "$dir/sshd_a.log" | tail -n 3; } || true
         echo "--- PostgreSQL:"
-        tail -n 3 "$pg/data/server.log" || true
+        db_log || true
         exit 1
     }
     echo
