@@ -341,7 +341,7 @@ done
 
 cat <<TEXT
 
-twofactor fleet demo is running: two sshd hosts share one PostgreSQL database.
+twofactor fleet demo is running: two sshd hosts share one $(if [ "${HA:-0}" = 1 ]; then echo "database on three Patroni nodes"; else echo "PostgreSQL database"; fi).
 
   Host A:    ssh -p $port_a $user@127.0.0.1
   Host B:    ssh -p $port_b $user@127.0.0.1
@@ -361,7 +361,7 @@ Kill the leader as a crash would (its Patroni and PostgreSQL, SIGKILL), then bri
 back as a reboot would; logins pause for about 15 s, then go on, and the old leader
 rejoins as a replica:
 
-  L=\$(patronictl -c $pg/node0/patroni.yml list -f json | sed -n 's/.*"Member": "\\(node[0-9]\\)"[^}]*"Role": "Leader".*/\\1/p')
+  L=\$(for n in 0 1 2; do curl -sf -o /dev/null http://127.0.0.1:\$(($pg_port + 100 + n))/primary && echo node\$n; done)
   pkill -KILL -f "patroni $pg/\$L/"; kill -KILL \$(head -1 $pg/\$L/data/postmaster.pid)
   HOME=$pg/\$L runuser -u postgres -- patroni $pg/\$L/patroni.yml >> $pg/\$L.log 2>&1 &
 
@@ -369,7 +369,7 @@ HA
 fi)
 As the administrator:  $twofactor --config $dir/admin.toml status --all
 A host's own check:    $twofactor --config $dir/host-a.toml doctor
-The database:          runuser -u postgres -- $pg_bin/psql -h $pg/sock -p $pg_port twofactor
+The database:          runuser -u postgres -- $pg_bin/psql -h $(if [ "${HA:-0}" = 1 ]; then echo "$pg/node0 -p $(ha_port 0)"; else echo "$pg/sock -p $pg_port"; fi) twofactor
 
 Press Ctrl-C to stop; the user, PAM services, sshd hosts and database are removed.
 TEXT

@@ -122,5 +122,10 @@ check "demo-fleet left nothing behind" sh -c "! id fleetdemo && ! test -e /etc/p
 # The pattern cannot match its own command line: the brackets are not in the path.
 check "demo-fleet left no process" sh -c "! pgrep -fa '/tmp/[t]wofactor-fleet-demo'"
 
+# --- the same on three Patroni nodes with etcd
+check "make demo-fleet HA=1 (DEMO_CHECK=1)" sh -c "DEMO_CHECK=1 HA=1 DEMO_PORT_A=2242 DEMO_PORT_B=2243 DEMO_PG_PORT=56432 make demo-fleet"
+check "demo-fleet HA=1 left nothing behind" sh -c "! id fleetdemo && ! ls -d /tmp/twofactor-fleet-demo.* 2>/dev/null"
+check "demo-fleet HA=1 left no process" sh -c "! pgrep -fa '/tmp/[t]wofactor-fleet-demo' && ! pgrep -fa '[e]tcd --name demo'"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
