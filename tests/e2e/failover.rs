@@ -23,13 +23,13 @@ use twofactor_testkit::{Accounts, PamFixture, Syslog, enrol, pamtester_with, tag
 /// Users logging in; each can log in once per 30-second step.
 const USERS: usize = 16;
 
-/// One login through pamtester on `host`'s fixture: whether it was let in, and the
-/// server the module's audit line says decided it.
+/// One login through pamtester on `host`'s fixture: whether it was let in, the server
+/// the module's audit line says decided it, and that line's reason.
 fn login(f: &PamFixture, user: &str, code: &str) -> (bool, Option<String>, String) {
     let log = Syslog::new();
     let mut s = pamtester_with(&f.services(), "tf", user, None, &log.wrap());
     s.send(code);
-    let (status, text) = s.finish();
+    let (status, _) = s.finish();
     let lines = log.wait_for(&format!("user={user} "), 1);
     let server = lines.iter().find_map(|l| {
         l.split("server=\"")
@@ -37,7 +37,15 @@ fn login(f: &PamFixture, user: &str, code: &str) -> (bool, Option<String>, Strin
             .and_then(|r| r.split('"').next())
             .map(str::to_string)
     });
-    (status == Some(0), server, text)
+    // Every decision of the login in order (a replay, then "no code entered" when
+    // pamtester has no second line to type).
+    let reason = lines
+        .iter()
+        .filter_map(|l| l.split(" reason=").nth(1))
+        .map(|r| r.split(" server=").next().unwrap_or(r).trim_matches('"'))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    (status == Some(0), server, reason)
 }
 
 /// The port in a `host:port (address)` server name.
@@ -60,6 +68,14 @@ struct Attempt {
     host: usize,
     accepted: bool,
     server: Option<String>,
+    reason: String,
+}
+
+impl Attempt {
+    /// Refused because no database could be reached in time (not a wrong or used code).
+    fn unreachable(&self) -> bool {
+        !self.accepted && self.reason.contains("cannot be reached")
+    }
 }
 
 #[test]
@@ -104,7 +120,7 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         let (name, key) = &users[user];
         let step = p.step_at(SystemClock.now());
         let code = code.unwrap_or_else(|| key.code_at_step(&p, step).to_string());
-        let (accepted, server, _) = login(&fixtures[host], name, &code);
+        let (accepted, server, reason) = login(&fixtures[host], name, &code);
         attempts.push(Attempt {
             at: start.elapsed(),
             user: name.clone(),
@@ -113,6 +129,7 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
             host,
             accepted,
             server,
+            reason,
         });
         attempts.last().unwrap().clone()
     };
@@ -150,7 +167,12 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
     let mut recovered_at = None;
     let mut refused = 0usize;
     let deadline = Instant::now() + Duration::from_secs(90);
+    // Each user logs in once per step: a second try in the same step is a replay.
     let mut tried: HashMap<(usize, u64), bool> = HashMap::new();
+    for a in &attempts {
+        let u = users.iter().position(|(n, _)| *n == a.user).unwrap();
+        tried.insert((u, a.step), a.accepted);
+    }
     while recovered_at.is_none() && Instant::now() < deadline {
         let r = attempt(&mut attempts, spent_user, 1, Some(replay_code.clone()));
         replays.push(r.clone());
@@ -169,6 +191,10 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         if a.accepted {
             recovered_at = Some(a.at);
         } else {
+            assert!(
+                a.unreachable(),
+                "a fresh code refused for another reason: {a:?}"
+            );
             refused += 1;
         }
     }
@@ -228,12 +254,13 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         .filter(|a| a.at + Duration::from_secs(2) >= killed_at)
     {
         println!(
-            "{:>6.1} s  {}  {:<12} {}  {}",
+            "{:>6.1} s  {}  {:<12} {}  {:<28} {}",
             a.at.as_secs_f64(),
             HOSTS[a.host],
             a.user,
             if a.accepted { "accepted" } else { "refused " },
-            a.server.as_deref().unwrap_or("-")
+            a.server.as_deref().unwrap_or("-"),
+            a.reason
         );
     }
     // No code was ever accepted twice: per user and step, at most one acceptance.
@@ -251,6 +278,10 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         "the code spent before the kill was accepted again: {:?}",
         replays.iter().find(|r| r.accepted)
     );
+    // Whenever a database answered, it said why: the code was already used.
+    for r in replays.iter().filter(|r| !r.unreachable()) {
+        assert!(r.reason.starts_with("replay"), "{r:?}");
+    }
     // Every acceptance after the kill came from a server other than the old leader.
     let after: Vec<&Attempt> = attempts
         .iter()
