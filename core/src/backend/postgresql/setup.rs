@@ -572,11 +572,14 @@ pub fn add_host(
             crate::text::printable(other)
         )));
     }
+    // A login that gave up leaves its session's commit waiting (for a synchronous
+    // standby, say) with the user's row held; checking the client every second ends it.
     tx.batch_execute(&format!(
         "CREATE ROLE {role} LOGIN CONNECTION LIMIT {HOST_CONNECTION_LIMIT} IN ROLE {HOSTS_GROUP}; \
          ALTER ROLE {role} SET statement_timeout = '10s'; \
          ALTER ROLE {role} SET lock_timeout = '2s'; \
-         ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'"
+         ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'; \
+         ALTER ROLE {role} SET client_connection_check_interval = '1s'"
     ))?;
     tx.execute(
         "INSERT INTO twofactor.hosts (role, host) VALUES ($1, $2)",
