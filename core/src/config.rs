@@ -817,6 +817,38 @@ mod tests {
         );
     }
 
+    /// The shipped config's commented fleet example says what the README's host config
+    /// says: the same paths and timeouts.
+    #[test]
+    fn the_shipped_fleet_example_matches_the_readme() {
+        let shipped = fs::read_to_string(repo_file("config/config.toml")).unwrap();
+        let readme = fs::read_to_string(repo_file("README.md")).unwrap();
+        let section = shipped
+            .split("# [storage.postgresql]")
+            .nth(1)
+            .expect("a commented [storage.postgresql] example");
+        let mut checked = 0;
+        for line in section.lines().skip(1).take_while(|l| l.starts_with("# ")) {
+            let setting = line.trim_start_matches("# ");
+            let Some((key, rest)) = setting.split_once(" = ") else {
+                continue;
+            };
+            if key == "hosts" {
+                continue;
+            }
+            let value = rest.split("  ").next().unwrap_or(rest).trim();
+            let in_readme = readme
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} = {value}")));
+            assert!(
+                in_readme,
+                "config/config.toml has {key} = {value}; the README does not"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 6, "{checked} settings checked");
+    }
+
     #[test]
     fn every_example_is_valid() {
         let dir = repo_file("config/examples");

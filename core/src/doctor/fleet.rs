@@ -211,19 +211,33 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
             "on the admin machine run 'twofactor fleet add-host' with this host's certificate CN, add the pg_ident.conf line it prints, and reload PostgreSQL",
         ));
     }
-    if let (Some(db), Some(true)) = (f.db_time, f.synchronised) {
+    // Beyond the TOTP window one of the two clocks refuses every code, whichever it is:
+    // said whether or not this host is synchronised, since that is when it matters most.
+    if let Some(db) = f.db_time {
         let off = db.abs_diff(f.now);
+        let synced = f.synchronised == Some(true);
         if off > f.window_seconds {
             out.push(Finding::new(
                 Level::Error,
                 "fleet-clock",
                 &at,
-                format!(
-                    "the database's clock is {off} s off this NTP-synchronised host's; codes are checked on the database's clock, so everyone's codes are refused"
-                ),
-                "synchronise the database server's clock (NTP)",
+                if synced {
+                    format!(
+                        "the database's clock is {off} s off this NTP-synchronised host's; codes are checked on the database's clock, so everyone's codes are refused"
+                    )
+                } else {
+                    format!(
+                        "the database's clock and this host's are {off} s apart, more than the code window ({} s), and this host is not NTP-synchronised: codes are checked on the database's clock, so if it is the wrong one everyone's codes are refused",
+                        f.window_seconds
+                    )
+                },
+                if synced {
+                    "synchronise the database server's clock (NTP)"
+                } else {
+                    "synchronise both clocks (NTP), this host's first"
+                },
             ));
-        } else if off > CLOCK_WARNING_SECONDS {
+        } else if off > CLOCK_WARNING_SECONDS && synced {
             out.push(Finding::new(
                 Level::Warning,
                 "fleet-clock",
@@ -411,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn the_database_clock_is_judged_only_against_a_synchronised_host() {
+    fn the_database_clock_is_judged_against_any_host_beyond_the_window() {
         let mut f = healthy();
         f.db_time = Some(NOW + 11);
         let found = check_fleet(&f);
@@ -419,13 +433,21 @@ mod tests {
         assert_eq!(found[0].severity, Level::Warning);
         f.db_time = Some(NOW - 31);
         assert_eq!(check_fleet(&f)[0].severity, Level::Error);
-        f.synchronised = Some(false);
-        assert!(
-            check_fleet(&f).is_empty(),
-            "an unsynchronised host proves nothing"
-        );
-        f.synchronised = None;
-        assert!(check_fleet(&f).is_empty());
+        // Unsynchronised: a small skew proves nothing, one beyond the window is an error.
+        for unsynced in [Some(false), None] {
+            f.synchronised = unsynced;
+            f.db_time = Some(NOW + 11);
+            assert!(check_fleet(&f).is_empty(), "{unsynced:?}");
+            f.db_time = Some(NOW - 31);
+            let found = check_fleet(&f);
+            assert_eq!(ids(&found), ["fleet-clock"]);
+            assert_eq!(found[0].severity, Level::Error);
+            assert!(
+                found[0].message.contains("not NTP-synchronised"),
+                "{}",
+                found[0].message
+            );
+        }
     }
 
     struct Files(HashMap<&'static str, &'static str>);

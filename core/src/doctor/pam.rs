@@ -5,6 +5,8 @@ use crate::policy::Policy;
 
 /// The module's file name in PAM stacks.
 pub const MODULE: &str = "pam_twofactor.so";
+/// The same module under the name cargo gives it (`target/release/libpam_twofactor.so`).
+const BUILT_MODULE: &str = "libpam_twofactor.so";
 /// Modules that check a password (or equivalent first factor).
 const PASSWORD_MODULES: &[&str] = &[
     "pam_unix.so",
@@ -185,7 +187,14 @@ fn read_stack(
         }
         let control = Control::parse(control)
             .ok_or_else(|| format!("{location}: unknown control {control:?}"))?;
-        let module = module.rsplit('/').next().unwrap_or(module).to_string();
+        let module = module.rsplit('/').next().unwrap_or(module);
+        // cargo names the module it builds libpam_twofactor.so; a stack may load that.
+        let module = if module == BUILT_MODULE {
+            MODULE
+        } else {
+            module
+        }
+        .to_string();
         out.push(Item::Line(AuthLine {
             location,
             control,
@@ -961,10 +970,17 @@ mod tests {
                 "auth required /lib/x86_64-linux-gnu/security/pam_unix.so\n",
             ),
             ("other", "auth required pam_twofactor.so debug\n"),
+            (
+                "built",
+                "auth required /srv/twofactor/target/release/libpam_twofactor.so\n",
+            ),
         ]));
         let stack = auth_stack(&files, "svc").unwrap();
         let modules: Vec<&str> = stack.iter().map(|l| l.module.as_str()).collect();
         assert_eq!(modules, ["pam_unix.so", "pam_twofactor.so", "pam_x.so"]);
+        // The module by any path, under the name cargo builds it with too.
+        let built = auth_stack(&files, "built").unwrap();
+        assert_eq!(built[0].module, MODULE);
         assert!(
             auth_stack(&Files(HashMap::from([("a", "@include a\n")])), "a").is_err(),
             "loops are caught"

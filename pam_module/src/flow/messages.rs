@@ -146,3 +146,20 @@ pub const SERVER_UNREACHABLE_MESSAGE: &str = "Login refused: the two-factor serv
 /// What the user is told when an error stops the login (state, name service or
 /// randomness unavailable), so they know it is not their code.
 pub const UNAVAILABLE_MESSAGE: &str = "Login refused: two-factor login is unavailable on this server right now.\nTry again later, or ask an administrator to check the system log (pam_twofactor).";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's "What the user sees" shows the prompts as the module words them.
+    #[test]
+    fn the_readme_shows_the_prompts_as_they_are() {
+        let readme = include_str!("../../../README.md");
+        for prompt in [SAVED_CODES_PROMPT, CODE_PROMPT] {
+            assert!(
+                readme.contains(&format!("`{prompt}`")),
+                "README lacks {prompt:?}"
+            );
+        }
+    }
+}
