@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{self, HostEntry};
 use twofactor_core::backend::{Backend, BackendError};
-use twofactor_core::backup_codes::{self, HashCost};
+use twofactor_core::backup_codes;
 use twofactor_core::config::Config;
-use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::MAX_USER_LEN;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::conformance::{now, race_config};
+use twofactor_testkit::enrol_with_codes;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
 
 /// The schema and bootstrap exactly as version 1 shipped them.
@@ -32,29 +32,11 @@ fn code(key: &SecretKey) -> String {
     key.code_at_step(&p, p.step_at(now())).to_string()
 }
 
-/// Enrols `user` through the admin role; returns the key and the backup codes in the
+/// Enrols `user` through the admin role; returns the key and ten backup codes in the
 /// form the database hashes them.
 fn enrol(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
-    let key = SecretKey::generate(&mut OsRandom).unwrap();
-    let e = Enrollment::with_secret(
-        &Config::default(),
-        key.clone(),
-        TotpParams::default(),
-        user,
-        "fleet",
-    );
-    let settings = SaveSettings {
-        window: 1,
-        backup_codes: 10,
-        cost: HashCost::DEFAULT,
-    };
-    let codes = c
-        .backend(ADMIN)
-        .enrol(user, &e, None, None, settings, now(), &mut OsRandom)
-        .unwrap()
-        .unwrap();
+    let (key, codes) = enrol_with_codes(&c.backend(ADMIN), user, 10, &mut OsRandom);
     let canonical = codes
-        .0
         .iter()
         .map(|c| backup_codes::normalize(c).unwrap().to_string())
         .collect();

@@ -361,8 +361,18 @@ pub const CHEAP_HASH: HashCost = HashCost {
 /// Enrols `user` through the backend, without a code (as root's provisioning does), with
 /// default TOTP parameters and three backup codes; returns the key and the plaintext codes.
 pub fn enrol(backend: &dyn Backend, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
+    enrol_with_codes(backend, user, 3, rng)
+}
+
+/// As [`enrol`], with `count` backup codes.
+pub fn enrol_with_codes(
+    backend: &dyn Backend,
+    user: &str,
+    count: usize,
+    rng: &mut dyn Random,
+) -> (SecretKey, Vec<String>) {
     let key = SecretKey::generate(rng).unwrap();
-    let codes = enrol_key(backend, user, key.clone(), rng);
+    let codes = enrol_key_with_codes(backend, user, key.clone(), count, rng);
     (key, codes)
 }
 
@@ -373,11 +383,21 @@ pub fn enrol_key(
     key: SecretKey,
     rng: &mut dyn Random,
 ) -> Vec<String> {
+    enrol_key_with_codes(backend, user, key, 3, rng)
+}
+
+fn enrol_key_with_codes(
+    backend: &dyn Backend,
+    user: &str,
+    key: SecretKey,
+    count: usize,
+    rng: &mut dyn Random,
+) -> Vec<String> {
     let config = Config::default();
     let enrollment = Enrollment::with_secret(&config, key, TotpParams::default(), user, "test");
     let settings = SaveSettings {
         window: config.totp.window,
-        backup_codes: 3,
+        backup_codes: count,
         cost: CHEAP_HASH,
     };
     let NewCodes(plain) = backend
