@@ -829,6 +829,23 @@ fn the_catalog_check_finds_each_opening_and_init_closes_them() {
     );
     let report = c.init();
     assert!(report.fixed.len() >= openings.len(), "{:?}", report.fixed);
+    // Each host's role carries the session limits, at add-host and after init.
+    let limits = c.psql(
+        "twofactor",
+        &format!(
+            "SELECT rolconnlimit || ' ' || array_to_string(s.setconfig, ',') FROM pg_roles r \
+             JOIN pg_db_role_setting s ON s.setrole = r.oid AND s.setdatabase = 0 \
+             WHERE r.rolname = '{a_role}'"
+        ),
+    );
+    for want in [
+        "100 ",
+        "idle_in_transaction_session_timeout=10s",
+        "client_connection_check_interval=1s",
+        "lock_timeout=2s",
+    ] {
+        assert!(limits.contains(want), "{want}: {limits}");
+    }
     assert_eq!(host().catalog_problems().unwrap(), Vec::<String>::new());
 }
 

@@ -233,6 +233,18 @@ pub fn init(
         (row.get(0), row.get(1))
     };
     check_key(&mut tx, id, &path)?;
+    // Hosts added by an older twofactor get today's limits.
+    let roles: Vec<String> = tx
+        .query(
+            "SELECT h.role FROM twofactor.hosts h JOIN pg_roles r ON r.rolname = h.role",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for role in roles {
+        tx.batch_execute(&host_role_limits(&role))?;
+    }
     let left = catalog_problems(&mut tx)?;
     if !left.is_empty() {
         return Err(unavailable(format!(
@@ -572,14 +584,9 @@ pub fn add_host(
             crate::text::printable(other)
         )));
     }
-    // A login that gave up leaves its session's commit waiting (for a synchronous
-    // standby, say) with the user's row held; checking the client every second ends it.
     tx.batch_execute(&format!(
-        "CREATE ROLE {role} LOGIN CONNECTION LIMIT {HOST_CONNECTION_LIMIT} IN ROLE {HOSTS_GROUP}; \
-         ALTER ROLE {role} SET statement_timeout = '10s'; \
-         ALTER ROLE {role} SET lock_timeout = '2s'; \
-         ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'; \
-         ALTER ROLE {role} SET client_connection_check_interval = '1s'"
+        "CREATE ROLE {role} LOGIN IN ROLE {HOSTS_GROUP}; {}",
+        host_role_limits(&role)
     ))?;
     tx.execute(
         "INSERT INTO twofactor.hosts (role, host) VALUES ($1, $2)",
@@ -592,6 +599,21 @@ pub fn add_host(
         created: true,
         ident_line,
     })
+}
+
+/// The limits each host's role gets, at `add-host` and again at each `fleet init`: its
+/// sessions' defaults (a host can override them in its own session; see the README) and
+/// how many connections it may hold. A login that gave up leaves its session's commit
+/// waiting (for a synchronous standby, say) with the user's row held: checking the
+/// client every second ends such a session.
+fn host_role_limits(role: &str) -> String {
+    format!(
+        "ALTER ROLE {role} CONNECTION LIMIT {HOST_CONNECTION_LIMIT}; \
+         ALTER ROLE {role} SET statement_timeout = '10s'; \
+         ALTER ROLE {role} SET lock_timeout = '2s'; \
+         ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'; \
+         ALTER ROLE {role} SET client_connection_check_interval = '1s'"
+    )
 }
 
 fn need_current_schema(tx: &mut Transaction<'_>) -> Result<(), BackendError> {
