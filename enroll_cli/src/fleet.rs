@@ -202,7 +202,13 @@ pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
         let old: Vec<_> = report
             .codes_on_old_keys
             .iter()
-            .map(|(path, n)| json!({"key_file": path, "backup_codes": n}))
+            .map(|(path, n)| {
+                let users: Vec<String> = users_of(&report, path)
+                    .iter()
+                    .map(|u| printable(u).into_owned())
+                    .collect();
+                json!({"key_file": path, "backup_codes": n, "users": users})
+            })
             .collect();
         return print_json(&json!({
             "key_file": args.key_file,
@@ -225,8 +231,22 @@ pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
             "{n} unspent backup code{} still hashed with {path}: keep that file until their users run 'twofactor backup-codes'.",
             if *n == 1 { "" } else { "s" }
         );
+        let users: Vec<String> = users_of(&report, path)
+            .iter()
+            .map(|u| printable(u).into_owned())
+            .collect();
+        println!("  Their users: {}", users.join(", "));
     }
     Ok(())
+}
+
+/// The users whose unspent backup codes use the key file at `path`.
+fn users_of<'a>(report: &'a postgresql::RotateReport, path: &str) -> &'a [String] {
+    report
+        .users_on_old_keys
+        .iter()
+        .find(|(p, _)| p == path)
+        .map_or(&[], |(_, users)| users.as_slice())
 }
 
 /// One state file's fate in `fleet import`.

@@ -262,6 +262,8 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         )),
         "{out}"
     );
+    // Who must make new codes before the old key file can go.
+    assert!(out.contains(&format!("Their users: {user}")), "{out}");
     let current = c.psql(
         DBNAME,
         "SELECT f.path, count(u.name) FROM twofactor.keys k \
@@ -293,6 +295,11 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         ],
     );
     assert_eq!(again["secrets_reencrypted"], 0, "{again}");
+    assert_eq!(
+        again["backup_codes_on_old_keys"][0]["users"][0],
+        user.as_str(),
+        "{again}"
+    );
 }
 
 #[test]

@@ -299,6 +299,8 @@ pub struct RotateReport {
     /// Unspent backup codes still hashed with an older key, by key file: those files
     /// must stay until the codes are replaced (`twofactor backup-codes`).
     pub codes_on_old_keys: Vec<(String, i64)>,
+    /// Who holds those codes, by key file, in name order: the users to ask for new ones.
+    pub users_on_old_keys: Vec<(String, Vec<String>)>,
 }
 
 /// Makes `key_file` the current key and re-encrypts every secret with it, in one
@@ -338,10 +340,21 @@ pub fn rotate_key(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    let users_on_old_keys = tx
+        .query(
+            "SELECT f.path, array_agg(DISTINCT b.name ORDER BY b.name) FROM twofactor.backup_codes b \
+               JOIN twofactor_keys.files f ON f.id = b.key_id \
+              WHERE b.used_at IS NULL AND b.key_id <> $1 GROUP BY f.path ORDER BY f.path",
+            &[&id],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     tx.commit()?;
     Ok(RotateReport {
         secrets,
         codes_on_old_keys,
+        users_on_old_keys,
     })
 }
 
