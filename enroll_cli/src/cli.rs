@@ -184,9 +184,10 @@ pub enum TrustCommand {
 pub enum FleetCommand {
     /// Create or migrate the roles, schema and functions; running it again changes nothing.
     /// Prints the pg_hba.conf and pg_ident.conf lines to apply.
-    Init(FleetArgs),
-    /// Make a new key file the current encryption key and re-encrypt every secret with it.
-    RotateKey(FleetArgs),
+    Init(FleetInitArgs),
+    /// Make a new key file the current encryption key and re-encrypt every secret with it;
+    /// list the users whose backup codes still use an older key, or retire that key.
+    RotateKey(FleetRotateArgs),
     /// Copy this host's file-store users into the database, with the admin config: the
     /// key moves (enabled or not); backup codes and trusted hosts do not. The file store
     /// is left as it is.
@@ -243,6 +244,28 @@ pub struct FleetArgs {
     /// user, holding 64 hex digits. init registers it when the database has no key yet.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_KEY_FILE)]
     pub key_file: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetInitArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The name authenticator apps show for this fleet's accounts ("Example Corp"): one
+    /// enrolment serves every host, so it names the fleet, not a host. Stored in the
+    /// database; doctor checks each host's enroll.issuer against it.
+    #[arg(long, value_name = "NAME")]
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetRotateArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Retire this older key file: void the backup codes still hashed with it (their
+    /// users are told at their next login to make new ones) and forget the file, which
+    /// can then be deleted from every database node.
+    #[arg(long, value_name = "OLD_KEY_FILE")]
+    pub retire: Option<String>,
 }
 
 /// Where the fleet's encryption key is looked for on the database server.

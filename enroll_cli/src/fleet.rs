@@ -4,12 +4,12 @@ use serde_json::json;
 use twofactor_core::backend::postgresql;
 use twofactor_core::text::printable;
 
-use twofactor_core::backend::postgresql::ImportOutcome;
+use twofactor_core::backend::postgresql::{HbaAdvice, ImportOutcome};
 use twofactor_core::backend::{self, AuthenticatorId, Backend};
 use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::store::Store;
 
-use crate::cli::{FleetArgs, FleetHostArgs, FleetImportArgs, FleetServer};
+use crate::cli::{FleetHostArgs, FleetImportArgs, FleetInitArgs, FleetRotateArgs, FleetServer};
 use crate::context::{Ctx, Error, caller, print_json};
 
 fn require_root() -> Result<(), Error> {
@@ -20,23 +20,39 @@ fn require_root() -> Result<(), Error> {
     }
 }
 
-pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
+pub fn init(init: &FleetInitArgs, json: bool) -> Result<(), Error> {
     require_root()?;
+    let args = &init.fleet;
     let report = postgresql::init(
         &args.server.admin_url,
         args.server.ca.as_deref(),
         &args.key_file,
+        init.issuer.as_deref(),
     )?;
     let access = postgresql::access_lines(&report.dbname);
+    let hba = hba_advice(&report.hba);
     if json {
+        let (file, line, above) = match &report.hba {
+            HbaAdvice::InPlace { file, line } => (file, Some(line), None),
+            HbaAdvice::Above { file, line, text } => (file, Some(line), Some(text)),
+            HbaAdvice::Missing { file } => (file, None, None),
+        };
         return print_json(&json!({
             "dbname": report.dbname,
             "schema_version_before": report.before,
             "schema_version": report.after,
             "changed": report.before != report.after,
             "key_file": report.key_file,
+            "issuer": report.issuer,
             "fixed": report.fixed,
             "access": access.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
+            "hba": {
+                "file": file,
+                "in_place": matches!(report.hba, HbaAdvice::InPlace { .. }),
+                "line": line,
+                "insert_above": above,
+                "advice": hba,
+            },
         }));
     }
     for f in &report.fixed {
@@ -61,11 +77,22 @@ pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
          from the database, since a dump cannot be read without it.",
         report.key_file
     );
+    match &report.issuer {
+        Some(issuer) => println!(
+            "The fleet's issuer is \"{}\": set enroll.issuer to it in every host's and admin's config ('twofactor doctor' checks).",
+            printable(issuer)
+        ),
+        None => println!(
+            "No issuer is set: run again with --issuer \"Example Corp\" so that authenticator apps name the fleet, not the host a user enrolled on."
+        ),
+    }
     println!("\nAllow hosts and administrators in by client certificate only:\n\n{access}");
+    println!("{hba}\n");
     println!(
         "Then give each host a role of its own ('twofactor fleet add-host NAME' prints its \
-         pg_ident.conf line), reload PostgreSQL (pg_ctlcluster 15 main reload) and point each \
-         host's [storage.postgresql] at it; 'twofactor doctor' checks the connection."
+         pg_ident.conf line), reload PostgreSQL ({}) and point each host's \
+         [storage.postgresql] at it; 'twofactor doctor' checks the connection.",
+        reload_command(&report.hba)
     );
     if report.before == 1 {
         println!(
@@ -76,6 +103,37 @@ pub fn init(args: &FleetArgs, json: bool) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// How to reload the cluster whose pg_hba.conf that is: Debian's layout names it.
+fn reload_command(advice: &HbaAdvice) -> String {
+    let (HbaAdvice::InPlace { file, .. }
+    | HbaAdvice::Above { file, .. }
+    | HbaAdvice::Missing { file }) = advice;
+    let parts: Vec<&str> = file.split('/').collect();
+    match parts.as_slice() {
+        ["", "etc", "postgresql", version, cluster, "pg_hba.conf"] => {
+            format!("pg_ctlcluster {version} {cluster} reload")
+        }
+        _ => "SELECT pg_reload_conf()".to_string(),
+    }
+}
+
+/// Where the pg_hba.conf lines go, in words.
+fn hba_advice(advice: &HbaAdvice) -> String {
+    match advice {
+        HbaAdvice::InPlace { file, line } => format!(
+            "{file} already has twofactor's certificate lines (line {line}), above any broader line."
+        ),
+        HbaAdvice::Above { file, line, text } => format!(
+            "In {file}, put the pg_hba.conf lines above line {line} ({}): the first line that \
+             matches decides, and that one would ask hosts for a password they do not have.",
+            printable(text)
+        ),
+        HbaAdvice::Missing { file } => format!(
+            "Add the pg_hba.conf lines to {file}, above any broader host line you add later."
+        ),
+    }
 }
 
 pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
@@ -191,13 +249,19 @@ pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
+pub fn rotate_key(rotate: &FleetRotateArgs, json: bool) -> Result<(), Error> {
     require_root()?;
+    let args = &rotate.fleet;
     let report = postgresql::rotate_key(
         &args.server.admin_url,
         args.server.ca.as_deref(),
         &args.key_file,
+        rotate.retire.as_deref(),
     )?;
+    let retired = report.retired.as_ref().map(|(path, users)| {
+        let users: Vec<String> = users.iter().map(|u| printable(u).into_owned()).collect();
+        (path, users)
+    });
     if json {
         let old: Vec<_> = report
             .codes_on_old_keys
@@ -214,6 +278,10 @@ pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
             "key_file": args.key_file,
             "secrets_reencrypted": report.secrets,
             "backup_codes_on_old_keys": old,
+            "retired": retired.as_ref().map(|(path, users)| json!({
+                "key_file": path,
+                "users_with_voided_codes": users,
+            })),
         }));
     }
     println!(
@@ -236,6 +304,20 @@ pub fn rotate_key(args: &FleetArgs, json: bool) -> Result<(), Error> {
             .map(|u| printable(u).into_owned())
             .collect();
         println!("  Their users: {}", users.join(", "));
+    }
+    if !report.codes_on_old_keys.is_empty() {
+        println!(
+            "To finish without waiting: 'twofactor fleet rotate-key --retire OLD_KEY_FILE' voids those codes, and their users are told at their next login to make new ones."
+        );
+    }
+    if let Some((path, users)) = retired {
+        println!(
+            "Retired {path}: the backup codes of {} user{} voided{}{}. Delete {path} from every database node.",
+            users.len(),
+            if users.len() == 1 { "" } else { "s" },
+            if users.is_empty() { "" } else { ": " },
+            users.join(", ")
+        );
     }
     Ok(())
 }

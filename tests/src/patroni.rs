@@ -256,7 +256,7 @@ impl HaCluster {
         ]);
         let url = cluster.admin_url();
         let key = d.join("fleet.key");
-        postgresql::init(&url, None, key.to_str().unwrap()).unwrap();
+        postgresql::init(&url, None, key.to_str().unwrap(), None).unwrap();
         for h in HOSTS {
             postgresql::add_host(&url, None, h).unwrap();
         }

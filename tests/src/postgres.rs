@@ -317,7 +317,8 @@ impl Cluster {
     /// Runs `fleet init` with the cluster's first key.
     pub fn init(&self) -> postgresql::InitReport {
         let key = self.path().join("fleet.key");
-        let report = postgresql::init(&self.admin_url(), None, key.to_str().unwrap()).unwrap();
+        let report =
+            postgresql::init(&self.admin_url(), None, key.to_str().unwrap(), None).unwrap();
         assert_eq!(report.after, postgresql::SCHEMA_VERSION);
         report
     }

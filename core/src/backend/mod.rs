@@ -36,6 +36,13 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// default (nothing set up).
     fn facts(&self, user: &str) -> Result<UserFacts, BackendError>;
 
+    /// [`Self::facts`] for a login, with whether this host's config requires `user`. A
+    /// shared store records that report, labelled with this host, for the admin view:
+    /// only hosts know whom they require. The file store has nothing to tell.
+    fn login_facts(&self, user: &str, _required: bool) -> Result<UserFacts, BackendError> {
+        self.facts(user)
+    }
+
     /// Every user with state, in name order.
     fn users(&self) -> Result<Vec<String>, BackendError>;
 
@@ -263,6 +270,9 @@ pub struct UserFacts {
     pub trusted_devices: TrustedDevices,
     /// Logins taken without enrolling.
     pub grace_logins_used: u32,
+    /// The backup codes were voided with a retired key (`fleet rotate-key --retire`) and
+    /// none have been made since: the user is told at login to make new ones.
+    pub backup_codes_voided: bool,
 }
 
 impl UserFacts {
@@ -310,6 +320,8 @@ impl From<&UserState> for UserFacts {
             lockout: s.lockout.clone(),
             trusted_devices: s.trusted_devices.clone(),
             grace_logins_used: s.grace_logins_used,
+            // A host's own file store has one key and never retires it.
+            backup_codes_voided: false,
         }
     }
 }

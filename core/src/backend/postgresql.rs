@@ -39,9 +39,9 @@ mod tls;
 pub use conn::Phase;
 use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
-    AddedHost, HOSTS_GROUP, HostEntry, InitReport, RemovedHost, RotateReport, SHARED_HOST_ROLE,
-    access_lines, add_host, catalog_problems, check_host_name, host_role, hosts, init, remove_host,
-    rotate_key,
+    AddedHost, HOSTS_GROUP, HbaAdvice, HostEntry, InitReport, RemovedHost, RotateReport,
+    SHARED_HOST_ROLE, access_lines, add_host, catalog_problems, check_host_name, host_role, hosts,
+    init, remove_host, rotate_key,
 };
 use tls::Tls;
 
@@ -54,7 +54,7 @@ pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, which 
     whose certificate pg_ident.conf maps to twofactor_admin)";
 
 /// The schema version this binary speaks.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The role a connection asks for; the server maps the client certificate to it or
 /// refuses.
@@ -106,6 +106,49 @@ pub struct ServerState {
     pub primary: bool,
     /// One query's round trip.
     pub round_trip: Duration,
+}
+
+/// A host's report that its config requires a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredReport {
+    /// The user.
+    pub user: String,
+    /// The reporting host (its certificate's CN): the host's word, not a fact.
+    pub host: String,
+    /// When it last reported (Unix seconds).
+    pub reported_at: u64,
+}
+
+/// Which audit rows `twofactor log` wants; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter<'a> {
+    /// Rows about this user.
+    pub user: Option<&'a str>,
+    /// Rows written by this host (its certificate's CN).
+    pub host: Option<&'a str>,
+    /// Rows with this outcome (`totp`, `wrong code`, `saved`...).
+    pub outcome: Option<&'a str>,
+    /// Rows at or after this time (Unix seconds).
+    pub since: Option<u64>,
+    /// At most this many rows, the newest.
+    pub limit: u32,
+}
+
+/// One row of the fleet's audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// When (Unix seconds, with fractions).
+    pub at: f64,
+    /// The host that wrote it (its certificate's CN, or the role without one).
+    pub host: String,
+    /// The role it connected as.
+    pub role: String,
+    /// The user it concerns.
+    pub user: Option<String>,
+    /// What was done (`verify`, `enrol`, `reset`...).
+    pub action: String,
+    /// How it ended.
+    pub outcome: String,
 }
 
 /// The connection of one handle.
@@ -412,6 +455,65 @@ impl Postgresql {
         self.one("SELECT twofactor.h_version()", &[])
     }
 
+    /// The fleet's issuer (`fleet init --issuer`), if one was set.
+    pub fn issuer(&self) -> Result<Option<String>, BackendError> {
+        self.one("SELECT twofactor.h_issuer()", &[])
+    }
+
+    /// Tells the database when this host's certificate runs out, for `fleet hosts`.
+    pub fn report_certificate(&self, not_after: u64) -> Result<(), BackendError> {
+        let t = i64::try_from(not_after).unwrap_or(i64::MAX);
+        self.with(async |c| {
+            c.execute("SELECT twofactor.h_report_certificate($1)", &[&t])
+                .await
+                .map(drop)
+        })
+    }
+
+    /// The hosts that reported requiring `user` (everyone's reports when `None`).
+    pub fn required_by(&self, user: Option<&str>) -> Result<Vec<RequiredReport>, BackendError> {
+        self.with(async |c| {
+            c.query("SELECT * FROM twofactor.a_required_by($1)", &[&user])
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| RequiredReport {
+                            user: r.get(0),
+                            host: r.get(1),
+                            reported_at: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                        })
+                        .collect()
+                })
+        })
+        .map_err(|e| self.for_admin(e))
+    }
+
+    /// The fleet's audit, newest first.
+    pub fn audit(&self, filter: &AuditFilter<'_>) -> Result<Vec<AuditRow>, BackendError> {
+        let since = filter.since.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+        let limit = i32::try_from(filter.limit).unwrap_or(i32::MAX);
+        self.with(async |c| {
+            c.query(
+                "SELECT * FROM twofactor.a_audit($1, $2, $3, $4, $5)",
+                &[&filter.user, &filter.host, &filter.outcome, &since, &limit],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| AuditRow {
+                        at: r.get(0),
+                        host: r.get(1),
+                        role: r.get(2),
+                        user: r.get(3),
+                        action: r.get(4),
+                        outcome: r.get(5),
+                    })
+                    .collect()
+            })
+        })
+        .map_err(|e| self.for_admin(e))
+    }
+
     /// The ticket of the last successful verify for `user`, kept: an enrolment spends it
     /// only once its code has verified.
     fn peek_ticket(&self, user: &str) -> Option<Zeroizing<Vec<u8>>> {
@@ -444,6 +546,9 @@ struct RawFacts {
     locked_until: Option<u64>,
     grace_logins_used: u32,
     trusted: Vec<RawTrust>,
+    /// Absent from schema version 2's replies.
+    #[serde(default)]
+    backup_codes_voided: bool,
 }
 
 #[derive(Deserialize)]
@@ -533,7 +638,19 @@ impl RawFacts {
             },
             trusted_devices: TrustedDevices(trusted),
             grace_logins_used: self.grace_logins_used,
+            backup_codes_voided: self.backup_codes_voided,
         })
+    }
+}
+
+impl Postgresql {
+    fn parse_facts(v: Option<serde_json::Value>) -> Result<UserFacts, BackendError> {
+        match v {
+            None => Ok(UserFacts::default()),
+            Some(v) => serde_json::from_value::<RawFacts>(v)
+                .map_err(bad_reply)?
+                .into_facts(),
+        }
     }
 }
 
@@ -547,12 +664,15 @@ impl Backend for Postgresql {
 
     fn facts(&self, user: &str) -> Result<UserFacts, BackendError> {
         let v: Option<serde_json::Value> = self.one("SELECT twofactor.h_facts($1)", &[&user])?;
-        match v {
-            None => Ok(UserFacts::default()),
-            Some(v) => serde_json::from_value::<RawFacts>(v)
-                .map_err(bad_reply)?
-                .into_facts(),
-        }
+        Self::parse_facts(v)
+    }
+
+    fn login_facts(&self, user: &str, required: bool) -> Result<UserFacts, BackendError> {
+        let v: Option<serde_json::Value> = self.one(
+            "SELECT twofactor.h_login_facts($1, $2)",
+            &[&user, &required],
+        )?;
+        Self::parse_facts(v)
     }
 
     fn users(&self) -> Result<Vec<String>, BackendError> {

@@ -37,6 +37,9 @@ pub const SAVED_CODES_PROMPT: &str = "Press Enter once you have saved the backup
 /// Enrolment at login ran out of tries.
 pub const SETUP_NOT_FINISHED: &str = "Setup was not finished. Log in again to start over.";
 
+/// After a login of a user whose backup codes went with a retired key.
+pub const BACKUP_CODES_VOIDED: &str = "Your backup codes no longer work: an administrator retired the key they were made with.\nMake new ones now with: twofactor backup-codes";
+
 /// A code already used.
 pub fn replayed(period: u64) -> String {
     format!(

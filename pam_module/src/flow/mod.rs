@@ -292,7 +292,7 @@ fn resolve(
         ))));
     }
     let backend = backend::open(config, env.store_owner)?;
-    let state = backend.facts(&name)?;
+    let state = backend.login_facts(&name, requirement.required)?;
     Ok(Resolved::Account {
         name,
         requirement,
@@ -353,12 +353,16 @@ fn render(
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
         Step::AskCode { period } => {
-            return match login.code_from {
-                CodeFrom::Prompt => ask_for_code(ui, login, env, backend, period),
+            let decision = match login.code_from {
+                CodeFrom::Prompt => ask_for_code(ui, login, env, backend, period)?,
                 CodeFrom::OnePrompt(code) => {
-                    check_typed_code(ui, login, env, backend, period, code)
+                    check_typed_code(ui, login, env, backend, period, code)?
                 }
             };
+            if state.backup_codes_voided && matches!(decision, Decision::Allow(_)) {
+                ui.info(messages::BACKUP_CODES_VOIDED)?;
+            }
+            return Ok(decision);
         }
         Step::Enrol => {
             return enrol::at_login(ui, login, env, backend, state);

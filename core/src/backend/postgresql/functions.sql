@@ -175,6 +175,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, twofactor, twofactor_ext, pg_t
         'backup_codes_left', (SELECT count(*) FROM twofactor.backup_codes b
                                WHERE b.name = u.name AND b.used_at IS NULL),
         'failures', u.failures, 'locks', u.locks, 'locked_until', u.locked_until,
+        'backup_codes_voided', u.codes_voided_at IS NOT NULL,
         'grace_logins_used', coalesce((SELECT p.grace_logins_used FROM twofactor.pending p
                                         WHERE p.name = u.name), 0),
         -- Trust granted on one host never lets a client skip the code on another.
@@ -255,6 +256,7 @@ BEGIN
     INSERT INTO twofactor.backup_codes (name, hash, key_id)
     SELECT p_name, twofactor.code_hash(c, k), k FROM unnest(p_codes) AS c
     ON CONFLICT DO NOTHING;
+    UPDATE twofactor.users SET codes_voided_at = NULL WHERE name = p_name;
 END
 $$;
 
@@ -271,7 +273,7 @@ BEGIN
            authenticator_id = twofactor.authenticator_id(p_secret),
            algorithm = p_algorithm, digits = p_digits, period = p_period,
            enabled = true, enrolled_at = twofactor.now_s(), last_step = p_step,
-           window_steps = p_window,
+           window_steps = p_window, codes_voided_at = NULL,
            ticket = NULL, ticket_host = NULL, ticket_until = NULL
      WHERE name = p_name;
     DELETE FROM twofactor.trusted_hosts WHERE name = p_name;
@@ -290,6 +292,46 @@ $$;
 CREATE OR REPLACE FUNCTION twofactor.h_facts(p_name text) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
     SELECT twofactor.facts_of(twofactor.valid_name(p_name))
+$$;
+
+-- The facts of a login, and the host's report of whether its config requires the user:
+-- the database cannot know that otherwise, and the admin view shows it per host. A
+-- report is refreshed at most hourly; a host may keep at most pending_per_host_cap.
+CREATE OR REPLACE FUNCTION twofactor.h_login_facts(p_name text, p_required boolean)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp SET lock_timeout = '1s' AS $$
+DECLARE
+    v_name text := twofactor.valid_name(p_name);
+    v_host text := twofactor.caller();
+BEGIN
+    IF NOT p_required THEN
+        DELETE FROM twofactor.required_by WHERE name = v_name AND host = v_host;
+    ELSIF NOT EXISTS (SELECT 1 FROM twofactor.required_by
+                       WHERE name = v_name AND host = v_host
+                         AND reported_at > clock_timestamp() - interval '1 hour') THEN
+        UPDATE twofactor.required_by SET reported_at = clock_timestamp()
+         WHERE name = v_name AND host = v_host;
+        IF NOT FOUND AND (SELECT count(*) FROM twofactor.required_by WHERE host = v_host)
+                         < (SELECT pending_per_host_cap FROM twofactor.settings) THEN
+            INSERT INTO twofactor.required_by (name, host) VALUES (v_name, v_host)
+            ON CONFLICT DO NOTHING;
+        END IF;
+    END IF;
+    RETURN twofactor.facts_of(v_name);
+END
+$$;
+
+-- The fleet's issuer, set by `fleet init --issuer`; NULL when none was.
+CREATE OR REPLACE FUNCTION twofactor.h_issuer() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
+    SELECT issuer FROM twofactor.settings
+$$;
+
+-- The calling host's certificate expiry, for `fleet hosts` (doctor reports it).
+CREATE OR REPLACE FUNCTION twofactor.h_report_certificate(p_not_after bigint) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
+    UPDATE twofactor.hosts SET cert_not_after = to_timestamp(p_not_after)
+     WHERE role = session_user
 $$;
 
 -- One decision on a typed code, in one transaction: the row is locked, the attempt
@@ -681,12 +723,39 @@ BEGIN
 END
 $$;
 
+-- Hosts' reports of requiring users: p_name's, or everyone's when NULL.
+CREATE OR REPLACE FUNCTION twofactor.a_required_by(p_name text)
+RETURNS TABLE (name text, host text, reported_at bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
+    SELECT r.name, r.host, extract(epoch FROM r.reported_at)::bigint
+      FROM twofactor.required_by r
+     WHERE p_name IS NULL OR r.name = p_name
+     ORDER BY r.name, r.host
+$$;
+
+-- The audit, newest first, filtered by whichever arguments are not NULL.
+CREATE OR REPLACE FUNCTION twofactor.a_audit(p_name text, p_host text, p_outcome text,
+                                             p_since bigint, p_limit integer)
+RETURNS TABLE (at double precision, host text, role text, name text, action text, outcome text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
+    SELECT extract(epoch FROM a.at)::double precision, a.host, a.role, a.name, a.action, a.outcome
+      FROM twofactor.audit a
+     WHERE (p_name IS NULL OR a.name = p_name)
+       AND (p_host IS NULL OR a.host = p_host)
+       AND (p_outcome IS NULL OR a.outcome = p_outcome)
+       AND (p_since IS NULL OR a.at >= to_timestamp(p_since))
+     ORDER BY a.at DESC
+     LIMIT greatest(coalesce(p_limit, 1000), 0)
+$$;
+
 -- ---------------------------------------------------------------------------------
 -- Who may run what: nothing by default, then function by function.
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
 GRANT EXECUTE ON FUNCTION
     twofactor.h_version(), twofactor.h_facts(text),
+    twofactor.h_login_facts(text, boolean), twofactor.h_issuer(),
+    twofactor.h_report_certificate(bigint),
     twofactor.h_verify(text, text, text, text, integer, integer, bigint),
     twofactor.h_enrol(text, bytea, text, integer, integer, text, bytea, bytea, integer, text[]),
     twofactor.h_count_grace_login(text, integer),
@@ -698,6 +767,8 @@ GRANT EXECUTE ON FUNCTION
 TO twofactor_hosts, twofactor_admin;
 GRANT EXECUTE ON FUNCTION
     twofactor.a_users(),
+    twofactor.a_required_by(text),
+    twofactor.a_audit(text, text, text, bigint, integer),
     twofactor.a_install(text, bytea, text, integer, integer, bytea, integer, text[], bigint),
     twofactor.a_new_codes(text, text[]),
     twofactor.a_import(text, bytea, text, integer, integer, integer, bigint, boolean, boolean),

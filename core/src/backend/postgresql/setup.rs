@@ -16,9 +16,10 @@ use crate::store::MAX_USER_LEN;
 const BOOTSTRAP: &str = include_str!("bootstrap.sql");
 
 /// The numbered migrations, each taking the schema to its version.
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (1, include_str!("001_initial.sql")),
     (2, include_str!("002_hosts_keys_pending.sql")),
+    (3, include_str!("003_reports_issuer_retired.sql")),
 ];
 
 /// Every function, applied after the migrations on each run.
@@ -51,6 +52,8 @@ fn functions_sql() -> String {
 /// `key=value` string. A Unix socket needs no TLS. Over TCP the server's certificate is
 /// always verified, against `ca` or the system's bundle, and a server that refuses TLS
 /// gets no password: `sslmode=prefer` would hand it to anyone who can answer "no TLS".
+/// Over the socket, root connects as the URL's user (postgres when it names none) with
+/// that account's ids, so a stock cluster's peer authentication takes it.
 pub fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client, BackendError> {
     let mut config: PgConfig = admin_url.parse().map_err(|e| {
         unavailable(format!(
@@ -67,10 +70,59 @@ pub fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client
         }
         config.ssl_mode(SslMode::Require);
     }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(ADMIN_CONNECT_TIMEOUT);
+    }
     let tls = Tls::with_ca_file(ca).map_err(unavailable)?;
-    config
-        .connect(tls)
-        .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
+    let socket_only = !tcp && !config.get_hosts().is_empty();
+    if socket_only && config.get_user().is_none() {
+        // Over the socket as root, libpq's default user would be "root", which a stock
+        // cluster does not have: the superuser a Debian cluster has is postgres.
+        config.user("postgres");
+    }
+    let connect = |config: &PgConfig| {
+        config
+            .connect(tls.clone())
+            .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
+    };
+    match config.get_user() {
+        Some(user) if socket_only => as_os_user(user, || connect(&config)),
+        _ => connect(&config),
+    }
+}
+
+/// The longest wait for the superuser's server when the URL sets no connect_timeout.
+const ADMIN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `connect` with the effective uid and gid of the OS account `user`, when this
+/// process runs as root and that account exists. A stock Debian cluster authenticates
+/// its Unix socket by peer (`local all postgres peer`): the server asks the kernel who
+/// connected, and "root" is not "postgres". Switching only the effective ids for the
+/// connect is enough, and they are restored before anything else runs.
+fn as_os_user(
+    user: &str,
+    connect: impl FnOnce() -> Result<Client, BackendError>,
+) -> Result<Client, BackendError> {
+    use nix::unistd::{User, getegid, geteuid, setegid, seteuid};
+    let account = match User::from_name(user) {
+        Ok(Some(a)) if geteuid().is_root() && !a.uid.is_root() => a,
+        _ => return connect(),
+    };
+    let (euid, egid) = (geteuid(), getegid());
+    setegid(account.gid)
+        .map_err(|e| unavailable(format!("cannot switch to the group of {user}: {e}")))?;
+    if let Err(e) = seteuid(account.uid) {
+        let _ = setegid(egid);
+        return Err(unavailable(format!(
+            "cannot switch to the user {user}: {e}"
+        )));
+    }
+    let result = connect();
+    // Failing to become root again must not leave a half-privileged process running on.
+    if seteuid(euid).is_err() || setegid(egid).is_err() {
+        std::process::abort();
+    }
+    result
 }
 
 /// The schema version in the database (0: none yet).
@@ -111,6 +163,10 @@ pub struct InitReport {
     pub dbname: String,
     /// The current encryption key's file on the server.
     pub key_file: String,
+    /// The fleet's issuer, as stored now.
+    pub issuer: Option<String>,
+    /// Where the pg_hba.conf lines go.
+    pub hba: HbaAdvice,
     /// What the catalog check found wrong before this run (all of it is fixed now).
     pub fixed: Vec<String>,
 }
@@ -188,6 +244,7 @@ pub fn init(
     admin_url: &str,
     ca: Option<&std::path::Path>,
     key_file: &str,
+    issuer: Option<&str>,
 ) -> Result<InitReport, BackendError> {
     let mut c = superuser(admin_url, ca)?;
     let mut tx = c.transaction()?;
@@ -245,6 +302,19 @@ pub fn init(
     for role in roles {
         tx.batch_execute(&host_role_limits(&role))?;
     }
+    if let Some(issuer) = issuer {
+        tx.execute("UPDATE twofactor.settings SET issuer = $1", &[&issuer])
+            .map_err(|e| {
+                unavailable(format!(
+                    "--issuer: {}: at most 64 characters, no ':' or control characters",
+                    with_causes(&e)
+                ))
+            })?;
+    }
+    let issuer: Option<String> = tx
+        .query_one("SELECT issuer FROM twofactor.settings", &[])?
+        .get(0);
+    let hba = hba_advice(&mut tx)?;
     let left = catalog_problems(&mut tx)?;
     if !left.is_empty() {
         return Err(unavailable(format!(
@@ -260,7 +330,70 @@ pub fn init(
         dbname,
         key_file: path,
         fixed,
+        issuer,
+        hba,
     })
+}
+
+/// Where the pg_hba.conf lines `fleet init` prints must go, from the server's own view of
+/// that file (`pg_hba_file_rules`): the first line that matches decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HbaAdvice {
+    /// twofactor's certificate lines are there, above any broader line.
+    InPlace { file: String, line: i32 },
+    /// A broader line would match hosts first: the lines go above it.
+    Above {
+        file: String,
+        line: i32,
+        text: String,
+    },
+    /// Neither: add them above any later broader line.
+    Missing { file: String },
+}
+
+fn hba_advice(tx: &mut Transaction<'_>) -> Result<HbaAdvice, BackendError> {
+    let file: String = tx
+        .query_one("SELECT current_setting('hba_file')", &[])?
+        .get(0);
+    let dbname: String = tx.query_one("SELECT current_database()::text", &[])?.get(0);
+    let rows = tx.query(
+        "SELECT line_number, type, database, user_name, coalesce(address, ''), \
+                coalesce(netmask, ''), auth_method \
+           FROM pg_hba_file_rules WHERE error IS NULL AND type <> 'local' ORDER BY line_number",
+        &[],
+    )?;
+    for r in rows {
+        let (line, kind): (i32, String) = (r.get(0), r.get(1));
+        let (dbs, users): (Vec<String>, Vec<String>) = (r.get(2), r.get(3));
+        let (address, netmask, method): (String, String, String) = (r.get(4), r.get(5), r.get(6));
+        let db_matches = dbs.iter().any(|d| d == "all" || *d == dbname);
+        let user_matches = users
+            .iter()
+            .any(|u| u == "all" || u == "twofactor_admin" || *u == format!("+{HOSTS_GROUP}"));
+        if !db_matches
+            || !user_matches
+            || kind == "hostnossl"
+            || dbs.iter().any(|d| d == "replication")
+        {
+            continue;
+        }
+        if method == "cert" && users.iter().any(|u| *u == format!("+{HOSTS_GROUP}")) {
+            return Ok(HbaAdvice::InPlace { file, line });
+        }
+        let address = match netmask.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(m)) => format!("{address}/{}", m.to_bits().count_ones()),
+            Ok(std::net::IpAddr::V6(m)) => format!("{address}/{}", m.to_bits().count_ones()),
+            Err(_) => address,
+        };
+        let text = format!(
+            "{kind} {} {} {address} {method}",
+            dbs.join(","),
+            users.join(",")
+        )
+        .replace("  ", " ");
+        return Ok(HbaAdvice::Above { file, line, text });
+    }
+    Ok(HbaAdvice::Missing { file })
 }
 
 /// Registers `path` as a key file (the superuser's registry, which the owner cannot
@@ -301,6 +434,8 @@ pub struct RotateReport {
     pub codes_on_old_keys: Vec<(String, i64)>,
     /// Who holds those codes, by key file, in name order: the users to ask for new ones.
     pub users_on_old_keys: Vec<(String, Vec<String>)>,
+    /// With `--retire`: the key file retired, and the users whose codes it voided.
+    pub retired: Option<(String, Vec<String>)>,
 }
 
 /// Makes `key_file` the current key and re-encrypts every secret with it, in one
@@ -310,6 +445,7 @@ pub fn rotate_key(
     admin_url: &str,
     ca: Option<&std::path::Path>,
     key_file: &str,
+    retire: Option<&str>,
 ) -> Result<RotateReport, BackendError> {
     let mut c = superuser(admin_url, ca)?;
     let mut tx = c.transaction()?;
@@ -330,6 +466,10 @@ pub fn rotate_key(
         &[&id],
     )?;
     tx.execute("UPDATE twofactor.keys SET current = (id = $1)", &[&id])?;
+    let retired = match retire {
+        Some(old) => Some((old.to_string(), retire_key(&mut tx, old, id)?)),
+        None => None,
+    };
     let codes_on_old_keys = tx
         .query(
             "SELECT f.path, count(*) FROM twofactor.backup_codes b \
@@ -355,7 +495,60 @@ pub fn rotate_key(
         secrets,
         codes_on_old_keys,
         users_on_old_keys,
+        retired,
     })
+}
+
+/// Retires the key file `path`: voids the backup codes hashed with it, marks their users
+/// to be told at their next login, and forgets the file. Every secret was re-encrypted
+/// with `current` first, so nothing else uses it. Returns those users, in name order.
+fn retire_key(
+    tx: &mut Transaction<'_>,
+    path: &str,
+    current: i32,
+) -> Result<Vec<String>, BackendError> {
+    let Some(id) = tx
+        .query_opt(
+            "SELECT id FROM twofactor_keys.files WHERE path = $1",
+            &[&path],
+        )?
+        .map(|r| r.get::<_, i32>(0))
+    else {
+        return Err(unavailable(format!(
+            "--retire {path}: no key file by that path is registered (see 'fleet rotate-key' without --retire for the files in use)"
+        )));
+    };
+    if id == current {
+        return Err(unavailable(format!(
+            "--retire {path}: that is the current key; make another one current first (--key-file NEW)"
+        )));
+    }
+    let users: Vec<String> = tx
+        .query(
+            "UPDATE twofactor.users u SET codes_voided_at = clock_timestamp() \
+              WHERE EXISTS (SELECT 1 FROM twofactor.backup_codes b \
+                             WHERE b.name = u.name AND b.key_id = $1 AND b.used_at IS NULL) \
+             RETURNING u.name",
+            &[&id],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(
+        "DELETE FROM twofactor.backup_codes WHERE key_id = $1",
+        &[&id],
+    )?;
+    tx.execute(
+        "INSERT INTO twofactor.audit (host, role, name, action, outcome) \
+         SELECT 'fleet rotate-key', session_user, n, 'backup codes', 'voided: key retired' \
+           FROM unnest($1::text[]) AS n",
+        &[&users],
+    )?;
+    tx.execute("DELETE FROM twofactor.keys WHERE id = $1", &[&id])?;
+    tx.execute("DELETE FROM twofactor_keys.files WHERE id = $1", &[&id])?;
+    let mut users = users;
+    users.sort();
+    Ok(users)
 }
 
 /// The catalog check: everything that keeps a connecting role from running code as
