@@ -3,6 +3,7 @@
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::backend::{Backend, BackendError};
 use crate::backup_codes::{BackupCodes, GenerateError, HashCost, NewCodes};
 use crate::config::Config;
 use crate::qr::{self, QrStyle};
@@ -63,6 +64,27 @@ pub fn host_name() -> String {
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// What an enrolment's issuer falls back to when `enroll.issuer` is unset: the store's
+/// (a fleet's), else `host`. On a fleet, one enrolment serves every host, so a host's or
+/// an admin machine's name would be the wrong label. A config that names an issuer other
+/// than the fleet's is an error: the app would show two names for one account.
+pub fn issuer_for(
+    config: &Config,
+    backend: &dyn Backend,
+    host: &str,
+) -> Result<String, BackendError> {
+    let stored = backend.issuer()?;
+    match (&config.enroll.issuer, stored) {
+        (Some(own), Some(fleet)) if *own != fleet => Err(BackendError::Refused(format!(
+            "enroll.issuer is \"{own}\" but the fleet's issuer is \"{fleet}\": make them agree \
+             ('twofactor fleet init --issuer' sets the fleet's)"
+        ))),
+        (_, Some(fleet)) => Ok(fleet),
+        (Some(own), None) => Ok(own.clone()),
+        (None, None) => Ok(host.to_string()),
+    }
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters.

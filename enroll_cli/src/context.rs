@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{User, getuid};
 use twofactor_core::audit::{Event, Outcome, Reason};
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
+use twofactor_core::backend::{self, Backend, BackendError, UserFacts, postgresql};
 use twofactor_core::clock::{Clock, SystemClock};
-use twofactor_core::config::Config;
+use twofactor_core::config::{BackendKind, Config};
 use twofactor_core::policy::{Directory, Nss, Requirement};
 use twofactor_core::store::{Store, StoreError};
 
@@ -141,6 +141,17 @@ impl Ctx {
     /// as `twofactor_admin`, which only the admin config's certificate can be.
     pub fn admin_backend(&self) -> Result<Box<dyn Backend>, Error> {
         Ok(backend::open_admin(&self.config, 0)?)
+    }
+
+    /// On a fleet, as root with an administrator's certificate: the database as
+    /// `twofactor_admin`, which sees every host's reports. `None` on a host (its
+    /// certificate is not an administrator's) and with the file store.
+    pub fn fleet_admin_view(&self) -> Option<postgresql::Postgresql> {
+        if !self.caller.is_root() || self.config.storage.backend != BackendKind::Postgresql {
+            return None;
+        }
+        let admin = backend::fleet_admin(&self.config).ok()?;
+        admin.session_role().ok().map(|_| admin)
     }
 
     /// The backend for a change by this caller: root changes take no code, so on a fleet

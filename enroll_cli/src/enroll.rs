@@ -4,7 +4,7 @@ use serde_json::json;
 use twofactor_core::backend::{AuthenticatorId, Backend, BackendError};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
-use twofactor_core::enroll::{Enrollment, SaveSettings, host_name};
+use twofactor_core::enroll::{Enrollment, SaveSettings, host_name, issuer_for};
 use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
 use zeroize::Zeroizing;
@@ -43,7 +43,8 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     // authenticator set up meanwhile (another login, an admin) is never overwritten.
     let expected = state.authenticator_id();
 
-    let enrollment = Enrollment::new(&ctx.config, &user, &host_name(), &mut OsRandom)?;
+    let issuer = issuer_for(&ctx.config, &*backend, &host_name())?;
+    let enrollment = Enrollment::new(&ctx.config, &user, &issuer, &mut OsRandom)?;
     let uri = enrollment.otpauth_uri();
     let sheets = Sheets::create(args.paper.pdf.as_deref(), None)?;
     if let Some(path) = &args.qr_png {

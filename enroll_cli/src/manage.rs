@@ -12,6 +12,7 @@ use crate::cli::BackupCodesArgs;
 use crate::context::{Ctx, Error, print_json};
 use crate::enroll::print_backup_codes;
 use crate::paper::Sheets;
+use crate::report;
 
 fn no_authenticator(user: &str) -> Error {
     Error(format!(
@@ -115,6 +116,21 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
     let user = ctx.target_or_leftover(user)?;
     ctx.admin_backend()?.reset(&user)?;
     ctx.audit(&user, "reset");
+    if let Some(fleet) = ctx.fleet_admin_view() {
+        // The admin config has no [enforce] of the hosts': only their reports count.
+        let reports = fleet.required_by(Some(&user))?;
+        let next = if reports.is_empty() {
+            "Any host whose config requires them will ask for a new authenticator at their next login there (enroll.at_login)"
+        } else {
+            "They set up a new authenticator at their next login on one of those hosts (enroll.at_login)"
+        };
+        println!(
+            "Reset {}: authenticator, backup codes, lock and trusted hosts removed. 2FA: {}. {next}.",
+            printable(&user),
+            report::fleet_requirement(&reports)
+        );
+        return Ok(());
+    }
     let Ok(req) = ctx.requirement(&user) else {
         println!("Reset {user}: the state left by this name is removed (no account has it).");
         return Ok(());

@@ -1,10 +1,12 @@
 //! Read-only commands: `status`, `explain` and `check-config`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
 use nix::unistd::Group;
 use serde_json::{Value, json};
+use twofactor_core::backend::postgresql::{Postgresql, RequiredReport};
 use twofactor_core::backend::{Backend, UserFacts};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
@@ -89,7 +91,191 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// Hosts' reports of requiring users, by user.
+type Reports = BTreeMap<String, Vec<RequiredReport>>;
+
+fn reports_by_user(fleet: &Postgresql, user: Option<&str>) -> Result<Reports, Error> {
+    let mut by_user = Reports::new();
+    for r in fleet.required_by(user)? {
+        by_user.entry(r.user.clone()).or_default().push(r);
+    }
+    Ok(by_user)
+}
+
+/// Whether a user is required, as the fleet knows it: only from hosts' reports, each
+/// labelled with its host, since each host's own config decides.
+pub fn fleet_requirement(reports: &[RequiredReport]) -> String {
+    let Some(last) = reports.iter().map(|r| r.reported_at).max() else {
+        return "no host has reported requiring this user (hosts report the users they \
+                require as those users log in)"
+            .to_string();
+    };
+    format!(
+        "required by {} host{} (last reported {}): {}",
+        reports.len(),
+        if reports.len() == 1 { "" } else { "s" },
+        format_utc(last),
+        hosts_of(reports)
+    )
+}
+
+fn hosts_of(reports: &[RequiredReport]) -> String {
+    reports
+        .iter()
+        .map(|r| printable(&r.host).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A status row in the fleet's admin view: the requirement is the hosts' reports.
+fn fleet_status_json(user: &str, reports: &[RequiredReport], state: &UserFacts, now: u64) -> Value {
+    let none = Requirement {
+        required: false,
+        reason: twofactor_core::policy::Reason::NoRule,
+    };
+    let mut row = status_json(&Config::default(), user, &none, state, now);
+    row["required"] = if reports.is_empty() {
+        Value::Null
+    } else {
+        Value::from(true)
+    };
+    row["required_by"] = Value::from(fleet_requirement(reports));
+    row["required_by_hosts"] = reports
+        .iter()
+        .map(|r| json!({"host": printable(&r.host), "reported_at": r.reported_at}))
+        .collect();
+    // Grace logins are counted against each host's own enroll.grace_logins.
+    row["grace_logins_left"] = Value::Null;
+    row["grace_logins_used"] = Value::from(state.grace_logins_used);
+    row
+}
+
+/// `status` and `status --all` with the fleet's admin config.
+fn fleet_status(ctx: &Ctx, fleet: &Postgresql, user: Option<&str>, all: bool) -> Result<(), Error> {
+    let now = SystemClock.now();
+    if !all {
+        let user = ctx.target(user)?;
+        let state = fleet.facts(&user)?;
+        let reports = reports_by_user(fleet, Some(&user))?
+            .remove(&user)
+            .unwrap_or_default();
+        let j = fleet_status_json(&user, &reports, &state, now);
+        if ctx.json {
+            return print_json(&j);
+        }
+        println!("User:           {}", printable(&user));
+        println!("Required:       {}", fleet_requirement(&reports));
+        print_state(&state, now);
+        if !state.is_enrolled() && !reports.is_empty() {
+            println!(
+                "\nRequired by {} but not set up: the user enrols at their next login there (enroll.at_login), or run 'twofactor enroll --user {} --no-verify' here.",
+                hosts_of(&reports),
+                printable(&user)
+            );
+        }
+        return Ok(());
+    }
+    let mut reports = reports_by_user(fleet, None)?;
+    let mut users = fleet.users()?;
+    users.extend(reports.keys().cloned());
+    users.sort();
+    users.dedup();
+    let mut rows = Vec::new();
+    for u in &users {
+        let state = fleet.facts(u)?;
+        let mine = reports.remove(u).unwrap_or_default();
+        rows.push(fleet_status_json(u, &mine, &state, now));
+    }
+    if ctx.json {
+        return print_json(&Value::Array(rows));
+    }
+    println!(
+        "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} REQUIRED BY (HOSTS' REPORTS)",
+        "USER", "REQUIRED", "ENROLLED", "ENABLED", "BACKUP", "LOCKED", "TRUSTED"
+    );
+    let flag = |v: &Value| v.as_bool().map_or("?", yes_no);
+    let hosts = |r: &Value| {
+        r["required_by_hosts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h["host"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "no host has reported".to_string())
+    };
+    for r in &rows {
+        println!(
+            "{:<20} {:<8} {:<8} {:<8} {:<7} {:<7} {:<7} {}",
+            printable(r["user"].as_str().unwrap_or("?")),
+            flag(&r["required"]),
+            flag(&r["enrolled"]),
+            flag(&r["enabled"]),
+            r["backup_codes_left"].to_string(),
+            flag(&r["locked"]),
+            r["trusted_devices"].to_string(),
+            hosts(r),
+        );
+    }
+    let waiting: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["required"] == true && r["enrolled"] == false)
+        .collect();
+    println!(
+        "\n{} user{}; {} required by some host but not enrolled.",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        waiting.len()
+    );
+    for r in waiting {
+        println!(
+            "  {}: required by {}",
+            printable(r["user"].as_str().unwrap_or("?")),
+            hosts(r)
+        );
+    }
+    println!(
+        "\"?\" means no host has reported requiring the user: each host's config decides, and hosts report as users log in."
+    );
+    Ok(())
+}
+
+/// The state lines `status USER` shows, on a host or with the admin config.
+fn print_state(state: &UserFacts, now: u64) {
+    match &state.authenticator {
+        None => println!("Authenticator:  none"),
+        Some(a) => println!(
+            "Authenticator:  set up {}, {}",
+            format_utc(a.enrolled_at),
+            if a.enabled {
+                "on"
+            } else {
+                "turned off (twofactor enable)"
+            }
+        ),
+    }
+    println!("Backup codes:   {} left", state.backup_codes_left);
+    if state.backup_codes_voided {
+        println!(
+            "                (voided when their key was retired: the user must make new ones)"
+        );
+    }
+    match state.lockout.locked_for(now) {
+        Some(s) => println!("Locked:         yes, for {s} more seconds"),
+        None => println!("Locked:         no"),
+    }
+    println!(
+        "Trusted hosts:  {}",
+        state.trusted_devices.active(now).count()
+    );
+}
+
 pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
+    if let Some(fleet) = ctx.fleet_admin_view() {
+        return fleet_status(ctx, &fleet, user, all);
+    }
     let backend = if all {
         ctx.admin_backend()?
     } else {
@@ -192,33 +378,13 @@ pub fn status(ctx: &Ctx, user: Option<&str>, all: bool) -> Result<(), Error> {
             format!("no ({})", req.reason)
         }
     );
-    match &state.authenticator {
-        None => println!("Authenticator:  none"),
-        Some(a) => println!(
-            "Authenticator:  set up {}, {}",
-            format_utc(a.enrolled_at),
-            if a.enabled {
-                "on"
-            } else {
-                "turned off (twofactor enable)"
-            }
-        ),
-    }
-    println!("Backup codes:   {} left", state.backup_codes_left);
+    print_state(&state, now);
     if let Some(left) = grace_left(&ctx.config, &req, &state) {
         println!(
             "Grace logins:   {left} of {} left",
             ctx.config.enroll.grace_logins
         );
     }
-    match state.lockout.locked_for(now) {
-        Some(s) => println!("Locked:         yes, for {s} more seconds"),
-        None => println!("Locked:         no"),
-    }
-    println!(
-        "Trusted hosts:  {}",
-        state.trusted_devices.active(now).count()
-    );
     let own = user == ctx.caller.name;
     if state.authenticator.is_none() && req.required {
         println!(

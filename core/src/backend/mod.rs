@@ -43,6 +43,12 @@ pub trait Backend: fmt::Debug + Send + Sync {
         self.facts(user)
     }
 
+    /// The issuer the store names for every enrolment (a fleet's, from `fleet init
+    /// --issuer`); none for a host's own files, whose issuer is the config's or the host's.
+    fn issuer(&self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+
     /// Every user with state, in name order.
     fn users(&self) -> Result<Vec<String>, BackendError>;
 

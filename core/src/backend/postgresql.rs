@@ -455,11 +455,6 @@ impl Postgresql {
         self.one("SELECT twofactor.h_version()", &[])
     }
 
-    /// The fleet's issuer (`fleet init --issuer`), if one was set.
-    pub fn issuer(&self) -> Result<Option<String>, BackendError> {
-        self.one("SELECT twofactor.h_issuer()", &[])
-    }
-
     /// Tells the database when this host's certificate runs out, for `fleet hosts`.
     pub fn report_certificate(&self, not_after: u64) -> Result<(), BackendError> {
         let t = i64::try_from(not_after).unwrap_or(i64::MAX);
@@ -673,6 +668,10 @@ impl Backend for Postgresql {
             &[&user, &required],
         )?;
         Self::parse_facts(v)
+    }
+
+    fn issuer(&self) -> Result<Option<String>, BackendError> {
+        self.one("SELECT twofactor.h_issuer()", &[])
     }
 
     fn users(&self) -> Result<Vec<String>, BackendError> {

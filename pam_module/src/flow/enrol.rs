@@ -3,7 +3,7 @@
 
 use twofactor_core::audit::Reason;
 use twofactor_core::backend::{Backend, UserFacts};
-use twofactor_core::enroll::{Enrollment, SaveSettings};
+use twofactor_core::enroll::{self, Enrollment, SaveSettings};
 
 use super::messages::{self, ENROLL_PROMPT, backup_codes_text, enrollment_text};
 use super::{CodeFrom, Env, Login, MAX_TRIES, Stop, Ui, is_the_password, refuse_password};
@@ -18,7 +18,11 @@ pub(super) fn at_login(
     state: &UserFacts,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    let enrollment = Enrollment::new(config, login.user, &env.host, &mut *env.rng)?;
+    // A fleet's issuer when the config names none; a mismatch is doctor's to report, and
+    // must not keep a user from enrolling (the config's issuer is then used).
+    let issuer =
+        enroll::issuer_for(config, backend, &env.host).unwrap_or_else(|_| env.host.clone());
+    let enrollment = Enrollment::new(config, login.user, &issuer, &mut *env.rng)?;
     // Saved only over the authenticator this login routed on (none, or a disabled one).
     let expected = state.authenticator_id();
     ui.info(&enrollment_text(config, &enrollment))?;
