@@ -740,7 +740,7 @@ fn a_server_refusing_tls_never_receives_the_admins_password() {
     let url = format!(
         "host=127.0.0.1 port={port} user=postgres password=hunter2-secret dbname=twofactor sslmode=prefer"
     );
-    let e = postgresql::init(&url, None, "/nonexistent").unwrap_err();
+    let e = postgresql::init(&url, None, "/nonexistent", None).unwrap_err();
     let (request, rest) = server.join().unwrap();
     // The SSLRequest code, 80877103.
     assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47]);
@@ -757,6 +757,7 @@ fn a_server_refusing_tls_never_receives_the_admins_password() {
         &format!("host=127.0.0.1 port={port} user=postgres password=x sslmode=disable"),
         None,
         "/nonexistent",
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("in the clear"), "{e}");
@@ -859,7 +860,7 @@ fn init_refuses_to_move_pgcrypto_from_under_someone_elses_objects() {
         "CREATE EXTENSION pgcrypto; CREATE TABLE public.invoices (id int, token bytea DEFAULT gen_random_bytes(8))",
     );
     let key = c.path().join("fleet.key");
-    let e = postgresql::init(&c.admin_url(), None, key.to_str().unwrap()).unwrap_err();
+    let e = postgresql::init(&c.admin_url(), None, key.to_str().unwrap(), None).unwrap_err();
     let e = e.to_string();
     assert!(e.contains("pgcrypto is installed in schema public"), "{e}");
     assert!(e.contains("invoices"), "{e}");

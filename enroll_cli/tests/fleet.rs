@@ -105,7 +105,10 @@ fn fleet_init_creates_the_schema_and_a_second_run_changes_nothing() {
         &["fleet", "init", "--admin-url", &url, "--key-file", key],
     );
     assert!(
-        first.contains("Created the twofactor schema (version 2) in database fresh"),
+        first.contains(&format!(
+            "Created the twofactor schema (version {}) in database fresh",
+            twofactor_core::backend::postgresql::SCHEMA_VERSION
+        )),
         "{first}"
     );
     assert!(
@@ -136,7 +139,10 @@ fn fleet_init_creates_the_schema_and_a_second_run_changes_nothing() {
         ],
     );
     assert_eq!(again["changed"], false, "{again}");
-    assert_eq!(again["schema_version"], 2);
+    assert_eq!(
+        again["schema_version"],
+        twofactor_core::backend::postgresql::SCHEMA_VERSION
+    );
     assert_eq!(again["key_file"], key);
     let after = dump();
     let changed: Vec<_> = before
@@ -195,6 +201,40 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     // The host sees the user (status reads facts through the host role)...
     let status = json(Some(&host), &["--json", "status", &user]);
     assert_eq!(status["enrolled"], true, "{status}");
+    // ...and so does the administrator, whose config has no [enforce] of the hosts':
+    // whether the user is required is what hosts reported, never a bare "no".
+    let status = json(Some(&admin), &["--json", "status", &user]);
+    assert_eq!(status["enrolled"], true, "{status}");
+    assert_eq!(status["required"], Value::Null, "{status}");
+    let text = ok(Some(&admin), &["status", &user]);
+    assert!(
+        text.contains("no host has reported requiring this user"),
+        "{text}"
+    );
+
+    // A host that requires a user who never enrolled reports it at login, labelled with
+    // itself; the admin view lists that user and the host.
+    let waiting = accounts.user(&format!("tfwait{}", tag()), "users", &[]);
+    let h0 = c.backend(HOSTS[0]);
+    assert!(!h0.login_facts(&waiting, true).unwrap().is_enrolled());
+    let all = ok(Some(&admin), &["status", "--all"]);
+    let line = all
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with(&format!("{waiting}: required by"))
+        })
+        .unwrap_or_else(|| panic!("{waiting} not listed as required and not enrolled:\n{all}"));
+    assert!(line.contains(HOSTS[0]), "{line}");
+    let status = json(Some(&admin), &["--json", "status", &waiting]);
+    assert_eq!(status["required"], true, "{status}");
+    assert_eq!(status["required_by_hosts"][0]["host"], HOSTS[0], "{status}");
+    let text = ok(Some(&admin), &["status", &waiting]);
+    assert!(text.contains("required by 1 host"), "{text}");
+    // A host whose config stops requiring the user withdraws its report.
+    h0.login_facts(&waiting, false).unwrap();
+    let status = json(Some(&admin), &["--json", "status", &waiting]);
+    assert_eq!(status["required"], Value::Null, "{status}");
     // ...but listing, unlocking and resetting are the administrator's.
     for args in [
         vec!["status", "--all"],
@@ -221,8 +261,64 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     let unlocked = ok(Some(&admin), &["unlock", &user]);
     assert!(unlocked.contains(&format!("Unlocked {user}")), "{unlocked}");
     assert_eq!(totp_login(&h, &user, &key), CodeResult::Totp);
-    ok(Some(&admin), &["reset", &user]);
+    h.login_facts(&user, true).unwrap();
+    let reset = ok(Some(&admin), &["reset", &user]);
     assert!(!h.facts(&user).unwrap().is_enrolled());
+    assert!(
+        reset.contains(&format!("required by 1 host")) && reset.contains(HOSTS[1]),
+        "{reset}"
+    );
+    assert!(!reset.contains("not required"), "{reset}");
+}
+
+#[test]
+fn enrolments_take_the_fleets_issuer_not_the_admin_machines_name() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = config_for(c, dir.path(), ADMIN);
+    let mut accounts = Accounts::default();
+    let user = accounts.user(&format!("tfissuer{}", tag()), "users", &[]);
+    let url = c.admin_url();
+    let key = c.path().join("fleet.key");
+    let init = json(
+        None,
+        &[
+            "--json",
+            "fleet",
+            "init",
+            "--admin-url",
+            &url,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--issuer",
+            "Example Fleet",
+        ],
+    );
+    assert_eq!(init["issuer"], "Example Fleet", "{init}");
+    let made = json(
+        Some(&admin),
+        &["--json", "enroll", "--user", &user, "--no-verify"],
+    );
+    let uri = made["otpauth_uri"].as_str().unwrap_or_default().to_string();
+    assert!(
+        uri.contains("issuer=Example%20Fleet") && uri.contains("/Example%20Fleet:"),
+        "{made}"
+    );
+    // An issuer the database refuses leaves the stored one.
+    let err = fails(
+        None,
+        &[
+            "fleet",
+            "init",
+            "--admin-url",
+            &url,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--issuer",
+            "a:b",
+        ],
+    );
+    assert!(err.contains("--issuer"), "{err}");
 }
 
 #[test]
@@ -300,6 +396,59 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         user.as_str(),
         "{again}"
     );
+
+    // Retiring the old key voids those codes and forgets the file; the user is marked
+    // to be told at their next login, until they make new codes.
+    let retired = ok(
+        None,
+        &[
+            "fleet",
+            "rotate-key",
+            "--admin-url",
+            &url,
+            "--key-file",
+            new_key.to_str().unwrap(),
+            "--retire",
+            old_key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        retired.contains(&format!("Retired {}", old_key.display())) && retired.contains(&user),
+        "{retired}"
+    );
+    assert!(
+        retired.contains("No backup code uses an older key"),
+        "{retired}"
+    );
+    let facts = h.facts(&user).unwrap();
+    assert!(
+        facts.backup_codes_voided && facts.backup_codes_left == 0,
+        "{facts:?}"
+    );
+    assert!(
+        !h.verify(&user, &backups[1], Purpose::Login, &config, now())
+            .unwrap()
+            .is_success()
+    );
+    let files = c.psql(DBNAME, "SELECT count(*) FROM twofactor_keys.files");
+    assert_eq!(files.trim(), "1");
+    let status = ok(Some(&config_for(c, dir.path(), ADMIN)), &["status", &user]);
+    assert!(status.contains("voided"), "{status}");
+    // The current key cannot be retired.
+    let err = fails(
+        None,
+        &[
+            "fleet",
+            "rotate-key",
+            "--admin-url",
+            &url,
+            "--key-file",
+            new_key.to_str().unwrap(),
+            "--retire",
+            new_key.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("current key"), "{err}");
 }
 
 #[test]
