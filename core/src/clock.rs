@@ -79,9 +79,107 @@ pub fn format_utc(secs: u64) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A point in time as a command line gives it, in Unix seconds: an age back from `now`
+/// (`90s`, `30m`, `2h`, `7d`), a UTC date (`2026-12-01`), a UTC date and time
+/// (`2026-12-01 14:30`, `2026-12-01T14:30:00`, with or without a trailing `Z`), or
+/// Unix seconds (`@1700000000`).
+pub fn parse_time(text: &str, now: u64) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a time: use an age (30m, 2h, 7d), a UTC date (2026-12-01), \
+             a UTC date and time (2026-12-01 14:30) or @UNIXSECONDS"
+        )
+    };
+    let t = text.trim();
+    if let Some(secs) = t.strip_prefix('@') {
+        return secs.parse().map_err(|_| bad());
+    }
+    let age = t.char_indices().last().filter(|(i, c)| {
+        c.is_ascii_alphabetic() && *i > 0 && t[..*i].bytes().all(|b| b.is_ascii_digit())
+    });
+    if let Some((i, unit)) = age {
+        let n: u64 = t[..i].parse().map_err(|_| bad())?;
+        let scale = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        return Ok(now.saturating_sub(n.saturating_mul(scale)));
+    }
+    let t = t.strip_suffix('Z').unwrap_or(t);
+    let (date, time) = t
+        .split_once(['T', ' '])
+        .map_or((t, None), |(d, tm)| (d, Some(tm)));
+    let num = |s: &str, lo: i64, hi: i64| {
+        s.parse::<i64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n) && s.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(bad)
+    };
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, mo, da] = d.as_slice() else {
+        return Err(bad());
+    };
+    let (y, mo, da) = (num(y, 1970, 9999)?, num(mo, 1, 12)?, num(da, 1, 31)?);
+    let mut secs = days_from_civil(y, mo, da) * 86_400;
+    if let Some(time) = time {
+        let parts: Vec<&str> = time.split(':').collect();
+        let (h, m, s) = match parts.as_slice() {
+            [h, m] => (num(h, 0, 23)?, num(m, 0, 59)?, 0),
+            [h, m, s] => (num(h, 0, 23)?, num(m, 0, 59)?, num(s, 0, 60)?),
+            _ => return Err(bad()),
+        };
+        secs += h * 3_600 + m * 60 + s;
+    }
+    u64::try_from(secs).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_as_ages_dates_and_unix_seconds() {
+        let now = 1_234_567_890;
+        assert_eq!(parse_time("30m", now), Ok(now - 1_800));
+        assert_eq!(parse_time("2h", now), Ok(now - 7_200));
+        assert_eq!(parse_time("7d", now), Ok(now - 604_800));
+        assert_eq!(parse_time("@42", now), Ok(42));
+        assert_eq!(parse_time("2009-02-13", now), Ok(1_234_483_200));
+        assert_eq!(parse_time("2009-02-13 23:31:30", now), Ok(1_234_567_890));
+        assert_eq!(parse_time("2009-02-13T23:31:30Z", now), Ok(1_234_567_890));
+        assert_eq!(parse_time("2000-02-29 00:00", now), Ok(951_782_400));
+        for bad in [
+            "",
+            "yesterday",
+            "2009-13-01",
+            "2009-02-13 25:00",
+            "5y",
+            "-3d",
+            "2009-2",
+        ] {
+            assert!(parse_time(bad, now).is_err(), "{bad:?} was taken");
+        }
+        // Round trip with the formatter.
+        assert_eq!(
+            parse_time(&format_utc(4_102_444_799).replace(" UTC", ""), now),
+            Ok(4_102_444_799)
+        );
+    }
 
     #[test]
     fn utc_formatting() {

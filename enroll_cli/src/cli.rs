@@ -109,6 +109,9 @@ pub enum Command {
     /// Set up and look after the PostgreSQL store a fleet shares (root only).
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Read the fleet's audit: logins, enrolments and admin changes from every host
+    /// (root, with the admin config). A host of its own logs to journald or syslog.
+    Log(LogArgs),
     /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
     ImportGoogleAuthenticator(ImportArgs),
     /// Write the man page and shell completions into a directory.
@@ -266,6 +269,27 @@ pub struct FleetRotateArgs {
     /// can then be deleted from every database node.
     #[arg(long, value_name = "OLD_KEY_FILE")]
     pub retire: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only rows about this user.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only rows written by this host (its certificate's CN).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only rows with this outcome: totp, backup code, wrong code, replayed, locked,
+    /// saved...
+    #[arg(long, value_name = "OUTCOME")]
+    pub outcome: Option<String>,
+    /// Only rows since then: an age (30m, 2h, 7d), a UTC date (2026-12-01), a UTC date
+    /// and time (2026-12-01 14:30) or @UNIXSECONDS.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// At most this many rows, the newest.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: u32,
 }
 
 /// Where the fleet's encryption key is looked for on the database server.

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+mod audit_log;
 mod cli;
 mod context;
 mod docs;
@@ -88,6 +89,7 @@ fn run(cli: Cli, taken: sys::Taken) -> Result<(), Error> {
         Command::ImportGoogleAuthenticator(args) => import::run(&ctx, &args),
         Command::Tidy { dry_run } => manage::tidy(&ctx, dry_run),
         Command::Fleet(FleetCommand::Import(args)) => fleet::import(&ctx, &args),
+        Command::Log(args) => audit_log::run(&ctx, &args),
         Command::GenerateDocs { .. }
         | Command::CheckConfig { .. }
         | Command::EditConfig

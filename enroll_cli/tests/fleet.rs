@@ -269,6 +269,44 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
         "{reset}"
     );
     assert!(!reset.contains("not required"), "{reset}");
+
+    // The audit, as the administrator reads it: every host's rows about the user.
+    let log = ok(Some(&admin), &["log", "--user", &user]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(HOSTS[1]) && l.contains("wrong code")),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l.contains("reset")), "{log}");
+    let rows = json(
+        Some(&admin),
+        &[
+            "--json",
+            "log",
+            "--user",
+            &user,
+            "--outcome",
+            "totp",
+            "--since",
+            "1h",
+        ],
+    );
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "totp" && r["user"] == user.as_str()),
+        "{rows:?}"
+    );
+    let none = json(
+        Some(&admin),
+        &["--json", "log", "--user", &user, "--since", "2099-01-01"],
+    );
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+    let err = fails(Some(&admin), &["log", "--since", "yesterday"]);
+    assert!(err.contains("--since"), "{err}");
+    let err = fails(Some(&host), &["log", "--user", &user]);
+    assert!(err.contains("admin config"), "{err}");
 }
 
 #[test]
