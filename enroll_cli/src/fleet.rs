@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use twofactor_core::backend::postgresql;
+use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::text::printable;
 
 use twofactor_core::backend::postgresql::{HbaAdvice, ImportOutcome};
@@ -174,7 +175,9 @@ pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
 
 pub fn hosts(args: &FleetServer, json: bool) -> Result<(), Error> {
     require_root()?;
-    let hosts = postgresql::hosts(&args.admin_url, args.ca.as_deref())?;
+    let (hosts, tls) = postgresql::hosts(&args.admin_url, args.ca.as_deref())?;
+    let now = SystemClock.now();
+    let warnings = tls_warnings(&tls, &hosts, now);
     if json {
         let rows: Vec<_> = hosts
             .iter()
@@ -184,30 +187,51 @@ pub fn hosts(args: &FleetServer, json: bool) -> Result<(), Error> {
                     "role": h.role,
                     "added_at": h.added_at,
                     "last_seen": h.last_seen,
+                    "cert_not_after": h.cert_not_after,
                     "sessions": h.sessions,
                     "open_transactions": h.open_transactions,
                     "oldest_transaction_seconds": h.oldest_transaction_s,
                 })
             })
             .collect();
-        return print_json(&json!({ "hosts": rows }));
+        let file = |f: &Option<(String, Result<u64, String>)>, key: &str| {
+            f.as_ref().map(|(path, t)| match t {
+                Ok(t) => json!({"file": path, key: t}),
+                Err(e) => json!({"file": path, "error": e}),
+            })
+        };
+        return print_json(&json!({
+            "hosts": rows,
+            "server_certificate": file(&tls.cert, "not_after"),
+            "crl": file(&tls.crl, "next_update"),
+            "warnings": warnings,
+        }));
     }
     if hosts.is_empty() {
         println!("No host has a role yet: 'twofactor fleet add-host NAME' adds one.");
-        return Ok(());
+    } else {
+        println!(
+            "{:<32} {:<20} {:<12} {:>8} {:>7}  OLDEST TX",
+            "HOST", "LAST LOGIN", "CERT UNTIL", "SESSIONS", "OPEN TX"
+        );
     }
-    println!(
-        "{:<32} {:<40} {:>8} {:>8}  OLDEST TX",
-        "HOST", "ROLE", "SESSIONS", "OPEN TX"
-    );
+    let day = |t: Option<i64>| {
+        t.and_then(|t| u64::try_from(t).ok())
+            .map_or_else(|| "-".to_string(), |t| format_utc(t)[..10].to_string())
+    };
     for h in &hosts {
         let oldest = h
             .oldest_transaction_s
             .map_or_else(|| "-".to_string(), |s| format!("{s:.0} s"));
+        let last = h
+            .last_seen
+            .and_then(|t| u64::try_from(t).ok())
+            .map_or_else(|| "never".to_string(), |t| format_utc(t)[..16].to_string());
         println!(
-            "{:<32} {:<40} {:>8} {:>8}  {}",
+            "{:<32} {:<20} {:<12} {:>8} {:>7}  {}",
             printable(&h.host),
-            h.role,
+            last,
+            day(h.cert_not_after),
             h.sessions,
             h.open_transactions,
             oldest
@@ -222,7 +246,78 @@ pub fn hosts(args: &FleetServer, json: bool) -> Result<(), Error> {
              those users wait, then fail. 'twofactor fleet remove-host NAME' ends them."
         );
     }
+    match &tls.cert {
+        Some((path, Ok(t))) => println!(
+            "\nServer certificate {path}: valid until {}.",
+            format_utc(*t)
+        ),
+        Some((path, Err(e))) => println!("\nServer certificate {path}: cannot be read: {e}"),
+        None => {}
+    }
+    match &tls.crl {
+        Some((path, Ok(t))) => println!("CRL {path}: next update due {}.", format_utc(*t)),
+        Some((path, Err(e))) => println!("CRL {path}: cannot be read: {e}"),
+        None => println!(
+            "No CRL (ssl_crl_file): a stolen host certificate stays valid until it expires; 'twofactor fleet remove-host' still shuts its role out."
+        ),
+    }
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     Ok(())
+}
+
+/// Days ahead that `fleet hosts` warns of a certificate or CRL running out.
+const TLS_WARNING_DAYS: u64 = 14;
+
+/// What runs out soon: the server's certificate, its CRL (then PostgreSQL refuses every
+/// client certificate) and hosts' certificates.
+fn tls_warnings(
+    tls: &postgresql::ServerTls,
+    hosts: &[postgresql::HostEntry],
+    now: u64,
+) -> Vec<String> {
+    let soon = |t: u64| t < now + TLS_WARNING_DAYS * 86_400;
+    let when = |t: u64| {
+        if t <= now {
+            format!("ran out {}", format_utc(t))
+        } else {
+            format!(
+                "runs out {} (in {} days)",
+                format_utc(t),
+                (t - now) / 86_400
+            )
+        }
+    };
+    let mut out = Vec::new();
+    if let Some((path, Ok(t))) = &tls.cert
+        && soon(*t)
+    {
+        out.push(format!(
+            "the server certificate {path} {}: hosts then refuse the server; issue a new one from the CA and reload PostgreSQL",
+            when(*t)
+        ));
+    }
+    if let Some((path, Ok(t))) = &tls.crl
+        && soon(*t)
+    {
+        out.push(format!(
+            "the CRL {path} {}: after that PostgreSQL refuses every client certificate, so every required user is refused; run 'openssl ca -gencrl' again, install it and reload",
+            when(*t)
+        ));
+    }
+    for h in hosts {
+        if let Some(t) = h.cert_not_after.and_then(|t| u64::try_from(t).ok())
+            && soon(t)
+        {
+            out.push(format!(
+                "host {}'s certificate {}: issue it a new one with the same CN",
+                printable(&h.host),
+                when(t)
+            ));
+        }
+    }
+    out
 }
 
 pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {

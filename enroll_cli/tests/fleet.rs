@@ -822,7 +822,23 @@ fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
     // The administrator's certificate name is mapped already: it cannot be a host too.
     let e = fails(None, &["fleet", "add-host", ADMIN, "--admin-url", &url]);
     assert!(e.contains("maps the certificate name"), "{e}");
+    // A host's login tells the database when its certificate runs out.
+    let h0 = c.backend(HOSTS[0]);
+    h0.login_facts("nobody-in-particular", false).unwrap();
+    let expires =
+        twofactor_core::backend::postgresql::certificate_expiry(&c.settings(HOSTS[0]).cert)
+            .unwrap();
     let listed = json(None, &["--json", "fleet", "hosts", "--admin-url", &url]);
+    assert_eq!(listed["hosts"][0]["cert_not_after"], expires, "{listed}");
+    assert_eq!(
+        listed["hosts"][2]["cert_not_after"],
+        Value::Null,
+        "{listed}"
+    );
+    assert!(
+        listed["server_certificate"]["not_after"].as_u64().unwrap() > now(),
+        "{listed}"
+    );
     let names: Vec<&str> = listed["hosts"]
         .as_array()
         .unwrap()
@@ -831,7 +847,12 @@ fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
         .collect();
     assert_eq!(names, [HOSTS[0], HOSTS[1], "web7.example.com"], "{listed}");
     let text = ok(None, &["fleet", "hosts", "--admin-url", &url]);
-    assert!(text.contains(&role), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("web7.example.com"))
+        .unwrap();
+    assert!(line.contains("never"), "{text}");
+    assert!(text.contains("Server certificate"), "{text}");
     let removed = ok(
         None,
         &[

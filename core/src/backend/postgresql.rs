@@ -40,8 +40,8 @@ pub use conn::Phase;
 use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
     AddedHost, HOSTS_GROUP, HbaAdvice, HostEntry, InitReport, RemovedHost, RotateReport,
-    SHARED_HOST_ROLE, access_lines, add_host, catalog_problems, check_host_name, host_role, hosts,
-    init, remove_host, rotate_key,
+    SHARED_HOST_ROLE, ServerTls, access_lines, add_host, catalog_problems, check_host_name,
+    host_role, hosts, init, remove_host, rotate_key,
 };
 use tls::Tls;
 
@@ -168,6 +168,9 @@ pub struct Postgresql {
     role: Role,
     owner: u32,
     client: Mutex<Slot>,
+    /// When this host's certificate runs out, once connected: logins tell the database,
+    /// for `fleet hosts`.
+    cert_not_after: Mutex<Option<u64>>,
     /// Handed out by the last successful verify: lets this connection's host make one
     /// change for that user (trust a client, new backup codes...).
     ticket: Mutex<Option<(String, Zeroizing<Vec<u8>>)>>,
@@ -238,12 +241,19 @@ impl Postgresql {
             role,
             owner,
             client: Mutex::new(Slot::Unopened),
+            cert_not_after: Mutex::new(None),
             ticket: Mutex::new(None),
         }
     }
 
     /// The TLS context, and the CN of this host's certificate.
     fn tls(&self) -> Result<(Tls, Option<String>), BackendError> {
+        let (tls, cn, _) = self.tls_and_expiry()?;
+        Ok((tls, cn))
+    }
+
+    /// [`Self::tls`], and when this host's certificate runs out (Unix seconds).
+    fn tls_and_expiry(&self) -> Result<(Tls, Option<String>, Option<u64>), BackendError> {
         let s = &self.settings;
         let ca = X509::from_pem(&read_credential(&s.ca, self.owner, false)?)
             .map_err(|e| unavailable(format!("{}: {e}", s.ca.display())))?;
@@ -254,12 +264,13 @@ impl Postgresql {
             .map_err(|e| unavailable(format!("{}: {e}", s.key.display())))?;
         let tls = Tls::new(Some(ca), Some((&cert, &key)))
             .map_err(|e| unavailable(format!("TLS setup: {e}")))?;
-        Ok((tls, common_name(&cert)))
+        Ok((tls, common_name(&cert), unix_time(cert.not_after()).ok()))
     }
 
     fn connect(&self) -> Result<Conn, BackendError> {
         let s = &self.settings;
-        let (tls, cn) = self.tls()?;
+        let (tls, cn, expires) = self.tls_and_expiry()?;
+        *lock(&self.cert_not_after) = expires;
         let logins = self.role.logins(cn.as_deref());
         let target = Target {
             hosts: &s.hosts,
@@ -453,16 +464,6 @@ impl Postgresql {
     /// The schema version the database has.
     pub fn schema_version(&self) -> Result<i32, BackendError> {
         self.one("SELECT twofactor.h_version()", &[])
-    }
-
-    /// Tells the database when this host's certificate runs out, for `fleet hosts`.
-    pub fn report_certificate(&self, not_after: u64) -> Result<(), BackendError> {
-        let t = i64::try_from(not_after).unwrap_or(i64::MAX);
-        self.with(async |c| {
-            c.execute("SELECT twofactor.h_report_certificate($1)", &[&t])
-                .await
-                .map(drop)
-        })
     }
 
     /// The hosts that reported requiring `user` (everyone's reports when `None`).
@@ -663,9 +664,12 @@ impl Backend for Postgresql {
     }
 
     fn login_facts(&self, user: &str, required: bool) -> Result<UserFacts, BackendError> {
+        // Connect first: the certificate's expiry is known once it is loaded.
+        self.with(async |_| Ok(()))?;
+        let expires = lock(&self.cert_not_after).and_then(|t| i64::try_from(t).ok());
         let v: Option<serde_json::Value> = self.one(
-            "SELECT twofactor.h_login_facts($1, $2)",
-            &[&user, &required],
+            "SELECT twofactor.h_login_facts($1, $2, $3)",
+            &[&user, &required, &expires],
         )?;
         Self::parse_facts(v)
     }
@@ -1002,8 +1006,13 @@ impl Postgresql {
 pub fn certificate_expiry(path: &std::path::Path) -> Result<u64, String> {
     let pem = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let cert = X509::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    unix_time(cert.not_after()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// An ASN.1 time (a certificate's or a CRL's) as Unix seconds.
+pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Result<u64, String> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0).map_err(|e| e.to_string())?;
-    let d = epoch.diff(cert.not_after()).map_err(|e| e.to_string())?;
+    let d = epoch.diff(t).map_err(|e| e.to_string())?;
     u64::try_from(i64::from(d.days) * 86_400 + i64::from(d.secs))
-        .map_err(|_| format!("{}: expires before 1970", path.display()))
+        .map_err(|_| "a time before 1970".to_string())
 }

@@ -297,13 +297,18 @@ $$;
 -- The facts of a login, and the host's report of whether its config requires the user:
 -- the database cannot know that otherwise, and the admin view shows it per host. A
 -- report is refreshed at most hourly; a host may keep at most pending_per_host_cap.
-CREATE OR REPLACE FUNCTION twofactor.h_login_facts(p_name text, p_required boolean)
+CREATE OR REPLACE FUNCTION twofactor.h_login_facts(p_name text, p_required boolean,
+                                                   p_cert_not_after bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     v_name text := twofactor.valid_name(p_name);
     v_host text := twofactor.caller();
 BEGIN
+    -- The host's own certificate expiry, for `fleet hosts`: written only when it changed.
+    UPDATE twofactor.hosts SET cert_not_after = to_timestamp(p_cert_not_after)
+     WHERE role = session_user AND p_cert_not_after IS NOT NULL
+       AND cert_not_after IS DISTINCT FROM to_timestamp(p_cert_not_after);
     IF NOT p_required THEN
         DELETE FROM twofactor.required_by WHERE name = v_name AND host = v_host;
     ELSIF NOT EXISTS (SELECT 1 FROM twofactor.required_by
@@ -325,13 +330,6 @@ $$;
 CREATE OR REPLACE FUNCTION twofactor.h_issuer() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
     SELECT issuer FROM twofactor.settings
-$$;
-
--- The calling host's certificate expiry, for `fleet hosts` (doctor reports it).
-CREATE OR REPLACE FUNCTION twofactor.h_report_certificate(p_not_after bigint) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
-    UPDATE twofactor.hosts SET cert_not_after = to_timestamp(p_not_after)
-     WHERE role = session_user
 $$;
 
 -- One decision on a typed code, in one transaction: the row is locked, the attempt
@@ -754,8 +752,7 @@ $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofactor FROM PUBLIC, twofactor_hosts, twofactor_admin;
 GRANT EXECUTE ON FUNCTION
     twofactor.h_version(), twofactor.h_facts(text),
-    twofactor.h_login_facts(text, boolean), twofactor.h_issuer(),
-    twofactor.h_report_certificate(bigint),
+    twofactor.h_login_facts(text, boolean, bigint), twofactor.h_issuer(),
     twofactor.h_verify(text, text, text, text, integer, integer, bigint),
     twofactor.h_enrol(text, bytea, text, integer, integer, text, bytea, bytea, integer, text[]),
     twofactor.h_count_grace_login(text, integer),

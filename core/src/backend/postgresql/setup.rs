@@ -852,32 +852,102 @@ pub struct HostEntry {
     pub open_transactions: i64,
     /// The age of its oldest open transaction, in seconds.
     pub oldest_transaction_s: Option<f64>,
+    /// When its certificate runs out (Unix seconds), as its logins last reported it.
+    pub cert_not_after: Option<i64>,
+}
+
+/// The server's own TLS files, which hosts cannot see: when its certificate runs out and
+/// when its CRL must be renewed (after that, PostgreSQL refuses every client certificate).
+#[derive(Debug, Clone, Default)]
+pub struct ServerTls {
+    /// `ssl_cert_file` and its expiry (Unix seconds), or why it could not be read.
+    pub cert: Option<(String, Result<u64, String>)>,
+    /// `ssl_crl_file` and its nextUpdate (Unix seconds), or why it could not be read;
+    /// none when no CRL is configured.
+    pub crl: Option<(String, Result<u64, String>)>,
+}
+
+/// Reads `ssl_cert_file` and `ssl_crl_file` through the superuser's connection.
+fn server_tls(tx: &mut Transaction<'_>) -> Result<ServerTls, BackendError> {
+    let setting = |tx: &mut Transaction<'_>, name: &str| -> Result<Option<String>, BackendError> {
+        let v: String = tx
+            .query_one("SELECT coalesce(current_setting($1, true), '')", &[&name])?
+            .get(0);
+        Ok((!v.is_empty()).then_some(v))
+    };
+    let read = |tx: &mut Transaction<'_>, path: &str| -> Result<Vec<u8>, String> {
+        // A savepoint: a missing file must not end the transaction.
+        let mut sp = tx.transaction().map_err(|e| e.to_string())?;
+        let bytes = sp
+            .query_one("SELECT pg_read_binary_file($1)", &[&path])
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| with_causes(&e));
+        sp.rollback().map_err(|e| e.to_string())?;
+        bytes
+    };
+    let data_dir = setting(tx, "data_directory")?.unwrap_or_default();
+    let absolute = |p: String| {
+        if p.starts_with('/') {
+            p
+        } else {
+            format!("{data_dir}/{p}")
+        }
+    };
+    let cert = match setting(tx, "ssl_cert_file")?.map(absolute) {
+        Some(path) => {
+            let expires = read(tx, &path).and_then(|pem| {
+                openssl::x509::X509::from_pem(&pem)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| super::unix_time(c.not_after()))
+            });
+            Some((path, expires))
+        }
+        None => None,
+    };
+    let crl = match setting(tx, "ssl_crl_file")?.map(absolute) {
+        Some(path) => {
+            let next = read(tx, &path).and_then(|pem| {
+                let crl = openssl::x509::X509Crl::from_pem(&pem)
+                    .or_else(|_| openssl::x509::X509Crl::from_der(&pem))
+                    .map_err(|e| e.to_string())?;
+                let next = crl
+                    .next_update()
+                    .ok_or("the CRL has no nextUpdate".to_string())?;
+                super::unix_time(next)
+            });
+            Some((path, next))
+        }
+        None => None,
+    };
+    Ok(ServerTls { cert, crl })
 }
 
 /// Every host role, with its sessions and open transactions.
 pub fn hosts(
     admin_url: &str,
     ca: Option<&std::path::Path>,
-) -> Result<Vec<HostEntry>, BackendError> {
+) -> Result<(Vec<HostEntry>, ServerTls), BackendError> {
     let mut c = superuser(admin_url, ca)?;
     let mut tx = c.transaction()?;
     need_current_schema(&mut tx)?;
     let rows = tx.query(
         "WITH roles AS ( \
-           SELECT h.host, h.role, extract(epoch FROM h.added_at)::bigint AS added_at FROM twofactor.hosts h \
+           SELECT h.host, h.role, extract(epoch FROM h.added_at)::bigint AS added_at, \
+                  extract(epoch FROM h.cert_not_after)::bigint AS cert_not_after FROM twofactor.hosts h \
            UNION ALL \
-           SELECT $1::text, $1::text, NULL FROM pg_roles WHERE rolname = $1::text) \
+           SELECT $1::text, $1::text, NULL, NULL FROM pg_roles WHERE rolname = $1::text) \
          SELECT r.host, r.role, r.added_at, \
                 (SELECT extract(epoch FROM max(a.at))::bigint FROM twofactor.audit a \
                   WHERE a.role = r.role AND (r.role = $1::text OR a.host = r.host)), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role), \
                 (SELECT count(*) FROM pg_stat_activity s WHERE s.usename = r.role AND s.xact_start IS NOT NULL), \
                 (SELECT extract(epoch FROM clock_timestamp() - min(s.xact_start))::float8 FROM pg_stat_activity s \
-                  WHERE s.usename = r.role AND s.xact_start IS NOT NULL) \
+                  WHERE s.usename = r.role AND s.xact_start IS NOT NULL), \
+                r.cert_not_after \
            FROM roles r ORDER BY r.host",
         &[&SHARED_HOST_ROLE],
     )?;
-    Ok(rows
+    let hosts = rows
         .iter()
         .map(|r| HostEntry {
             host: r.get(0),
@@ -887,8 +957,11 @@ pub fn hosts(
             sessions: r.get(4),
             open_transactions: r.get(5),
             oldest_transaction_s: r.get(6),
+            cert_not_after: r.get(7),
         })
-        .collect())
+        .collect();
+    let tls = server_tls(&mut tx)?;
+    Ok((hosts, tls))
 }
 
 /// What `fleet remove-host` did.
