@@ -42,9 +42,14 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         return Err("doctor is for root only".into());
     }
     let mut findings = Vec::new();
+    // One line per group of checks that found nothing to warn of.
+    let mut ok = Vec::new();
     let config_path = context::config_path(cli, &caller, env_config)?;
     let loaded = last_good::load(&config_path, 0);
     findings.extend(rules::broken_config(&config_path, &loaded));
+    if clean(&findings) {
+        ok.push(format!("config {}: valid", config_path.display()));
+    }
     let config = match loaded {
         Loaded::Good { config, .. } => Some(*config),
         // Go on with what logins enforce now.
@@ -69,6 +74,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         .sshd_config
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config"));
+    let mark = findings.len();
     let sshd = (sshd_config.exists() && policy.applies_to_service("sshd")).then(|| {
         let test = sshd_test(&sshd_config);
         let origin = sshd_config.display().to_string();
@@ -93,6 +99,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             })
             .map_err(|e| e.to_string()),
     };
+    let pam_mark = findings.len();
     findings.extend(doctor::pam::check_pam(
         &listing,
         &Dir(pam_dir.to_path_buf()),
@@ -105,7 +112,22 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             &listing,
             &Dir(pam_dir.to_path_buf()),
         ));
-        findings.extend(fleet_findings(c));
+        if clean(&findings[pam_mark..]) {
+            ok.push(format!(
+                "PAM stacks in {}: the module runs after the password, no bypass found",
+                pam_dir.display()
+            ));
+        }
+        let (found, fine) = fleet_findings(c);
+        if clean(&found) {
+            ok.extend(fine);
+        }
+        findings.extend(found);
+    } else if clean(&findings[pam_mark..]) {
+        ok.push(format!(
+            "PAM stacks in {}: the module runs after the password, no bypass found",
+            pam_dir.display()
+        ));
     }
 
     if let Some((settings, origin)) = &sshd {
@@ -118,13 +140,29 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
                 .is_ok_and(|stack| doctor::pam::has_split_line(&stack)),
             ..rules::sshd_policy(&policy, root.as_ref().map(|(r, s)| (r, s)))
         };
+        let sshd_mark = findings.len();
         findings.extend(doctor::check_sshd(settings, sshd_policy, origin));
+        if clean(&findings[mark..pam_mark]) && clean(&findings[sshd_mark..]) {
+            ok.push(format!("sshd ({origin}): PAM can ask for the code"));
+        }
     }
 
     if let Some(c) = &config {
         findings.extend(rules::rule_names(c, &Nss));
         if let Some(store) = &store {
-            findings.extend(rules::state_files(store.dir(), &store.scan(), &Nss));
+            let scan = store.scan();
+            let state_mark = findings.len();
+            findings.extend(rules::state_files(store.dir(), &scan, &Nss));
+            if let Ok(scan) = &scan
+                && clean(&findings[state_mark..])
+            {
+                ok.push(format!(
+                    "state directory {}: {} user{} with state, no problem found",
+                    store.dir().display(),
+                    scan.users.len(),
+                    plural(scan.users.len())
+                ));
+            }
         }
         findings.extend(rules::break_glass(c));
         if let Some(store) = &store {
@@ -135,7 +173,11 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             ));
         }
     }
-    findings.extend(rules::clock(host::clock_synchronised()));
+    let synchronised = host::clock_synchronised();
+    findings.extend(rules::clock(synchronised));
+    if synchronised == Some(true) {
+        ok.push("system clock: NTP-synchronised".to_string());
+    }
 
     findings.sort_by_key(|f| f.severity);
     let count = |s| findings.iter().filter(|f| f.severity == s).count();
@@ -145,9 +187,10 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         count(Level::Info),
     );
     if cli.json {
-        print_json(
-            &json!({"errors": errors, "warnings": warnings, "infos": infos, "findings": findings}),
-        )?;
+        print_json(&json!({
+            "errors": errors, "warnings": warnings, "infos": infos, "findings": findings,
+            "ok": ok,
+        }))?;
     } else {
         println!(
             "twofactor doctor: {errors} error{}, {warnings} warning{}, {infos} note{}",
@@ -155,6 +198,9 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             plural(warnings),
             plural(infos)
         );
+        for line in &ok {
+            println!("ok       {}", printable(line));
+        }
         for f in &findings {
             println!(
                 "\n{:<8} {}\n         {}\n         fix: {}",
@@ -173,9 +219,10 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
 }
 
 /// The fleet database as this host reaches it: through the host role, as a login does.
-fn fleet_findings(c: &Config) -> Vec<doctor::Finding> {
+/// The findings, and what is fine when it was reached.
+fn fleet_findings(c: &Config) -> (Vec<doctor::Finding>, Option<String>) {
     let Some(settings) = c.storage.postgresql.clone() else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let servers = settings
         .hosts
@@ -214,8 +261,17 @@ fn fleet_findings(c: &Config) -> Vec<doctor::Finding> {
         now: SystemClock.now(),
         synchronised: host::clock_synchronised(),
         window_seconds: u64::from(c.totp.window) * c.totp.params.period,
+        fleet_issuer: connected.then(|| db.issuer().ok()).flatten(),
+        config_issuer: c.enroll.issuer.clone(),
     };
-    doctor::fleet::check_fleet(&facts)
+    let found = doctor::fleet::check_fleet(&facts);
+    let ok = doctor::fleet::fleet_ok(&facts).map(|line| format!("fleet: {line}"));
+    (found, ok)
+}
+
+/// No finding an admin must act on (notes are fine).
+fn clean(found: &[doctor::Finding]) -> bool {
+    found.iter().all(|f| f.severity == Level::Info)
 }
 
 fn plural(n: usize) -> &'static str {

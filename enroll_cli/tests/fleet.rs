@@ -775,6 +775,34 @@ fn doctor_checks_the_fleet_database_from_a_host() {
     ] {
         assert!(!ids.iter().any(|i| i.starts_with(absent)), "{absent}: {j}");
     }
+    // What is fine is said too; the PAM group has an error, so it has no OK line.
+    let ok_lines = j["ok"].to_string();
+    assert!(ok_lines.contains("valid"), "{j}");
+    assert!(!ok_lines.contains("PAM stacks"), "{j}");
+    // No issuer stored yet: a warning, gone once fleet init stores one.
+    assert!(ids.contains(&"fleet-issuer".to_string()), "{j}");
+    fs::write(
+        pam.join("sshd"),
+        "auth requisite pam_unix.so\nauth required pam_twofactor.so\n",
+    )
+    .unwrap();
+    let key = c.path().join("fleet.key");
+    ok(
+        None,
+        &[
+            "fleet",
+            "init",
+            "--admin-url",
+            &c.admin_url(),
+            "--key-file",
+            key.to_str().unwrap(),
+            "--issuer",
+            "Example Fleet",
+        ],
+    );
+    let (ids, j) = doctor();
+    assert!(!ids.contains(&"fleet-issuer".to_string()), "{j}");
+    assert!(j["ok"].to_string().contains("PAM stacks in"), "{j}");
 
     // The server's certificate for another name fails the TLS check.
     c.serve_certificate("wrong-name");

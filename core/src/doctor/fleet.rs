@@ -47,6 +47,39 @@ pub struct FleetFacts {
     pub synchronised: Option<bool>,
     /// How far a code may be off and still be accepted: window × period, in seconds.
     pub window_seconds: u64,
+    /// The fleet's issuer in the database (`Some(None)`: none set), once connected.
+    pub fleet_issuer: Option<Option<String>>,
+    /// This config's `enroll.issuer`.
+    pub config_issuer: Option<String>,
+}
+
+/// One line saying what is fine, when the database was reached: doctor prints it when
+/// the fleet checks found nothing to warn of.
+pub fn fleet_ok(f: &FleetFacts) -> Option<String> {
+    f.connect.as_ref().ok()?;
+    let mut parts = vec![format!(
+        "database reachable{}",
+        f.login_role
+            .as_deref()
+            .map(|r| format!(" as {r}"))
+            .unwrap_or_default()
+    )];
+    if let Some(v) = f.schema_version {
+        parts.push(format!("schema version {v}"));
+    }
+    if let Ok(expires) = f.cert_expires {
+        parts.push(format!(
+            "this host's certificate expires in {} days",
+            expires.saturating_sub(f.now) / 86_400
+        ));
+    }
+    if let Some(db) = f.db_time {
+        parts.push(format!("clocks {} s apart", db.abs_diff(f.now)));
+    }
+    if let Some(Some(issuer)) = &f.fleet_issuer {
+        parts.push(format!("issuer \"{}\"", crate::text::printable(issuer)));
+    }
+    Some(parts.join(", "))
 }
 
 /// The fleet checks on gathered facts.
@@ -211,6 +244,27 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
             "on the admin machine run 'twofactor fleet add-host' with this host's certificate CN, add the pg_ident.conf line it prints, and reload PostgreSQL",
         ));
     }
+    match (&f.fleet_issuer, &f.config_issuer) {
+        (Some(Some(fleet)), Some(own)) if fleet != own => out.push(Finding::new(
+            Level::Error,
+            "fleet-issuer",
+            "[enroll] issuer",
+            format!(
+                "enroll.issuer is \"{}\" but the fleet's is \"{}\": enrolments use the fleet's, and anything labelled from this config names another",
+                crate::text::printable(own),
+                crate::text::printable(fleet)
+            ),
+            format!("set issuer = \"{}\" in [enroll]", crate::text::printable(fleet)),
+        )),
+        (Some(None), _) => out.push(Finding::new(
+            Level::Warning,
+            "fleet-issuer",
+            &at,
+            "the fleet has no issuer: each enrolment is labelled by the config of the host it happens on, or that host's name, so one account shows under different names",
+            "on the admin machine: twofactor fleet init --admin-url ... --issuer \"Example Corp\"",
+        )),
+        _ => {}
+    }
     // Beyond the TOTP window one of the two clocks refuses every code, whichever it is:
     // said whether or not this host is synchronised, since that is when it matters most.
     if let Some(db) = f.db_time {
@@ -325,12 +379,44 @@ mod tests {
             now: NOW,
             synchronised: Some(true),
             window_seconds: 30,
+            fleet_issuer: Some(Some("Example Corp".into())),
+            config_issuer: Some("Example Corp".into()),
         }
     }
 
     #[test]
     fn a_healthy_fleet_host_has_no_findings() {
         assert!(check_fleet(&healthy()).is_empty());
+    }
+
+    #[test]
+    fn a_healthy_fleet_host_says_what_is_fine() {
+        let ok = fleet_ok(&healthy()).unwrap();
+        assert_eq!(
+            ok,
+            "database reachable as tf_host_web1, schema version 1, this host's certificate \
+             expires in 365 days, clocks 1 s apart, issuer \"Example Corp\""
+        );
+        let mut f = healthy();
+        f.connect = Err("connection refused".into());
+        assert_eq!(fleet_ok(&f), None);
+    }
+
+    #[test]
+    fn the_issuer_must_be_the_fleets() {
+        let mut f = healthy();
+        f.config_issuer = Some("web1".into());
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-issuer"]);
+        assert_eq!(found[0].severity, Level::Error);
+        assert!(found[0].fix.contains("Example Corp"));
+        // No issuer of its own: the fleet's is used.
+        f.config_issuer = None;
+        assert!(check_fleet(&f).is_empty());
+        f.fleet_issuer = Some(None);
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-issuer"]);
+        assert_eq!(found[0].severity, Level::Warning);
     }
 
     #[test]
