@@ -593,7 +593,7 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     let admin_url = c.admin_url();
     let deadline = Instant::now() + Duration::from_secs(20);
     let entry = loop {
-        let hosts = postgresql::hosts(&admin_url, None).unwrap();
+        let (hosts, _) = postgresql::hosts(&admin_url, None).unwrap();
         let a: Option<HostEntry> = hosts.into_iter().find(|h| h.host == HOSTS[0]);
         if let Some(a) = a.filter(|a| a.open_transactions > 0) {
             break a;
@@ -646,6 +646,7 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     assert!(
         postgresql::hosts(&admin_url, None)
             .unwrap()
+            .0
             .iter()
             .all(|h| h.host != HOSTS[0])
     );

@@ -265,7 +265,7 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     let reset = ok(Some(&admin), &["reset", &user]);
     assert!(!h.facts(&user).unwrap().is_enrolled());
     assert!(
-        reset.contains(&format!("required by 1 host")) && reset.contains(HOSTS[1]),
+        reset.contains("required by 1 host") && reset.contains(HOSTS[1]),
         "{reset}"
     );
     assert!(!reset.contains("not required"), "{reset}");
