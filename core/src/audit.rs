@@ -1,15 +1,22 @@
-//! Audit events: one typed record per decision, rendered as one syslog-ready line.
+//! Audit events: one typed record per decision, sent to journald with a field for each
+//! part (so `journalctl TWOFACTOR_USER=alice` finds them) where journald runs, and as one
+//! syslog line otherwise.
 //!
 //! The types hold no code, secret or hash, so no rendering of an event can leak one.
 
 use std::fmt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use crate::policy;
 
-/// syslog facility LOG_AUTHPRIV, already shifted (10 << 3).
-const LOG_AUTHPRIV: u8 = 10 << 3;
+/// journald's native socket: present only where journald runs.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The syslog socket.
+const SYSLOG_SOCKET: &str = "/dev/log";
+/// syslog facility LOG_AUTHPRIV, unshifted, as journald's SYSLOG_FACILITY has it.
+const AUTHPRIV: u8 = 10;
 
 /// syslog severities twofactor uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +36,7 @@ pub enum Severity {
 /// Sends one line to the local syslog daemon through `/dev/log`, facility authpriv.
 /// A missing or full log socket is not an error: logging never changes a decision.
 pub fn syslog(ident: &str, severity: Severity, line: &str) {
-    send_to(Path::new("/dev/log"), ident, severity, line);
+    send_to(Path::new(SYSLOG_SOCKET), ident, severity, line);
 }
 
 fn send_to(socket: &Path, ident: &str, severity: Severity, line: &str) {
@@ -37,14 +44,58 @@ fn send_to(socket: &Path, ident: &str, severity: Severity, line: &str) {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    let message = format!(
-        "<{}>{ident}[{}]: {clean}",
-        LOG_AUTHPRIV | severity as u8,
-        std::process::id()
-    );
-    if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.send_to(message.as_bytes(), socket);
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_AUTHPRIV,
+        hostname: None,
+        process: ident.to_string(),
+        pid: std::process::id(),
+    };
+    let Ok(mut logger) = syslog::unix_custom(formatter, socket) else {
+        return;
+    };
+    let _ = match severity {
+        Severity::Error => logger.err(clean),
+        Severity::Warning => logger.warning(clean),
+        Severity::Notice => logger.notice(clean),
+        Severity::Info => logger.info(clean),
+        Severity::Debug => logger.debug(clean),
+    };
+}
+
+/// Sends `fields` to journald over its native protocol, as one datagram: `KEY=value`
+/// lines (a value holding a newline goes as `KEY`, newline, its length as 64-bit little
+/// endian, the bytes, newline). False when journald is not there to take it.
+fn send_journal(socket: &Path, fields: &[(&str, String)]) -> bool {
+    let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
     }
+    let mut datagram = Vec::new();
+    for (key, value) in fields {
+        datagram.extend_from_slice(key.as_bytes());
+        if value.contains('\n') {
+            datagram.push(b'\n');
+            datagram.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        } else {
+            datagram.push(b'=');
+        }
+        datagram.extend_from_slice(value.as_bytes());
+        datagram.push(b'\n');
+    }
+    UnixDatagram::unbound().is_ok_and(|s| s.send_to(&datagram, socket).is_ok())
+}
+
+/// The MESSAGE_ID of each outcome, fixed for good: `journalctl MESSAGE_ID=...` finds
+/// every refusal on any host and release.
+pub mod message_id {
+    /// A login or change that proved the second factor (or was let in by grace).
+    pub const SUCCESS: &str = "5872c903741b451188fdaf2c7b64dadd";
+    /// A refused login.
+    pub const FAILURE: &str = "a262449abef9481d877f28eea7b9839f";
+    /// twofactor did not apply.
+    pub const IGNORE: &str = "79502d0a010f414c931158257ba3d293";
+    /// Something broke and the login was refused.
+    pub const ERROR: &str = "f25113c7a98b4ba38cf9cda9abc2359f";
 }
 
 /// How a decision ended.
@@ -197,9 +248,54 @@ impl Event {
         }
     }
 
-    /// Sends the event to syslog as one line.
+    /// Sends the event to journald with its fields, or to syslog as one line where
+    /// journald does not run.
     pub fn log(&self, ident: &str) {
-        syslog(ident, self.severity(), &self.to_string());
+        self.log_to(ident, Path::new(JOURNAL_SOCKET), Path::new(SYSLOG_SOCKET));
+    }
+
+    fn log_to(&self, ident: &str, journal: &Path, syslog: &Path) {
+        if !send_journal(journal, &self.journal_fields(ident)) {
+            send_to(syslog, ident, self.severity(), &self.to_string());
+        }
+    }
+
+    /// The fields journald stores: the syslog line as MESSAGE, and each part of it on
+    /// its own (`TWOFACTOR_USER`, `TWOFACTOR_OUTCOME`...), cleaned as the line is.
+    pub fn journal_fields(&self, ident: &str) -> Vec<(&'static str, String)> {
+        let clean = |v: &str| -> String {
+            v.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        };
+        let id = match self.outcome {
+            Outcome::Success => message_id::SUCCESS,
+            Outcome::Failure => message_id::FAILURE,
+            Outcome::Ignore => message_id::IGNORE,
+            Outcome::Error => message_id::ERROR,
+        };
+        let mut fields = vec![
+            ("MESSAGE", clean(&self.to_string())),
+            ("MESSAGE_ID", id.to_string()),
+            ("PRIORITY", (self.severity() as u8).to_string()),
+            ("SYSLOG_FACILITY", AUTHPRIV.to_string()),
+            ("SYSLOG_IDENTIFIER", clean(ident)),
+            ("SYSLOG_PID", std::process::id().to_string()),
+            ("TWOFACTOR_USER", clean(&self.user)),
+            ("TWOFACTOR_SERVICE", clean(&self.service)),
+            ("TWOFACTOR_OUTCOME", self.outcome.as_str().to_string()),
+            ("TWOFACTOR_REASON", clean(&self.reason.to_string())),
+        ];
+        if let Some(a) = self.account.as_deref().filter(|a| *a != self.user) {
+            fields.push(("TWOFACTOR_ACCOUNT", clean(a)));
+        }
+        if let Some(r) = &self.rhost {
+            fields.push(("TWOFACTOR_RHOST", clean(r)));
+        }
+        if let Some(s) = &self.server {
+            fields.push(("TWOFACTOR_SERVER", clean(s)));
+        }
+        fields
     }
 }
 
@@ -313,15 +409,92 @@ mod tests {
             outcome: Outcome::Failure,
             ..event(Reason::Replay)
         };
-        send_to(&path, "pam_twofactor", e.severity(), &e.to_string());
+        // No journald socket: the event goes to syslog as one line.
+        e.log_to("pam_twofactor", &dir.path().join("no-journal"), &path);
         let mut buf = [0u8; 512];
         let n = server.recv(&mut buf).unwrap();
         let got = std::str::from_utf8(&buf[..n]).unwrap();
-        // authpriv (10) * 8 + warning (4) = 84
-        let want = format!("<84>pam_twofactor[{}]: {e}", std::process::id());
-        assert_eq!(got, want);
+        // authpriv (10) * 8 + warning (4) = 84, then RFC 3164's timestamp.
+        assert!(got.starts_with("<84>"), "{got}");
+        let tail = format!(" pam_twofactor[{}]: {e}", std::process::id());
+        assert!(got.ends_with(&tail), "{got}");
         // No socket at all is silently fine.
         send_to(&dir.path().join("none"), "x", Severity::Info, "dropped");
+    }
+
+    /// Reads one native-protocol datagram back into fields.
+    fn journal_datagram(mut d: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while !d.is_empty() {
+            let end = d.iter().position(|&b| b == b'\n').unwrap();
+            let line = &d[..end];
+            if let Some(eq) = line.iter().position(|&b| b == b'=') {
+                let k = String::from_utf8(line[..eq].to_vec()).unwrap();
+                out.push((k, String::from_utf8(line[eq + 1..].to_vec()).unwrap()));
+                d = &d[end + 1..];
+            } else {
+                let k = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(d[end + 1..end + 9].try_into().unwrap()) as usize;
+                let v = &d[end + 9..end + 9 + len];
+                out.push((k, String::from_utf8(v.to_vec()).unwrap()));
+                d = &d[end + 9 + len + 1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn journald_gets_one_field_per_part_and_syslog_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let syslog = dir.path().join("log");
+        let j = UnixDatagram::bind(&journal).unwrap();
+        let s = UnixDatagram::bind(&syslog).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let e = Event {
+            user: "ALICE\nforged=1".into(),
+            account: Some("alice".into()),
+            outcome: Outcome::Failure,
+            server: Some("db1:5432".into()),
+            ..event(Reason::WrongCode { locked_for: None })
+        };
+        e.log_to("pam_twofactor", &journal, &syslog);
+        let mut buf = [0u8; 4096];
+        let n = j.recv(&mut buf).unwrap();
+        let fields = journal_datagram(&buf[..n]);
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{k} missing from {fields:?}"))
+        };
+        assert_eq!(get("MESSAGE_ID"), message_id::FAILURE);
+        assert_eq!(get("PRIORITY"), "4");
+        assert_eq!(get("SYSLOG_FACILITY"), "10");
+        assert_eq!(get("SYSLOG_IDENTIFIER"), "pam_twofactor");
+        assert_eq!(get("TWOFACTOR_USER"), "ALICE?forged=1");
+        assert_eq!(get("TWOFACTOR_ACCOUNT"), "alice");
+        assert_eq!(get("TWOFACTOR_OUTCOME"), "failure");
+        assert_eq!(get("TWOFACTOR_REASON"), "wrong code");
+        assert_eq!(get("TWOFACTOR_SERVICE"), e.service);
+        assert_eq!(get("TWOFACTOR_SERVER"), "db1:5432");
+        assert_eq!(get("MESSAGE"), e.to_string());
+        // One datagram, and nothing went to syslog too.
+        assert!(s.recv(&mut buf).is_err());
+        // A value with a newline goes in the binary form, and reads back whole.
+        assert!(send_journal(
+            &journal,
+            &[("MESSAGE", "two\nlines".to_string())]
+        ));
+        let n = j.recv(&mut buf).unwrap();
+        assert_eq!(
+            journal_datagram(&buf[..n]),
+            [("MESSAGE".to_string(), "two\nlines".to_string())]
+        );
+        // A path that is not a socket is not journald.
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(!send_journal(&dir.path().join("file"), &[]));
     }
 
     #[test]

@@ -390,7 +390,8 @@ fn a_broken_config_enforces_the_last_good_one_and_says_so_on_every_login() {
     let errors = log.wait_for("enforcing the last good copy", 5);
     assert_eq!(errors.len(), 5, "one error line per login: {errors:#?}");
     assert!(
-        errors.iter().all(|l| l.starts_with("<83>pam_twofactor[")
+        errors.iter().all(|l| l.starts_with("<83>")
+            && l.contains(" pam_twofactor[")
             && l.contains("config.toml:6:18: lockout.max_failures")
             && l.contains("twofactor edit-config")),
         "{errors:#?}"
@@ -589,4 +590,61 @@ fn one_prompt_before_debians_common_auth() {
     let (v, t) = pam.run(&user, None, &[&format!("{PASSWORD}{code}")]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert_eq!(t.matches("Password").count(), 1, "asked twice:\n{t}");
+}
+
+/// Where journald runs, each login is one journal entry with a field for each part, so
+/// `journalctl TWOFACTOR_USER=alice` finds it; nothing goes to syslog as well. The test
+/// machine runs no journald: the socket is the test's own, at the real path, in a
+/// private mount namespace.
+#[test]
+fn logins_reach_journald_with_a_field_for_each_part() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfjournal", "users", &[]);
+    let pam = Pam::new("[enforce]\nusers = [\"tfjournal\"]\n");
+    let (key, _) = pam.enrol("tfjournal");
+    let journal = twofactor_testkit::Journal::new();
+    let wrap = journal.wrap();
+    let (v, t) = pam.run_with(&wrap, "tfjournal", Some("192.0.2.7"), &[&oathtool(&key)]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    let (v, t) = pam.run_with(&wrap, "tfjournal", Some("192.0.2.7"), &["000000"]);
+    assert_eq!(v, Verdict::AuthErr, "{t}");
+
+    let entries = journal.entries();
+    let ours: Vec<_> = entries
+        .iter()
+        .filter(|e| e.contains(&("SYSLOG_IDENTIFIER".into(), "pam_twofactor".into())))
+        .collect();
+    let field = |e: &twofactor_testkit::JournalEntry, k: &str| {
+        e.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    // The success; the wrong code, logged as it is counted; the end of that login.
+    assert_eq!(ours.len(), 3, "{entries:#?}");
+    for e in &ours {
+        assert_eq!(field(e, "TWOFACTOR_USER"), "tfjournal", "{e:?}");
+        assert_eq!(field(e, "TWOFACTOR_SERVICE"), "tf", "{e:?}");
+        assert_eq!(field(e, "TWOFACTOR_RHOST"), "192.0.2.7", "{e:?}");
+        assert_eq!(field(e, "SYSLOG_FACILITY"), "10", "{e:?}");
+        assert!(field(e, "MESSAGE").contains("user=tfjournal"), "{e:?}");
+    }
+    assert_eq!(field(ours[0], "TWOFACTOR_OUTCOME"), "success");
+    assert_eq!(field(ours[0], "TWOFACTOR_REASON"), "totp");
+    assert_eq!(
+        field(ours[0], "MESSAGE_ID"),
+        twofactor_core::audit::message_id::SUCCESS
+    );
+    assert_eq!(field(ours[1], "TWOFACTOR_OUTCOME"), "failure");
+    assert_eq!(field(ours[1], "TWOFACTOR_REASON"), "wrong code");
+    assert_eq!(field(ours[1], "PRIORITY"), "4");
+    assert_eq!(
+        field(ours[1], "MESSAGE_ID"),
+        twofactor_core::audit::message_id::FAILURE
+    );
+    assert!(
+        journal.syslog.grep("pam_twofactor").is_empty(),
+        "{:?}",
+        journal.syslog.lines()
+    );
 }

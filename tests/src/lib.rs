@@ -636,7 +636,9 @@ impl NssAliases {
 
 /// Catches what the module sends to syslog. A command run through [`Syslog::prefix`] gets
 /// its own mount namespace whose `/dev` is a copy of the real one, except that `/dev/log`
-/// is a socket this test reads; the system's own log and `/dev` are left alone.
+/// is a socket this test reads, and where journald's socket is hidden, so the module
+/// falls back to syslog as on a machine without journald; the system's own log, `/dev`
+/// and `/run` are left alone.
 #[derive(Debug)]
 pub struct Syslog {
     dir: tempfile::TempDir,
@@ -644,28 +646,67 @@ pub struct Syslog {
     seen: Mutex<Vec<String>>,
 }
 
-/// Builds the namespace: each entry of the real dev directory `$D` (`/dev`) bound into a
-/// tmpfs, then the socket. The real `log` is never copied, whatever it is (a socket where
-/// rsyslog runs without systemd, a symlink into /run where journald does, or nothing): a
-/// socket bound in would be a mount point that cannot be removed or replaced.
-const PRIVATE_DEV_LOG: &str = r#"
-T=$1; D=$2; shift 2
-R=$(mktemp -d "$T/real-dev.XXXXXX")
+/// Builds one private directory in the namespace: `$D` becomes a tmpfs holding each entry
+/// of the real `$D` bound back in, except the entry `$E`; then, when `$S` is not empty,
+/// the socket `$S` appears at `$D/$P` (inside `$E`). The real entry is never copied,
+/// whatever it is (a socket where rsyslog runs without systemd, a symlink into /run
+/// where journald does, or nothing): a socket bound in would be a mount point that
+/// cannot be removed or replaced. `$W` is a scratch directory.
+const PRIVATE_ENTRY: &str = r#"
+W=$1; D=$2; E=$3; S=$4; P=$5; shift 5
+R=$(mktemp -d "$W/real-dir.XXXXXX")
 mount --rbind "$D" "$R"
-mount -t tmpfs -o mode=0755 twofactor-test-dev "$D"
+mount -t tmpfs -o mode=0755 twofactor-test-dir "$D"
 for e in "$R"/* "$R"/.[!.]*; do
   [ -e "$e" ] || [ -L "$e" ] || continue
   n=$D/${e##*/}
-  if [ "$n" = "$D/log" ]; then continue
+  if [ "${e##*/}" = "$E" ]; then continue
   elif [ -L "$e" ]; then cp -P "$e" "$n"
-  elif [ -d "$e" ]; then mkdir "$n"; mount --rbind "$e" "$n"
+  elif [ -d "$e" ]; then mkdir -p "$n"; mount --rbind "$e" "$n"
   else touch "$n"; mount --bind "$e" "$n"; fi
 done
-touch "$D/log"; mount --bind "$T/log" "$D/log"
+if [ -n "$S" ]; then
+  mkdir -p "$(dirname "$D/$P")"; touch "$D/$P"; mount --bind "$S" "$D/$P"
+fi
 umount -l "$R"
 rmdir "$R"
 exec "$@"
 "#;
+
+/// The argv that runs the rest of a command line with `dir`'s entry `entry` replaced by
+/// `socket` at `dir/path` (or hidden, when `socket` is `None`).
+fn private_entry(
+    work: &Path,
+    dir: &Path,
+    entry: &str,
+    socket: Option<&Path>,
+    path: &str,
+) -> Vec<String> {
+    [
+        "sh",
+        "-euc",
+        PRIVATE_ENTRY,
+        "sh",
+        work.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        entry,
+        socket.map_or("", |s| s.to_str().unwrap()),
+        path,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `unshare` into a private mount namespace, then `steps` one after another.
+fn in_namespace(steps: &[Vec<String>]) -> Vec<String> {
+    let mut argv: Vec<String> = ["unshare", "--mount", "--propagation", "private"]
+        .map(String::from)
+        .to_vec();
+    for step in steps {
+        argv.extend(step.iter().cloned());
+    }
+    argv
+}
 
 impl Syslog {
     /// A socket ready to receive.
@@ -682,25 +723,20 @@ impl Syslog {
 
     /// Runs the rest of a command line in the private namespace (needs root).
     pub fn prefix(&self) -> Vec<String> {
-        self.prefix_for(Path::new("/dev"))
+        in_namespace(&[
+            private_entry(self.dir.path(), Path::new("/run"), "systemd", None, ""),
+            self.dev_step(Path::new("/dev")),
+        ])
     }
 
     /// As [`Self::prefix`], with `dev` in place of `/dev` (for testing the namespace).
     pub fn prefix_for(&self, dev: &Path) -> Vec<String> {
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-euc",
-            PRIVATE_DEV_LOG,
-            "sh",
-            self.dir.path().to_str().unwrap(),
-            dev.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
+        in_namespace(&[self.dev_step(dev)])
+    }
+
+    fn dev_step(&self, dev: &Path) -> Vec<String> {
+        let socket = self.dir.path().join("log");
+        private_entry(self.dir.path(), dev, "log", Some(&socket), "log")
     }
 
     /// pamtester in the private namespace.
@@ -748,6 +784,103 @@ impl Default for Syslog {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Catches what the module sends to journald: a command run through
+/// [`Journal::prefix`] sees this test's socket at `/run/systemd/journal/socket` in a
+/// private mount namespace (and a private `/dev/log` too, so a line that went to syslog
+/// instead would be seen there). The real `/run` is left alone.
+#[derive(Debug)]
+pub struct Journal {
+    dir: tempfile::TempDir,
+    socket: std::os::unix::net::UnixDatagram,
+    /// What reached the private `/dev/log`.
+    pub syslog: Syslog,
+}
+
+/// One datagram of journald's native protocol, as fields in order.
+pub type JournalEntry = Vec<(String, String)>;
+
+impl Journal {
+    /// A socket ready to receive.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = std::os::unix::net::UnixDatagram::bind(dir.path().join("socket")).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        Self {
+            dir,
+            socket,
+            syslog: Syslog::new(),
+        }
+    }
+
+    /// Runs the rest of a command line in the private namespace (needs root).
+    pub fn prefix(&self) -> Vec<String> {
+        let socket = self.dir.path().join("socket");
+        in_namespace(&[
+            private_entry(
+                self.dir.path(),
+                Path::new("/run"),
+                "systemd",
+                Some(&socket),
+                "systemd/journal/socket",
+            ),
+            self.syslog.dev_step(Path::new("/dev")),
+        ])
+    }
+
+    /// pamtester in the private namespace.
+    pub fn wrap(&self) -> Wrap {
+        Wrap {
+            prefix: self.prefix(),
+            ..Wrap::default()
+        }
+    }
+
+    /// Every entry received so far, parsed (`KEY=value` lines, or a key, a 64-bit
+    /// little-endian length and that many bytes).
+    pub fn entries(&self) -> Vec<JournalEntry> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            out.push(parse_journal(&buf[..n]));
+        }
+        out
+    }
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Parses one native-protocol datagram; panics on a malformed one (a failed test).
+pub fn parse_journal(mut d: &[u8]) -> JournalEntry {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let end = d
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a field ends in a newline");
+        let line = &d[..end];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            d = &d[end + 1..];
+        } else {
+            let len = u64::from_le_bytes(d[end + 1..end + 9].try_into().unwrap());
+            let len = usize::try_from(len).unwrap();
+            out.push((
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(&d[end + 9..end + 9 + len]).into_owned(),
+            ));
+            d = &d[end + 9 + len + 1..];
+        }
+    }
+    out
 }
 
 #[cfg(test)]
