@@ -68,7 +68,8 @@ check "doctor after install matches the README's sample" sh -c '
     twofactor doctor > "$1/doctor.out" 2>&1; rc=$?; cat "$1/doctor.out"
     [ "$rc" = 1 ] || exit 1
     grep -q "pam_twofactor.so is in no PAM stack" "$1/doctor.out" || exit 1
-    grep "^         " "$1/doctor.out" | while IFS= read -r line; do
+    grep -q "^ok       config /etc/twofactor/config.toml: valid" "$1/doctor.out" || exit 1
+    grep -E "^(         |ok       )" "$1/doctor.out" | while IFS= read -r line; do
         grep -qF -- "$line" README.md || { echo "not in README: $line"; exit 1; }
     done' sh "$work"
 

@@ -106,6 +106,22 @@ pub fn init(init: &FleetInitArgs, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The host's key and certificate request, made on the host.
+fn host_key_command(host: &str) -> String {
+    format!(
+        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -subj \"/CN={host}\" -keyout /etc/twofactor/host.key -out {host}.csr"
+    )
+}
+
+/// Signing that request with the README's `openssl ca` layout.
+fn sign_command(host: &str) -> String {
+    format!(
+        "openssl ca -config ca.cnf -batch -extensions client -in {host}.csr -out {host}.crt \
+         -startdate \"$(date -u -d '1 hour ago' +%Y%m%d%H%M%SZ)\""
+    )
+}
+
 /// How to reload the cluster whose pg_hba.conf that is: Debian's layout names it.
 fn reload_command(advice: &HbaAdvice) -> String {
     let (HbaAdvice::InPlace { file, .. }
@@ -147,6 +163,8 @@ pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
             "role": added.role,
             "created": added.created,
             "pg_ident": added.ident_line,
+            "certificate_request": host_key_command(&added.host),
+            "certificate_sign": sign_command(&added.host),
         }));
     }
     if added.created {
@@ -160,9 +178,16 @@ pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
         println!("Host {} already has role {}.", added.host, added.role);
     }
     println!(
-        "\nAdd this line to pg_ident.conf (exactly; never a regular expression), then reload \
-         PostgreSQL (pg_ctlcluster 15 main reload):\n\n{}\n",
+        "\nAdd this line to pg_ident.conf on every database node (exactly; never a regular \
+         expression), then reload PostgreSQL:\n\n{}\n",
         added.ident_line
+    );
+    println!(
+        "Its certificate, from the fleet CA (README, 'A CA and certificates'): on the host, a \
+         key that never leaves it and a request:\n\n  {}\n\nthen on the CA machine, signed \
+         to start an hour ago so that a slow host clock takes it:\n\n  {}\n",
+        host_key_command(&added.host),
+        sign_command(&added.host)
     );
     println!(
         "Remove any line mapping {} to {}: the host's next connection then uses its own \
