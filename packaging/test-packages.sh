@@ -96,6 +96,10 @@ check "config kept on remove" test -f /etc/twofactor/config.toml
 check "reinstall" dpkg -i --force-confold "$deb"
 check "state still enrolled after reinstall" sh -c "twofactor status $user --json | grep -q '\"enrolled\": true'"
 check "reinstall did not enable the module" cmp /etc/pam.d/common-auth "$work/common-auth.orig"
+# The README's fleet setup, with the installed package, on a cluster as pg_createcluster
+# makes it.
+check "fleet on a stock Debian cluster: the README's CA, fleet init as root, add-host, the admin view, log, revocation, --retire" \
+    bash packaging/test-stock-fleet.sh
 check "purge keeps enrolled users' state" sh -c "dpkg --purge libpam-twofactor && test -f /var/lib/twofactor/$user.json && ! test -e /usr/bin/twofactor"
 
 # --- the .rpm, with Debian's rpm tool

@@ -52,6 +52,9 @@ _twofactor() {
             twofactor,import-google-authenticator)
                 cmd="twofactor__subcmd__import__subcmd__google__subcmd__authenticator"
                 ;;
+            twofactor,log)
+                cmd="twofactor__subcmd__log"
+                ;;
             twofactor,reset)
                 cmd="twofactor__subcmd__reset"
                 ;;
@@ -145,6 +148,9 @@ _twofactor() {
             twofactor__subcmd__help,import-google-authenticator)
                 cmd="twofactor__subcmd__help__subcmd__import__subcmd__google__subcmd__authenticator"
                 ;;
+            twofactor__subcmd__help,log)
+                cmd="twofactor__subcmd__help__subcmd__log"
+                ;;
             twofactor__subcmd__help,reset)
                 cmd="twofactor__subcmd__help__subcmd__reset"
                 ;;
@@ -209,7 +215,7 @@ _twofactor() {
 
     case "${cmd}" in
         twofactor)
-            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet import-google-authenticator generate-docs help"
+            opts="-h -V --config --json --help --version enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet log import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,7 +633,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet__subcmd__init)
-            opts="-h -V --admin-url --ca --key-file --config --json --help --version"
+            opts="-h -V --admin-url --ca --key-file --issuer --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -642,6 +648,10 @@ _twofactor() {
                     return 0
                     ;;
                 --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --issuer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -683,7 +693,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet__subcmd__rotate__subcmd__key)
-            opts="-h -V --admin-url --ca --key-file --config --json --help --version"
+            opts="-h -V --admin-url --ca --key-file --retire --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,6 +708,10 @@ _twofactor() {
                     return 0
                     ;;
                 --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retire)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -731,7 +745,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__help)
-            opts="enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet import-google-authenticator generate-docs help"
+            opts="enroll status backup-codes disable enable reset unlock trust check-config edit-config explain doctor tidy fleet log import-google-authenticator generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -996,6 +1010,20 @@ _twofactor() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        twofactor__subcmd__help__subcmd__log)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         twofactor__subcmd__help__subcmd__reset)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1102,6 +1130,44 @@ _twofactor() {
             fi
             case "${prev}" in
                 --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        twofactor__subcmd__log)
+            opts="-h -V --user --host --outcome --since --limit --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --outcome)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
