@@ -69,8 +69,10 @@ show "twofactor fleet init --admin-url '$url' --key-file $key --issuer 'Example 
 twofactor fleet init --admin-url "$url" --key-file "$key" --issuer "Example Corp" | tee "$work/init.txt"
 line=$(sed -n 's/.*put the pg_hba.conf lines above line \([0-9]*\) (host all all 127.0.0.1\/32 scram-sha-256).*/\1/p' "$work/init.txt")
 [ -n "$line" ] || fail "fleet init did not say above which pg_hba.conf line its lines go"
+# First as a hurried admin does it: appended, below Debian's broader lines.
 grep '^hostssl' "$work/init.txt" > "$work/hba"
-sed -i "$((line - 1))r $work/hba" "$conf/pg_hba.conf"
+cp "$conf/pg_hba.conf" "$work/pg_hba.stock"
+cat "$work/hba" >> "$conf/pg_hba.conf"
 
 show "twofactor fleet add-host web1.example.com --admin-url '$url'"
 twofactor fleet add-host web1.example.com --admin-url "$url" | tee "$work/add.txt"
@@ -80,9 +82,6 @@ grep '^twofactor  web1.example.com  ' "$work/add.txt" >> "$conf/pg_ident.conf" \
     || fail "add-host printed no pg_ident line"
 echo "twofactor  admin-alice  twofactor_admin" >> "$conf/pg_ident.conf"
 pg_ctlcluster 15 "$cluster" reload
-twofactor fleet init --admin-url "$url" --key-file "$key" > "$work/init2.txt"
-grep -q "already has twofactor's certificate lines" "$work/init2.txt" \
-    || fail "a second fleet init does not see its pg_hba.conf lines in place"
 
 # --- A host (web1) and the admin machine (admin-alice), each with its own config.
 config() { # NAME CERT EXTRA
@@ -107,7 +106,37 @@ TOML
 config web1 web1 "[enforce]
 users = [\"$user\"]"
 config admin admin-alice ""
+show "doctor on web1 while the lines sit below Debian's 'host all all 127.0.0.1/32 scram-sha-256'"
+twofactor --config "$work/web1.toml" --json doctor --pam-dir /etc/pam.d --sshd-config /nonexistent \
+    > "$work/doctor-order.json" || true
+grep -o 'password missing[^"]*' "$work/doctor-order.json" | head -1
+grep -q "move twofactor's lines above it" "$work/doctor-order.json" \
+    || { cat "$work/doctor-order.json"; fail "doctor does not explain the pg_hba.conf order"; }
+# Then where fleet init said.
+cp "$work/pg_hba.stock" "$conf/pg_hba.conf"
+sed -i "$((line - 1))r $work/hba" "$conf/pg_hba.conf"
+pg_ctlcluster 15 "$cluster" reload
+twofactor fleet init --admin-url "$url" --key-file "$key" > "$work/init2.txt"
+grep -q "already has twofactor's certificate lines" "$work/init2.txt" \
+    || fail "a second fleet init does not see its pg_hba.conf lines in place"
+
+# A host's file store moved from the admin machine, as the README says: a copy of the
+# state directory, --state-dir, and the admin key never on the host.
+show "twofactor --config admin.toml fleet import --state-dir (a copy of a host's state)"
 useradd --create-home --shell /bin/sh "$user"
+mkdir -m 0700 "$work/state"
+cat > "$work/files.toml" <<TOML
+version = 1
+[storage]
+state_dir = "$work/state"
+TOML
+twofactor --config "$work/files.toml" enroll --user "$user" --no-verify --json > /dev/null
+tar -C "$work" -czf "$work/state.tar.gz" state
+mkdir -m 0700 "$work/copy" && tar -C "$work/copy" -xzf "$work/state.tar.gz"
+twofactor --config "$work/admin.toml" fleet import --state-dir "$work/copy/state" | tee "$work/import.txt"
+twofactor --config "$work/admin.toml" --json status "$user" > "$work/imported.json"
+grep -q '"enrolled": true' "$work/imported.json" || fail "fleet import --state-dir did not move $user"
+twofactor --config "$work/admin.toml" reset "$user" > /dev/null
 echo "$user:$password" | chpasswd
 cat > "/etc/pam.d/$service" <<PAM
 auth     requisite pam_unix.so

@@ -611,7 +611,8 @@ fn print_import(rows: &[Row], need_codes: &[String], dry_run: bool, dir: &std::p
     if !dry_run {
         println!(
             "{} is unchanged. Next: set [storage] backend = \"postgresql\" in this host's config, \
-             check with 'twofactor doctor', then remove the old state.",
+             check with 'twofactor doctor', then remove the users' state files there (*.json; \
+             keep last-good-config.toml, which logins fall back on if the config breaks).",
             dir.display()
         );
     }

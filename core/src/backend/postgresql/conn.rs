@@ -123,8 +123,8 @@ impl Failure {
 
 /// What to do about a server that wants a password from a host, which only ever
 /// presents a certificate: a broader pg_hba.conf line matched before twofactor's.
-fn auth_hint(e: &tokio_postgres::Error) -> &'static str {
-    if e.to_string().contains("password missing") {
+fn auth_hint(why: &str) -> &'static str {
+    if why.contains("password missing") {
         "; the server asked for a password, so a pg_hba.conf line above twofactor's \
          'hostssl ... cert map=twofactor' lines matched first (Debian's 'host all all \
          127.0.0.1/32 scram-sha-256' does): move twofactor's lines above it and reload"
@@ -413,7 +413,8 @@ async fn attempt(
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             let phase = phase(&done);
-            let why = with_causes(&e) + auth_hint(&e);
+            let why = with_causes(&e);
+            let why = format!("{why}{}", auth_hint(&why));
             return Err(failed(phase, why, Some(e)));
         }
         Err(_) => return Err(late(phase(&done))),
