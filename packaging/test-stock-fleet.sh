@@ -176,6 +176,22 @@ twofactor --config "$work/web1.toml" --json doctor --pam-dir /etc/pam.d --sshd-c
 grep -q '"fleet: database reachable as tf_host_web1_example_com' "$work/doctor.json" \
     || { cat "$work/doctor.json"; fail "doctor on web1 does not say the database is fine"; }
 
+show "twofactor fleet rotate-key ... --retire the old key"
+(umask 077; openssl rand -hex 32 > "$key2")
+chown postgres: "$key2"
+twofactor fleet rotate-key --admin-url "$url" --key-file "$key2" | tee "$work/rotate.txt"
+grep -q "Their users: $user" "$work/rotate.txt" || fail "rotate-key does not name $user"
+twofactor fleet rotate-key --admin-url "$url" --key-file "$key2" --retire "$key" | tee "$work/retire.txt"
+grep -q "Retired $key: the backup codes of 1 user voided: $user" "$work/retire.txt" || fail "--retire"
+
+show "the next login of $user on web1: told that the backup codes are void"
+secret=$(sed -n 's/.*"secret": "\([A-Z2-7]*\)".*/\1/p' "$work/enrol.json")
+[ -n "$secret" ] || fail "no secret in the enrolment's JSON"
+printf '%s\n%s\n' "$password" "$(oathtool --totp -b "$secret")" \
+    | pamtester "$service" "$user" authenticate 2>&1 | tee "$work/voided.txt"
+grep -q "successfully authenticated" "$work/voided.txt" || fail "the login after --retire failed"
+grep -q "Your backup codes no longer work" "$work/voided.txt" || fail "the user was not told"
+
 show "web1's certificate revoked as the README says: the database refuses it"
 serial=$(awk -F'\t' '$6 == "/CN=web1.example.com" {print $4}' "$ca/index.txt")
 (cd "$ca" && openssl ca -config ca.cnf -revoke "newcerts/$serial.pem" \
@@ -190,12 +206,5 @@ fi
 grep -q "cannot retrieve authentication info" "$work/revoked.txt" || { cat "$work/revoked.txt"; fail "not refused as unreachable"; }
 echo "refused: the two-factor server cannot be reached (certificate revoked)"
 
-show "twofactor fleet rotate-key ... --retire the old key"
-(umask 077; openssl rand -hex 32 > "$key2")
-chown postgres: "$key2"
-twofactor fleet rotate-key --admin-url "$url" --key-file "$key2" | tee "$work/rotate.txt"
-grep -q "Their users: $user" "$work/rotate.txt" || fail "rotate-key does not name $user"
-twofactor fleet rotate-key --admin-url "$url" --key-file "$key2" --retire "$key" | tee "$work/retire.txt"
-grep -q "Retired $key: the backup codes of 1 user voided: $user" "$work/retire.txt" || fail "--retire"
 echo
 echo "stock-cluster fleet: all checks passed"
