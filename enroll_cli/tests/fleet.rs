@@ -881,6 +881,11 @@ fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
         .unwrap();
     assert!(line.contains("never"), "{text}");
     assert!(text.contains("Server certificate"), "{text}");
+    // A report the host made goes with it.
+    c.psql(
+        DBNAME,
+        "INSERT INTO twofactor.required_by (name, host) VALUES ('someone', 'web7.example.com')",
+    );
     let removed = ok(
         None,
         &[
@@ -891,6 +896,11 @@ fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
             &url,
         ],
     );
+    let left = c.psql(
+        DBNAME,
+        "SELECT count(*) FROM twofactor.required_by WHERE host = 'web7.example.com'",
+    );
+    assert_eq!(left.trim(), "0");
     assert!(
         removed.contains(&format!("Dropped role {role}")),
         "{removed}"

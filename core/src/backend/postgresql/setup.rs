@@ -1006,6 +1006,12 @@ pub fn remove_host(
         )?
         .get(0);
     let mut tx = c.transaction()?;
+    // A removed host requires nobody any more: its reports go with it.
+    tx.execute(
+        "DELETE FROM twofactor.required_by r USING twofactor.hosts h \
+          WHERE h.role = $1 AND r.host = h.host",
+        &[&role],
+    )?;
     tx.execute("DELETE FROM twofactor.hosts WHERE role = $1", &[&role])?;
     tx.batch_execute(&format!("DROP ROLE {role}"))?;
     tx.commit()?;
