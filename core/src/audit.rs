@@ -137,6 +137,15 @@ pub enum Reason {
     NoGraceLeft,
     /// The remote host is trusted.
     Trusted,
+    /// The ssh login's certificate was the second factor (`[ssh_factor]`).
+    SshCertificate {
+        /// Its key id.
+        key_id: String,
+        /// Its serial number.
+        serial: u64,
+        /// The CA's fingerprint.
+        ca: String,
+    },
     /// The user is locked for this many more seconds.
     Locked { seconds: u64 },
     /// A code that was already used.
@@ -173,6 +182,9 @@ impl fmt::Display for Reason {
             Self::Grace { left } => write!(f, "grace ({left} left)"),
             Self::NoGraceLeft => f.write_str("not enrolled, no grace logins left"),
             Self::Trusted => f.write_str("trusted"),
+            Self::SshCertificate { key_id, serial, ca } => {
+                write!(f, "ssh certificate (key id {key_id:?}, serial {serial}, CA {ca})")
+            }
             Self::Locked { seconds } => write!(f, "locked ({seconds}s left)"),
             Self::Replay => f.write_str("replay"),
             Self::WrongCode { locked_for: None } => f.write_str("wrong code"),

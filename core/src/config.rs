@@ -40,6 +40,28 @@ pub struct Config {
     pub trusted_devices: TrustSettings,
     /// `[storage]`.
     pub storage: StorageSettings,
+    /// `[ssh_factor]`: ssh logins whose certificate already was a second factor.
+    pub ssh_factor: SshFactorSettings,
+}
+
+/// `[ssh_factor]`: an ssh login that used a certificate from one of these CAs (issued,
+/// say, by an SSO after its own MFA) counts as the second factor. Off while `cert_cas`
+/// is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshFactorSettings {
+    /// The PAM services whose `SSH_AUTH_INFO_0` is sshd's own.
+    pub services: Vec<String>,
+    /// SHA-256 fingerprints (`SHA256:...`) of the trusted CA keys.
+    pub cert_cas: Vec<String>,
+    /// An extension the certificate must carry; `None`: any certificate of those CAs.
+    pub cert_extension: Option<String>,
+}
+
+impl SshFactorSettings {
+    /// Whether the policy is on at all.
+    pub fn enabled(&self) -> bool {
+        !self.cert_cas.is_empty()
+    }
 }
 
 /// `[enroll]`: how users without an authenticator get one.
@@ -180,6 +202,11 @@ impl Default for Config {
                 state_dir: PathBuf::from("/var/lib/twofactor"),
                 postgresql: None,
             },
+            ssh_factor: SshFactorSettings {
+                services: vec!["sshd".to_string()],
+                cert_cas: Vec::new(),
+                cert_extension: None,
+            },
         }
     }
 }
@@ -289,6 +316,16 @@ struct Raw {
     trusted_devices: RawTrust,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    ssh_factor: RawSshFactor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSshFactor {
+    services: Names,
+    cert_cas: Names,
+    cert_extension: Option<Spanned<String>>,
 }
 
 type Names = Option<Spanned<Vec<Spanned<String>>>>;
@@ -681,6 +718,73 @@ impl Raw {
                 state_dir,
                 postgresql: self.postgresql_settings(src, backend)?,
             },
+            ssh_factor: self.ssh_factor_settings(src)?,
+        })
+    }
+}
+
+/// An ssh key fingerprint as `ssh-keygen -lf` prints it: `SHA256:` and 43 characters of
+/// unpadded base64 (32 bytes).
+pub fn is_sha256_fingerprint(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|b64| {
+        b64.len() == 43
+            && b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    })
+}
+
+impl Raw {
+    /// `[ssh_factor]`.
+    fn ssh_factor_settings(&self, src: Source<'_>) -> Result<SshFactorSettings, Located> {
+        let raw = &self.ssh_factor;
+        let services = match &raw.services {
+            None => vec!["sshd".to_string()],
+            Some(_) => names(src, &raw.services, "ssh_factor.services")?,
+        };
+        let mut cert_cas = Vec::new();
+        for fp in raw.cert_cas.iter().flat_map(|l| l.get_ref()) {
+            if !is_sha256_fingerprint(fp.get_ref()) {
+                return Err(src.at(
+                    fp.span(),
+                    "ssh_factor.cert_cas",
+                    format!(
+                        "ssh_factor.cert_cas: {:?} is not a key fingerprint; give the CA key's SHA256:... fingerprint, as ssh-keygen -lf CA.pub prints it",
+                        fp.get_ref()
+                    ),
+                ));
+            }
+            if !cert_cas.contains(fp.get_ref()) {
+                cert_cas.push(fp.get_ref().clone());
+            }
+        }
+        let cert_extension = match &raw.cert_extension {
+            None => None,
+            Some(e) if e.get_ref().is_empty() => None,
+            Some(e) => {
+                let v = e.get_ref();
+                if v.len() > 256 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(src.at(
+                        e.span(),
+                        "ssh_factor.cert_extension",
+                        "ssh_factor.cert_extension must be one extension name, such as mfa@sso.example.com".into(),
+                    ));
+                }
+                Some(v.clone())
+            }
+        };
+        if !cert_cas.is_empty() && services.is_empty() {
+            let at = raw.services.as_ref().map_or(0..0, Spanned::span);
+            return Err(src.at(
+                at,
+                "ssh_factor.services",
+                "ssh_factor.services is empty while cert_cas is set: list the sshd services whose SSH_AUTH_INFO_0 may be trusted".into(),
+            ));
+        }
+        Ok(SshFactorSettings {
+            services,
+            cert_cas,
+            cert_extension,
         })
     }
 }
@@ -801,6 +905,32 @@ mod tests {
 
     fn repo_file(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn ssh_factor_takes_fingerprints_and_refuses_anything_else() {
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let c = parse(&format!(
+            "version = 1\n[ssh_factor]\ncert_cas = [\"{fp}\", \"{fp}\"]\ncert_extension = \"mfa@sso.example.com\"\n"
+        ))
+        .unwrap();
+        assert!(c.ssh_factor.enabled());
+        assert_eq!(c.ssh_factor.cert_cas, [fp]);
+        assert_eq!(c.ssh_factor.services, ["sshd"]);
+        assert_eq!(c.ssh_factor.cert_extension.as_deref(), Some("mfa@sso.example.com"));
+        assert!(!parse("version = 1\n").unwrap().ssh_factor.enabled());
+
+        let e = located("version = 1\n[ssh_factor]\ncert_cas = [\"MD5:aa:bb\"]\n");
+        assert_eq!((e.key.as_str(), e.line), ("ssh_factor.cert_cas", 3));
+        assert!(e.message.contains("ssh-keygen -lf"), "{e}");
+        let e = located(&format!(
+            "version = 1\n[ssh_factor]\nservices = []\ncert_cas = [\"{fp}\"]\n"
+        ));
+        assert_eq!(e.key, "ssh_factor.services");
+        let e = located("version = 1\n[ssh_factor]\ncert_extension = \"two words\"\n");
+        assert_eq!(e.key, "ssh_factor.cert_extension");
+        let e = located("version = 1\n[ssh_factor]\ncas = []\n");
+        assert!(e.message.contains("unknown key \"cas\" in [ssh_factor]"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod one_prompt;
 pub mod policy;
 pub mod qr;
 pub mod random;
+pub mod ssh_factor;
 pub mod store;
 #[cfg(test)]
 mod testing;

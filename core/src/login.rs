@@ -12,6 +12,7 @@ use std::fmt;
 use crate::backend::UserFacts;
 use crate::config::Config;
 use crate::policy::{Reason, Requirement};
+use crate::ssh_factor::Proof;
 use crate::trusted::RemoteHost;
 
 /// What a login looks like from the outside.
@@ -26,6 +27,8 @@ pub struct LoginFacts<'a> {
     /// The password and code came in one prompt (the `split` layout): nothing more can
     /// be asked, so no enrolment either.
     pub one_prompt: bool,
+    /// The ssh certificate that already proved a second factor (`[ssh_factor]`).
+    pub ssh_factor: Option<&'a Proof>,
 }
 
 /// What happens next in a login.
@@ -46,6 +49,8 @@ pub enum Step {
     },
     /// The remote host is trusted for this service: allowed without a code.
     Trusted,
+    /// The ssh login used a certificate `[ssh_factor]` trusts as the second factor.
+    SshCertificate(Proof),
     /// Ask for a code from the authenticator (or a backup code).
     AskCode {
         /// The authenticator's period, for "wait for the next code".
@@ -85,6 +90,11 @@ impl fmt::Display for Step {
                 "refused without a prompt: locked for {seconds} more seconds (twofactor unlock)"
             ),
             Self::Trusted => f.write_str("allowed without a code: the host is trusted"),
+            Self::SshCertificate(p) => write!(
+                f,
+                "allowed without a code: the ssh certificate {:?} (serial {}) from CA {} was the second factor",
+                p.key_id, p.serial, p.ca
+            ),
             Self::AskCode { .. } => f.write_str("asked for a code (or a backup code)"),
             Self::Enrol => f.write_str(
                 "sets up an authenticator during the login (QR code, then a code from it)",
@@ -138,11 +148,22 @@ pub fn next_step(
         Some(a) if a.enabled => {}
         Some(_) if !requirement.required => return Step::Disabled,
         None if !requirement.required => return Step::NotRequired(requirement.reason.clone()),
-        _ => return not_enrolled(config, state, login),
+        _ => {
+            // The certificate is a second factor of its own: no authenticator needed.
+            if let Some(proof) = login.ssh_factor
+                && state.lockout.locked_for(now).is_none()
+            {
+                return Step::SshCertificate(proof.clone());
+            }
+            return not_enrolled(config, state, login);
+        }
     }
     // A lock holds for trusted hosts too: trust saves typing, it is not a way around a lock.
     if let Some(seconds) = state.lockout.locked_for(now) {
         return Step::Locked { seconds };
+    }
+    if let Some(proof) = login.ssh_factor {
+        return Step::SshCertificate(proof.clone());
     }
     let trust = config.trusted_devices;
     if trust.enabled
@@ -328,10 +349,52 @@ mod tests {
                 rhost: Some(host),
                 silent: c.silent,
                 one_prompt: false,
+                ssh_factor: None,
             };
             let step = next_step(&config, &requirement, &(&state).into(), &facts, NOW);
             assert_eq!(step, c.expected(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn an_ssh_certificate_stands_for_the_code_but_not_for_a_lock() {
+        let config = Config::default();
+        let proof = Proof {
+            ca: "SHA256:x".into(),
+            key_id: "alice@sso".into(),
+            serial: 7,
+        };
+        let login = LoginFacts {
+            service: Some("sshd"),
+            rhost: Some("192.0.2.1"),
+            silent: false,
+            one_prompt: false,
+            ssh_factor: Some(&proof),
+        };
+        let req = required(Reason::AllUsers);
+        let mut state = UserState {
+            authenticator: Some(authenticator(true)),
+            ..UserState::default()
+        };
+        let ssh = Step::SshCertificate(proof.clone());
+        assert_eq!(next_step(&config, &req, &(&state).into(), &login, NOW), ssh);
+        // No authenticator needed: the certificate is a second factor of its own.
+        assert_eq!(next_step(&config, &req, &UserFacts::default(), &login, NOW), ssh);
+        // Not required and not enrolled: nothing to prove.
+        let free = not_required(Reason::NoRule);
+        assert!(matches!(
+            next_step(&config, &free, &UserFacts::default(), &login, NOW),
+            Step::NotRequired(_)
+        ));
+        state.lockout = Lockout {
+            failures: 0,
+            locked_until: Some(NOW + 60),
+            locks: 1,
+        };
+        assert_eq!(
+            next_step(&config, &req, &(&state).into(), &login, NOW),
+            Step::Locked { seconds: 60 }
+        );
     }
 
     #[test]
@@ -345,6 +408,7 @@ mod tests {
             rhost,
             silent: false,
             one_prompt: false,
+            ssh_factor: None,
         };
         assert_eq!(
             next_step(&config, &req, &state, &from(Some("10.1.2.3")), NOW),
@@ -375,6 +439,7 @@ mod tests {
             rhost: None,
             silent: false,
             one_prompt: true,
+            ssh_factor: None,
         };
         assert_eq!(
             next_step(&config, &req, &state, &one_prompt, NOW),
@@ -391,6 +456,7 @@ mod tests {
         // The same login through a conversation enrols.
         let asked = LoginFacts {
             one_prompt: false,
+            ssh_factor: None,
             ..one_prompt
         };
         assert_eq!(next_step(&config, &req, &state, &asked, NOW), Step::Enrol);

@@ -433,6 +433,7 @@ pub fn explain(
         rhost: from,
         silent: false,
         one_prompt: false,
+        ssh_factor: None,
     };
     let step = login::next_step(&ctx.config, &elsewhere, &state, &facts, now);
     let login_text = format!(

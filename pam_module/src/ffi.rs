@@ -4,7 +4,7 @@
 //! `PAM_ABORT`. We catch panics ourselves as well, so a panic never unwinds into libpam
 //! whatever the binding does, and the answer is then a failure.
 
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pam::constants::{
@@ -155,6 +155,26 @@ fn take_aside(pamh: &mut PamHandle) -> Result<Option<Option<Zeroizing<String>>>,
     Ok(kept)
 }
 
+unsafe extern "C" {
+    /// libpam's `pam_getenv(3)`: a variable of the handle's PAM environment.
+    fn pam_getenv(pamh: *mut PamHandle, name: *const c_char) -> *const c_char;
+}
+
+/// A variable of the PAM environment, never the process's: in a setuid program such as
+/// sudo, the process environment is the caller's to set.
+fn pam_env(pamh: &mut PamHandle, name: &CStr) -> Option<String> {
+    // SAFETY: `pamh` is the live handle libpam passed to this call and `name` is
+    // NUL-terminated; pam_getenv returns NULL or a NUL-terminated string that the handle
+    // owns until its environment changes.
+    let value = unsafe { pam_getenv(pamh, name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated and owned by the handle (above); copied at once.
+    let text = unsafe { CStr::from_ptr(value) };
+    Some(text.to_string_lossy().into_owned())
+}
+
 /// Who is logging in, from PAM's items.
 struct Items {
     user: String,
@@ -261,6 +281,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         .flatten()
         .map(|t| Zeroizing::new(t.as_bytes().to_vec()));
 
+    let ssh_auth_info = pam_env(pamh, c"SSH_AUTH_INFO_0");
     let conv = pamh.get_item::<Conv>().ok().flatten();
     let mut conv = PamConv(conv);
     let loaded = parsed
@@ -293,8 +314,13 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         audit: &mut audit,
         served_by: None,
     };
+    // Kept only where the policy may trust it; the flow checks the service again.
+    let ssh_auth_info = ssh_auth_info.filter(|_| {
+        config.ssh_factor.enabled() && config.ssh_factor.services.contains(&items.service)
+    });
     let login = Login {
         user: &items.user,
+        ssh_auth_info: ssh_auth_info.as_deref(),
         service: &items.service,
         rhost: items.rhost.as_deref(),
         silent: items.silent,

@@ -100,6 +100,7 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
         silent: false,
         password: None,
         code_from: flow::CodeFrom::Prompt,
+        ssh_auth_info: None,
     };
     flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }

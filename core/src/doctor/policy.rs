@@ -154,6 +154,7 @@ pub fn stranded(
         rhost: None,
         silent: false,
         one_prompt: false,
+        ssh_factor: None,
     };
     let stranded: Vec<&str> = users
         .iter()

@@ -1,7 +1,7 @@
 //! The login flow: who is asked, what they see, and what is decided. Generic over
 //! [`Conversation`], so every prompt and message is unit-tested without libpam.
 
-use twofactor_core::audit::Reason;
+use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::SERVER_UNREACHABLE;
 use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
@@ -12,6 +12,7 @@ use twofactor_core::login::{self, LoginFacts, Step};
 use twofactor_core::one_prompt::{self, Split};
 use twofactor_core::policy::{self, Directory, LookupError};
 use twofactor_core::random::{Random, RandomError};
+use twofactor_core::ssh_factor::{self, NotProven};
 use twofactor_core::trusted::RemoteHost;
 
 use subtle::ConstantTimeEq;
@@ -46,6 +47,9 @@ pub struct Login<'a> {
     pub password: Option<&'a [u8]>,
     /// Where the code comes from.
     pub code_from: CodeFrom<'a>,
+    /// `SSH_AUTH_INFO_0` from the PAM environment (never the process's): what sshd says
+    /// the login passed so far.
+    pub ssh_auth_info: Option<&'a str>,
 }
 
 /// Where a login's code comes from.
@@ -322,11 +326,31 @@ fn run(
         user: &name,
         ..*typed
     };
+    let proof = match ssh_factor::check(
+        &config.ssh_factor,
+        login.service,
+        &name,
+        login.ssh_auth_info,
+        env.clock.now(),
+    ) {
+        Ok(proof) => Some(proof),
+        Err(NotProven::Refused(why)) => {
+            // Said, since the user was asked for a code they thought they had covered.
+            audit::syslog(
+                "pam_twofactor",
+                Severity::Info,
+                &format!("user={name} ssh certificate not taken as the second factor: {why}"),
+            );
+            None
+        }
+        Err(_) => None,
+    };
     let facts = LoginFacts {
         service: Some(login.service),
         rhost: login.rhost,
         silent: login.silent,
         one_prompt: matches!(login.code_from, CodeFrom::OnePrompt(_)),
+        ssh_factor: proof.as_ref(),
     };
     let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
     render(ui, login, env, (&*backend, &state), step)
@@ -352,6 +376,11 @@ fn render(
             Decision::Deny(Reason::Locked { seconds })
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
+        Step::SshCertificate(p) => Decision::Allow(Reason::SshCertificate {
+            key_id: p.key_id,
+            serial: p.serial,
+            ca: p.ca,
+        }),
         Step::AskCode { period } => {
             let decision = match login.code_from {
                 CodeFrom::Prompt => ask_for_code(ui, login, env, backend, period)?,

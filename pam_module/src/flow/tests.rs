@@ -98,6 +98,7 @@ impl World {
                 Some(code) => CodeFrom::OnePrompt(code.as_deref()),
                 None => CodeFrom::Prompt,
             },
+            ssh_auth_info: None,
         };
         self.with_env(|env| authenticate(&mut script, &login, env).0)
     }
@@ -136,6 +137,7 @@ impl World {
             silent: false,
             password: None,
             code_from: CodeFrom::Prompt,
+            ssh_auth_info: None,
         };
         self.with_env(|env| split(&mut script, &login, env, typed))
             .map(|s| s.map(|s| (s.password.to_string(), s.code.to_string())))
