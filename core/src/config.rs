@@ -917,7 +917,10 @@ mod tests {
         assert!(c.ssh_factor.enabled());
         assert_eq!(c.ssh_factor.cert_cas, [fp]);
         assert_eq!(c.ssh_factor.services, ["sshd"]);
-        assert_eq!(c.ssh_factor.cert_extension.as_deref(), Some("mfa@sso.example.com"));
+        assert_eq!(
+            c.ssh_factor.cert_extension.as_deref(),
+            Some("mfa@sso.example.com")
+        );
         assert!(!parse("version = 1\n").unwrap().ssh_factor.enabled());
 
         let e = located("version = 1\n[ssh_factor]\ncert_cas = [\"MD5:aa:bb\"]\n");
@@ -930,7 +933,10 @@ mod tests {
         let e = located("version = 1\n[ssh_factor]\ncert_extension = \"two words\"\n");
         assert_eq!(e.key, "ssh_factor.cert_extension");
         let e = located("version = 1\n[ssh_factor]\ncas = []\n");
-        assert!(e.message.contains("unknown key \"cas\" in [ssh_factor]"), "{e}");
+        assert!(
+            e.message.contains("unknown key \"cas\" in [ssh_factor]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -379,7 +379,10 @@ mod tests {
         let ssh = Step::SshCertificate(proof.clone());
         assert_eq!(next_step(&config, &req, &(&state).into(), &login, NOW), ssh);
         // No authenticator needed: the certificate is a second factor of its own.
-        assert_eq!(next_step(&config, &req, &UserFacts::default(), &login, NOW), ssh);
+        assert_eq!(
+            next_step(&config, &req, &UserFacts::default(), &login, NOW),
+            ssh
+        );
         // Not required and not enrolled: nothing to prove.
         let free = not_required(Reason::NoRule);
         assert!(matches!(

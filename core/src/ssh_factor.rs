@@ -205,10 +205,8 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        use crate::clock::{Clock, SystemClock};
+        SystemClock.now()
     }
 
     #[test]
@@ -353,7 +351,7 @@ mod tests {
                 out.push(char::from(B64[(n >> (18 - 6 * i)) as usize & 63]));
             }
         }
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push('=');
         }
         out

@@ -668,3 +668,112 @@ fn the_enrolment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
         assert!(sshd.store().load(&user).unwrap().is_enrolled());
     }
 }
+
+/// `[ssh_factor]` through a real sshd whose `TrustedUserCAKeys` lists two CAs, while the
+/// module's config lists one and asks for an extension; certificates are made by
+/// `ssh-keygen -s`. Only a certificate from the listed CA carrying the extension stands
+/// for the code; sshd accepts the others, and the module asks for the code after them.
+#[test]
+fn an_sso_certificate_stands_for_the_code_and_nothing_else_does() {
+    assert!(nix_is_root(), "the sshd end-to-end test runs as root");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let key = |name: &str| {
+        run(
+            "ssh-keygen",
+            &["-q", "-t", "ed25519", "-N", "", "-f", &path(name)],
+        );
+        path(name)
+    };
+    let (sso, other) = (key("sso_ca"), key("other_ca"));
+    let user = format!("tfcert{}", tag());
+    let sign = |ca: &str, name: &str, extra: &[&str]| {
+        let k = key(name);
+        let public = format!("{k}.pub");
+        let mut args = vec![
+            "-q",
+            "-s",
+            ca,
+            "-I",
+            "sso-issued",
+            "-n",
+            &user,
+            "-V",
+            "-5m:+1h",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&public);
+        run("ssh-keygen", &args);
+        k
+    };
+    let mfa = ["-O", "extension:mfa@sso.example.com"];
+    let with_mfa = sign(&sso, "with_mfa", &mfa);
+    let without_mfa = sign(&sso, "without_mfa", &[]);
+    let from_other = sign(&other, "from_other", &mfa);
+    let plain = key("plain");
+
+    let cas = d.join("trusted_user_ca_keys");
+    let ca_pub = |ca: &str| fs::read_to_string(format!("{ca}.pub")).unwrap();
+    fs::write(&cas, ca_pub(&sso) + &ca_pub(&other)).unwrap();
+    let fingerprint = {
+        let out = Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f", &format!("{sso}.pub")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let auth = format!(
+        "KbdInteractiveAuthentication yes\nPasswordAuthentication no\nPubkeyAuthentication yes\n\
+         TrustedUserCAKeys {}\nAuthenticationMethods publickey,keyboard-interactive\n",
+        cas.display()
+    );
+    let sshd = Sshd::start_with(
+        &format!(
+            "[enforce]\nusers = [\"{user}\"]\n[ssh_factor]\ncert_cas = [\"{fingerprint}\"]\n\
+             cert_extension = \"mfa@sso.example.com\"\n"
+        ),
+        &auth,
+        None,
+    );
+    let home = sshd.fixture.path().join("home");
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &home, PASSWORD);
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::write(home.join(".ssh/authorized_keys"), ca_pub(&plain)).unwrap();
+    run("chown", &["-R", &user, home.join(".ssh").to_str().unwrap()]);
+    let (_, backups) = twofactor_testkit::enrol(&sshd.store(), &user, &mut OsRandom);
+
+    let (ok, text) = sshd.login_mode(&user, PASSWORD, &[], &format!("key:{with_mfa}"));
+    assert!(
+        ok,
+        "the SSO certificate with the extension did not log in:\n{text}"
+    );
+    assert!(
+        !text.contains("Authentication code"),
+        "asked for a code after the SSO's certificate:\n{text}"
+    );
+    println!("--- certificate from the listed CA, with the extension ---\n{text}\n--- end ---");
+
+    for (what, identity, code) in [
+        ("without the extension", &without_mfa, &backups[0]),
+        (
+            "from the CA the config does not list",
+            &from_other,
+            &backups[1],
+        ),
+        ("a plain key", &plain, &backups[2]),
+    ] {
+        let (ok, text) = sshd.login_mode(&user, PASSWORD, &[code], &format!("key:{identity}"));
+        assert!(ok, "{what}: the login with a backup code failed:\n{text}");
+        assert!(
+            text.contains("Authentication code"),
+            "{what}: no code was asked for:\n{text}"
+        );
+        println!("--- {what} ---\n{text}\n--- end ---");
+    }
+}
