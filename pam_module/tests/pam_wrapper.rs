@@ -648,3 +648,93 @@ fn logins_reach_journald_with_a_field_for_each_part() {
         journal.syslog.lines()
     );
 }
+
+/// `[ssh_factor]` beyond what sshd lets through: a test module earlier in the stack
+/// plants `SSH_AUTH_INFO_0` as sshd would, so the module sees an expired certificate
+/// (sshd itself refuses those before PAM). A valid one planted the same way stands for
+/// the code; the expired one gets the prompt. The same variable in the process
+/// environment (as `SSH_AUTH_INFO_0=… sudo` would put it) is never read.
+#[test]
+fn only_a_valid_certificate_in_the_pam_environment_stands_for_the_code() {
+    let mut accounts = Accounts::default();
+    accounts.user("tfcertpam", "users", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let keygen = |args: &[&str]| {
+        let out = Command::new("ssh-keygen").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for k in ["ca", "valid", "expired"] {
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &path(k)]);
+    }
+    let fingerprint = keygen(&["-l", "-E", "sha256", "-f", &path("ca.pub")])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let info = |name: &str, validity: &str| {
+        keygen(&[
+            "-q",
+            "-s",
+            &path("ca"),
+            "-I",
+            "sso",
+            "-n",
+            "tfcertpam",
+            "-V",
+            validity,
+            &path(&format!("{name}.pub")),
+        ]);
+        let cert = fs::read_to_string(path(&format!("{name}-cert.pub"))).unwrap();
+        let text = format!("publickey {}\n", cert.trim());
+        fs::write(path(&format!("{name}.info")), &text).unwrap();
+        text
+    };
+    let valid = info("valid", "-5m:+1h");
+    info("expired", "20200101:20200102");
+    let plant = twofactor_testkit::plant_auth_info_module(d);
+    let config = format!(
+        "[enforce]\nusers = [\"tfcertpam\"]\n[ssh_factor]\nservices = [\"tf\"]\n\
+         cert_cas = [\"{fingerprint}\"]\n"
+    );
+    let stack = |info: &str| {
+        format!(
+            "auth optional {} file={}\nauth required {{module}}\n",
+            plant.display(),
+            path(info)
+        )
+    };
+
+    let pam = Pam::with_stack(&config, &stack("valid.info"));
+    let _ = pam.enrol("tfcertpam");
+    let (v, t) = pam.run("tfcertpam", None, &[]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(!t.contains("Authentication code"), "{t}");
+
+    let pam = Pam::with_stack(&config, &stack("expired.info"));
+    let _ = pam.enrol("tfcertpam");
+    let (v, t) = pam.run("tfcertpam", None, &[]);
+    assert_eq!(
+        v,
+        Verdict::AuthErr,
+        "an expired certificate stood for the code:\n{t}"
+    );
+    assert!(t.contains("Authentication code"), "{t}");
+
+    // Only the process environment has it: not read, so the code is asked for.
+    let pam = Pam::new(&config);
+    let (key2, _) = pam.enrol("tfcertpam");
+    let wrap = Wrap {
+        env: vec![("SSH_AUTH_INFO_0".into(), valid)],
+        ..Wrap::default()
+    };
+    let (v, t) = pam.run_with(&wrap, "tfcertpam", None, &[&oathtool(&key2)]);
+    assert_eq!(v, Verdict::Success, "{t}");
+    assert!(t.contains("Authentication code"), "{t}");
+}

@@ -578,6 +578,18 @@ pub fn remove_pam_wrapper_dirs(marker: &Path) {
     }
 }
 
+/// `tests/pam/plant_auth_info.c` compiled into `dir`: a PAM module that puts a file's
+/// content into the PAM environment as `SSH_AUTH_INFO_0` (`auth optional SO file=PATH`).
+pub fn plant_auth_info_module(dir: &Path) -> PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/pam/plant_auth_info.c");
+    let so = dir.join("pam_plant_auth_info.so");
+    run(
+        "cc",
+        &["-shared", "-fPIC", "-o", so.to_str().unwrap(), src, "-lpam"],
+    );
+    so
+}
+
 /// A real NSS source that answers for other names of one account, through nss_wrapper: a
 /// passwd file with the canonical entry, and `tests/nss/alias.c` compiled here. `NAME`
 /// and `name@corp.example` resolve to the account, with `pw_name` as typed, as SSSD or
