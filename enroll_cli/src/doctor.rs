@@ -107,6 +107,12 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         key_first,
     ));
 
+    if let Some(c) = config.as_ref().filter(|c| c.ssh_factor.enabled()) {
+        findings.extend(doctor::pam::check_user_env_before_module(
+            &Dir(pam_dir.to_path_buf()),
+            &c.ssh_factor.services,
+        ));
+    }
     if let Some(c) = config.as_ref().filter(|_| fleet) {
         findings.extend(doctor::fleet::check_unavailable_mapping(
             &listing,

@@ -352,6 +352,36 @@ fn is_checking_line(line: &AuthLine) -> bool {
     line.module == MODULE && !is_split_line(line)
 }
 
+/// With `[ssh_factor]` on: a `pam_env` that reads the user's own file (`user_readenv=1`)
+/// before the module in the `auth` stack of a service whose `SSH_AUTH_INFO_0` is trusted.
+/// The variable is trusted because only sshd sets it in the PAM environment; such a line
+/// lets the user set it too.
+pub fn check_user_env_before_module(files: &dyn PamFiles, services: &[String]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for service in services {
+        let Ok(stack) = auth_stack(files, service) else {
+            continue;
+        };
+        let Some(module_at) = stack.iter().position(is_checking_line) else {
+            continue;
+        };
+        for line in &stack[..module_at] {
+            if line.module == "pam_env.so" && line.args.iter().any(|a| a == "user_readenv=1") {
+                out.push(Finding::new(
+                    Level::Error,
+                    "ssh-factor-user-env",
+                    &line.location,
+                    format!(
+                        "pam_env with user_readenv=1 runs before pam_twofactor in {service}'s auth stack, while [ssh_factor] trusts SSH_AUTH_INFO_0 there: a user's own environment file could claim an ssh certificate and skip the code"
+                    ),
+                    "remove user_readenv=1 from this line, or move it after pam_twofactor.so",
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// What modules return when the user typed a wrong password (`wrong`) or the right one.
 fn returns_for(wrong: bool) -> impl Fn(&AuthLine) -> &'static [Ret] {
     const ANY: &[Ret] = &[Ret::Success, Ret::AuthErr, Ret::Ignore];
@@ -722,6 +752,24 @@ mod tests {
 
     fn one(text: &'static str) -> Vec<&'static str> {
         ids(&check(&Files(HashMap::from([("svc", text)])), "svc"))
+    }
+
+    #[test]
+    fn a_user_environment_file_before_the_module_is_flagged_where_ssh_factor_trusts() {
+        let files = Files(HashMap::from([
+            (
+                "sshd",
+                "auth required pam_env.so user_readenv=1\n@include common-auth\n",
+            ),
+            ("common-auth", DEBIAN_ENABLED),
+            ("after", "@include common-auth\nauth optional pam_env.so user_readenv=1\n"),
+        ]));
+        let found = check_user_env_before_module(&files, &["sshd".into()]);
+        assert_eq!(ids(&found), ["ssh-factor-user-env"]);
+        assert_eq!(found[0].location, "sshd:1");
+        // After the module, or in a service whose variable is not trusted: nothing.
+        assert!(check_user_env_before_module(&files, &["after".into()]).is_empty());
+        assert!(check_user_env_before_module(&files, &[]).is_empty());
     }
 
     #[test]
