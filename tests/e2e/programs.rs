@@ -232,3 +232,67 @@ fn login_enrols_on_an_80x24_console() {
     assert!(machine.store().load(&user).unwrap().is_enrolled());
     assert!(!Path::new("/etc/sudoers.d/twofactor-test").exists());
 }
+
+/// `SSH_AUTH_INFO_0=… sudo`: the variable is in sudo's process environment, which the
+/// caller sets, and never in its PAM environment, which the module reads. Even with sudo
+/// listed in `[ssh_factor] services` and a valid certificate from the listed CA in the
+/// variable, sudo asks for the code.
+#[test]
+fn sudo_asks_for_the_code_whatever_ssh_auth_info_0_the_caller_sets() {
+    let home = tempfile::tempdir().unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let sudoer = format!("tfsdc{}", tag() % 10_000);
+    let mut accounts = Accounts::default();
+    accounts.login_user(&sudoer, &home.path().join(&sudoer), PASSWORD);
+    let keys = tempfile::tempdir().unwrap();
+    let path = |n: &str| keys.path().join(n).to_str().unwrap().to_string();
+    let keygen = |args: &[&str]| {
+        let out = Command::new("ssh-keygen").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &path("ca")]);
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &path("user")]);
+    keygen(&[
+        "-q",
+        "-s",
+        &path("ca"),
+        "-I",
+        "sso",
+        "-n",
+        &sudoer,
+        "-V",
+        "-5m:+1h",
+        &path("user.pub"),
+    ]);
+    let fingerprint = keygen(&["-l", "-E", "sha256", "-f", &path("ca.pub")])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let cert = fs::read_to_string(path("user-cert.pub")).unwrap();
+    let cert = cert
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let machine = Machine::new(
+        &format!(
+            "[enforce]\nusers = [\"{sudoer}\"]\n[ssh_factor]\nservices = [\"sshd\", \"sudo\"]\n\
+             cert_cas = [\"{fingerprint}\"]\n"
+        ),
+        &sudoer,
+    );
+    let key = enrol(&machine.store(), &sudoer);
+    let command = machine.command(
+        Some(&sudoer),
+        &format!("SSH_AUTH_INFO_0='publickey {cert}' sudo -k sh"),
+    );
+    let text = log_in(&command, "root", &oathtool(&key));
+    assert!(text.contains("Authentication code:"), "{text}");
+    println!("--- SSH_AUTH_INFO_0=... sudo ---\n{text}\n--- end ---");
+}

@@ -762,7 +762,10 @@ mod tests {
                 "auth required pam_env.so user_readenv=1\n@include common-auth\n",
             ),
             ("common-auth", DEBIAN_ENABLED),
-            ("after", "@include common-auth\nauth optional pam_env.so user_readenv=1\n"),
+            (
+                "after",
+                "@include common-auth\nauth optional pam_env.so user_readenv=1\n",
+            ),
         ]));
         let found = check_user_env_before_module(&files, &["sshd".into()]);
         assert_eq!(ids(&found), ["ssh-factor-user-env"]);
