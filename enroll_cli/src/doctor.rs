@@ -88,6 +88,13 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         }
     });
     let key_first = sshd.as_ref().is_some_and(|(s, _)| s.requires_key_first());
+    if let (Some((settings, origin)), Some(c)) = (&sshd, &config) {
+        findings.extend(doctor::sshd::check_ssh_factor(
+            settings,
+            c.ssh_factor.enabled(),
+            origin,
+        ));
+    }
     let pam_dir = args.pam_dir.as_deref().unwrap_or(Path::new("/etc/pam.d"));
     let listing = PamDir {
         path: pam_dir.display().to_string(),

@@ -163,6 +163,20 @@ pub enum SshdTest {
 
 /// What an `sshd -T` that did not run means: an error when sshd refuses the config (it
 /// will not start or reload), a note when the file itself had to be read.
+/// `[ssh_factor]` on while sshd never passes a key before PAM: no certificate reaches
+/// `SSH_AUTH_INFO_0`, so the policy never applies and every login gets the code prompt.
+pub fn check_ssh_factor(s: &SshdSettings, enabled: bool, origin: &str) -> Option<Finding> {
+    (enabled && !s.requires_key_first()).then(|| {
+        Finding::new(
+            Level::Warning,
+            "ssh-factor-no-key-first",
+            &format!("{origin}: AuthenticationMethods {}", s.methods),
+            "[ssh_factor] lists CAs, but sshd does not check a public key before keyboard-interactive, so no certificate reaches PAM and the code is always asked",
+            "set AuthenticationMethods publickey,keyboard-interactive",
+        )
+    })
+}
+
 pub fn check_sshd_test(config: &str, test: &SshdTest) -> Option<Finding> {
     let (level, message, fix) = match test {
         SshdTest::Ran(_) => return None,
@@ -190,6 +204,17 @@ mod tests {
         root_unenrolled: false,
         one_prompt: false,
     };
+
+    #[test]
+    fn ssh_factor_needs_a_key_before_pam() {
+        let key_first =
+            SshdSettings::parse("authenticationmethods publickey,keyboard-interactive\n");
+        let kbd_only = SshdSettings::parse("authenticationmethods keyboard-interactive\n");
+        assert!(check_ssh_factor(&key_first, true, "sshd -T").is_none());
+        assert!(check_ssh_factor(&kbd_only, false, "sshd -T").is_none());
+        let found = check_ssh_factor(&kbd_only, true, "sshd -T").unwrap();
+        assert_eq!(found.id, "ssh-factor-no-key-first");
+    }
 
     #[test]
     fn sshd_findings() {
