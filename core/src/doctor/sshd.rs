@@ -170,7 +170,7 @@ pub fn check_ssh_factor(s: &SshdSettings, enabled: bool, origin: &str) -> Option
         Finding::new(
             Level::Warning,
             "ssh-factor-no-key-first",
-            &format!("{origin}: AuthenticationMethods {}", s.methods),
+            format!("{origin}: AuthenticationMethods {}", s.methods),
             "[ssh_factor] lists CAs, but sshd does not check a public key before keyboard-interactive, so no certificate reaches PAM and the code is always asked",
             "set AuthenticationMethods publickey,keyboard-interactive",
         )
