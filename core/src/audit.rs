@@ -137,6 +137,13 @@ pub enum Reason {
     NoGraceLeft,
     /// The remote host is trusted.
     Trusted,
+    /// A code typed at the session's login covers this service still (`[after_login]`).
+    AfterLogin {
+        /// The audit session id.
+        session: u32,
+        /// Seconds since that code.
+        age: u64,
+    },
     /// The ssh login's certificate was the second factor (`[ssh_factor]`).
     SshCertificate {
         /// Its key id.
@@ -182,6 +189,9 @@ impl fmt::Display for Reason {
             Self::Grace { left } => write!(f, "grace ({left} left)"),
             Self::NoGraceLeft => f.write_str("not enrolled, no grace logins left"),
             Self::Trusted => f.write_str("trusted"),
+            Self::AfterLogin { session, age } => {
+                write!(f, "code typed at this session's login (session {session}, {age} s ago)")
+            }
             Self::SshCertificate { key_id, serial, ca } => {
                 write!(f, "ssh certificate (key id {key_id:?}, serial {serial}, CA {ca})")
             }

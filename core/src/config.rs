@@ -42,6 +42,18 @@ pub struct Config {
     pub storage: StorageSettings,
     /// `[ssh_factor]`: ssh logins whose certificate already was a second factor.
     pub ssh_factor: SshFactorSettings,
+    /// `[after_login]`: services a code typed at login covers in that session.
+    pub after_login: AfterLoginSettings,
+}
+
+/// `[after_login]`: a code typed at login also covers these services (sudo) in that
+/// login's session for `minutes`. Off while `services` is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterLoginSettings {
+    /// The services covered (`sudo`, `sudo-i`).
+    pub services: Vec<String>,
+    /// How long after the code.
+    pub minutes: u32,
 }
 
 /// `[ssh_factor]`: an ssh login that used a certificate from one of these CAs (issued,
@@ -207,6 +219,10 @@ impl Default for Config {
                 cert_cas: Vec::new(),
                 cert_extension: None,
             },
+            after_login: AfterLoginSettings {
+                services: Vec::new(),
+                minutes: 15,
+            },
         }
     }
 }
@@ -318,6 +334,15 @@ struct Raw {
     storage: RawStorage,
     #[serde(default)]
     ssh_factor: RawSshFactor,
+    #[serde(default)]
+    after_login: RawAfterLogin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAfterLogin {
+    services: Names,
+    minutes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -719,6 +744,16 @@ impl Raw {
                 postgresql: self.postgresql_settings(src, backend)?,
             },
             ssh_factor: self.ssh_factor_settings(src)?,
+            after_login: AfterLoginSettings {
+                services: names(src, &self.after_login.services, "after_login.services")?,
+                minutes: int_in(
+                    src,
+                    &self.after_login.minutes,
+                    "after_login.minutes",
+                    1..=1440,
+                    15,
+                )?,
+            },
         })
     }
 }
@@ -905,6 +940,26 @@ mod tests {
 
     fn repo_file(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn after_login_is_off_by_default_and_bounded() {
+        let c = parse("version = 1\n").unwrap();
+        assert!(c.after_login.services.is_empty());
+        assert_eq!(c.after_login.minutes, 15);
+        let c =
+            parse("version = 1\n[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 5\n")
+                .unwrap();
+        assert_eq!(c.after_login.services, ["sudo", "sudo-i"]);
+        assert_eq!(c.after_login.minutes, 5);
+        let e = located("version = 1\n[after_login]\nminutes = 0\n");
+        assert_eq!((e.key.as_str(), e.line), ("after_login.minutes", 3));
+        let e = located("version = 1\n[after_login]\nservice = [\"sudo\"]\n");
+        assert!(
+            e.message
+                .contains("unknown key \"service\" in [after_login]"),
+            "{e}"
+        );
     }
 
     #[test]

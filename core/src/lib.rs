@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod after_login;
 pub mod audit;
 pub mod auth;
 pub mod backend;

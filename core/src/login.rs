@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::after_login::Covered;
 use crate::backend::UserFacts;
 use crate::config::Config;
 use crate::policy::{Reason, Requirement};
@@ -29,6 +30,8 @@ pub struct LoginFacts<'a> {
     pub one_prompt: bool,
     /// The ssh certificate that already proved a second factor (`[ssh_factor]`).
     pub ssh_factor: Option<&'a Proof>,
+    /// The login session whose code covers this service now (`[after_login]`).
+    pub after_login: Option<Covered>,
 }
 
 /// What happens next in a login.
@@ -51,6 +54,8 @@ pub enum Step {
     Trusted,
     /// The ssh login used a certificate `[ssh_factor]` trusts as the second factor.
     SshCertificate(Proof),
+    /// A code typed at this session's login covers this service still (`[after_login]`).
+    AfterLogin(Covered),
     /// Ask for a code from the authenticator (or a backup code).
     AskCode {
         /// The authenticator's period, for "wait for the next code".
@@ -90,6 +95,11 @@ impl fmt::Display for Step {
                 "refused without a prompt: locked for {seconds} more seconds (twofactor unlock)"
             ),
             Self::Trusted => f.write_str("allowed without a code: the host is trusted"),
+            Self::AfterLogin(c) => write!(
+                f,
+                "allowed without a code: the code typed at this session's login ({} s ago, session {}) covers it",
+                c.age, c.session
+            ),
             Self::SshCertificate(p) => write!(
                 f,
                 "allowed without a code: the ssh certificate {:?} (serial {}) from CA {} was the second factor",
@@ -164,6 +174,9 @@ pub fn next_step(
     }
     if let Some(proof) = login.ssh_factor {
         return Step::SshCertificate(proof.clone());
+    }
+    if let Some(covered) = login.after_login {
+        return Step::AfterLogin(covered);
     }
     let trust = config.trusted_devices;
     if trust.enabled
@@ -350,6 +363,7 @@ mod tests {
                 silent: c.silent,
                 one_prompt: false,
                 ssh_factor: None,
+                after_login: None,
             };
             let step = next_step(&config, &requirement, &(&state).into(), &facts, NOW);
             assert_eq!(step, c.expected(), "{c:?}");
@@ -370,6 +384,7 @@ mod tests {
             silent: false,
             one_prompt: false,
             ssh_factor: Some(&proof),
+            after_login: None,
         };
         let req = required(Reason::AllUsers);
         let mut state = UserState {
@@ -412,6 +427,7 @@ mod tests {
             silent: false,
             one_prompt: false,
             ssh_factor: None,
+            after_login: None,
         };
         assert_eq!(
             next_step(&config, &req, &state, &from(Some("10.1.2.3")), NOW),
@@ -443,6 +459,7 @@ mod tests {
             silent: false,
             one_prompt: true,
             ssh_factor: None,
+            after_login: None,
         };
         assert_eq!(
             next_step(&config, &req, &state, &one_prompt, NOW),
@@ -460,6 +477,7 @@ mod tests {
         let asked = LoginFacts {
             one_prompt: false,
             ssh_factor: None,
+            after_login: None,
             ..one_prompt
         };
         assert_eq!(next_step(&config, &req, &state, &asked, NOW), Step::Enrol);

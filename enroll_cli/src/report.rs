@@ -434,6 +434,7 @@ pub fn explain(
         silent: false,
         one_prompt: false,
         ssh_factor: None,
+        after_login: None,
     };
     let step = login::next_step(&ctx.config, &elsewhere, &state, &facts, now);
     let login_text = format!(

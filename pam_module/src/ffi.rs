@@ -4,8 +4,9 @@
 //! `PAM_ABORT`. We catch panics ourselves as well, so a panic never unwinds into libpam
 //! whatever the binding does, and the answer is then a failure.
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 use pam::constants::{
     PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_TEXT_INFO, PamFlag,
@@ -15,8 +16,10 @@ use pam::conv::Conv;
 use pam::items::{AuthTok, RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
+use twofactor_core::after_login::{self, Covered, Pending, Record, Records};
 use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::backup_codes::HashCost;
+use twofactor_core::clock::Clock;
 use twofactor_core::clock::SystemClock;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::host_name;
@@ -55,6 +58,174 @@ impl PamHooks for TwoFactor {
     /// No credentials to set; succeeds so `auth` stacks behave as with pam_unix.
     fn sm_setcred(_: &mut PamHandle, _: Vec<&CStr>, _: PamFlag) -> PamResultCode {
         PamResultCode::PAM_SUCCESS
+    }
+
+    /// `[after_login]`: records the session a verified login opens. Never fails a session.
+    fn sm_open_session(pamh: &mut PamHandle, args: Vec<&CStr>, _: PamFlag) -> PamResultCode {
+        catch_unwind(AssertUnwindSafe(|| open_session(pamh, &args)))
+            .unwrap_or(PamResultCode::PAM_IGNORE)
+    }
+
+    /// `[after_login]`: forgets the session when the stack that opened it closes it.
+    fn sm_close_session(pamh: &mut PamHandle, args: Vec<&CStr>, _: PamFlag) -> PamResultCode {
+        catch_unwind(AssertUnwindSafe(|| close_session(pamh, &args)))
+            .unwrap_or(PamResultCode::PAM_IGNORE)
+    }
+}
+
+/// The config for a session hook: `None` (and nothing done) when it cannot be read or
+/// `[after_login]` is off.
+fn session_config(args: &[&CStr]) -> Option<Config> {
+    let text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let parsed = ModuleArgs::parse(text.iter().map(String::as_str)).ok()?;
+    let config = load_config(&parsed).ok()?;
+    (!config.after_login.services.is_empty()).then_some(config)
+}
+
+fn open_session(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+    // The ticket leaves the PAM environment whatever happens, so it never reaches the
+    // session's environment.
+    let name = CString::new(after_login::TICKET_VAR).unwrap_or_default();
+    let ticket = pam_env(pamh, &name);
+    if ticket.is_some() {
+        pam_set_env(pamh, after_login::TICKET_VAR);
+    }
+    let (Some(ticket), Some(_config)) = (ticket, session_config(args)) else {
+        return PamResultCode::PAM_IGNORE;
+    };
+    let user = pamh.get_user(None).unwrap_or_default();
+    let Ok(records) = Records::open(Path::new(after_login::RUN_DIR)) else {
+        return PamResultCode::PAM_IGNORE;
+    };
+    // Spent even when no record follows: a ticket works once.
+    let pending = records.spend(&ticket, SystemClock.now());
+    let Some(session) = after_login::started_here() else {
+        audit::syslog(
+            IDENT,
+            Severity::Info,
+            &format!(
+                "user={user} no session recorded: this stack did not start a new audit session (pam_loginuid before pam_twofactor, and a kernel that lets it set the login uid)"
+            ),
+        );
+        return PamResultCode::PAM_IGNORE;
+    };
+    let uid = after_login::account(&user).map(|(_, uid)| uid);
+    let Some(pending) = pending.filter(|p| uid == Some(p.uid)) else {
+        return PamResultCode::PAM_IGNORE;
+    };
+    let leader = std::process::id();
+    let Some(leader_start) = after_login::start_time(leader) else {
+        return PamResultCode::PAM_IGNORE;
+    };
+    let record = Record {
+        session,
+        uid: pending.uid,
+        user: pending.user.clone(),
+        service: pending.service,
+        verified_at: pending.verified_at,
+        leader_pid: leader,
+        leader_start,
+    };
+    match records.record(&record) {
+        Ok(true) => {
+            audit::syslog(
+                IDENT,
+                Severity::Info,
+                &format!(
+                    "user={} session {session} recorded: its code covers [after_login] services",
+                    pending.user
+                ),
+            );
+            PamResultCode::PAM_SUCCESS
+        }
+        Ok(false) => {
+            audit::syslog(
+                IDENT,
+                Severity::Warning,
+                &format!(
+                    "user={} session {session} not recorded: another live session holds that id",
+                    pending.user
+                ),
+            );
+            PamResultCode::PAM_IGNORE
+        }
+        Err(e) => {
+            audit::syslog(
+                IDENT,
+                Severity::Warning,
+                &format!("cannot record session {session}: {e}"),
+            );
+            PamResultCode::PAM_IGNORE
+        }
+    }
+}
+
+fn close_session(_pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+    if session_config(args).is_none() {
+        return PamResultCode::PAM_IGNORE;
+    }
+    // Only the stack that started the session ends its record: su and sudo -i run
+    // common-session too, inside it.
+    if let (Some(session), Ok(records)) = (
+        after_login::started_here(),
+        Records::open(Path::new(after_login::RUN_DIR)),
+    ) {
+        records.close(session, std::process::id());
+    }
+    PamResultCode::PAM_IGNORE
+}
+
+/// Whether a code typed at this session's login covers `service` now: the session's
+/// live record, for this account, which must also be the session's login uid.
+fn session_covered(config: &Config, items: &Items) -> Option<Covered> {
+    let settings = &config.after_login;
+    if !settings.services.contains(&items.service) {
+        return None;
+    }
+    let session = after_login::session_id(None)?;
+    let records = Records::open(Path::new(after_login::RUN_DIR)).ok()?;
+    let record = records.live(session)?;
+    let (_, uid) = after_login::account(&items.user)?;
+    if after_login::login_uid() != Some(uid) {
+        return None;
+    }
+    let age = after_login::covers(&record, uid, settings.minutes, SystemClock.now())?;
+    Some(Covered { session, age })
+}
+
+/// After a verified code, leaves the hand-off for this login's session.
+fn leave_for_session(pamh: &mut PamHandle, config: &Config, items: &Items, decision: &Decision) {
+    let verified = matches!(
+        decision,
+        Decision::Allow(Reason::Totp | Reason::BackupCode { .. })
+    );
+    let settings = &config.after_login;
+    if !verified || settings.services.is_empty() || settings.services.contains(&items.service) {
+        return;
+    }
+    let Some((name, uid)) = after_login::account(&items.user) else {
+        return;
+    };
+    let pending = Pending {
+        user: name,
+        uid,
+        service: items.service.clone(),
+        verified_at: SystemClock.now(),
+    };
+    let left = Records::open(Path::new(after_login::RUN_DIR))
+        .and_then(|r| r.leave(&pending, &mut OsRandom));
+    match left {
+        Ok(ticket) => {
+            pam_set_env(pamh, &format!("{}={ticket}", after_login::TICKET_VAR));
+        }
+        Err(e) => audit::syslog(
+            IDENT,
+            Severity::Warning,
+            &format!("cannot leave the [after_login] hand-off: {e}"),
+        ),
     }
 }
 
@@ -158,6 +329,19 @@ fn take_aside(pamh: &mut PamHandle) -> Result<Option<Option<Zeroizing<String>>>,
 unsafe extern "C" {
     /// libpam's `pam_getenv(3)`: a variable of the handle's PAM environment.
     fn pam_getenv(pamh: *mut PamHandle, name: *const c_char) -> *const c_char;
+    /// libpam's `pam_putenv(3)`: `NAME=value` sets, `NAME` alone removes.
+    fn pam_putenv(pamh: *mut PamHandle, name_value: *const c_char) -> c_int;
+}
+
+/// Sets (`NAME=value`) or removes (`NAME`) a PAM environment variable.
+fn pam_set_env(pamh: &mut PamHandle, name_value: &str) -> bool {
+    let Ok(text) = CString::new(name_value) else {
+        return false;
+    };
+    // SAFETY: `pamh` is the live handle libpam passed to this call and `text` is
+    // NUL-terminated; libpam copies it.
+    let code = unsafe { pam_putenv(pamh, text.as_ptr()) };
+    code == 0
 }
 
 /// A variable of the PAM environment, never the process's: in a setuid program such as
@@ -321,6 +505,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let login = Login {
         user: &items.user,
         ssh_auth_info: ssh_auth_info.as_deref(),
+        after_login: session_covered(&config, &items),
         service: &items.service,
         rhost: items.rhost.as_deref(),
         silent: items.silent,
@@ -333,6 +518,8 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     if !args.split {
         // The flow logs its decisions itself, as they are made.
         let (decision, _) = flow::authenticate(&mut conv, &login, &mut env);
+        drop(env);
+        leave_for_session(pamh, &config, &items, &decision);
         return pam_code(&decision);
     }
     let outcome = one_prompt(

@@ -101,6 +101,7 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
         password: None,
         code_from: flow::CodeFrom::Prompt,
         ssh_auth_info: None,
+        after_login: None,
     };
     flow::authenticate(&mut Answer(Some(code.to_string())), &login, &mut env).0
 }

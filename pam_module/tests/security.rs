@@ -423,6 +423,7 @@ fn racing_logins_get_each_grace_login_once() {
                     password: None,
                     code_from: flow::CodeFrom::Prompt,
                     ssh_auth_info: None,
+                    after_login: None,
                 };
                 barrier.wait();
                 flow::authenticate(&mut Silent, &login, &mut env).0

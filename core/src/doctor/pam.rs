@@ -382,6 +382,87 @@ pub fn check_user_env_before_module(files: &dyn PamFiles, services: &[String]) -
     out
 }
 
+/// The `session` stack of `service`, includes expanded: each line's location and module.
+pub fn session_modules(files: &dyn PamFiles, service: &str) -> Vec<(String, String)> {
+    fn walk(files: &dyn PamFiles, service: &str, out: &mut Vec<(String, String)>, depth: usize) {
+        let Some(text) = files.read(service).filter(|_| depth <= 16) else {
+            return;
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if let Some(name) = line.strip_prefix("@include") {
+                walk(files, name.trim(), out, depth + 1);
+                continue;
+            }
+            let (kind, rest) = split_word(line);
+            if kind.trim_start_matches('-') != "session" {
+                continue;
+            }
+            let (control, rest) = if rest.starts_with('[') {
+                match rest.find(']') {
+                    Some(end) => (&rest[..=end], rest[end + 1..].trim()),
+                    None => continue,
+                }
+            } else {
+                split_word(rest)
+            };
+            let (module, _) = split_word(rest);
+            if matches!(control, "include" | "substack") {
+                walk(files, module, out, depth + 1);
+            } else {
+                let name = module.rsplit('/').next().unwrap_or(module);
+                let name = if name.ends_with(MODULE) { MODULE } else { name };
+                out.push((format!("{service}:{}", i + 1), name.to_string()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(files, service, &mut out, 0);
+    out
+}
+
+/// With `[after_login]` on: the module's session line must run after `pam_loginuid` in
+/// the services that start logins, or the login's own audit session does not exist yet
+/// and nothing is recorded; and some login service must have such a line at all.
+pub fn check_after_login_sessions(dir: &PamDir, files: &dyn PamFiles) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Ok(names) = &dir.names else {
+        return out;
+    };
+    let mut recorded = false;
+    let mut names = names.clone();
+    names.sort();
+    for name in names.iter().filter(|n| !n.starts_with('.')) {
+        let stack = session_modules(files, name);
+        let Some(ours) = stack.iter().position(|(_, m)| m == MODULE) else {
+            continue;
+        };
+        match stack.iter().position(|(_, m)| m == "pam_loginuid.so") {
+            Some(loginuid) if loginuid < ours => recorded = true,
+            Some(_) => out.push(Finding::new(
+                Level::Warning,
+                "after-login-order",
+                &stack[ours].0,
+                format!(
+                    "pam_twofactor's session line runs before pam_loginuid in {name}: the login's audit session is not new yet, so its code is never recorded for sudo"
+                ),
+                "move the pam_twofactor.so session line after pam_loginuid.so",
+            )),
+            None => {}
+        }
+    }
+    if !recorded {
+        out.push(Finding::new(
+            Level::Warning,
+            "after-login-no-session-line",
+            &dir.path,
+            "[after_login] lists services, but no PAM stack runs pam_twofactor in its session phase after pam_loginuid, so no login is recorded and sudo always asks for the code",
+            "in /etc/pam.d/sshd (and login), after \"session required pam_loginuid.so\", add \"session optional pam_twofactor.so\"",
+        ));
+    }
+    out
+}
+
 /// What modules return when the user typed a wrong password (`wrong`) or the right one.
 fn returns_for(wrong: bool) -> impl Fn(&AuthLine) -> &'static [Ret] {
     const ANY: &[Ret] = &[Ret::Success, Ret::AuthErr, Ret::Ignore];
@@ -773,6 +854,38 @@ mod tests {
         // After the module, or in a service whose variable is not trusted: nothing.
         assert!(check_user_env_before_module(&files, &["after".into()]).is_empty());
         assert!(check_user_env_before_module(&files, &[]).is_empty());
+    }
+
+    #[test]
+    fn after_login_wants_the_session_line_after_pam_loginuid() {
+        let dir = |names: &[&str]| PamDir {
+            path: "/etc/pam.d".into(),
+            names: Ok(names.iter().map(|n| n.to_string()).collect()),
+        };
+        let good = Files(HashMap::from([
+            (
+                "sshd",
+                "session required pam_loginuid.so\n@include common-session\n",
+            ),
+            ("common-session", "session optional pam_twofactor.so\n"),
+        ]));
+        assert!(check_after_login_sessions(&dir(&["sshd", "common-session"]), &good).is_empty());
+        let early = Files(HashMap::from([(
+            "sshd",
+            "session optional /lib/security/pam_twofactor.so\nsession required pam_loginuid.so\n",
+        )]));
+        assert_eq!(
+            ids(&check_after_login_sessions(&dir(&["sshd"]), &early)),
+            ["after-login-order", "after-login-no-session-line"]
+        );
+        let none = Files(HashMap::from([(
+            "sshd",
+            "session required pam_loginuid.so\n",
+        )]));
+        assert_eq!(
+            ids(&check_after_login_sessions(&dir(&["sshd"]), &none)),
+            ["after-login-no-session-line"]
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub fn stranded(
         silent: false,
         one_prompt: false,
         ssh_factor: None,
+        after_login: None,
     };
     let stranded: Vec<&str> = users
         .iter()

@@ -50,6 +50,9 @@ pub struct Login<'a> {
     /// `SSH_AUTH_INFO_0` from the PAM environment (never the process's): what sshd says
     /// the login passed so far.
     pub ssh_auth_info: Option<&'a str>,
+    /// The login session whose code covers this service now (`[after_login]`), as the
+    /// caller found it in the kernel and the session records.
+    pub after_login: Option<twofactor_core::after_login::Covered>,
 }
 
 /// Where a login's code comes from.
@@ -351,6 +354,7 @@ fn run(
         silent: login.silent,
         one_prompt: matches!(login.code_from, CodeFrom::OnePrompt(_)),
         ssh_factor: proof.as_ref(),
+        after_login: login.after_login,
     };
     let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
     render(ui, login, env, (&*backend, &state), step)
@@ -376,6 +380,10 @@ fn render(
             Decision::Deny(Reason::Locked { seconds })
         }
         Step::Trusted => Decision::Allow(Reason::Trusted),
+        Step::AfterLogin(c) => Decision::Allow(Reason::AfterLogin {
+            session: c.session,
+            age: c.age,
+        }),
         Step::SshCertificate(p) => Decision::Allow(Reason::SshCertificate {
             key_id: p.key_id,
             serial: p.serial,

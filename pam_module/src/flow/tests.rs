@@ -99,6 +99,7 @@ impl World {
                 None => CodeFrom::Prompt,
             },
             ssh_auth_info: None,
+            after_login: None,
         };
         self.with_env(|env| authenticate(&mut script, &login, env).0)
     }
@@ -138,6 +139,7 @@ impl World {
             password: None,
             code_from: CodeFrom::Prompt,
             ssh_auth_info: None,
+            after_login: None,
         };
         self.with_env(|env| split(&mut script, &login, env, typed))
             .map(|s| s.map(|s| (s.password.to_string(), s.code.to_string())))

@@ -1,0 +1,223 @@
+//! `[after_login]` end to end: a real sshd and a real sudo in a private mount namespace
+//! (/etc an overlay holding this test's PAM stacks and sudoers entry, /run and /var/log
+//! fresh tmpfs), the ssh client outside it. A login with a code, then sudo in that
+//! shell: the password only. The machine's own files are never touched.
+//!
+//! Needs root, a kernel that lets pam_loginuid set the login uid (so each login gets an
+//! audit session of its own), and the packages in tests/setup.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use twofactor_core::random::OsRandom;
+use twofactor_core::totp::SecretKey;
+use twofactor_testkit::{
+    Accounts, KillOnDrop, PamFixture, free_port, fresh_code, oathtool, pam_module_so, tag,
+};
+
+const PASSWORD: &str = "After-Login-Pass-7";
+
+/// Enters the namespace, then runs the rest of its arguments.
+const ENTER: &str = r#"set -e
+d=$1; shift
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$d/upper,workdir=$d/work" /etc
+mount -t tmpfs -o mode=0755 twofactor-test-run /run
+mkdir -p /run/sshd
+mount -t tmpfs -o mode=0755 twofactor-test-log /var/log
+if [ -d /var/lib/sudo ]; then mount -t tmpfs -o mode=0700 twofactor-test-sudo /var/lib/sudo; fi
+exec "$@"
+"#;
+
+/// sshd and sudo with the module, in their own namespace.
+struct Machine {
+    fixture: PamFixture,
+    port: u16,
+    _sshd: KillOnDrop,
+}
+
+impl Machine {
+    /// `loginuid`: whether sshd's session stack runs pam_loginuid, which starts the
+    /// login's audit session.
+    fn start(config: &str, user: &str, loginuid: bool) -> Self {
+        let fixture = PamFixture::new(config);
+        let d = fixture.path();
+        for sub in ["upper/pam.d", "upper/sudoers.d", "work"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let module = format!(
+            "{} config={}",
+            pam_module_so().display(),
+            fixture.config().display()
+        );
+        fs::write(
+            d.join("upper/pam.d/sshd"),
+            format!(
+                "auth requisite pam_unix.so\nauth required {module}\n\
+                 account required pam_unix.so\n\
+                 {}session optional {module}\n\
+                 session required pam_permit.so\npassword required pam_deny.so\n",
+                if loginuid {
+                    "session required pam_loginuid.so\n"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .unwrap();
+        // sudo and sudo -i run the module in their session stacks too, as a common-session
+        // line would: their close_session must leave the login's record.
+        for service in ["sudo", "sudo-i"] {
+            fs::write(
+                d.join("upper/pam.d").join(service),
+                format!(
+                    "auth requisite pam_unix.so\nauth required {module}\n\
+                     account required pam_unix.so\nsession optional {module}\n\
+                     session required pam_permit.so\n"
+                ),
+            )
+            .unwrap();
+        }
+        let sudoers = d.join("upper/sudoers.d/twofactor-test");
+        fs::write(
+            &sudoers,
+            format!("{user} ALL=(ALL:ALL) ALL\nDefaults:{user} lecture=never, passwd_tries=1\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440)).unwrap();
+        fs::write(d.join("enter.sh"), ENTER).unwrap();
+        let key = d.join("host_ed25519");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let port = free_port();
+        let sshd_config = d.join("sshd_config");
+        fs::write(
+            &sshd_config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nUsePAM yes\n\
+                 KbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+                 AuthenticationMethods keyboard-interactive\nPubkeyAuthentication no\n\
+                 PermitRootLogin no\nStrictModes no\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(d.join("sshd.log")).unwrap();
+        let sshd = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh"])
+            .arg(d.join("enter.sh"))
+            .arg(d)
+            .args(["/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(&sshd_config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let sshd = KillOnDrop(sshd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start:\n{}",
+                fs::read_to_string(d.join("sshd.log")).unwrap()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            fixture,
+            port,
+            _sshd: sshd,
+        }
+    }
+
+    /// An ssh login with `code`, then sudo; `sudo_code` answers sudo's code prompt.
+    fn ssh_then_sudo(&self, user: &str, code: &str, sudo_code: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_then_sudo.exp");
+        let out = Command::new("expect")
+            .arg(script)
+            .args([&self.port.to_string(), user, PASSWORD, code, sudo_code])
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(
+            !text.contains("EXPECT-TIMEOUT"),
+            "stalled:\n{text}\n{}",
+            self.sshd_log()
+        );
+        text
+    }
+
+    fn sshd_log(&self) -> String {
+        fs::read_to_string(self.fixture.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+/// Whether this kernel gives a process that sets its login uid a new audit session.
+fn loginuid_settable() -> bool {
+    Command::new("sh")
+        .args([
+            "-c",
+            "echo 0 > /proc/self/loginuid && cat /proc/self/sessionid",
+        ])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() != "4294967295"
+        })
+}
+
+#[test]
+fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
+    assert!(
+        loginuid_settable(),
+        "this test needs a kernel and capabilities that let pam_loginuid set the login uid"
+    );
+    let home = tempfile::tempdir().unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let user = format!("tfaft{}", tag() % 10_000);
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &home.path().join(&user), PASSWORD);
+    let config = format!(
+        "[enforce]\nusers = [\"{user}\"]\n[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 15\n"
+    );
+
+    // A login with a code: sudo, sudo -i, then sudo again ask for the password only.
+    let machine = Machine::start(&config, &user, true);
+    let key = SecretKey::generate(&mut OsRandom).unwrap();
+    twofactor_testkit::enrol_key(&machine.fixture.store(), &user, key.clone(), &mut OsRandom);
+    let key = key.to_base32().to_string();
+    let text = machine.ssh_then_sudo(&user, &oathtool(&key), "-");
+    println!("--- ssh with a code, then sudo, sudo -i, sudo ---\n{text}\n--- end ---");
+    for n in 1..=3 {
+        assert!(
+            text.contains(&format!("\nRAN-{n}")),
+            "command {n} did not run:\n{text}\n{}",
+            machine.sshd_log()
+        );
+    }
+    assert!(!text.contains("ASKED-FOR-A-CODE"), "{text}");
+    drop(machine);
+
+    // Without pam_loginuid the login starts no audit session of its own, as in a
+    // container that cannot set the login uid: nothing is recorded, and sudo asks.
+    let machine = Machine::start(&config, &user, false);
+    twofactor_testkit::enrol_key(
+        &machine.fixture.store(),
+        &user,
+        SecretKey::from_base32(&key).unwrap(),
+        &mut OsRandom,
+    );
+    let text = machine.ssh_then_sudo(&user, &fresh_code(&key, &oathtool(&key)), "-");
+    println!("--- no pam_loginuid: ssh with a code, then sudo ---\n{text}\n--- end ---");
+    assert!(text.contains("SUDO-1-ASKED-FOR-A-CODE"), "{text}");
+    assert!(!text.contains("\nRAN-1"), "{text}");
+}
