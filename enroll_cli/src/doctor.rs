@@ -114,13 +114,14 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         key_first,
     ));
 
-    if config
+    if let Some(c) = config
         .as_ref()
-        .is_some_and(|c| !c.after_login.services.is_empty())
+        .filter(|c| !c.after_login.services.is_empty())
     {
         findings.extend(doctor::pam::check_after_login_sessions(
             &listing,
             &Dir(pam_dir.to_path_buf()),
+            &c.after_login.services,
         ));
     }
     if let Some(c) = config.as_ref().filter(|c| c.ssh_factor.enabled()) {

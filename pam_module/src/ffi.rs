@@ -182,7 +182,9 @@ fn close_session(_pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
 /// live record, for this account, which must also be the session's login uid.
 fn session_covered(config: &Config, items: &Items) -> Option<Covered> {
     let settings = &config.after_login;
-    if !settings.services.contains(&items.service) {
+    // A remote login is a new login, never part of a session: its daemon's process may
+    // carry the session it was started from (doctor also reports such a service).
+    if !settings.services.contains(&items.service) || items.rhost.is_some() {
         return None;
     }
     let session = after_login::session_id(None)?;

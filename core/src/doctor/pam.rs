@@ -424,11 +424,34 @@ pub fn session_modules(files: &dyn PamFiles, service: &str) -> Vec<(String, Stri
 /// With `[after_login]` on: the module's session line must run after `pam_loginuid` in
 /// the services that start logins, or the login's own audit session does not exist yet
 /// and nothing is recorded; and some login service must have such a line at all.
-pub fn check_after_login_sessions(dir: &PamDir, files: &dyn PamFiles) -> Vec<Finding> {
+pub fn check_after_login_sessions(
+    dir: &PamDir,
+    files: &dyn PamFiles,
+    covered: &[String],
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let Ok(names) = &dir.names else {
         return out;
     };
+    // A service that starts logins authenticates outside any session of the user's: its
+    // process carries whatever session its daemon was started from (an admin's shell, if
+    // they restarted sshd by hand), so it must never be covered.
+    for service in covered {
+        if session_modules(files, service)
+            .iter()
+            .any(|(_, m)| m == "pam_loginuid.so")
+        {
+            out.push(Finding::new(
+                Level::Error,
+                "after-login-covers-a-login",
+                &format!("[after_login] services: {service}"),
+                format!(
+                    "{service} starts login sessions (pam_loginuid), so its logins run outside the session a record covers: a daemon started from someone's login session would let that user's new logins skip the code"
+                ),
+                format!("remove {service} from after_login.services; list only what runs inside a login (sudo, sudo-i)"),
+            ));
+        }
+    }
     let mut recorded = false;
     let mut names = names.clone();
     names.sort();
@@ -869,13 +892,24 @@ mod tests {
             ),
             ("common-session", "session optional pam_twofactor.so\n"),
         ]));
-        assert!(check_after_login_sessions(&dir(&["sshd", "common-session"]), &good).is_empty());
+        let sudo = ["sudo".to_string()];
+        assert!(
+            check_after_login_sessions(&dir(&["sshd", "common-session"]), &good, &sudo).is_empty()
+        );
+        assert_eq!(
+            ids(&check_after_login_sessions(
+                &dir(&["sshd", "common-session"]),
+                &good,
+                &["sshd".into()]
+            )),
+            ["after-login-covers-a-login"]
+        );
         let early = Files(HashMap::from([(
             "sshd",
             "session optional /lib/security/pam_twofactor.so\nsession required pam_loginuid.so\n",
         )]));
         assert_eq!(
-            ids(&check_after_login_sessions(&dir(&["sshd"]), &early)),
+            ids(&check_after_login_sessions(&dir(&["sshd"]), &early, &sudo)),
             ["after-login-order", "after-login-no-session-line"]
         );
         let none = Files(HashMap::from([(
@@ -883,7 +917,7 @@ mod tests {
             "session required pam_loginuid.so\n",
         )]));
         assert_eq!(
-            ids(&check_after_login_sessions(&dir(&["sshd"]), &none)),
+            ids(&check_after_login_sessions(&dir(&["sshd"]), &none, &sudo)),
             ["after-login-no-session-line"]
         );
     }
