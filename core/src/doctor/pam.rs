@@ -444,7 +444,7 @@ pub fn check_after_login_sessions(
             out.push(Finding::new(
                 Level::Error,
                 "after-login-covers-a-login",
-                &format!("[after_login] services: {service}"),
+                format!("[after_login] services: {service}"),
                 format!(
                     "{service} starts login sessions (pam_loginuid), so its logins run outside the session a record covers: a daemon started from someone's login session would let that user's new logins skip the code"
                 ),
