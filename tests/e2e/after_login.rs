@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use twofactor_core::random::OsRandom;
 use twofactor_core::totp::SecretKey;
 use twofactor_testkit::{
-    Accounts, KillOnDrop, PamFixture, free_port, fresh_code, oathtool, pam_module_so, tag,
+    Accounts, KillOnDrop, PamFixture, free_port, oathtool, pam_module_so, tag,
 };
 
 const PASSWORD: &str = "After-Login-Pass-7";
@@ -141,10 +141,28 @@ impl Machine {
 
     /// An ssh login with `code`, then sudo; `sudo_code` answers sudo's code prompt.
     fn ssh_then_sudo(&self, user: &str, code: &str, sudo_code: &str) -> String {
+        self.ssh_then_sudo_trusting(user, code, sudo_code, "n")
+    }
+
+    /// As [`Self::ssh_then_sudo`], answering `trust` to the offer to trust this host.
+    fn ssh_then_sudo_trusting(
+        &self,
+        user: &str,
+        code: &str,
+        sudo_code: &str,
+        trust: &str,
+    ) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_then_sudo.exp");
         let out = Command::new("expect")
             .arg(script)
-            .args([&self.port.to_string(), user, PASSWORD, code, sudo_code])
+            .args([
+                &self.port.to_string(),
+                user,
+                PASSWORD,
+                code,
+                sudo_code,
+                trust,
+            ])
             .env("LC_ALL", "C.UTF-8")
             .output()
             .unwrap();
@@ -187,7 +205,8 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let mut accounts = Accounts::default();
     accounts.login_user(&user, &home.path().join(&user), PASSWORD);
     let config = format!(
-        "[enforce]\nusers = [\"{user}\"]\n[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 15\n"
+        "[enforce]\nusers = [\"{user}\"]\n[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 15\n\
+         [trusted_devices]\nenabled = true\n"
     );
 
     // A login with a code: sudo, sudo -i, then sudo again ask for the password only.
@@ -195,7 +214,7 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     twofactor_testkit::enrol_key(&machine.fixture.store(), &user, key.clone(), &mut OsRandom);
     let key = key.to_base32().to_string();
-    let text = machine.ssh_then_sudo(&user, &oathtool(&key), "-");
+    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y");
     println!("--- ssh with a code, then sudo, sudo -i, sudo ---\n{text}\n--- end ---");
     for n in 1..=3 {
         assert!(
@@ -205,6 +224,18 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
         );
     }
     assert!(!text.contains("ASKED-FOR-A-CODE"), "{text}");
+    // A second login from the now trusted host types no code: its session has no
+    // record, and its sudo asks, while the first session's record still lives.
+    let text = machine.ssh_then_sudo(&user, "-", "-");
+    println!(
+        "--- a second login without a code (trusted host), then sudo ---\n{text}\n--- end ---"
+    );
+    assert!(
+        !text.contains("@127.0.0.1) Authentication code"),
+        "the trusted login was asked:\n{text}"
+    );
+    assert!(text.contains("SUDO-1-ASKED-FOR-A-CODE"), "{text}");
+    assert!(!text.contains("\nRAN-1"), "{text}");
     drop(machine);
 
     // Without pam_loginuid the login starts no audit session of its own, as in a
@@ -216,7 +247,7 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
         SecretKey::from_base32(&key).unwrap(),
         &mut OsRandom,
     );
-    let text = machine.ssh_then_sudo(&user, &fresh_code(&key, &oathtool(&key)), "-");
+    let text = machine.ssh_then_sudo(&user, &oathtool(&key), "-");
     println!("--- no pam_loginuid: ssh with a code, then sudo ---\n{text}\n--- end ---");
     assert!(text.contains("SUDO-1-ASKED-FOR-A-CODE"), "{text}");
     assert!(!text.contains("\nRAN-1"), "{text}");
