@@ -73,7 +73,7 @@ impl Machine {
         .unwrap();
         // sudo and sudo -i run the module in their session stacks too, as a common-session
         // line would: their close_session must leave the login's record.
-        for service in ["sudo", "sudo-i"] {
+        for service in ["sudo", "sudo-i", "su"] {
             fs::write(
                 d.join("upper/pam.d").join(service),
                 format!(
@@ -141,7 +141,7 @@ impl Machine {
 
     /// An ssh login with `code`, then sudo; `sudo_code` answers sudo's code prompt.
     fn ssh_then_sudo(&self, user: &str, code: &str, sudo_code: &str) -> String {
-        self.ssh_then_sudo_trusting(user, code, sudo_code, "n")
+        self.ssh_then_sudo_trusting(user, code, sudo_code, "n", "")
     }
 
     /// As [`Self::ssh_then_sudo`], answering `trust` to the offer to trust this host.
@@ -151,6 +151,7 @@ impl Machine {
         code: &str,
         sudo_code: &str,
         trust: &str,
+        other: &str,
     ) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_then_sudo.exp");
         let out = Command::new("expect")
@@ -162,6 +163,7 @@ impl Machine {
                 code,
                 sudo_code,
                 trust,
+                other,
             ])
             .env("LC_ALL", "C.UTF-8")
             .output()
@@ -201,11 +203,14 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     );
     let home = tempfile::tempdir().unwrap();
     fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let user = format!("tfaft{}", tag() % 10_000);
+    let t = tag() % 10_000;
+    let (user, other) = (format!("tfaft{t}"), format!("tfafo{t}"));
     let mut accounts = Accounts::default();
-    accounts.login_user(&user, &home.path().join(&user), PASSWORD);
+    for u in [&user, &other] {
+        accounts.login_user(u, &home.path().join(u), PASSWORD);
+    }
     let config = format!(
-        "[enforce]\nusers = [\"{user}\"]\n[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 15\n\
+        "[enforce]\nusers = [\"{user}\", \"{other}\"]\n[after_login]\nservices = [\"sudo\", \"sudo-i\", \"su\"]\nminutes = 15\n\
          [trusted_devices]\nenabled = true\n"
     );
 
@@ -214,7 +219,9 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     twofactor_testkit::enrol_key(&machine.fixture.store(), &user, key.clone(), &mut OsRandom);
     let key = key.to_base32().to_string();
-    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y");
+    let other_key = SecretKey::generate(&mut OsRandom).unwrap();
+    twofactor_testkit::enrol_key(&machine.fixture.store(), &other, other_key, &mut OsRandom);
+    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y", &other);
     println!("--- ssh with a code, then sudo, sudo -i, sudo ---\n{text}\n--- end ---");
     for n in 1..=3 {
         assert!(
@@ -224,6 +231,11 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
         );
     }
     assert!(!text.contains("ASKED-FOR-A-CODE"), "{text}");
+    // su to another account in that session: its code is asked for (su is listed too,
+    // but the session's login uid is not the other account's).
+    let su = text.rfind(&format!("su {other}")).unwrap();
+    assert!(text[su..].contains("Authentication code"), "{text}");
+    assert!(!text.contains("\nRAN-4"), "{text}");
     // A second login from the now trusted host types no code: its session has no
     // record, and its sudo asks, while the first session's record still lives.
     let text = machine.ssh_then_sudo(&user, "-", "-");
