@@ -141,7 +141,7 @@ impl Machine {
 
     /// An ssh login with `code`, then sudo; `sudo_code` answers sudo's code prompt.
     fn ssh_then_sudo(&self, user: &str, code: &str, sudo_code: &str) -> String {
-        self.ssh_then_sudo_trusting(user, code, sudo_code, "n", "")
+        self.ssh_then_sudo_trusting(user, code, sudo_code, "n", "", 0)
     }
 
     /// As [`Self::ssh_then_sudo`], answering `trust` to the offer to trust this host.
@@ -152,6 +152,7 @@ impl Machine {
         sudo_code: &str,
         trust: &str,
         other: &str,
+        wait: u32,
     ) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_then_sudo.exp");
         let out = Command::new("expect")
@@ -164,6 +165,7 @@ impl Machine {
                 sudo_code,
                 trust,
                 other,
+                &wait.to_string(),
             ])
             .env("LC_ALL", "C.UTF-8")
             .output()
@@ -221,7 +223,7 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let key = key.to_base32().to_string();
     let other_key = SecretKey::generate(&mut OsRandom).unwrap();
     twofactor_testkit::enrol_key(&machine.fixture.store(), &other, other_key, &mut OsRandom);
-    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y", &other);
+    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y", &other, 0);
     println!("--- ssh with a code, then sudo, sudo -i, sudo ---\n{text}\n--- end ---");
     for n in 1..=3 {
         assert!(
@@ -236,6 +238,16 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let su = text.rfind(&format!("su {other}")).unwrap();
     assert!(text[su..].contains("Authentication code"), "{text}");
     assert!(!text.contains("\nRAN-4"), "{text}");
+    // su to the same account is covered (su is listed); its session closes inside the
+    // login's, and the record survives: sudo after it asks for the password only.
+    let back = text.rfind(&format!("su {user}")).unwrap();
+    assert!(!text[back..].contains("Authentication code"), "{text}");
+    for n in [5, 6] {
+        assert!(
+            text.contains(&format!("\nRAN-{n}")),
+            "command {n} did not run:\n{text}"
+        );
+    }
     // A second login from the now trusted host types no code: its session has no
     // record, and its sudo asks, while the first session's record still lives.
     let text = machine.ssh_then_sudo(&user, "-", "-");
@@ -262,5 +274,19 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     let text = machine.ssh_then_sudo(&user, &oathtool(&key), "-");
     println!("--- no pam_loginuid: ssh with a code, then sudo ---\n{text}\n--- end ---");
     assert!(text.contains("SUDO-1-ASKED-FOR-A-CODE"), "{text}");
+    assert!(!text.contains("\nRAN-1"), "{text}");
+    drop(machine);
+
+    // After the configured minutes (1 here), sudo asks for the code again.
+    let machine = Machine::start(&config.replace("minutes = 15", "minutes = 1"), &user, true);
+    twofactor_testkit::enrol_key(
+        &machine.fixture.store(),
+        &user,
+        SecretKey::from_base32(&key).unwrap(),
+        &mut OsRandom,
+    );
+    let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "n", "", 61);
+    println!("--- ssh with a code, 61 s, then sudo (minutes = 1) ---\n{text}\n--- end ---");
+    assert!(text.contains("ASKED-FOR-A-CODE"), "{text}");
     assert!(!text.contains("\nRAN-1"), "{text}");
 }
