@@ -1,7 +1,7 @@
 //! pam_twofactor: the PAM module. A thin adapter: it reads PAM items, runs the login flow
 //! from [`flow`] over libpam's conversation, logs the decision and maps it to a code.
 //!
-//! All `unsafe` lives in [`ffi`]; everything else is safe Rust.
+//! All `unsafe` lives in the private module `ffi`; everything else is safe Rust.
 
 #![deny(unsafe_code)]
 

@@ -327,8 +327,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The built PAM module. `cargo test` leaves a fresh cdylib in target/<profile>/deps and
-/// `cargo build` copies it up to target/<profile>; the newer of the two is the one to test.
+/// The built PAM module. `cargo test` leaves a fresh cdylib in `target/PROFILE/deps` and
+/// `cargo build` copies it up to `target/PROFILE`; the newer of the two is the one to test.
 pub fn pam_module_so() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
@@ -487,7 +487,7 @@ pub fn pam_wrapper_turn() -> MutexGuard<'static, ()> {
 
 /// Starts pamtester for `service` and `user` under pam_wrapper with the fixture's PAM
 /// service directory, unbuffered so prompts arrive in order. Only one runs at a time in a
-/// test process (see [`PAM_WRAPPER`]).
+/// test process (see the private lock `PAM_WRAPPER`).
 pub fn pamtester(services: &Path, service: &str, user: &str, rhost: Option<&str>) -> Session {
     pamtester_with(services, service, user, rhost, &Wrap::default())
 }
