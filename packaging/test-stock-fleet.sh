@@ -18,6 +18,8 @@ key=/etc/postgresql/twofactor-stock-$$.key
 key2=/etc/postgresql/twofactor-stock-$$-2.key
 cleanup() {
     pg_dropcluster --stop 15 "$cluster" >/dev/null 2>&1 || true
+    # pg_dropcluster leaves the files this script put beside the cluster's config.
+    rm -rf "/etc/postgresql/15/$cluster"
     userdel --remove "$user" >/dev/null 2>&1 || true
     rm -f "/etc/pam.d/$service" "$key" "$key2"
     rm -rf "$work"
