@@ -244,15 +244,23 @@ YML
         for n in "${ha_nodes[@]}"; do echo "  - $line" >> "$pg/node$n/patroni.yml"; done
     done
     pkill -HUP -f "patroni $pg/node" || true
-    # Every standby running, one of them synchronous, before anyone logs in.
+    # Every standby running, one of them synchronous, before anyone logs in: with
+    # synchronous_mode_strict a commit waits until Patroni has named a synchronous
+    # standby, and a login would meet its deadline first.
     for _ in $(seq 300); do
-        replicas=0
+        replicas=0 sync=0
         for n in "${ha_nodes[@]}"; do
             curl -sf -o /dev/null "http://127.0.0.1:$(ha_rest "$n")/replica" && replicas=$((replicas + 1))
+            curl -sf -o /dev/null "http://127.0.0.1:$(ha_rest "$n")/sync" && sync=1
         done
-        [ "$replicas" = 2 ] && break
+        [ "$replicas" = 2 ] && [ "$sync" = 1 ] && break
         sleep 0.3
     done
+    if [ "$replicas" != 2 ] || [ "$sync" != 1 ]; then
+        echo "demo-fleet: $replicas of 2 standbys running, synchronous standby named: $sync" >&2
+        tail -n 5 "$pg"/node*.log >&2
+        exit 1
+    fi
     db_hosts=$(for n in "${ha_nodes[@]}"; do printf '"127.0.0.1:%s", ' "$(ha_port "$n")"; done)
     db_hosts=${db_hosts%, }
     db_log() { tail -n 3 "$pg"/node*.log; }
