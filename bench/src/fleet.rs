@@ -21,7 +21,7 @@ use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
-use twofactor_testkit::{enrol, pam_module_so};
+use twofactor_testkit::{enroll, pam_module_so};
 
 use crate::{Answer, child_result, code_at, login_with, percentile, write};
 
@@ -103,12 +103,12 @@ fn setup() -> Fleet {
 }
 
 impl Fleet {
-    /// Enrols pool users (through the admin role) until `n` are.
-    fn enrol_up_to(&mut self, n: usize) {
+    /// Enrolls pool users (through the admin role) until `n` are.
+    fn enroll_up_to(&mut self, n: usize) {
         let admin = self.cluster.backend(ADMIN);
         while self.users.len() < n.min(POOL) {
             let name = format!("tfpg{:04}", self.users.len());
-            let (key, _) = enrol(&admin, &name, &mut OsRandom);
+            let (key, _) = enroll(&admin, &name, &mut OsRandom);
             self.users.push((name, key.to_base32().to_string()));
         }
     }
@@ -257,7 +257,7 @@ fn split(f: &mut Fleet, runs: usize) -> ((f64, f64), (f64, f64), usize) {
             .verify(&user, &code, Purpose::Login, &config, 0)
             .expect("verify");
         verify.push(t.elapsed().as_secs_f64() * 1e6);
-        ok += usize::from(r.is_success());
+        ok += usize::from(r.result.is_success());
     }
     (stats(connect), stats(verify), ok)
 }
@@ -295,9 +295,9 @@ pub fn run() {
     let mut scale = Vec::new();
     for target in [100usize, 10_000, 100_000] {
         if target == 100 {
-            f.enrol_up_to(100);
+            f.enroll_up_to(100);
         } else {
-            f.enrol_up_to(POOL);
+            f.enroll_up_to(POOL);
             f.fill_to(target);
         }
         let logins = f.take(100);
@@ -305,7 +305,7 @@ pub fn run() {
         scale.push(format!("| {} | {m:.1} | {p:.1} | {ok}/100 |", f.count()));
         if target == 100 {
             // The rest of the run uses the pool at 1,300 users.
-            f.enrol_up_to(POOL);
+            f.enroll_up_to(POOL);
         }
     }
 

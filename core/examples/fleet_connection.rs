@@ -31,7 +31,7 @@ fn main() {
         .unwrap_or(200);
     let cluster = Cluster::start();
     let user = "bench";
-    twofactor_testkit::enrol(&cluster.backend(ADMIN), user, &mut OsRandom);
+    twofactor_testkit::enroll(&cluster.backend(ADMIN), user, &mut OsRandom);
     let config = Config::default();
     // A wrong code: the whole verify transaction runs, and the user never locks because
     // each round's failure is cleared by the next admin unlock below.

@@ -25,7 +25,7 @@ pub enum Severity {
     Error = 3,
     /// LOG_WARNING: a refused login.
     Warning = 4,
-    /// LOG_NOTICE: a change of state (enrolment, admin action).
+    /// LOG_NOTICE: a change of state (enrollment, admin action).
     Notice = 5,
     /// LOG_INFO: a normal success or a skip.
     Info = 6,
@@ -131,9 +131,9 @@ pub enum Reason {
     BackupCode { left: usize },
     /// The user enrolled an authenticator.
     Enrolled,
-    /// A required, unenrolled user skipped enrolment; this many grace logins are left.
+    /// A required, unenrolled user skipped enrollment; this many grace logins are left.
     Grace { left: u32 },
-    /// No grace logins left and enrolment is not possible here.
+    /// No grace logins left and enrollment is not possible here.
     NoGraceLeft,
     /// The remote host is trusted.
     Trusted,

@@ -274,7 +274,8 @@ mod tests {
         assert_eq!(
             store
                 .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Totp
         );
         assert_eq!(
@@ -289,7 +290,8 @@ mod tests {
         assert_eq!(
             store
                 .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Replayed
         );
         // Charged before the check, and the charge taken back once it was a replay.
@@ -434,14 +436,16 @@ mod tests {
         assert_eq!(
             store
                 .verify("dan", "000000", Purpose::Login, &c, NOW)
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Wrong { locked_for: None }
         );
         assert_eq!(store.load("dan").unwrap().lockout.failures, 1);
         assert_eq!(
             store
                 .verify("dan", &code(&key, NOW), Purpose::Login, &c, NOW)
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Totp
         );
         assert_eq!(store.load("dan").unwrap().lockout, Default::default());

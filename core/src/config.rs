@@ -79,13 +79,13 @@ impl SshFactorSettings {
 /// `[enroll]`: how users without an authenticator get one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollSettings {
-    /// A required user with no authenticator enrols at the next login.
+    /// A required user with no authenticator enrolls at the next login.
     pub at_login: bool,
     /// Name shown in the authenticator app; `None` means the host name.
     pub issuer: Option<String>,
-    /// Logins a required, unenrolled user may still skip enrolment.
+    /// Logins a required, unenrolled user may still skip enrollment.
     pub grace_logins: u32,
-    /// When not empty, enrolment at login happens only from remote addresses inside
+    /// When not empty, enrollment at login happens only from remote addresses inside
     /// these networks.
     pub at_login_networks: Vec<Cidr>,
     /// How the QR code is drawn at login.
@@ -93,7 +93,7 @@ pub struct EnrollSettings {
 }
 
 impl EnrollSettings {
-    /// Whether a login from `rhost` (PAM_RHOST, if any) may enrol an authenticator.
+    /// Whether a login from `rhost` (PAM_RHOST, if any) may enroll an authenticator.
     pub fn at_login_allowed_from(&self, rhost: Option<&str>) -> bool {
         if !self.at_login {
             return false;
@@ -1177,7 +1177,7 @@ mod tests {
     }
 
     #[test]
-    fn enrolment_networks_limit_where_enrolment_at_login_happens() {
+    fn enrollment_networks_limit_where_enrollment_at_login_happens() {
         let c = parse(
             "version = 1\n[enroll]\nat_login_networks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n",
         )

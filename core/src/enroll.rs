@@ -1,4 +1,4 @@
-//! Enrolment: a new secret, its otpauth URI, and saving it only once a code verifies.
+//! Enrollment: a new secret, its otpauth URI, and saving it only once a code verifies.
 
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -12,7 +12,7 @@ use crate::store::{Authenticator, UserState};
 use crate::totp::{self, SecretKey, TotpCheck, TotpParams};
 
 /// An authenticator being set up: shown to the user, saved by
-/// [`crate::backend::Backend::enrol`] only once a code from it verifies.
+/// [`crate::backend::Backend::enroll`] only once a code from it verifies.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
     secret: SecretKey,
@@ -21,7 +21,7 @@ pub struct Enrollment {
     account: String,
 }
 
-/// The code given to confirm an enrolment did not match.
+/// The code given to confirm an enrollment did not match.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfirmError {
     /// Not valid for the new secret in the window around now.
@@ -29,7 +29,7 @@ pub enum ConfirmError {
     Wrong,
 }
 
-/// How a confirmed enrolment is saved.
+/// How a confirmed enrollment is saved.
 #[derive(Debug, Clone, Copy)]
 pub struct SaveSettings {
     /// `totp.window` for the first code.
@@ -66,8 +66,8 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// What an enrolment's issuer falls back to when `enroll.issuer` is unset: the store's
-/// (a fleet's), else `host`. On a fleet, one enrolment serves every host, so a host's or
+/// What an enrollment's issuer falls back to when `enroll.issuer` is unset: the store's
+/// (a fleet's), else `host`. On a fleet, one enrollment serves every host, so a host's or
 /// an admin machine's name would be the wrong label. A config that names an issuer other
 /// than the fleet's is an error: the app would show two names for one account.
 pub fn issuer_for(
@@ -118,7 +118,7 @@ impl Enrollment {
         ))
     }
 
-    /// An enrolment of an existing secret (an import).
+    /// An enrollment of an existing secret (an import).
     pub fn with_secret(
         config: &Config,
         secret: SecretKey,
@@ -218,12 +218,16 @@ impl Enrollment {
         window: u8,
         now: u64,
     ) -> Result<u64, ConfirmError> {
+        let step = self.check(code, window, now).ok_or(ConfirmError::Wrong)?;
+        self.install(state, now, Some(step));
+        Ok(step)
+    }
+
+    /// The step `code` matches for the new secret, within `window` steps of `now`.
+    pub fn check(&self, code: &str, window: u8, now: u64) -> Option<u64> {
         match totp::check(&self.secret, &self.params, window, code, now, None) {
-            TotpCheck::Accepted { step } => {
-                self.install(state, now, Some(step));
-                Ok(step)
-            }
-            TotpCheck::Replayed { .. } | TotpCheck::Wrong => Err(ConfirmError::Wrong),
+            TotpCheck::Accepted { step } => Some(step),
+            TotpCheck::Replayed { .. } | TotpCheck::Wrong => None,
         }
     }
 

@@ -103,7 +103,7 @@ impl GoogleAuthenticatorFile {
 }
 
 impl GoogleAuthenticatorFile {
-    /// The imported authenticator as an enrolment (same secret; google-authenticator only
+    /// The imported authenticator as an enrollment (same secret; google-authenticator only
     /// makes 6-digit SHA1 codes).
     pub fn enrollment(&self, config: &Config, user: &str, host: &str) -> Enrollment {
         let params = TotpParams {

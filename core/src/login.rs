@@ -26,7 +26,7 @@ pub struct LoginFacts<'a> {
     /// PAM_SILENT: no messages may be shown, so no QR code either.
     pub silent: bool,
     /// The password and code came in one prompt (the `split` layout): nothing more can
-    /// be asked, so no enrolment either.
+    /// be asked, so no enrollment either.
     pub one_prompt: bool,
     /// The ssh certificate that already proved a second factor (`[ssh_factor]`).
     pub ssh_factor: Option<&'a Proof>,
@@ -62,17 +62,17 @@ pub enum Step {
         period: u64,
     },
     /// Required, no authenticator: set one up now, in this login.
-    Enrol,
-    /// Required, no authenticator, no enrolment here: allowed this time without a code.
+    Enroll,
+    /// Required, no authenticator, no enrollment here: allowed this time without a code.
     Grace {
         /// Grace logins left after this one.
         left: u32,
     },
-    /// Required, no authenticator, no enrolment here and no grace left: refused.
+    /// Required, no authenticator, no enrollment here and no grace left: refused.
     NoGraceLeft {
-        /// Enrolment at login is on, but not for this login (its network, or PAM_SILENT):
+        /// Enrollment at login is on, but not for this login (its network, or PAM_SILENT):
         /// the user can set up elsewhere. Otherwise an administrator must.
-        enrol_elsewhere: bool,
+        enroll_elsewhere: bool,
     },
 }
 
@@ -106,7 +106,7 @@ impl fmt::Display for Step {
                 p.key_id, p.serial, p.ca
             ),
             Self::AskCode { .. } => f.write_str("asked for a code (or a backup code)"),
-            Self::Enrol => f.write_str(
+            Self::Enroll => f.write_str(
                 "sets up an authenticator during the login (QR code, then a code from it)",
             ),
             Self::Grace { left } => write!(
@@ -114,12 +114,12 @@ impl fmt::Display for Step {
                 "allowed without a code as a grace login ({left} left after it), and told to run twofactor enroll"
             ),
             Self::NoGraceLeft {
-                enrol_elsewhere: true,
+                enroll_elsewhere: true,
             } => f.write_str(
                 "refused: no authenticator, no grace logins left, and enrolment at login is not allowed for this login (enroll.at_login_networks, or a client that shows no messages)",
             ),
             Self::NoGraceLeft {
-                enrol_elsewhere: false,
+                enroll_elsewhere: false,
             } => f.write_str(
                 "refused: no authenticator, no grace logins left, and enrolment at login is off (an administrator must enrol the user)",
             ),
@@ -195,10 +195,10 @@ pub fn next_step(
 
 /// A required user with no (enabled) authenticator.
 fn not_enrolled(config: &Config, state: &UserFacts, login: &LoginFacts<'_>) -> Step {
-    // Enrolment shows a QR code and asks for a code, so it needs a conversation: not
+    // Enrollment shows a QR code and asks for a code, so it needs a conversation: not
     // under PAM_SILENT, nor after one prompt.
     if !login.silent && !login.one_prompt && config.enroll.at_login_allowed_from(login.rhost) {
-        return Step::Enrol;
+        return Step::Enroll;
     }
     let allowed = config.enroll.grace_logins;
     if state.grace_logins_used < allowed {
@@ -207,7 +207,7 @@ fn not_enrolled(config: &Config, state: &UserFacts, login: &LoginFacts<'_>) -> S
         };
     }
     Step::NoGraceLeft {
-        enrol_elsewhere: config.enroll.at_login,
+        enroll_elsewhere: config.enroll.at_login,
     }
 }
 
@@ -293,7 +293,7 @@ mod tests {
 
         /// The step it must give, worked out independently of `next_step`.
         fn expected(self) -> Step {
-            let can_enrol = self.at_login && !self.networks && !self.silent;
+            let can_enroll = self.at_login && !self.networks && !self.silent;
             if !self.in_scope {
                 return Step::OutOfScope;
             }
@@ -306,10 +306,10 @@ mod tests {
                 (1, _) => Step::AskCode { period: 30 },
                 (2, false) => Step::Disabled,
                 (_, false) => Step::NotRequired(Reason::NoRule),
-                (_, true) if can_enrol => Step::Enrol,
+                (_, true) if can_enroll => Step::Enroll,
                 (_, true) if self.grace_used < 2 => Step::Grace { left: 1 },
                 (_, true) => Step::NoGraceLeft {
-                    enrol_elsewhere: self.at_login,
+                    enroll_elsewhere: self.at_login,
                 },
             }
         }
@@ -416,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn enrolment_follows_the_remote_address() {
+    fn enrollment_follows_the_remote_address() {
         let mut config = Config::default();
         config.enroll.at_login_networks = vec!["10.0.0.0/8".parse::<Cidr>().unwrap()];
         let req = required(Reason::AllUsers);
@@ -431,25 +431,25 @@ mod tests {
         };
         assert_eq!(
             next_step(&config, &req, &state, &from(Some("10.1.2.3")), NOW),
-            Step::Enrol
+            Step::Enroll
         );
         assert_eq!(
             next_step(&config, &req, &state, &from(Some("192.0.2.1")), NOW),
             Step::NoGraceLeft {
-                enrol_elsewhere: true
+                enroll_elsewhere: true
             }
         );
         // A local login has no address, so it is outside every network.
         assert_eq!(
             next_step(&config, &req, &state, &from(None), NOW),
             Step::NoGraceLeft {
-                enrol_elsewhere: true
+                enroll_elsewhere: true
             }
         );
     }
 
     #[test]
-    fn one_prompt_never_enrols_but_grace_still_counts() {
+    fn one_prompt_never_enrolls_but_grace_still_counts() {
         let mut config = Config::default();
         let req = required(Reason::AllUsers);
         let mut state = UserFacts::default();
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(
             next_step(&config, &req, &state, &one_prompt, NOW),
             Step::NoGraceLeft {
-                enrol_elsewhere: true
+                enroll_elsewhere: true
             }
         );
         config.enroll.grace_logins = 2;
@@ -473,14 +473,14 @@ mod tests {
             next_step(&config, &req, &state, &one_prompt, NOW),
             Step::Grace { left: 0 }
         );
-        // The same login through a conversation enrols.
+        // The same login through a conversation enrolls.
         let asked = LoginFacts {
             one_prompt: false,
             ssh_factor: None,
             after_login: None,
             ..one_prompt
         };
-        assert_eq!(next_step(&config, &req, &state, &asked, NOW), Step::Enrol);
+        assert_eq!(next_step(&config, &req, &state, &asked, NOW), Step::Enroll);
     }
 
     #[test]
@@ -502,10 +502,10 @@ mod tests {
             Step::Locked { seconds: 5 },
             Step::Trusted,
             Step::AskCode { period: 30 },
-            Step::Enrol,
+            Step::Enroll,
             Step::Grace { left: 0 },
             Step::NoGraceLeft {
-                enrol_elsewhere: false,
+                enroll_elsewhere: false,
             },
         ] {
             let text = step.to_string();

@@ -1,4 +1,4 @@
-//! Network ranges (CIDR) for limiting where enrolment at login may happen.
+//! Network ranges (CIDR) for limiting where enrollment at login may happen.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -77,7 +77,7 @@ pub struct Authenticator {
     pub params: TotpParams,
     /// `false` while temporarily disabled by `twofactor disable`.
     pub enabled: bool,
-    /// Unix time of enrolment.
+    /// Unix time of enrollment.
     pub enrolled_at: u64,
     /// The newest step accepted; codes at or before it are replays.
     pub last_step: Option<u64>,

@@ -12,7 +12,7 @@ use std::{env, thread};
 
 use twofactor_core::backend::Backend;
 use twofactor_core::random::{OsRandom, Random};
-use twofactor_core::store::Store;
+use twofactor_core::store::{Store, StoreError};
 use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::me;
 
@@ -76,7 +76,12 @@ fn crash_writer() {
         let host =
             RemoteHost::parse(&format!("10.{}.{}.{}", n / 62_500, n / 250 % 250, n % 250)).unwrap();
         store
-            .trust_host("victim", "sshd", &host, 30, 1, &mut OsRandom)
+            .update("victim", |s| -> Result<(), StoreError> {
+                s.trusted_devices
+                    .add("sshd", &host, 1, 30, &mut OsRandom)
+                    .unwrap();
+                Ok(())
+            })
             .unwrap();
     };
     // The trust an earlier writer was killed before.

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{Postgresql, Role};
-use twofactor_core::backend::{Backend, BackendError};
+use twofactor_core::backend::{Authority, Backend, BackendError, Enrolled};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
@@ -34,8 +34,8 @@ fn settings() -> SaveSettings {
     }
 }
 
-/// Enrols `user` through the admin role; returns the key and its backup codes.
-fn enrol(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
+/// Enrolls `user` through the admin role; returns the key and its backup codes.
+fn enroll(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     let e = Enrollment::with_secret(
         &Config::default(),
@@ -45,8 +45,18 @@ fn enrol(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
         "fleet",
     );
     let codes = admin(c)
-        .enrol(user, &e, None, None, settings(), now(), &mut OsRandom)
+        .enroll(
+            user,
+            &e,
+            None,
+            None,
+            Some(Authority::Admin),
+            settings(),
+            now(),
+            &mut OsRandom,
+        )
         .unwrap()
+        .saved()
         .unwrap();
     (key, codes.0.iter().map(|c| c.to_string()).collect())
 }
@@ -59,7 +69,7 @@ fn code(key: &SecretKey) -> String {
 #[test]
 fn conformance_races_pass_with_hosts_racing() {
     let c = &Cluster::start();
-    // Enrolment without a code is an administrator's; the races run as both hosts.
+    // Enrollment without a code is an administrator's; the races run as both hosts.
     conformance::all(&|| admin(c));
 }
 
@@ -75,13 +85,13 @@ fn both_stores_agree_on_replays_and_turned_off_authenticators() {
 #[test]
 fn a_mistyped_code_when_replacing_keeps_the_ticket() {
     let c = &Cluster::start();
-    let (key, _) = enrol(c, "mover");
+    let (key, _) = enroll(c, "mover");
     let h = c.backend(HOSTS[0]);
-    assert_eq!(
-        h.verify("mover", &code(&key), Purpose::Change, &race_config(), now())
-            .unwrap(),
-        CodeResult::Totp
-    );
+    let checked = h
+        .verify("mover", &code(&key), Purpose::Change, &race_config(), now())
+        .unwrap();
+    assert_eq!(checked.result, CodeResult::Totp);
+    let proof = checked.proof.unwrap();
     let expected = h.facts("mover").unwrap().authenticator_id().cloned();
     let e = Enrollment::new(&Config::default(), "mover", "x", &mut OsRandom).unwrap();
     let right = e
@@ -93,25 +103,30 @@ fn a_mistyped_code_when_replacing_keeps_the_ticket() {
     } else {
         "000000"
     };
-    let enrol_with = |code: &str| {
-        h.enrol(
+    let enroll_with = |code: &str, authority| {
+        h.enroll(
             "mover",
             &e,
             Some(code),
             expected.as_ref(),
+            authority,
             settings(),
             now(),
             &mut OsRandom,
         )
     };
-    assert!(enrol_with(wrong).unwrap().is_none());
-    assert!(enrol_with(&right).unwrap().is_some());
+    let Enrolled::Mismatch(back) = enroll_with(wrong, Some(Authority::Verified(proof))).unwrap()
+    else {
+        panic!("a wrong code saved");
+    };
+    assert!(matches!(back, Some(Authority::Verified(_))), "{back:?}");
+    assert!(enroll_with(&right, back).unwrap().saved().is_some());
 }
 
 #[test]
 fn one_code_sent_twenty_times_at_once_from_two_hosts_logs_in_once() {
     let c = &Cluster::start();
-    let (key, _) = enrol(c, "fleet0");
+    let (key, _) = enroll(c, "fleet0");
     let totp = code(&key);
     let config = race_config();
     let results: Vec<CodeResult> = std::thread::scope(|s| {
@@ -122,6 +137,7 @@ fn one_code_sent_twenty_times_at_once_from_two_hosts_logs_in_once() {
                     host(c, i % 2)
                         .verify("fleet0", totp, Purpose::Login, config, now())
                         .unwrap()
+                        .result
                 })
             })
             .collect();
@@ -175,31 +191,35 @@ fn the_sql_totp_agrees_with_core_on_random_secrets_and_the_rfc_vectors() {
 #[test]
 fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
     let c = &Cluster::start();
-    let (key, backups) = enrol(c, "fleet1");
+    let (key, backups) = enroll(c, "fleet1");
     let config = race_config();
     let totp = code(&key);
     assert_eq!(
         host(c, 0)
             .verify("fleet1", &totp, Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp
     );
     assert!(matches!(
         host(c, 1)
             .verify("fleet1", &totp, Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Replayed
     ));
     assert_eq!(
         host(c, 0)
             .verify("fleet1", &backups[0], Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::BackupCode { left: 19 }
     );
     assert!(matches!(
         host(c, 1)
             .verify("fleet1", &backups[0], Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Wrong { .. }
     ));
     // 19 different backup codes spent at once from both hosts: each exactly once.
@@ -213,6 +233,7 @@ fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
                     host(c, i % 2)
                         .verify("fleet1", b, Purpose::Login, config, now())
                         .unwrap()
+                        .result
                 })
             })
             .collect();
@@ -230,7 +251,7 @@ fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
 #[test]
 fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
     let c = &Cluster::start();
-    let (key, _) = enrol(c, "fleet2");
+    let (key, _) = enroll(c, "fleet2");
     let mut config = Config::default();
     config.lockout.max_failures = 4;
     config.lockout.lock_seconds = 300;
@@ -238,14 +259,16 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
         assert!(matches!(
             host(c, i % 2)
                 .verify("fleet2", "000000", Purpose::Login, &config, now())
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Wrong { locked_for: None }
         ));
     }
     assert_eq!(
         host(c, 1)
             .verify("fleet2", "000000", Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Wrong {
             locked_for: Some(300)
         }
@@ -254,7 +277,8 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
         assert!(matches!(
             host(c, i)
                 .verify("fleet2", &code(&key), Purpose::Login, &config, now())
-                .unwrap(),
+                .unwrap()
+                .result,
             CodeResult::Locked { .. }
         ));
     }
@@ -264,7 +288,8 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
     assert_eq!(
         host(c, 0)
             .verify("fleet2", &code(&key), Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp
     );
 }
@@ -272,7 +297,7 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
 #[test]
 fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secret() {
     let c = &Cluster::start();
-    let (key, _) = enrol(c, "fleet3");
+    let (key, _) = enroll(c, "fleet3");
     let h = c.backend(HOSTS[0]);
     let denied = |sql: &str| {
         let err = h.probe(sql).unwrap_err();
@@ -305,12 +330,12 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
     }
     // Through the trait too: no disable, reset or re-key without the admin role.
     assert!(matches!(
-        h.set_enabled("fleet3", false),
+        h.set_enabled("fleet3", Authority::Admin, false),
         Err(BackendError::Refused(_))
     ));
     assert!(matches!(h.reset("fleet3"), Err(BackendError::Refused(_))));
     assert!(matches!(
-        h.remove_authenticator("fleet3"),
+        h.remove_authenticator("fleet3", Authority::Admin),
         Err(BackendError::Refused(_))
     ));
     let forged = h
@@ -323,11 +348,12 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
         .code_at_step(other.params(), other.params().step_at(now()));
     let expected = h.facts("fleet3").unwrap().authenticator_id().cloned();
     assert!(matches!(
-        h.enrol(
+        h.enroll(
             "fleet3",
             &other,
             Some(&new_code),
             expected.as_ref(),
+            None,
             settings(),
             now(),
             &mut OsRandom
@@ -353,21 +379,23 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
 fn trust_granted_on_one_host_does_not_skip_the_code_on_another() {
     let c = &Cluster::start();
     use twofactor_core::trusted::RemoteHost;
-    let (key, _) = enrol(c, "fleet4");
+    let (key, _) = enroll(c, "fleet4");
     let a = c.backend(HOSTS[0]);
     let client = RemoteHost::parse("192.0.2.7").unwrap();
-    // No verify, no trust.
-    assert!(
-        a.trust_host("fleet4", "sshd", &client, 30, now(), &mut OsRandom)
-            .is_err()
-    );
-    assert_eq!(
-        a.verify("fleet4", &code(&key), Purpose::Login, &race_config(), now())
-            .unwrap(),
-        CodeResult::Totp
-    );
-    a.trust_host("fleet4", "sshd", &client, 30, now(), &mut OsRandom)
+    // No verify, no trust: only verify makes the proof trust_host takes.
+    let checked = a
+        .verify("fleet4", &code(&key), Purpose::Login, &race_config(), now())
         .unwrap();
+    assert_eq!(checked.result, CodeResult::Totp);
+    a.trust_host(
+        checked.proof.unwrap(),
+        "sshd",
+        &client,
+        30,
+        now(),
+        &mut OsRandom,
+    )
+    .unwrap();
     assert_eq!(a.facts("fleet4").unwrap().trusted_devices.0.len(), 1);
     assert!(
         host(c, 1)
@@ -385,7 +413,7 @@ fn tls_refusals_plain_server_other_ca_wrong_name_and_unmapped_certificate() {
     let fails = |settings, role| {
         let b = Postgresql::new(settings, role, 0);
         match b.facts("nobody") {
-            Err(BackendError::Unavailable(m)) => m,
+            Err(e @ BackendError::Unreachable { .. }) => e.to_string(),
             other => panic!("connected: {other:?}"),
         }
     };

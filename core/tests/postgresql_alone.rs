@@ -7,7 +7,7 @@ use std::fs;
 
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{Postgresql, Role};
-use twofactor_core::backend::{Backend, BackendError};
+use twofactor_core::backend::{Authority, Backend, BackendError};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
@@ -38,8 +38,18 @@ fn threads_names_and_an_outage() {
         cost: HashCost::DEFAULT,
     };
     c.backend(ADMIN)
-        .enrol("solo", &e, None, None, settings, now(), &mut OsRandom)
+        .enroll(
+            "solo",
+            &e,
+            None,
+            None,
+            Some(Authority::Admin),
+            settings,
+            now(),
+            &mut OsRandom,
+        )
         .unwrap()
+        .saved()
         .unwrap();
 
     // 1. No thread: tokio keeps a blocking-pool thread alive for seconds after use, so a
@@ -50,7 +60,8 @@ fn threads_names_and_an_outage() {
     b.facts("solo").unwrap();
     assert_eq!(
         b.verify("solo", &code(&key), Purpose::Login, &race_config(), now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp
     );
     let during = threads();
@@ -75,7 +86,8 @@ fn threads_names_and_an_outage() {
     let r = c.backend(HOSTS[0]).facts("solo");
     c.serve_certificate("server");
     match r {
-        Err(BackendError::Unavailable(m)) => {
+        Err(e @ BackendError::Unreachable { .. }) => {
+            let m = e.to_string();
             assert!(m.contains("certificate verify failed"), "{m}")
         }
         other => panic!("connected to a server named otherwise: {other:?}"),
@@ -88,7 +100,8 @@ fn threads_names_and_an_outage() {
         .verify("solo", &code(&key), Purpose::Login, &race_config(), now());
     c.pg_ctl("start");
     match r {
-        Err(BackendError::Unavailable(m)) => {
+        Err(e @ BackendError::Unreachable { .. }) => {
+            let m = e.to_string();
             assert!(
                 m.starts_with("the two-factor database cannot be reached"),
                 "{m}"

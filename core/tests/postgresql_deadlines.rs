@@ -20,7 +20,7 @@ use twofactor_core::random::OsRandom;
 use twofactor_core::totp::TotpParams;
 use twofactor_testkit::conformance::{now, race_config};
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
-use twofactor_testkit::{Accounts, PamFixture, enrol, pamtester, run, tag};
+use twofactor_testkit::{Accounts, PamFixture, enroll, pamtester, run, tag};
 
 const CONNECT_MS: u64 = 700;
 const STATEMENT_MS: u64 = 700;
@@ -81,7 +81,8 @@ fn unreachable_within<T: std::fmt::Debug>(
         "{what}: took {took:?}, bound {limit:?}"
     );
     match r {
-        Err(BackendError::Unavailable(m)) => {
+        Err(e @ BackendError::Unreachable { .. }) => {
+            let m = e.to_string();
             assert!(
                 m.starts_with("the two-factor database cannot be reached"),
                 "{what}: {m}"
@@ -154,7 +155,7 @@ fn a_server_that_accepts_and_never_answers_is_given_up_on_in_time() {
 #[test]
 fn a_stopped_postmaster_and_a_stopped_backend_are_given_up_on_in_time() {
     let c = Cluster::start();
-    let (key, _) = enrol(&c.backend(ADMIN), "stopped", &mut OsRandom);
+    let (key, _) = enroll(&c.backend(ADMIN), "stopped", &mut OsRandom);
     let pid = fs::read_to_string(c.path().join("data/postmaster.pid")).unwrap();
     let pid = pid.lines().next().unwrap().trim().to_string();
 
@@ -183,7 +184,8 @@ fn a_stopped_postmaster_and_a_stopped_backend_are_given_up_on_in_time() {
     assert_eq!(
         host_at(&c, &[c.port])
             .verify("stopped", &totp, Purpose::Login, &race_config(), now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp
     );
 }
@@ -191,7 +193,7 @@ fn a_stopped_postmaster_and_a_stopped_backend_are_given_up_on_in_time() {
 #[test]
 fn a_commit_waiting_for_a_missing_synchronous_standby_is_given_up_on_in_time() {
     let c = Cluster::start();
-    let (key, _) = enrol(&c.backend(ADMIN), "syncwait", &mut OsRandom);
+    let (key, _) = enroll(&c.backend(ADMIN), "syncwait", &mut OsRandom);
     c.psql(
         "postgres",
         "ALTER SYSTEM SET synchronous_standby_names = 'a_standby_that_is_not_there'",
@@ -226,14 +228,15 @@ fn a_dead_first_server_is_passed_over_for_one_that_serves() {
         ("a refused first server", "failover1", closed),
         ("a silent first server", "failover2", silent.port),
     ] {
-        let (key, _) = enrol(&c.backend(ADMIN), user, &mut OsRandom);
+        let (key, _) = enroll(&c.backend(ADMIN), user, &mut OsRandom);
         let b = host_at(&c, &[first, c.port]);
         let t = Instant::now();
         assert!(b.facts(user).unwrap().is_enrolled());
         let code = key.code_at_step(&p, p.step_at(now())).to_string();
         let r = b
             .verify(user, &code, Purpose::Login, &race_config(), now())
-            .unwrap();
+            .unwrap()
+            .result;
         let took = t.elapsed();
         println!(
             "{what}: served by the second after {took:?} (bound {:?})",

@@ -21,7 +21,7 @@ use twofactor_core::store::MAX_USER_LEN;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::conformance::{now, race_config};
-use twofactor_testkit::enrol_with_codes;
+use twofactor_testkit::enroll_with_codes;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
 
 /// The schema and bootstrap exactly as version 1 shipped them.
@@ -32,10 +32,10 @@ fn code(key: &SecretKey) -> String {
     key.code_at_step(&p, p.step_at(now())).to_string()
 }
 
-/// Enrols `user` through the admin role; returns the key and ten backup codes in the
+/// Enrolls `user` through the admin role; returns the key and ten backup codes in the
 /// form the database hashes them.
-fn enrol(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
-    let (key, codes) = enrol_with_codes(&c.backend(ADMIN), user, 10, &mut OsRandom);
+fn enroll(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
+    let (key, codes) = enroll_with_codes(&c.backend(ADMIN), user, 10, &mut OsRandom);
     let canonical = codes
         .iter()
         .map(|c| backup_codes::normalize(c).unwrap().to_string())
@@ -150,7 +150,7 @@ fn shadows() -> Vec<String> {
 
 /// Every function a host may run, with arguments that take each path: a right and a
 /// replayed code, a wrong one, backup codes whose tickets pay for each change, an
-/// enrolment that saves and one that does not, and a grace count.
+/// enrollment that saves and one that does not, and a grace count.
 fn host_calls(user: &str, key: &SecretKey, backups: &[String]) -> Vec<String> {
     let fresh = SecretKey::generate(&mut OsRandom).unwrap();
     let ticket = |i: usize| {
@@ -247,7 +247,7 @@ fn a_hosts_shadows_never_run_as_another_role() {
 
     // 1. Granted back: every shadow is in place, the spy works, and nothing runs as
     // another role while every host function takes its paths.
-    let (key, backups) = enrol(&c, "victim");
+    let (key, backups) = enroll(&c, "victim");
     c.psql(
         "twofactor",
         &format!(
@@ -293,7 +293,7 @@ fn a_hosts_shadows_never_run_as_another_role() {
             "REVOKE TEMPORARY, CREATE ON DATABASE twofactor FROM {me}; REVOKE CREATE ON SCHEMA public FROM {me}"
         ),
     );
-    let (key, backups) = enrol(&c, "victim2");
+    let (key, backups) = enroll(&c, "victim2");
     let mut steps = setup.clone();
     steps.extend(host_calls("victim2", &key, &backups));
     let out = c.attack(HOSTS[0], &me, &script(&steps));
@@ -334,25 +334,32 @@ fn a_hosts_shadows_never_run_as_another_role() {
 #[test]
 fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     let c = Cluster::start_v1(SCHEMA_V1);
-    let (key, backups) = enrol(&c, "victim");
-    let (key2, _) = enrol(&c, "bystander");
+    let (key, backups) = enroll(&c, "victim");
+    let (key2, _) = enroll(&c, "bystander");
     // Version 1 data: trust granted on host A, a grace count, a lock, audit rows.
     let a = c.backend(HOSTS[0]);
     let cfg = race_config();
-    assert_eq!(
-        a.verify("victim", &code(&key), Purpose::Login, &cfg, now())
-            .unwrap(),
-        CodeResult::Totp
-    );
-    let client = RemoteHost::parse("192.0.2.7").unwrap();
-    a.trust_host("victim", "sshd", &client, 30, now(), &mut OsRandom)
+    let checked = a
+        .verify("victim", &code(&key), Purpose::Login, &cfg, now())
         .unwrap();
+    assert_eq!(checked.result, CodeResult::Totp);
+    let client = RemoteHost::parse("192.0.2.7").unwrap();
+    a.trust_host(
+        checked.proof.unwrap(),
+        "sshd",
+        &client,
+        30,
+        now(),
+        &mut OsRandom,
+    )
+    .unwrap();
     assert_eq!(a.count_grace_login("latecomer", 3).unwrap(), Some(2));
     let mut strict = Config::default();
     strict.lockout.max_failures = 1;
     assert!(matches!(
         a.verify("bystander", "000000", Purpose::Login, &strict, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Wrong {
             locked_for: Some(_)
         }
@@ -405,7 +412,8 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     let b = c.backend(HOSTS[1]);
     assert_eq!(
         b.verify("victim", "999999", Purpose::Login, &cfg, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp,
         "999999 logs in on host B"
     );
@@ -449,7 +457,8 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     );
     assert_eq!(
         a.verify("victim", &backups[0], Purpose::Login, &cfg, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::BackupCode { left: 9 }
     );
     c.add_host(HOSTS[1]);
@@ -457,7 +466,8 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     // The replaced matching_step is gone with the rest of version 1's functions.
     assert!(matches!(
         b.verify("victim", "999999", Purpose::Login, &cfg, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Wrong { .. }
     ));
     let p = TotpParams::default();
@@ -465,6 +475,7 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     assert!(
         b.verify("bystander", &later, Purpose::Login, &cfg, now())
             .unwrap()
+            .result
             .is_success()
     );
     let audit_after: i64 = c
@@ -562,7 +573,7 @@ fn the_owner_reads_no_file_and_cannot_register_one() {
 #[test]
 fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     let c = Cluster::start();
-    let (key, _) = enrol(&c, "victim");
+    let (key, _) = enroll(&c, "victim");
     let (a_role, b_role) = (role_of(HOSTS[0]), role_of(HOSTS[1]));
     let d = c.path().display().to_string();
     let conn = |client: &str, role: &str| {
@@ -630,10 +641,8 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     // Meanwhile host B cannot verify for victim: the row is held (lock_timeout).
     let b = c.backend(HOSTS[1]);
     let cfg = race_config();
-    assert!(
-        b.verify("victim", &code(&key), Purpose::Login, &cfg, now())
-            .is_err()
-    );
+    let waited = b.verify("victim", &code(&key), Purpose::Login, &cfg, now());
+    assert!(matches!(waited, Err(BackendError::Busy(_))), "{waited:?}");
 
     let removed = postgresql::remove_host(&admin_url, None, HOSTS[0]).unwrap();
     assert_eq!(removed.role, a_role);
@@ -655,13 +664,17 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     // The row is free again.
     assert_eq!(
         b.verify("victim", &code(&key), Purpose::Login, &cfg, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::Totp
     );
     // Host A's certificate no longer gets in.
     assert!(matches!(
         c.backend(HOSTS[0]).facts("victim"),
-        Err(BackendError::Unavailable(_))
+        Err(BackendError::Unreachable {
+            phase: Some(twofactor_core::backend::Phase::Auth),
+            ..
+        })
     ));
 }
 

@@ -1,5 +1,5 @@
 //! Concurrent logins racing for one backup code, one TOTP step, the last grace login or
-//! an enrolment: exactly one may win, whether they race as threads or as separate
+//! an enrollment: exactly one may win, whether they race as threads or as separate
 //! processes. The scenarios are testkit's backend conformance suite, run here against
 //! the file store; processes open it from a config file, as the module does.
 
@@ -14,7 +14,7 @@ use twofactor_core::auth::Purpose;
 use twofactor_core::backend::{self, Backend};
 use twofactor_core::config::Config;
 use twofactor_core::store::Store;
-use twofactor_testkit::conformance::{self, RACERS, enrol_for_race, now, race_config};
+use twofactor_testkit::conformance::{self, RACERS, enroll_for_race, now, race_config};
 use twofactor_testkit::me;
 
 /// A file store in `dir`, and a config naming it (for the child processes).
@@ -75,10 +75,10 @@ fn a_turned_off_authenticator_is_replaced_at_login() {
 }
 
 #[test]
-fn threads_racing_to_enrol_save_one_authenticator() {
+fn threads_racing_to_enroll_save_one_authenticator() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_backend(dir.path());
-    conformance::one_of_racing_enrolments_is_saved(&|| open(&config));
+    conformance::one_of_racing_enrollments_is_saved(&|| open(&config));
 }
 
 fn race_processes(dir: &Path, config: &Path, input: &str) -> Vec<String> {
@@ -120,7 +120,7 @@ fn race_processes(dir: &Path, config: &Path, input: &str) -> Vec<String> {
 fn processes_racing_for_one_backup_code_get_one_success() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_backend(dir.path());
-    let (_, backup) = enrol_for_race(&*open(&config), "racer");
+    let (_, backup) = enroll_for_race(&*open(&config), "racer");
     let results = race_processes(dir.path(), &config, &backup);
     let won: Vec<_> = results
         .iter()
@@ -133,7 +133,7 @@ fn processes_racing_for_one_backup_code_get_one_success() {
 fn processes_racing_for_one_totp_step_get_one_success() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_backend(dir.path());
-    let (code, _) = enrol_for_race(&*open(&config), "racer");
+    let (code, _) = enroll_for_race(&*open(&config), "racer");
     let results = race_processes(dir.path(), &config, &code);
     assert_eq!(
         results.iter().filter(|r| *r == "Totp").count(),
@@ -163,6 +163,7 @@ fn race_child() {
     }
     let result = backend
         .verify("racer", &input, Purpose::Login, &race_config(), now())
-        .unwrap();
+        .unwrap()
+        .result;
     println!("RESULT={result:?}");
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Manage two-factor authentication (TOTP) for Linux logins.
 ///
-/// Users enrol an authenticator app, make backup codes and move to a new phone;
+/// Users enroll an authenticator app, make backup codes and move to a new phone;
 /// administrators (root) inspect, reset and unlock users. Changes to your own account
 /// ask for your password first, and a current code when they touch an existing
 /// authenticator.
@@ -109,7 +109,7 @@ pub enum Command {
     /// Set up and look after the PostgreSQL store a fleet shares (root only).
     #[command(subcommand)]
     Fleet(FleetCommand),
-    /// Read the fleet's audit: logins, enrolments and admin changes from every host
+    /// Read the fleet's audit: logins, enrollments and admin changes from every host
     /// (root, with the admin config). A host of its own logs to journald or syslog.
     Log(LogArgs),
     /// Take over a ~/.google_authenticator file: same key, scratch codes become backup codes (root only).
@@ -254,7 +254,7 @@ pub struct FleetInitArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
     /// The name authenticator apps show for this fleet's accounts ("Example Corp"): one
-    /// enrolment serves every host, so it names the fleet, not a host. Stored in the
+    /// enrollment serves every host, so it names the fleet, not a host. Stored in the
     /// database; doctor checks each host's enroll.issuer against it.
     #[arg(long, value_name = "NAME")]
     pub issuer: Option<String>,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{User, getuid};
 use twofactor_core::audit::{Event, Outcome, Reason};
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::{self, Backend, BackendError, UserFacts, postgresql};
+use twofactor_core::backend::{self, Authority, Backend, BackendError, UserFacts, postgresql};
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::{BackendKind, Config};
 use twofactor_core::policy::{Directory, Nss, Requirement};
@@ -215,50 +215,73 @@ impl Ctx {
         Ok(self.config.policy.requires(user, &Nss)?)
     }
 
-    /// Confirms the caller before a change: their password through PAM and, when the
-    /// change touches an existing authenticator (enabled or temporarily disabled), a
-    /// current code or backup code. Root skips both.
+    /// Confirms the caller before a change, and returns the authority it is made with:
+    /// root's is an administrator's and takes nothing more; a user's takes their
+    /// password through PAM and, when the change touches an existing authenticator
+    /// (enabled or temporarily disabled), a current code or backup code, whose proof
+    /// the change then spends. `None`: a user's change that needs no proof (setting up
+    /// a first authenticator).
     pub fn confirm(
         &self,
         backend: &dyn Backend,
         state: &UserFacts,
         needs_code: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Authority>, Error> {
         if self.caller.is_root() {
-            return Ok(());
+            return Ok(Some(Authority::Admin));
         }
         password::check(PAM_SERVICE, &self.caller.name)
             .map_err(|e| Error(format!("could not confirm your password: {e}")))?;
         if !(needs_code && state.is_enrolled()) {
-            return Ok(());
+            return Ok(None);
         }
         let code = prompt::read_hidden("Current authentication code (or a backup code): ")?
             .ok_or("no code entered; nothing was changed")?;
-        let result = backend.verify(
+        let checked = backend.verify(
             &self.caller.name,
             &code,
             Purpose::Change,
             &self.config,
             SystemClock.now(),
         )?;
-        match result {
-            CodeResult::Totp | CodeResult::BackupCode { .. } => Ok(()),
-            CodeResult::Locked { seconds_left } => Err(Error(format!(
+        match (checked.result, checked.proof) {
+            (CodeResult::Totp | CodeResult::BackupCode { .. }, Some(proof)) => {
+                Ok(Some(Authority::Verified(proof)))
+            }
+            (CodeResult::Totp | CodeResult::BackupCode { .. }, None) => {
+                Err("the store accepted the code without proof of it; nothing was changed".into())
+            }
+            (CodeResult::Locked { seconds_left }, _) => Err(Error(format!(
                 "two-factor login is locked for {} more seconds after too many wrong codes; nothing was changed",
                 seconds_left
             ))),
-            CodeResult::Replayed => Err(
+            (CodeResult::Replayed, _) => Err(
                 "that code was already used; wait for the next code and run the command again"
                     .into(),
             ),
-            CodeResult::Wrong { .. } => Err(
+            (CodeResult::Wrong { .. }, _) => Err(
                 "wrong code; nothing was changed. Check the phone's clock, or use a backup code"
                     .into(),
             ),
-            CodeResult::NotEnrolled => Err(
+            (CodeResult::NotEnrolled, _) => Err(
                 "the authenticator was removed while you were typing; nothing was changed".into(),
             ),
         }
+    }
+
+    /// [`Ctx::confirm`] for a change that always needs an authority: the user's
+    /// authenticator exists, so a user confirms with a code from it.
+    pub fn confirm_change(
+        &self,
+        backend: &dyn Backend,
+        state: &UserFacts,
+    ) -> Result<Authority, Error> {
+        self.confirm(backend, state, true)?.ok_or_else(|| {
+            Error(format!(
+                "{} has no authenticator; run 'twofactor enroll' first",
+                self.caller.name
+            ))
+        })
     }
 
     /// Logs one change to syslog (authpriv, ident `twofactor`).

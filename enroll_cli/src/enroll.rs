@@ -1,7 +1,7 @@
 //! `twofactor enroll`: a new authenticator, saved only once a code from it verifies.
 
 use serde_json::json;
-use twofactor_core::backend::{AuthenticatorId, Backend, BackendError};
+use twofactor_core::backend::{AuthenticatorId, Authority, Backend, BackendError, Enrolled};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::{Enrollment, SaveSettings, host_name, issuer_for};
@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         }
         _ => {}
     }
-    ctx.confirm(&*backend, &state, args.replace)?;
+    let authority = ctx.confirm(&*backend, &state, args.replace)?;
     // What the change was confirmed against: saving re-checks it under the lock, so an
     // authenticator set up meanwhile (another login, an admin) is never overwritten.
     let expected = state.authenticator_id();
@@ -62,8 +62,18 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         cost: HashCost::DEFAULT,
     };
     let codes = if args.no_verify {
-        save(&enrollment, &*backend, &user, None, expected, settings)?
-            .ok_or_else(|| Error("internal error: provisioning needs no code".into()))?
+        save(
+            &enrollment,
+            &*backend,
+            &user,
+            None,
+            expected,
+            authority,
+            settings,
+        )?
+        .saved()
+        .ok_or_else(|| Error("internal error: provisioning needs no code".into()))?
+        .0
     } else {
         // With --json the conversation goes to stderr so stdout stays one JSON document.
         let text = explain_enrollment(
@@ -75,7 +85,7 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
         } else {
             println!("{text}")
         }
-        confirm_code(&*backend, &enrollment, &user, expected, settings)?
+        confirm_code(&*backend, &enrollment, &user, expected, authority, settings)?
     };
     ctx.audit(
         &user,
@@ -129,25 +139,27 @@ fn explain_enrollment(e: &Enrollment, invert: Invert) -> String {
     t
 }
 
-/// Saves the enrolment through core, with the command's wording for a lost race.
+/// Saves the enrollment through core, with the command's wording for a lost race.
 fn save(
     e: &Enrollment,
     backend: &dyn Backend,
     user: &str,
     code: Option<&str>,
     expected: Option<&AuthenticatorId>,
+    authority: Option<Authority>,
     settings: SaveSettings,
-) -> Result<Option<Vec<Zeroizing<String>>>, Error> {
-    match backend.enrol(
+) -> Result<Enrolled, Error> {
+    match backend.enroll(
         user,
         e,
         code,
         expected,
+        authority,
         settings,
         SystemClock.now(),
         &mut OsRandom,
     ) {
-        Ok(codes) => Ok(codes.map(|c| c.0)),
+        Ok(enrolled) => Ok(enrolled),
         Err(BackendError::Changed(_)) => Err(Error(format!(
             "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"
         ))),
@@ -162,6 +174,7 @@ fn confirm_code(
     e: &Enrollment,
     user: &str,
     expected: Option<&AuthenticatorId>,
+    mut authority: Option<Authority>,
     settings: SaveSettings,
 ) -> Result<Vec<Zeroizing<String>>, Error> {
     for attempt in 1..=TRIES {
@@ -171,14 +184,24 @@ fn confirm_code(
                     .into(),
             );
         };
-        match save(e, backend, user, Some(&code), expected, settings)? {
-            Some(codes) => return Ok(codes),
-            None if attempt < TRIES => {
+        // A mistyped code saves nothing and hands the authority back for the retry.
+        match save(
+            e,
+            backend,
+            user,
+            Some(&code),
+            expected,
+            authority.take(),
+            settings,
+        )? {
+            Enrolled::Saved(codes) => return Ok(codes.0),
+            Enrolled::Mismatch(back) if attempt < TRIES => {
+                authority = back;
                 eprintln!(
                     "That code does not match. Check that the phone sets its time automatically, then enter the next code."
                 );
             }
-            None => {}
+            Enrolled::Mismatch(_) => {}
         }
     }
     Err("the codes did not match; nothing was saved. Check the phone's clock and run 'twofactor enroll' again".into())

@@ -1,4 +1,4 @@
-//! `twofactor`: the command-line tool for users (enrol, backup codes, new phone) and
+//! `twofactor`: the command-line tool for users (enroll, backup codes, new phone) and
 //! administrators (status, explain, reset, unlock, import).
 
 #![deny(unsafe_code)]

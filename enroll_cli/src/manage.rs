@@ -1,4 +1,4 @@
-//! Changes to an existing enrolment: backup codes, disable/enable, reset, unlock, trust.
+//! Changes to an existing enrollment: backup codes, disable/enable, reset, unlock, trust.
 
 use serde_json::json;
 use twofactor_core::backend::Revoke;
@@ -31,10 +31,10 @@ pub fn backup_codes(ctx: &Ctx, args: &BackupCodesArgs) -> Result<(), Error> {
     if count == 0 {
         return Err("backup codes are turned off in the config (backup_codes.count = 0)".into());
     }
-    ctx.confirm(&*backend, &state, true)?;
+    let authority = ctx.confirm_change(&*backend, &state)?;
     let sheets = Sheets::create(args.paper.pdf.as_deref(), args.txt.as_deref())?;
     let codes = backend
-        .new_backup_codes(&user, count, HashCost::DEFAULT, &mut OsRandom)?
+        .new_backup_codes(&user, authority, count, HashCost::DEFAULT, &mut OsRandom)?
         .ok_or_else(|| no_authenticator(&user))?
         .0;
     ctx.audit(&user, "new backup codes");
@@ -66,11 +66,11 @@ pub fn disable(ctx: &Ctx, user: Option<&str>, remove: bool) -> Result<(), Error>
             )));
         }
     }
-    ctx.confirm(&*backend, &state, true)?;
+    let authority = ctx.confirm_change(&*backend, &state)?;
     let had = if remove {
-        backend.remove_authenticator(&user)?
+        backend.remove_authenticator(&user, authority)?
     } else {
-        backend.set_enabled(&user, false)?
+        backend.set_enabled(&user, authority, false)?
     };
     if !had {
         return Err(no_authenticator(&user));
@@ -102,8 +102,8 @@ pub fn enable(ctx: &Ctx, user: Option<&str>) -> Result<(), Error> {
         Some(_) => {}
     }
     // Turning an authenticator back on touches it, so it takes a code from it.
-    ctx.confirm(&*backend, &state, true)?;
-    if !backend.set_enabled(&user, true)? {
+    let authority = ctx.confirm_change(&*backend, &state)?;
+    if !backend.set_enabled(&user, authority, true)? {
         return Err(no_authenticator(&user));
     }
     ctx.audit(&user, "enable");
@@ -214,13 +214,18 @@ pub fn trust_revoke(
     let user = ctx.target(user)?;
     let backend = ctx.backend_for_change()?;
     let state = backend.facts(&user)?;
-    ctx.confirm(&*backend, &state, false)?;
     let which = match (id, all) {
         (_, true) => Revoke::All,
         (Some(id), false) => Revoke::One(id),
         (None, false) => return Err("name a trusted host ID, or use --all".into()),
     };
-    let removed = backend.revoke_trust(&user, which)?;
+    if !state.is_enrolled() && !ctx.caller.is_root() {
+        // Trust goes with the authenticator: without one there is none to revoke.
+        return Err(Error(format!("{user} has no trusted hosts")));
+    }
+    // Trust lets a host skip the code, so changing it takes a code, as on a fleet.
+    let authority = ctx.confirm_change(&*backend, &state)?;
+    let removed = backend.revoke_trust(&user, authority, which)?;
     if let Revoke::One(id) = which
         && removed == 0
     {

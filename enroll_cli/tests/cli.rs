@@ -1,7 +1,7 @@
 //! The real `twofactor` binary, run as root against a private config and state
-//! directory: enrolment driven through stdin with oathtool codes, the JSON of each data
+//! directory: enrollment driven through stdin with oathtool codes, the JSON of each data
 //! command, QR images decoded back, admin commands, a google-authenticator import, and a
-//! reset followed by enrolment at login through the PAM module.
+//! reset followed by enrollment at login through the PAM module.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -52,7 +52,7 @@ fn json(f: &PamFixture, args: &[&str]) -> Value {
 
 /// Runs `twofactor enroll ARGS` answering the code prompt with oathtool from the key it
 /// shows. Returns the key and everything printed.
-fn enrol(f: &PamFixture, args: &[&str]) -> (String, String) {
+fn enroll(f: &PamFixture, args: &[&str]) -> (String, String) {
     let child = cmd(f, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -81,7 +81,7 @@ fn enroll_through_stdin_then_status_and_backup_codes() {
     let mut accounts = Accounts::default();
     accounts.user("tfcli1", "users", &[]);
     let f = PamFixture::new("[enforce]\nusers = [\"tfcli1\"]\n");
-    let (_, text) = enrol(&f, &["enroll", "--user", "tfcli1"]);
+    let (_, text) = enroll(&f, &["enroll", "--user", "tfcli1"]);
     assert!(text.contains('▀') || text.contains('▄'), "QR code shown");
     assert!(text.contains("otpauth://totp/"), "{text}");
     let codes = backup_codes(&text);
@@ -132,7 +132,7 @@ fn enroll_through_stdin_then_status_and_backup_codes() {
     assert_eq!(t["trusted_devices"], Value::Array(vec![]));
 }
 
-/// Before anyone enrols, `status --all` shows every member of a required group (primary
+/// Before anyone enrolls, `status --all` shows every member of a required group (primary
 /// or supplementary), with the grace logins each has left.
 #[test]
 fn status_all_lists_required_group_members_who_never_logged_in() {
@@ -307,7 +307,7 @@ fn replace_keeps_the_old_authenticator_until_the_new_one_verifies() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was saved"));
     let state = fs::read_to_string(f.path().join("state/tfcli4.json")).unwrap();
     assert!(state.contains(&old), "the old key is still in force");
-    let (new, _) = enrol(&f, &["enroll", "--user", "tfcli4", "--replace"]);
+    let (new, _) = enroll(&f, &["enroll", "--user", "tfcli4", "--replace"]);
     let state = fs::read_to_string(f.path().join("state/tfcli4.json")).unwrap();
     assert!(state.contains(&new) && !state.contains(&old));
 }
@@ -459,7 +459,7 @@ fn edit_config_installs_only_a_valid_file_and_keeps_the_last_good_copy() {
 }
 
 #[test]
-fn reset_makes_a_required_user_enrol_again_at_login() {
+fn reset_makes_a_required_user_enroll_again_at_login() {
     let mut accounts = Accounts::default();
     accounts.user("tfcli6", "users", &[]);
     let f = PamFixture::new("[enforce]\nusers = [\"tfcli6\"]\n");
@@ -661,7 +661,7 @@ fn tidy_merges_state_kept_under_another_name_and_removes_leftovers() {
     let alias = accounts.alias(&format!("tftidya{}", tag()), &user);
     let f = PamFixture::new(&format!("[enforce]\nusers = [\"{user}\"]\n"));
     // Enrolled under the other name, as a module that keyed state by the typed name did.
-    twofactor_testkit::enrol(&f.store(), &alias, &mut twofactor_core::random::OsRandom);
+    twofactor_testkit::enroll(&f.store(), &alias, &mut twofactor_core::random::OsRandom);
     let state = f.path().join("state");
     fs::write(state.join(format!(".{user}.0123456789abcdef.tmp")), b"{").unwrap();
     fs::write(state.join("tfgone.lock"), b"").unwrap();

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::{AuthenticatorId, Backend};
+use twofactor_core::backend::{AuthenticatorId, Authority, Backend};
 use twofactor_core::config::Config;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::{Store, StoreError};
@@ -20,7 +20,7 @@ use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_core::trusted::RemoteHost;
 use twofactor_testkit::conformance::now;
 use twofactor_testkit::postgres::{ADMIN, Cluster, DBNAME, HOSTS};
-use twofactor_testkit::{Accounts, enrol_key, tag};
+use twofactor_testkit::{Accounts, enroll_key, tag};
 
 const BIN: &str = env!("CARGO_BIN_EXE_twofactor");
 
@@ -76,6 +76,7 @@ fn totp_login(h: &dyn Backend, user: &str, key: &SecretKey) -> CodeResult {
     let code = key.code_at_step(&p, p.step_at(now())).to_string();
     h.verify(user, &code, Purpose::Login, &Config::default(), now())
         .unwrap()
+        .result
 }
 
 /// The strings of a JSON array.
@@ -310,7 +311,7 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
 }
 
 #[test]
-fn enrolments_take_the_fleets_issuer_not_the_admin_machines_name() {
+fn enrollments_take_the_fleets_issuer_not_the_admin_machines_name() {
     let c = &Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let admin = config_for(c, dir.path(), ADMIN);
@@ -413,6 +414,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
     assert!(
         h.verify(&user, &backups[0], Purpose::Login, &config, now())
             .unwrap()
+            .result
             .is_success()
     );
     // Rotating to the same key again has nothing left to do.
@@ -466,6 +468,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
     assert!(
         !h.verify(&user, &backups[1], Purpose::Login, &config, now())
             .unwrap()
+            .result
             .is_success()
     );
     let files = c.psql(DBNAME, "SELECT count(*) FROM twofactor_keys.files");
@@ -573,27 +576,32 @@ fn fleet_import_moves_keys_from_several_hosts_into_one_record_each() {
     // Host 1: alice (under another name of her account, with a replay step), bob turned
     // off, and carol with nothing set up.
     let (dir1, one) = file_store(dir.path(), "host1");
-    enrol_key(&one, &alias, alice_key.clone(), &mut OsRandom);
+    enroll_key(&one, &alias, alice_key.clone(), &mut OsRandom);
     one.update(&alias, |s| -> Result<(), StoreError> {
         s.authenticator.as_mut().unwrap().last_step = Some(1_000);
         Ok(())
     })
     .unwrap();
     let client = RemoteHost::parse("192.0.2.7").unwrap();
-    one.trust_host(&alias, "sshd", &client, 30, now(), &mut OsRandom)
-        .unwrap();
-    enrol_key(&one, &bob, bob_key.clone(), &mut OsRandom);
-    one.set_enabled(&bob, false).unwrap();
+    one.update(&alias, |s| -> Result<(), StoreError> {
+        s.trusted_devices
+            .add("sshd", &client, now(), 30, &mut OsRandom)
+            .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    enroll_key(&one, &bob, bob_key.clone(), &mut OsRandom);
+    one.set_enabled(&bob, Authority::Admin, false).unwrap();
     one.count_grace_login(&carol, 3).unwrap();
     // Host 2: alice with the same key and a later step; bob with another phone's key.
     let (dir2, two) = file_store(dir.path(), "host2");
-    enrol_key(&two, &alice, alice_key.clone(), &mut OsRandom);
+    enroll_key(&two, &alice, alice_key.clone(), &mut OsRandom);
     two.update(&alice, |s| -> Result<(), StoreError> {
         s.authenticator.as_mut().unwrap().last_step = Some(2_000);
         Ok(())
     })
     .unwrap();
-    enrol_key(&two, &bob, other_key, &mut OsRandom);
+    enroll_key(&two, &bob, other_key, &mut OsRandom);
     let before1 = fs::read_dir(&dir1).unwrap().count();
 
     // A dry run changes nothing.

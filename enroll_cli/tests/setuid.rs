@@ -239,7 +239,7 @@ fn unprivileged_caller_gets_only_what_is_safe() {
     );
     assert!(!s.state(&me).exists());
 
-    // Enrolment with the password (through PAM service "twofactor") and a code.
+    // Enrollment with the password (through PAM service "twofactor") and a code.
     let (mut sess, key) = start_enroll(&s);
     sess.send(&oathtool(&key));
     let (code, text) = sess.finish();
@@ -559,13 +559,14 @@ fn fleet_self_service_goes_through_the_host_role_with_a_code() {
     )
     .unwrap();
     let admin = cluster.backend(ADMIN);
-    let (_, backups) = twofactor_testkit::enrol(&admin, &me, &mut OsRandom);
+    let (_, backups) = twofactor_testkit::enroll(&admin, &me, &mut OsRandom);
     let spent = |code: &str| {
         let config = twofactor_core::config::Config::default();
         let r = cluster
             .backend(HOSTS[1])
             .verify(&me, code, Purpose::Login, &config, now())
-            .unwrap();
+            .unwrap()
+            .result;
         !r.is_success()
     };
 

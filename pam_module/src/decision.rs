@@ -10,6 +10,8 @@ pub enum ErrorKind {
     Config,
     /// State, NSS or randomness could not be had.
     Unavailable,
+    /// The fleet database could not be reached: the user is told to try again later.
+    Unreachable,
     /// The conversation with the user failed.
     Conversation,
 }
@@ -62,7 +64,9 @@ pub fn pam_code(decision: &Decision) -> PamResultCode {
         Decision::NotApplicable(_) => PamResultCode::PAM_IGNORE,
         Decision::Deny(_) => PamResultCode::PAM_AUTH_ERR,
         Decision::Error(ErrorKind::Config, _) => PamResultCode::PAM_SERVICE_ERR,
-        Decision::Error(ErrorKind::Unavailable, _) => PamResultCode::PAM_AUTHINFO_UNAVAIL,
+        Decision::Error(ErrorKind::Unavailable | ErrorKind::Unreachable, _) => {
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
         Decision::Error(ErrorKind::Conversation, _) => PamResultCode::PAM_AUTH_ERR,
     }
 }

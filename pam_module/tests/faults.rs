@@ -16,7 +16,7 @@ use twofactor_core::config::Config;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
-use twofactor_testkit::{Accounts, CHEAP_HASH, enrol, oathtool, pamtester, run};
+use twofactor_testkit::{Accounts, CHEAP_HASH, enroll, oathtool, pamtester, run};
 use zeroize::Zeroizing;
 
 /// A tmpfs of `size`, unmounted when dropped.
@@ -109,7 +109,7 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
 fn setup(fs_: &Tmpfs, user: &str) -> (Config, PathBuf, String) {
     let state = fs_.path().join("state");
     let store = Store::create(&state, 0).unwrap();
-    let (key, _) = enrol(&store, user, &mut OsRandom);
+    let (key, _) = enroll(&store, user, &mut OsRandom);
     let mut config = Config::default();
     config.policy.users = vec![user.into()];
     config.storage.state_dir = state.clone();

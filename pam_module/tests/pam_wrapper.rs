@@ -15,7 +15,7 @@ use std::process::Command;
 use twofactor_core::random::OsRandom;
 use twofactor_core::store::Store;
 use twofactor_testkit::{
-    Accounts, PamFixture, Session, Syslog, Wrap, enrol, fresh_code, key_shown, oathtool,
+    Accounts, PamFixture, Session, Syslog, Wrap, enroll, fresh_code, key_shown, oathtool,
     pam_module_so, pamtester, pamtester_with,
 };
 
@@ -99,9 +99,9 @@ impl Pam {
         (verdict(&text), text)
     }
 
-    /// Enrols `user` straight into the store; returns the base32 key and backup codes.
-    fn enrol(&self, user: &str) -> (String, Vec<String>) {
-        let (key, codes) = enrol(&self.store(), user, &mut OsRandom);
+    /// Enrolls `user` straight into the store; returns the base32 key and backup codes.
+    fn enroll(&self, user: &str) -> (String, Vec<String>) {
+        let (key, codes) = enroll(&self.store(), user, &mut OsRandom);
         (key.to_base32().to_string(), codes)
     }
 }
@@ -119,7 +119,7 @@ fn totp_success_wrong_and_replay() {
     let mut accounts = Accounts::default();
     accounts.user("tfalice", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfalice\"]\n");
-    let (key, _) = pam.enrol("tfalice");
+    let (key, _) = pam.enroll("tfalice");
     let code = oathtool(&key);
     let (v, t) = pam.run("tfalice", None, &[&code]);
     assert_eq!(v, Verdict::Success, "{t}");
@@ -139,7 +139,7 @@ fn backup_codes_work_exactly_once() {
     let mut accounts = Accounts::default();
     accounts.user("tfbob", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfbob\"]\n");
-    let (_, codes) = pam.enrol("tfbob");
+    let (_, codes) = pam.enroll("tfbob");
     let (v, t) = pam.run("tfbob", None, &[&codes[0]]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(
@@ -158,7 +158,7 @@ fn lockout_refuses_without_a_prompt() {
     let pam = Pam::new(
         "[enforce]\nusers = [\"tfcarol\"]\n[lockout]\nmax_failures = 2\nlock_seconds = 600\n",
     );
-    let (key, _) = pam.enrol("tfcarol");
+    let (key, _) = pam.enroll("tfcarol");
     let (v, t) = pam.run("tfcarol", None, &["000000", "000001"]);
     assert_eq!(v, Verdict::AuthErr);
     assert!(t.contains("locked for 10 minutes"), "{t}");
@@ -172,7 +172,7 @@ fn lockout_refuses_without_a_prompt() {
 }
 
 #[test]
-fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
+fn enrollment_at_login_reads_the_key_from_the_prompt_text() {
     let mut accounts = Accounts::default();
     accounts.user("tfdave", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfdave\"]\n[backup_codes]\ncount = 4\n");
@@ -195,7 +195,7 @@ fn enrolment_at_login_reads_the_key_from_the_prompt_text() {
     let state = pam.store().load("tfdave").unwrap();
     assert!(state.is_enrolled());
     assert_eq!(state.backup_codes_left(), 4);
-    // The enrolment code was spent; a later code logs in.
+    // The enrollment code was spent; a later code logs in.
     let (v, t) = pam.run("tfdave", None, &[&code, &fresh_code(&key, &code)]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(t.contains("already used"), "{t}");
@@ -221,7 +221,7 @@ fn trusted_host_skips_the_code() {
     accounts.user("tffay", "users", &[]);
     let pam =
         Pam::new("[enforce]\nusers = [\"tffay\"]\n[trusted_devices]\nenabled = true\ndays = 3\n");
-    let (key, _) = pam.enrol("tffay");
+    let (key, _) = pam.enroll("tffay");
     let (v, t) = pam.run("tffay", Some("10.0.0.5"), &[&oathtool(&key), "y"]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(t.contains("for 3 days? [y/N]"), "{t}");
@@ -335,7 +335,7 @@ fn a_broken_config_enforces_the_last_good_one_and_says_so_on_every_login() {
         );
         fs::write(pam.0.config(), body).unwrap();
     };
-    let (key, _) = pam.enrol("tfbrkreq");
+    let (key, _) = pam.enroll("tfbrkreq");
     let log = Syslog::new();
     let wrap = log.wrap();
 
@@ -445,7 +445,7 @@ fn one_prompt_checks_the_password_before_the_code() {
     let mut accounts = Accounts::default();
     let user = accounts.login_user("tfsplit", &home.path().join("a"), PASSWORD);
     let pam = Pam::one_prompt(&format!("[enforce]\nusers = [\"{user}\"]\n"));
-    let (key, backup) = pam.enrol(&user);
+    let (key, backup) = pam.enroll(&user);
     let state = pam.0.path().join(format!("state/{user}.json"));
     let code = oathtool(&key);
 
@@ -532,7 +532,7 @@ fn one_prompt_takes_an_earlier_password_and_splits_once_per_authentication() {
         &config,
         &format!("auth required {set_items}\n{ONE_PROMPT_STACK}"),
     );
-    let (key, _) = pam.enrol(&user);
+    let (key, _) = pam.enroll(&user);
     let code = oathtool(&key);
     let given = Wrap {
         env: vec![("PAM_AUTHTOK".into(), format!("{PASSWORD}{code}"))],
@@ -582,7 +582,7 @@ fn one_prompt_before_debians_common_auth() {
          auth required pam_permit.so\n\
          auth required {module}\n",
     );
-    let (key, _) = pam.enrol(&user);
+    let (key, _) = pam.enroll(&user);
     let code = oathtool(&key);
     let (v, t) = pam.run(&user, None, &[&format!("wrong{code}")]);
     assert_eq!(v, Verdict::AuthErr, "{t}");
@@ -601,7 +601,7 @@ fn logins_reach_journald_with_a_field_for_each_part() {
     let mut accounts = Accounts::default();
     accounts.user("tfjournal", "users", &[]);
     let pam = Pam::new("[enforce]\nusers = [\"tfjournal\"]\n");
-    let (key, _) = pam.enrol("tfjournal");
+    let (key, _) = pam.enroll("tfjournal");
     let journal = twofactor_testkit::Journal::new();
     let wrap = journal.wrap();
     let (v, t) = pam.run_with(&wrap, "tfjournal", Some("192.0.2.7"), &[&oathtool(&key)]);
@@ -712,13 +712,13 @@ fn only_a_valid_certificate_in_the_pam_environment_stands_for_the_code() {
     };
 
     let pam = Pam::with_stack(&config, &stack("valid.info"));
-    let _ = pam.enrol("tfcertpam");
+    let _ = pam.enroll("tfcertpam");
     let (v, t) = pam.run("tfcertpam", None, &[]);
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(!t.contains("Authentication code"), "{t}");
 
     let pam = Pam::with_stack(&config, &stack("expired.info"));
-    let _ = pam.enrol("tfcertpam");
+    let _ = pam.enroll("tfcertpam");
     let (v, t) = pam.run("tfcertpam", None, &[]);
     assert_eq!(
         v,
@@ -729,7 +729,7 @@ fn only_a_valid_certificate_in_the_pam_environment_stands_for_the_code() {
 
     // Only the process environment has it: not read, so the code is asked for.
     let pam = Pam::new(&config);
-    let (key2, _) = pam.enrol("tfcertpam");
+    let (key2, _) = pam.enroll("tfcertpam");
     let wrap = Wrap {
         env: vec![("SSH_AUTH_INFO_0".into(), valid)],
         ..Wrap::default()

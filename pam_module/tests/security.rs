@@ -20,7 +20,7 @@ use twofactor_core::config::Config;
 use twofactor_core::policy::Nss;
 use twofactor_core::random::OsRandom;
 use twofactor_testkit::{
-    Accounts, CHEAP_HASH, NssAliases, PamFixture, Session, Wrap, enrol, fresh_code, oathtool,
+    Accounts, CHEAP_HASH, NssAliases, PamFixture, Session, Wrap, enroll, fresh_code, oathtool,
     pam_module_so, pamtester, pamtester_with, tag,
 };
 use zeroize::Zeroizing;
@@ -65,7 +65,7 @@ fn a_file_size_limit_cannot_hide_wrong_guesses() {
     accounts.user(&user, "users", &[]);
     let f = PamFixture::new(&format!("[enforce]\nusers = [\"{user}\"]\n"));
     f.service("tf", "auth required {module}\n");
-    let (key, _) = enrol(&f.store(), &user, &mut OsRandom);
+    let (key, _) = enroll(&f.store(), &user, &mut OsRandom);
     let key = key.to_base32().to_string();
     // One good login first, so the used step is a number and a success write is no
     // longer than the file.
@@ -155,7 +155,7 @@ fn example_services(f: &PamFixture) -> Vec<String> {
 
 /// Finding 2: with every stack twofactor documents, a wrong password ends the stack
 /// before the module: no prompt, no QR code, no state. The right password does reach
-/// enrolment, so the stacks are not simply broken. The `required pam_unix.so` layout the
+/// enrollment, so the stacks are not simply broken. The `required pam_unix.so` layout the
 /// review found shows what goes wrong without that (doctor flags it).
 #[test]
 fn a_wrong_password_never_reaches_the_module_in_any_documented_stack() {
@@ -195,7 +195,7 @@ fn a_wrong_password_never_reaches_the_module_in_any_documented_stack() {
         let mut s = pamtester(&f.services(), service, &user, None);
         s.send(PASSWORD);
         if service == "one-prompt" {
-            // After one prompt no QR code can be shown: the user is told how to enrol.
+            // After one prompt no QR code can be shown: the user is told how to enroll.
             let (_, t) = s.finish();
             assert_eq!(verdict(&t), "auth_err", "{service}: {t}");
             assert!(t.contains("twofactor enroll"), "{service}: {t}");
@@ -227,7 +227,7 @@ fn aliases_share_the_canonical_account_and_unknown_names_get_nothing() {
         "[enforce]\nusers = [\"{user}\"]\n[lockout]\nmax_failures = 50\n"
     ));
     f.service("tf", "auth required {module}\n");
-    let (key, _) = enrol(&f.store(), &user, &mut OsRandom);
+    let (key, _) = enroll(&f.store(), &user, &mut OsRandom);
     let key = key.to_base32().to_string();
     let upper = user.to_uppercase();
     let realm = format!("{user}@corp.example");
@@ -298,7 +298,7 @@ fn trust_is_per_service_after_the_lock_and_for_addresses_only() {
     ));
     f.service("tf", "auth required {module}\n");
     f.service("other", "auth required {module}\n");
-    let (key, _) = enrol(&f.store(), &user, &mut OsRandom);
+    let (key, _) = enroll(&f.store(), &user, &mut OsRandom);
     let key = key.to_base32().to_string();
 
     // A host name is never offered trust.
@@ -348,7 +348,7 @@ fn trust_is_per_service_after_the_lock_and_for_addresses_only() {
         "[enforce]\nusers = [\"{user}\"]\n[trusted_devices]\nenabled = true\n"
     ));
     g.service("tf", "auth required {module}\n");
-    enrol(&g.store(), &user, &mut OsRandom);
+    enroll(&g.store(), &user, &mut OsRandom);
     let path = state_file(&g, &user);
     let text = fs::read_to_string(&path).unwrap();
     let mut v1: serde_json::Value = serde_json::from_str(&text).unwrap();

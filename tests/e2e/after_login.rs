@@ -219,10 +219,10 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     // A login with a code: sudo, sudo -i, then sudo again ask for the password only.
     let machine = Machine::start(&config, &user, true);
     let key = SecretKey::generate(&mut OsRandom).unwrap();
-    twofactor_testkit::enrol_key(&machine.fixture.store(), &user, key.clone(), &mut OsRandom);
+    twofactor_testkit::enroll_key(&machine.fixture.store(), &user, key.clone(), &mut OsRandom);
     let key = key.to_base32().to_string();
     let other_key = SecretKey::generate(&mut OsRandom).unwrap();
-    twofactor_testkit::enrol_key(&machine.fixture.store(), &other, other_key, &mut OsRandom);
+    twofactor_testkit::enroll_key(&machine.fixture.store(), &other, other_key, &mut OsRandom);
     let text = machine.ssh_then_sudo_trusting(&user, &oathtool(&key), "-", "y", &other, 0);
     println!("--- ssh with a code, then sudo, sudo -i, sudo ---\n{text}\n--- end ---");
     for n in 1..=3 {
@@ -265,7 +265,7 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     // Without pam_loginuid the login starts no audit session of its own, as in a
     // container that cannot set the login uid: nothing is recorded, and sudo asks.
     let machine = Machine::start(&config, &user, false);
-    twofactor_testkit::enrol_key(
+    twofactor_testkit::enroll_key(
         &machine.fixture.store(),
         &user,
         SecretKey::from_base32(&key).unwrap(),
@@ -279,7 +279,7 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
 
     // After the configured minutes (1 here), sudo asks for the code again.
     let machine = Machine::start(&config.replace("minutes = 15", "minutes = 1"), &user, true);
-    twofactor_testkit::enrol_key(
+    twofactor_testkit::enroll_key(
         &machine.fixture.store(),
         &user,
         SecretKey::from_base32(&key).unwrap(),

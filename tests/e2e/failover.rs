@@ -18,7 +18,7 @@ use twofactor_core::random::OsRandom;
 use twofactor_core::totp::TotpParams;
 use twofactor_testkit::patroni::HaCluster;
 use twofactor_testkit::postgres::{ADMIN, HOSTS};
-use twofactor_testkit::{Accounts, PamFixture, Syslog, enrol, pamtester_with, tag};
+use twofactor_testkit::{Accounts, PamFixture, Syslog, enroll, pamtester_with, tag};
 
 /// Users logging in; each can log in once per 30-second step.
 const USERS: usize = 16;
@@ -92,7 +92,7 @@ fn killing_the_leader_accepts_no_code_twice_and_the_old_leader_rejoins_as_a_repl
         .map(|i| {
             let name = format!("tfha{t}u{i}");
             accounts.login_user(&name, &home.path().join(&name), "pw");
-            let (key, _) = enrol(&admin, &name, &mut OsRandom);
+            let (key, _) = enroll(&admin, &name, &mut OsRandom);
             (name, key)
         })
         .collect();

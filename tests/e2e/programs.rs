@@ -94,10 +94,10 @@ fn group_of(user: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Enrols `user` straight into the store; returns the base32 key.
-fn enrol(store: &Store, user: &str) -> String {
+/// Enrolls `user` straight into the store; returns the base32 key.
+fn enroll(store: &Store, user: &str) -> String {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
-    twofactor_testkit::enrol_key(store, user, key.clone(), &mut OsRandom);
+    twofactor_testkit::enroll_key(store, user, key.clone(), &mut OsRandom);
     key.to_base32().to_string()
 }
 
@@ -173,7 +173,7 @@ fn login_su_and_sudo_ask_for_the_code_after_the_password() {
         ),
     ];
     for (program, command, user, refused) in cases {
-        let key = enrol(&store, user);
+        let key = enroll(&store, user);
         let text = run(&command, "wrong-password", &[], refused);
         assert!(
             !text.contains("Authentication code"),
@@ -204,9 +204,9 @@ fn login_su_and_sudo_ask_for_the_code_after_the_password() {
 
 /// `login` as the console runs it, for a required user with no authenticator: the QR
 /// code, the key and the prompt fit the 80x24 screen together, and the QR code read off
-/// it decodes to the account's URI; the key on screen then finishes the enrolment.
+/// it decodes to the account's URI; the key on screen then finishes the enrollment.
 #[test]
-fn login_enrols_on_an_80x24_console() {
+fn login_enrolls_on_an_80x24_console() {
     let home = tempfile::tempdir().unwrap();
     fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let user = format!("tfcon{}", tag() % 10_000);
@@ -287,7 +287,7 @@ fn sudo_asks_for_the_code_whatever_ssh_auth_info_0_the_caller_sets() {
         ),
         &sudoer,
     );
-    let key = enrol(&machine.store(), &sudoer);
+    let key = enroll(&machine.store(), &sudoer);
     let command = machine.command(
         Some(&sudoer),
         &format!("SSH_AUTH_INFO_0='publickey {cert}' sudo -k sh"),

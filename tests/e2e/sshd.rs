@@ -216,7 +216,7 @@ fn backup_codes_in(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_once() {
+fn enroll_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_once() {
     assert!(nix_is_root(), "the sshd end-to-end test runs as root");
     let user = format!("tfssh{}", tag());
     let sshd = Sshd::start(&format!(
@@ -225,7 +225,7 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
     let mut accounts = Accounts::default();
     accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
 
-    // 1. First login: the user is required and not enrolled, so enrols right there.
+    // 1. First login: the user is required and not enrolled, so enrolls right there.
     let (ok, text) = sshd.login(&user, &[]);
     assert!(ok, "enrolment login failed:\n{text}");
     assert!(
@@ -242,9 +242,9 @@ fn enrol_then_log_in_refuse_wrong_and_replayed_codes_and_spend_a_backup_code_onc
     assert!(sshd.store().load(&user).unwrap().is_enrolled());
     println!("--- what an enrolling user sees ---\n{text}\n--- end ---");
 
-    // 2. A fresh code logs in (the enrolment code's step is spent, so wait for the next).
-    let enrol_code = oathtool(&key);
-    let code = fresh_code(&key, &enrol_code);
+    // 2. A fresh code logs in (the enrollment code's step is spent, so wait for the next).
+    let enroll_code = oathtool(&key);
+    let code = fresh_code(&key, &enroll_code);
     let (ok, text) = sshd.login(&user, &[&code]);
     if !ok {
         let state = sshd.store().load(&user).unwrap();
@@ -340,7 +340,7 @@ fn the_password_fed_to_the_code_prompt_is_not_counted_as_wrong_codes() {
     let mut accounts = Accounts::default();
     accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
     let store = sshd.store();
-    twofactor_testkit::enrol(&store, &user, &mut OsRandom);
+    twofactor_testkit::enroll(&store, &user, &mut OsRandom);
     for _ in 0..3 {
         let (ok, text) = sshd.login_mode(&user, PASSWORD, &[], "password");
         assert!(!ok, "{text}");
@@ -405,7 +405,7 @@ fn every_refusal_the_user_must_act_on_reaches_the_ssh_client() {
     ));
     refused(&network, "Set it up from an allowed network");
 
-    twofactor_testkit::enrol(&store, &locked, &mut OsRandom);
+    twofactor_testkit::enroll(&store, &locked, &mut OsRandom);
     store
         .update(
             &locked,
@@ -443,7 +443,7 @@ fn a_wrong_code_is_logged_when_counted_even_if_the_client_hangs_up() {
     );
     let mut accounts = Accounts::default();
     accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
-    twofactor_testkit::enrol(&sshd.store(), &user, &mut OsRandom);
+    twofactor_testkit::enroll(&sshd.store(), &user, &mut OsRandom);
     let (ok, text) = sshd.login_mode(&user, PASSWORD, &["000000"], "hangup");
     assert!(!ok && text.contains("HUNG-UP"), "{text}");
     assert_eq!(sshd.store().load(&user).unwrap().lockout.failures, 1);
@@ -457,11 +457,11 @@ fn a_wrong_code_is_logged_when_counted_even_if_the_client_hangs_up() {
 }
 
 /// The fleet: two sshd "hosts", each with its own client certificate, share one
-/// PostgreSQL. A user enrols at login on A and logs in on B with the next code; that code
+/// PostgreSQL. A user enrolls at login on A and logs in on B with the next code; that code
 /// is refused on A. With the database stopped, B refuses the user with the message and
 /// logs why, while an exempt account still logs in; after a restart nothing is lost.
 #[test]
-fn fleet_enrol_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
+fn fleet_enroll_on_one_host_log_in_on_another_and_fail_closed_in_an_outage() {
     assert!(nix_is_root(), "the sshd end-to-end test runs as root");
     let cluster = Cluster::start();
     let user = format!("tffleet{}", tag());
@@ -542,7 +542,7 @@ fn a_code_with_a_leading_zero_reaches_the_module_intact() {
             break (key, code);
         }
     };
-    twofactor_testkit::enrol_key(&sshd.store(), &user, key, &mut OsRandom);
+    twofactor_testkit::enroll_key(&sshd.store(), &user, key, &mut OsRandom);
     let (ok, text) = sshd.login(&user, &[&code]);
     assert!(ok, "code {code} refused:\n{text}");
 }
@@ -571,7 +571,7 @@ fn one_prompt_over_sshd_password_authentication() {
     let mut accounts = Accounts::default();
     accounts.login_user(&user, &sshd.fixture.path().join("home"), PASSWORD);
     let key = SecretKey::generate(&mut OsRandom).unwrap();
-    twofactor_testkit::enrol_key(&sshd.store(), &user, key.clone(), &mut OsRandom);
+    twofactor_testkit::enroll_key(&sshd.store(), &user, key.clone(), &mut OsRandom);
     let key = key.to_base32().to_string();
 
     let (ok, text) = sshd.login_mode(&user, &format!("{PASSWORD}000000"), &[], "password");
@@ -589,7 +589,7 @@ fn one_prompt_over_sshd_password_authentication() {
 /// The driver itself, against a stand-in `ssh` that splits its output right after
 /// "Key: ", as a real ssh's reads sometimes fell. The driver's "[y/N]: " pattern was a
 /// glob, whose "[y/N]" is a character class: it matched the "y: " of "Key: ", took the
-/// key line and answered "n". About one large enrolment screen in fifteen failed so.
+/// key line and answered "n". About one large enrollment screen in fifteen failed so.
 #[test]
 fn the_driver_reads_a_key_line_that_arrives_in_two_pieces() {
     let dir = tempfile::tempdir().unwrap();
@@ -621,12 +621,12 @@ fn the_driver_reads_a_key_line_that_arrives_in_two_pieces() {
     assert!(text.contains("LOGGED-IN-AS-u"), "{text}");
 }
 
-/// The enrolment screen in a real 80-column terminal, as a new user meets it: ssh in a
+/// The enrollment screen in a real 80-column terminal, as a new user meets it: ssh in a
 /// tmux pane of 80x24 (unicode) or 80x44 (`enroll.qr = "ascii"`). When the setup prompt
 /// shows, the whole QR code, from its top row, is on screen with the key and the prompt,
 /// and the QR code read off the screen decodes to the account's URI.
 #[test]
-fn the_enrolment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
+fn the_enrollment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
     assert!(nix_is_root(), "the sshd end-to-end test runs as root");
     let sshd = Sshd::start("");
     let mut accounts = Accounts::default();
@@ -657,7 +657,7 @@ fn the_enrolment_screen_fits_80x24_and_its_qr_code_scans_off_it() {
             check_setup_screen(&shown, "Code from the app to finish setup:", &user);
         println!("QR rows on screen: {qr_rows} ({style})");
 
-        // The enrolment goes through: the key on screen gives the code.
+        // The enrollment goes through: the key on screen gives the code.
         screen.type_line(&oathtool(&key));
         screen.wait_for("Press Enter once you have saved the backup codes");
         screen.type_line("");
@@ -746,7 +746,7 @@ fn an_sso_certificate_stands_for_the_code_and_nothing_else_does() {
     fs::create_dir_all(home.join(".ssh")).unwrap();
     fs::write(home.join(".ssh/authorized_keys"), ca_pub(&plain)).unwrap();
     run("chown", &["-R", &user, home.join(".ssh").to_str().unwrap()]);
-    let (_, backups) = twofactor_testkit::enrol(&sshd.store(), &user, &mut OsRandom);
+    let (_, backups) = twofactor_testkit::enroll(&sshd.store(), &user, &mut OsRandom);
 
     let (ok, text) = sshd.login_mode(&user, PASSWORD, &[], &format!("key:{with_mfa}"));
     assert!(

@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::thread;
 
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::{Backend, BackendError};
+use twofactor_core::backend::{Authority, Backend, BackendError, Enrolled};
 use twofactor_core::backup_codes::{HashCost, NewCodes};
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
@@ -34,9 +34,9 @@ pub fn race_config() -> Config {
     c
 }
 
-/// Enrols `user` with real-cost backup codes (so a race has time to overlap); returns
+/// Enrolls `user` with real-cost backup codes (so a race has time to overlap); returns
 /// the TOTP code at [`now`] and one backup code.
-pub fn enrol_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
+pub fn enroll_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
     let key = SecretKey::generate(&mut OsRandom).unwrap();
     let params = TotpParams::default();
     let code = key.code_at_step(&params, params.step_at(now())).to_string();
@@ -47,8 +47,18 @@ pub fn enrol_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
         cost: HashCost::DEFAULT,
     };
     let NewCodes(plain) = backend
-        .enrol(user, &e, None, None, settings, 0, &mut OsRandom)
+        .enroll(
+            user,
+            &e,
+            None,
+            None,
+            Some(Authority::Admin),
+            settings,
+            0,
+            &mut OsRandom,
+        )
         .unwrap()
+        .saved()
         .unwrap();
     (code, plain[1].to_string())
 }
@@ -80,12 +90,13 @@ fn verify_race(open: Open<'_>, user: &str, input: &str) -> Vec<CodeResult> {
     race(open, &|b| {
         b.verify(user, input, Purpose::Login, &config, now())
             .unwrap()
+            .result
     })
 }
 
 /// One TOTP step, typed by many logins at once: one is accepted, the rest are replays.
 pub fn one_totp_step_is_accepted_once(open: Open<'_>) {
-    let (code, _) = enrol_for_race(&*open(), "racer1");
+    let (code, _) = enroll_for_race(&*open(), "racer1");
     let results = verify_race(open, "racer1", &code);
     assert_eq!(wins(&results), 1, "{results:?}");
     let replays = results
@@ -97,7 +108,7 @@ pub fn one_totp_step_is_accepted_once(open: Open<'_>) {
 
 /// One backup code, typed by many logins at once: spent once.
 pub fn one_backup_code_is_spent_once(open: Open<'_>) {
-    let (_, backup) = enrol_for_race(&*open(), "racer2");
+    let (_, backup) = enroll_for_race(&*open(), "racer2");
     let results = verify_race(open, "racer2", &backup);
     assert_eq!(wins(&results), 1, "{results:?}");
     assert!(results.contains(&CodeResult::BackupCode { left: 2 }));
@@ -117,9 +128,9 @@ pub fn the_last_grace_login_goes_once(open: Open<'_>) {
     assert_eq!(open().facts("racer3").unwrap().grace_logins_used, 2);
 }
 
-/// Many enrolments from nothing at once: one is saved, every other one learns that the
+/// Many enrollments from nothing at once: one is saved, every other one learns that the
 /// authenticator changed under it, and none overwrites the winner.
-pub fn one_of_racing_enrolments_is_saved(open: Open<'_>) {
+pub fn one_of_racing_enrollments_is_saved(open: Open<'_>) {
     let config = Config::default();
     let settings = SaveSettings {
         window: 1,
@@ -128,10 +139,19 @@ pub fn one_of_racing_enrolments_is_saved(open: Open<'_>) {
     };
     let results = race(open, &|b| {
         let e = Enrollment::new(&config, "racer4", "race", &mut OsRandom).unwrap();
-        let saved = b.enrol("racer4", &e, None, None, settings, now(), &mut OsRandom);
+        let saved = b.enroll(
+            "racer4",
+            &e,
+            None,
+            None,
+            Some(Authority::Admin),
+            settings,
+            now(),
+            &mut OsRandom,
+        );
         match saved {
-            Ok(Some(_)) => Ok(e.secret().clone()),
-            Ok(None) => panic!("no code was asked for"),
+            Ok(Enrolled::Saved(_)) => Ok(e.secret().clone()),
+            Ok(Enrolled::Mismatch(_)) => panic!("no code was asked for"),
             Err(BackendError::Changed(u)) => Err(u),
             Err(e) => panic!("{e}"),
         }
@@ -150,18 +170,19 @@ pub fn all(open: Open<'_>) {
     one_totp_step_is_accepted_once(open);
     one_backup_code_is_spent_once(open);
     the_last_grace_login_goes_once(open);
-    one_of_racing_enrolments_is_saved(open);
+    one_of_racing_enrollments_is_saved(open);
 }
 
 /// A replayed code is refused, and neither counts as a failure nor clears the count: one
 /// code typed into several sessions at once must not lock its owner out. Both stores.
 pub fn a_replay_is_refused_and_not_counted(open: Open<'_>) {
     let b = open();
-    let (code, _) = enrol_for_race(&*b, "replayer");
+    let (code, _) = enroll_for_race(&*b, "replayer");
     let config = Config::default();
     let verify = |input: &str| {
         b.verify("replayer", input, Purpose::Login, &config, now())
             .unwrap()
+            .result
     };
     assert_eq!(verify(&code), CodeResult::Totp);
     assert_eq!(verify("000000"), CodeResult::Wrong { locked_for: None });
@@ -176,16 +197,21 @@ pub fn a_replay_is_refused_and_not_counted(open: Open<'_>) {
 /// A required user whose authenticator is turned off sets up a new one at login, on
 /// `login`'s handle (a host's): a mistyped code saves nothing, the right one replaces the
 /// turned-off authenticator without proof of it, which cannot log in anyway. `open`'s
-/// handle enrols and turns it off (an administrator's). Both stores.
+/// handle enrolls and turns it off (an administrator's). Both stores.
 pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Open<'_>) {
     let admin = open();
-    let (code, _) = enrol_for_race(&*admin, "switched");
-    assert!(admin.set_enabled("switched", false).unwrap());
+    let (code, _) = enroll_for_race(&*admin, "switched");
+    assert!(
+        admin
+            .set_enabled("switched", Authority::Admin, false)
+            .unwrap()
+    );
     let host = login();
     let config = Config::default();
     assert_eq!(
         host.verify("switched", &code, Purpose::Login, &config, now())
-            .unwrap(),
+            .unwrap()
+            .result,
         CodeResult::NotEnrolled
     );
     let old = host.facts("switched").unwrap().authenticator_id().cloned();
@@ -206,30 +232,32 @@ pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Op
         "000000"
     };
     let saved = host
-        .enrol(
+        .enroll(
             "switched",
             &e,
             Some(wrong),
             old.as_ref(),
+            None,
             settings,
             now(),
             &mut OsRandom,
         )
         .unwrap();
-    assert!(saved.is_none(), "a wrong code saves nothing");
+    assert!(saved.saved().is_none(), "a wrong code saves nothing");
     let saved = host
-        .enrol(
+        .enroll(
             "switched",
             &e,
             Some(&fresh),
             old.as_ref(),
+            None,
             settings,
             now(),
             &mut OsRandom,
         )
         .unwrap();
     assert!(
-        saved.is_some(),
+        saved.saved().is_some(),
         "the right code replaces the turned-off authenticator"
     );
     let facts = host.facts("switched").unwrap();

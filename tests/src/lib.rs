@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use std::time::{Duration, Instant};
-use twofactor_core::backend::Backend;
+use twofactor_core::backend::{Authority, Backend};
 use twofactor_core::backup_codes::{HashCost, NewCodes};
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
@@ -173,7 +173,7 @@ pub fn fresh_code(key: &str, used: &str) -> String {
     }
 }
 
-/// The base32 key shown on the last "Key:" line of `text` (an enrolment screen), with
+/// The base32 key shown on the last "Key:" line of `text` (an enrollment screen), with
 /// the spaces of its groups taken out. A prompt from another pipe may share its line.
 pub fn key_shown(text: &str) -> String {
     let line = text
@@ -358,35 +358,35 @@ pub const CHEAP_HASH: HashCost = HashCost {
     p: 1,
 };
 
-/// Enrols `user` through the backend, without a code (as root's provisioning does), with
+/// Enrolls `user` through the backend, without a code (as root's provisioning does), with
 /// default TOTP parameters and three backup codes; returns the key and the plaintext codes.
-pub fn enrol(backend: &dyn Backend, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
-    enrol_with_codes(backend, user, 3, rng)
+pub fn enroll(backend: &dyn Backend, user: &str, rng: &mut dyn Random) -> (SecretKey, Vec<String>) {
+    enroll_with_codes(backend, user, 3, rng)
 }
 
-/// As [`enrol`], with `count` backup codes.
-pub fn enrol_with_codes(
+/// As [`enroll`], with `count` backup codes.
+pub fn enroll_with_codes(
     backend: &dyn Backend,
     user: &str,
     count: usize,
     rng: &mut dyn Random,
 ) -> (SecretKey, Vec<String>) {
     let key = SecretKey::generate(rng).unwrap();
-    let codes = enrol_key_with_codes(backend, user, key.clone(), count, rng);
+    let codes = enroll_key_with_codes(backend, user, key.clone(), count, rng);
     (key, codes)
 }
 
-/// As [`enrol`], with a given key; returns the plaintext backup codes.
-pub fn enrol_key(
+/// As [`enroll`], with a given key; returns the plaintext backup codes.
+pub fn enroll_key(
     backend: &dyn Backend,
     user: &str,
     key: SecretKey,
     rng: &mut dyn Random,
 ) -> Vec<String> {
-    enrol_key_with_codes(backend, user, key, 3, rng)
+    enroll_key_with_codes(backend, user, key, 3, rng)
 }
 
-fn enrol_key_with_codes(
+fn enroll_key_with_codes(
     backend: &dyn Backend,
     user: &str,
     key: SecretKey,
@@ -401,8 +401,18 @@ fn enrol_key_with_codes(
         cost: CHEAP_HASH,
     };
     let NewCodes(plain) = backend
-        .enrol(user, &enrollment, None, None, settings, 0, rng)
+        .enroll(
+            user,
+            &enrollment,
+            None,
+            None,
+            Some(Authority::Admin),
+            settings,
+            0,
+            rng,
+        )
         .unwrap()
+        .saved()
         .unwrap();
     plain.iter().map(|c| c.to_string()).collect()
 }

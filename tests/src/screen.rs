@@ -211,7 +211,7 @@ pub fn decode_qr(rows: &[String]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Checks an enrolment screen at its code prompt, as an 80-column terminal shows it: the
+/// Checks an enrollment screen at its code prompt, as an 80-column terminal shows it: the
 /// prompt is the last row, the key the row above it, the whole QR code is above that
 /// from its solid top row, and the QR code read off the screen decodes to the URI of
 /// `user` under the issuer "twofactor demo". Returns the key and the QR code's rows.

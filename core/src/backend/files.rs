@@ -1,7 +1,7 @@
 //! The file store as a [`Backend`]: each operation is one [`Store::update`] (or
 //! [`Store::hold`]) under the user's lock, so it is atomic and durable.
 
-use crate::auth::{self, CodeResult, Purpose};
+use crate::auth::{self, Purpose};
 use crate::backup_codes::{HashCost, NewCodes};
 use crate::config::Config;
 use crate::enroll::{Enrollment, SaveSettings, new_backup_codes};
@@ -9,7 +9,10 @@ use crate::random::Random;
 use crate::store::{Store, UserState};
 use crate::trusted::RemoteHost;
 
-use super::{AuthenticatorId, Backend, BackendError, Imported, Revoke, UserFacts};
+use super::{
+    AuthenticatorId, Authority, Backend, BackendError, Checked, Enrolled, Imported, Revoke,
+    UserFacts, Verified, needs_proof,
+};
 
 impl Backend for Store {
     fn facts(&self, user: &str) -> Result<UserFacts, BackendError> {
@@ -27,22 +30,41 @@ impl Backend for Store {
         purpose: Purpose,
         config: &Config,
         now: u64,
-    ) -> Result<CodeResult, BackendError> {
-        self.hold(user, |held| {
+    ) -> Result<Checked, BackendError> {
+        let result = self.hold(user, |held| {
             auth::charge_then_check(held, code, config, now, purpose)
-        })
+        })?;
+        let proof = result.is_success().then(|| Verified::new(user, None));
+        Ok(Checked { result, proof })
     }
 
-    fn enrol(
+    fn enroll(
         &self,
         user: &str,
         enrollment: &Enrollment,
         first_code: Option<&str>,
         expected: Option<&AuthenticatorId>,
+        authority: Option<Authority>,
         settings: SaveSettings,
         now: u64,
         rng: &mut dyn Random,
-    ) -> Result<Option<NewCodes>, BackendError> {
+    ) -> Result<Enrolled, BackendError> {
+        if first_code.is_none() && !matches!(authority, Some(Authority::Admin)) {
+            return Err(BackendError::Refused(
+                "saving an authenticator without a code from it is for administrators".into(),
+            ));
+        }
+        if let Some(a) = &authority {
+            a.covers(user)?;
+        }
+        // The code first, as the database checks it: a mistyped one changes nothing.
+        let step = match first_code {
+            Some(code) => match enrollment.check(code, settings.window, now) {
+                Some(step) => Some(step),
+                None => return Ok(Enrolled::Mismatch(authority)),
+            },
+            None => None,
+        };
         self.update(user, |s| {
             let current = s
                 .authenticator
@@ -51,15 +73,13 @@ impl Backend for Store {
             if current.as_ref() != expected {
                 return Err(BackendError::Changed(user.to_string()));
             }
-            match first_code {
-                Some(code) => {
-                    if enrollment.confirm(s, code, settings.window, now).is_err() {
-                        return Ok(None);
-                    }
-                }
-                None => enrollment.install(s, now, None),
+            // A turned-off authenticator cannot log in: a required user replaces it at
+            // login without proof of it, as on the database.
+            if s.authenticator.as_ref().is_some_and(|a| a.enabled) && authority.is_none() {
+                return Err(needs_proof("replacing an authenticator"));
             }
-            Ok(Some(new_backup_codes(
+            enrollment.install(s, now, step);
+            Ok(Enrolled::Saved(new_backup_codes(
                 s,
                 settings.backup_codes,
                 settings.cost,
@@ -99,19 +119,25 @@ impl Backend for Store {
 
     fn trust_host(
         &self,
-        user: &str,
+        proof: Verified,
         service: &str,
         host: &RemoteHost,
         days: u32,
         now: u64,
         rng: &mut dyn Random,
     ) -> Result<String, BackendError> {
-        self.update(user, |s| -> Result<_, BackendError> {
+        self.update(proof.user(), |s| -> Result<_, BackendError> {
             Ok(s.trusted_devices.add(service, host, now, days, rng)?)
         })
     }
 
-    fn revoke_trust(&self, user: &str, which: Revoke<'_>) -> Result<usize, BackendError> {
+    fn revoke_trust(
+        &self,
+        user: &str,
+        authority: Authority,
+        which: Revoke<'_>,
+    ) -> Result<usize, BackendError> {
+        authority.covers(user)?;
         self.update(user, |s| -> Result<_, BackendError> {
             Ok(match which {
                 Revoke::All => s.trusted_devices.revoke_all(),
@@ -120,7 +146,13 @@ impl Backend for Store {
         })
     }
 
-    fn set_enabled(&self, user: &str, enabled: bool) -> Result<bool, BackendError> {
+    fn set_enabled(
+        &self,
+        user: &str,
+        authority: Authority,
+        enabled: bool,
+    ) -> Result<bool, BackendError> {
+        authority.covers(user)?;
         self.update(user, |s| -> Result<_, BackendError> {
             Ok(s.authenticator
                 .as_mut()
@@ -129,7 +161,8 @@ impl Backend for Store {
         })
     }
 
-    fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError> {
+    fn remove_authenticator(&self, user: &str, authority: Authority) -> Result<bool, BackendError> {
+        authority.covers(user)?;
         self.update(user, |s| -> Result<_, BackendError> {
             let had = s.is_enrolled();
             s.authenticator = None;
@@ -157,10 +190,12 @@ impl Backend for Store {
     fn new_backup_codes(
         &self,
         user: &str,
+        authority: Authority,
         count: usize,
         cost: HashCost,
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError> {
+        authority.covers(user)?;
         self.update(user, |s| -> Result<_, BackendError> {
             if !s.is_enrolled() {
                 return Ok(None);

@@ -2,9 +2,13 @@
 //! admin command makes, shaped by what they need rather than by "load the secret".
 //!
 //! A code goes in and an outcome comes out ([`Backend::verify`]); a secret goes in only
-//! at enrolment ([`Backend::enrol`], [`Backend::import`]) and never comes out. What a
+//! at enrollment ([`Backend::enroll`], [`Backend::import`]) and never comes out. What a
 //! caller may read is [`UserFacts`], which holds no secret. That is what lets a backend
 //! on a server verify codes where the secrets are and keep them off the hosts.
+//!
+//! Every change to a user's second factor names its [`Authority`]: the [`Verified`]
+//! proof of a code the user just typed, which only [`Backend::verify`] makes and each
+//! change uses up, or [`Authority::Admin`]. Both stores hold a caller to the same rules.
 //!
 //! [`open`] picks the implementation from `[storage] backend`; the file store
 //! ([`crate::store::Store`], `backend = "files"`) is the first.
@@ -12,6 +16,7 @@
 use std::fmt;
 
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use crate::auth::{CodeResult, Purpose};
 use crate::backup_codes::{BackupCodes, GenerateError, HashCost, HashError, NewCodes};
@@ -43,7 +48,7 @@ pub trait Backend: fmt::Debug + Send + Sync {
         self.facts(user)
     }
 
-    /// The issuer the store names for every enrolment (a fleet's, from `fleet init
+    /// The issuer the store names for every enrollment (a fleet's, from `fleet init
     /// --issuer`); none for a host's own files, whose issuer is the config's or the host's.
     fn issuer(&self) -> Result<Option<String>, BackendError> {
         Ok(None)
@@ -61,7 +66,8 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// Checks a typed code: locked or not enrolled is answered unchecked; otherwise the
     /// attempt is recorded as a failure and made durable before the code is looked at,
     /// and a right code (fresh TOTP step, or an unspent backup code) then writes the
-    /// success. Returns only once the outcome is durable.
+    /// success. Returns only once the outcome is durable, with the [`Verified`] proof
+    /// that a right code hands out for one change.
     fn verify(
         &self,
         user: &str,
@@ -69,24 +75,30 @@ pub trait Backend: fmt::Debug + Send + Sync {
         purpose: Purpose,
         config: &Config,
         now: u64,
-    ) -> Result<CodeResult, BackendError>;
+    ) -> Result<Checked, BackendError>;
 
-    /// Saves `enrollment` with fresh backup codes once `first_code` verifies against it
-    /// (`None`: no code, root's provisioning), and only if the user's authenticator is
-    /// still `expected` (`None`: none). Returns the backup codes to show once, or `None`
-    /// when the code did not match (nothing changed). [`BackendError::Changed`] when the
-    /// authenticator changed meanwhile.
+    /// Saves `enrollment` with fresh backup codes once `first_code` verifies against it,
+    /// and only if the user's authenticator is still `expected` (`None`: none). Returns
+    /// the backup codes to show once, or, when the code did not match, nothing changed
+    /// and the authority back unspent. [`BackendError::Changed`] when the authenticator
+    /// changed meanwhile.
+    ///
+    /// `authority` is needed to replace an enabled authenticator (the user's proof of
+    /// it, or an administrator), and an administrator's to save without a code
+    /// (`first_code` `None`, provisioning); otherwise [`BackendError::Refused`]. A user
+    /// without an authenticator, or with a turned-off one, needs none.
     #[allow(clippy::too_many_arguments)] // each is a separate fact of the one change
-    fn enrol(
+    fn enroll(
         &self,
         user: &str,
         enrollment: &Enrollment,
         first_code: Option<&str>,
         expected: Option<&AuthenticatorId>,
+        authority: Option<Authority>,
         settings: SaveSettings,
         now: u64,
         rng: &mut dyn Random,
-    ) -> Result<Option<NewCodes>, BackendError>;
+    ) -> Result<Enrolled, BackendError>;
 
     /// Takes over an authenticator set up elsewhere (a google-authenticator file), with
     /// its own window and scratch codes, for a user who has none. Returns the backup
@@ -102,11 +114,12 @@ pub trait Backend: fmt::Debug + Send + Sync {
     /// was left (`allowed` is `enroll.grace_logins`).
     fn count_grace_login(&self, user: &str, allowed: u32) -> Result<Option<u32>, BackendError>;
 
-    /// Trusts `host` for `user`'s logins through `service` for `days` from `now`.
-    /// Returns the entry's id.
+    /// Trusts `host` for the logins through `service` of the user `proof` was made for,
+    /// for `days` from `now`: only a login that just verified a code may. Returns the
+    /// entry's id.
     fn trust_host(
         &self,
-        user: &str,
+        proof: Verified,
         service: &str,
         host: &RemoteHost,
         days: u32,
@@ -115,16 +128,27 @@ pub trait Backend: fmt::Debug + Send + Sync {
     ) -> Result<String, BackendError>;
 
     /// Revokes trusted hosts; how many were removed (0: no entry has that id).
-    fn revoke_trust(&self, user: &str, which: Revoke<'_>) -> Result<usize, BackendError>;
+    fn revoke_trust(
+        &self,
+        user: &str,
+        authority: Authority,
+        which: Revoke<'_>,
+    ) -> Result<usize, BackendError>;
 
     /// Turns the authenticator on or off, keeping the key. `false` when there is none.
-    fn set_enabled(&self, user: &str, enabled: bool) -> Result<bool, BackendError>;
+    fn set_enabled(
+        &self,
+        user: &str,
+        authority: Authority,
+        enabled: bool,
+    ) -> Result<bool, BackendError>;
 
     /// Removes the authenticator, backup codes and trusted hosts, keeping the lock and
     /// grace count. `false` when there was no authenticator.
-    fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError>;
+    fn remove_authenticator(&self, user: &str, authority: Authority) -> Result<bool, BackendError>;
 
     /// Removes everything: authenticator, backup codes, lock, trusted hosts, grace count.
+    /// An administrator's change, as are [`Self::unlock`] and [`Self::import`].
     fn reset(&self, user: &str) -> Result<(), BackendError>;
 
     /// Clears the failure count and any lock. Returns the seconds of lock that were left.
@@ -135,6 +159,7 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn new_backup_codes(
         &self,
         user: &str,
+        authority: Authority,
         count: usize,
         cost: HashCost,
         rng: &mut dyn Random,
@@ -167,7 +192,7 @@ pub fn open_admin(config: &Config, owner: u32) -> Result<Box<dyn Backend>, Backe
 pub fn fleet_admin(config: &Config) -> Result<postgresql::Postgresql, BackendError> {
     match config.storage.backend {
         BackendKind::Postgresql => fleet(config, postgresql::Role::Admin, 0),
-        BackendKind::Files => Err(BackendError::Unavailable(
+        BackendKind::Files => Err(BackendError::Setup(
             "this needs the fleet's admin config: [storage] backend = \"postgresql\" with an administrator's certificate (--config FILE)".into(),
         )),
     }
@@ -179,14 +204,47 @@ fn fleet(
     owner: u32,
 ) -> Result<postgresql::Postgresql, BackendError> {
     let settings = config.storage.postgresql.clone().ok_or_else(|| {
-        BackendError::Unavailable(
-            "storage.backend = \"postgresql\" without [storage.postgresql]".into(),
-        )
+        BackendError::Setup("storage.backend = \"postgresql\" without [storage.postgresql]".into())
     })?;
     Ok(postgresql::Postgresql::new(settings, role, owner))
 }
 
-/// A change or read of user state failed; a login must be refused.
+/// How every "cannot reach the database" error starts.
+pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
+
+/// Where a connection to a server, or a call on it, was when it failed or ran out of
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Looking up the server's name.
+    Resolve,
+    /// The TCP connection.
+    Connect,
+    /// The TLS handshake.
+    Tls,
+    /// Startup and certificate authentication.
+    Auth,
+    /// Asking whether the server takes writes (a standby does not).
+    Check,
+    /// A call: the query and its commit.
+    Call,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Resolve => "resolve",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Auth => "auth",
+            Self::Check => "check",
+            Self::Call => "call",
+        })
+    }
+}
+
+/// A change or read of user state failed; a login must be refused. Callers match on the
+/// kind, never on the text.
 #[derive(Debug, Error)]
 pub enum BackendError {
     /// The file store refused (corrupt file, full disk, bad permissions...).
@@ -201,18 +259,152 @@ pub enum BackendError {
     /// No randomness.
     #[error(transparent)]
     Random(#[from] RandomError),
-    /// The user's authenticator changed since an enrolment started (another login or an
+    /// The user's authenticator changed since an enrollment started (another login or an
     /// administrator got there first); nothing was saved.
     #[error("the authenticator of {0} was changed meanwhile (another login or an administrator)")]
     Changed(String),
-    /// The fleet database cannot be reached or used (down, TLS or authentication failure,
-    /// lock timeout); a login gets PAM_AUTHINFO_UNAVAIL.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The fleet database refused this caller (a host without the admin role, or a change
-    /// without a current code).
+    /// No server answered in time, or each refused the connection: down, a network
+    /// fault, TLS or certificate authentication. `server` and `phase` are the last
+    /// attempt's, when one was made; `why` lists every attempt.
+    #[error("{SERVER_UNREACHABLE}: {why}")]
+    Unreachable {
+        /// The last server tried, as `host:port (address)`.
+        server: Option<String>,
+        /// Where that attempt stopped.
+        phase: Option<Phase>,
+        /// What each attempt met.
+        why: String,
+    },
+    /// The store refused this caller: a host asking for an administrator's function, a
+    /// change without the proof it needs, a name it will not store.
     #[error("the two-factor database refused: {0}")]
     Refused(String),
+    /// The store answered with something this build cannot read (a newer or damaged
+    /// schema, an unexpected reply).
+    #[error("{0}")]
+    Corrupt(String),
+    /// The user's state is held by another change for longer than the deadline, or the
+    /// call ran out of time on the server: try again.
+    #[error("the two-factor database is busy: {0}")]
+    Busy(String),
+    /// The store cannot be used as configured: credentials, settings, the server's
+    /// setup.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl BackendError {
+    /// The server could not be reached: the user is told so, rather than "unavailable".
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// Proof that a code was just verified for one user: made only by [`Backend::verify`]
+/// (its fields are private and it has no public constructor), and used up by the one
+/// change it authorises.
+///
+/// ```compile_fail
+/// // Nothing outside core can make one.
+/// let forged = twofactor_core::backend::Verified { user: "root".into(), ticket: None };
+/// ```
+///
+/// ```compile_fail
+/// let proof: twofactor_core::backend::Verified = unimplemented!();
+/// let copy = proof.clone(); // one proof, one change
+/// ```
+pub struct Verified {
+    user: String,
+    /// The database's ticket for the change, which it checks and spends; none on the
+    /// file store, where this value is the proof.
+    ticket: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Verified {
+    /// The proof that `user` just typed a right code.
+    pub(crate) fn new(user: &str, ticket: Option<Zeroizing<Vec<u8>>>) -> Self {
+        Self {
+            user: user.to_string(),
+            ticket,
+        }
+    }
+
+    /// The user whose code was verified.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The database's ticket, if any.
+    pub(crate) fn ticket(&self) -> Option<&[u8]> {
+        self.ticket.as_deref().map(Vec::as_slice)
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who makes a change to a user's second factor.
+#[derive(Debug)]
+pub enum Authority {
+    /// The user, with the proof of a code they just typed.
+    Verified(Verified),
+    /// An administrator: root on a host's own files, the admin role on a fleet.
+    Admin,
+}
+
+impl Authority {
+    /// Whether this authority may change `user`: an administrator, or proof made for
+    /// that very user. The database checks its ticket again.
+    pub(crate) fn covers(&self, user: &str) -> Result<(), BackendError> {
+        match self {
+            Self::Admin => Ok(()),
+            Self::Verified(p) if p.user == user => Ok(()),
+            Self::Verified(p) => Err(BackendError::Refused(format!(
+                "a code verified for {} cannot change {user}",
+                p.user
+            ))),
+        }
+    }
+}
+
+/// The refusal of a user's change that came without the proof it needs; the database's
+/// words for it.
+pub(crate) fn needs_proof(what: &str) -> BackendError {
+    BackendError::Refused(format!("{what} needs a current code verified on this host"))
+}
+
+/// What [`Backend::enroll`] did.
+#[derive(Debug)]
+pub enum Enrolled {
+    /// Saved: the backup codes to show once.
+    Saved(NewCodes),
+    /// The first code did not match the new secret: nothing changed, and the authority
+    /// it came with is handed back for the next try.
+    Mismatch(Option<Authority>),
+}
+
+impl Enrolled {
+    /// The backup codes, when saved.
+    pub fn saved(self) -> Option<NewCodes> {
+        match self {
+            Self::Saved(codes) => Some(codes),
+            Self::Mismatch(_) => None,
+        }
+    }
+}
+
+/// What [`Backend::verify`] found, and for a right code the proof of it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The outcome.
+    pub result: CodeResult,
+    /// Present exactly when [`CodeResult::is_success`].
+    pub proof: Option<Verified>,
 }
 
 /// Which trusted hosts to revoke.
@@ -227,7 +419,7 @@ pub enum Revoke<'a> {
 /// An authenticator set up elsewhere, for [`Backend::import`].
 #[derive(Debug)]
 pub struct Imported<'a> {
-    /// Its secret and label, as an enrolment.
+    /// Its secret and label, as an enrollment.
     pub enrollment: &'a Enrollment,
     /// Steps accepted either side of now, as the old module had them.
     pub window: u8,
@@ -236,7 +428,7 @@ pub struct Imported<'a> {
 }
 
 /// Names one authenticator without revealing it: equal for the same secret, and no
-/// use for computing codes. An enrolment passes the one it started from, so that an
+/// use for computing codes. An enrollment passes the one it started from, so that an
 /// authenticator set up meanwhile is never overwritten.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthenticatorId([u8; 16]);
@@ -287,7 +479,7 @@ impl UserFacts {
         self.authenticator.is_some()
     }
 
-    /// The authenticator's id, for [`Backend::enrol`]'s `expected`.
+    /// The authenticator's id, for [`Backend::enroll`]'s `expected`.
     pub fn authenticator_id(&self) -> Option<&AuthenticatorId> {
         self.authenticator.as_ref().map(|a| &a.id)
     }
@@ -302,7 +494,7 @@ pub struct AuthenticatorFacts {
     pub params: TotpParams,
     /// `false` while temporarily disabled.
     pub enabled: bool,
-    /// Unix time of enrolment.
+    /// Unix time of enrollment.
     pub enrolled_at: u64,
     /// The newest step accepted; codes at or before it are replays.
     pub last_step: Option<u64>,

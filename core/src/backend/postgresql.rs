@@ -2,7 +2,7 @@
 //! SECURITY DEFINER functions (`postgresql/schema.sql`), so hosts never hold secrets.
 //!
 //! One connection serves one login's conversation: the routing facts before the prompt,
-//! the verify after it, and a trust or enrolment that follows. It is opened on first use
+//! the verify after it, and a trust or enrollment that follows. It is opened on first use
 //! with the synchronous `postgres` client, which drives its connection on the calling
 //! thread: no thread is started in the PAM process. TLS is always on, verified against
 //! `ca` and the server's name, with the host's own client certificate.
@@ -22,7 +22,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{
-    AuthenticatorFacts, AuthenticatorId, Backend, BackendError, Imported, Revoke, UserFacts,
+    AuthenticatorFacts, AuthenticatorId, Authority, Backend, BackendError, Checked, Enrolled,
+    Imported, Revoke, UserFacts, Verified,
 };
 use crate::auth::{CodeResult, Purpose};
 use crate::backup_codes::{self, HashCost, NewCodes};
@@ -36,7 +37,7 @@ use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
 mod conn;
 mod setup;
 mod tls;
-pub use conn::Phase;
+pub use super::Phase;
 use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
     AddedHost, HOSTS_GROUP, HbaAdvice, HostEntry, InitReport, RemovedHost, RotateReport,
@@ -45,8 +46,7 @@ pub use setup::{
 };
 use tls::Tls;
 
-/// How every "cannot reach the database" error starts, for the login's message.
-pub const SERVER_UNREACHABLE: &str = "the two-factor database cannot be reached";
+pub use super::SERVER_UNREACHABLE;
 
 /// Added to a refusal of an administrator's function to a host.
 pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, which a host's certificate never has: \
@@ -145,7 +145,7 @@ pub struct AuditRow {
     pub role: String,
     /// The user it concerns.
     pub user: Option<String>,
-    /// What was done (`verify`, `enrol`, `reset`...).
+    /// What was done (`verify`, `enroll`, `reset`...).
     pub action: String,
     /// How it ended.
     pub outcome: String,
@@ -158,8 +158,12 @@ enum Slot {
     Unopened,
     /// Open (boxed: a runtime and a client are large beside the other states).
     Open(Box<Conn>),
-    /// Lost (closed, or a call ran out of time): why, for every later call.
-    Lost(String),
+    /// Lost (closed, or a call ran out of time): the error every later call gets.
+    Lost {
+        server: Option<String>,
+        phase: Option<Phase>,
+        why: String,
+    },
 }
 
 /// The fleet database, as one host (or an administrator) reaches it.
@@ -171,9 +175,6 @@ pub struct Postgresql {
     /// When this host's certificate runs out, once connected: logins tell the database,
     /// for `fleet hosts`.
     cert_not_after: Mutex<Option<u64>>,
-    /// Handed out by the last successful verify: lets this connection's host make one
-    /// change for that user (trust a client, new backup codes...).
-    ticket: Mutex<Option<(String, Zeroizing<Vec<u8>>)>>,
 }
 
 impl std::fmt::Debug for Postgresql {
@@ -191,17 +192,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn unavailable(what: impl std::fmt::Display) -> BackendError {
-    BackendError::Unavailable(what.to_string())
+    BackendError::Setup(what.to_string())
+}
+
+fn unreachable(failure: &Failure) -> BackendError {
+    BackendError::Unreachable {
+        server: Some(failure.server().to_string()),
+        phase: Some(failure.phase()),
+        why: failure.to_string(),
+    }
 }
 
 impl From<postgres::Error> for BackendError {
     fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
         match e.as_db_error() {
-            Some(db) if db.code() == &postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+            Some(db) if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE => {
                 Self::Refused(db.message().to_string())
             }
-            Some(db) => Self::Unavailable(format!("the database refused: {}", db.message())),
-            None => Self::Unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))),
+            Some(db)
+                if [
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::QUERY_CANCELED,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                ]
+                .contains(db.code()) =>
+            {
+                Self::Busy(db.message().to_string())
+            }
+            // A standby (or a primary fenced meanwhile) cannot take the write.
+            Some(db) if db.code() == &SqlState::READ_ONLY_SQL_TRANSACTION => Self::Unreachable {
+                server: None,
+                phase: Some(Phase::Call),
+                why: db.message().to_string(),
+            },
+            Some(db) => Self::Refused(db.message().to_string()),
+            None => Self::Unreachable {
+                server: None,
+                phase: None,
+                why: with_causes(&e),
+            },
         }
     }
 }
@@ -242,7 +273,6 @@ impl Postgresql {
             owner,
             client: Mutex::new(Slot::Unopened),
             cert_not_after: Mutex::new(None),
-            ticket: Mutex::new(None),
         }
     }
 
@@ -298,6 +328,10 @@ impl Postgresql {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        let (server, phase) = match failures.last() {
+            Some(f) => (Some(f.server().to_string()), Some(f.phase())),
+            None => (None, None),
+        };
         let hint = match self.role {
             Role::Admin => {
                 " (admin commands need a certificate that pg_ident.conf maps to twofactor_admin)"
@@ -307,7 +341,11 @@ impl Postgresql {
             }
             Role::Host => "",
         };
-        Err(unavailable(format!("{SERVER_UNREACHABLE}: {last}{hint}")))
+        Err(BackendError::Unreachable {
+            server,
+            phase,
+            why: format!("{last}{hint}"),
+        })
     }
 
     /// Runs `f` on the connection within the call's deadline, opening the connection
@@ -329,28 +367,44 @@ impl Postgresql {
                 }
             }
             Slot::Open(conn) if conn.is_closed() => {
-                let lost = format!(
-                    "{SERVER_UNREACHABLE}: {}: the connection closed",
-                    conn.server
-                );
-                *slot = Slot::Lost(lost.clone());
-                return Err(unavailable(lost));
+                let server = conn.server.clone();
+                let why = format!("{server}: the connection closed");
+                *slot = Slot::Lost {
+                    server: Some(server.clone()),
+                    phase: Some(Phase::Call),
+                    why: why.clone(),
+                };
+                return Err(BackendError::Unreachable {
+                    server: Some(server),
+                    phase: Some(Phase::Call),
+                    why,
+                });
             }
             Slot::Open(conn) => conn,
-            Slot::Lost(why) => return Err(unavailable(why.clone())),
+            Slot::Lost { server, phase, why } => {
+                return Err(BackendError::Unreachable {
+                    server: server.clone(),
+                    phase: *phase,
+                    why: why.clone(),
+                });
+            }
         };
         match conn.call(f) {
             Ok(v) => Ok(v),
             Err(failure) => {
                 let gone = conn.is_closed() || !matches!(failure, Failure::Failed { .. });
                 if gone {
-                    *slot = Slot::Lost(format!("{SERVER_UNREACHABLE}: {failure}"));
+                    *slot = Slot::Lost {
+                        server: Some(failure.server().to_string()),
+                        phase: Some(failure.phase()),
+                        why: failure.to_string(),
+                    };
                 }
                 Err(match failure {
                     Failure::Failed { error: Some(e), .. } if e.as_db_error().is_some() => {
                         BackendError::from(e)
                     }
-                    other => unavailable(format!("{SERVER_UNREACHABLE}: {other}")),
+                    other => unreachable(&other),
                 })
             }
         }
@@ -388,7 +442,7 @@ impl Postgresql {
     pub fn probe(&self, sql: &str) -> Result<(), String> {
         self.with(async |c| c.batch_execute(sql).await)
             .map_err(|e| match e {
-                BackendError::Unavailable(m) | BackendError::Refused(m) => m,
+                BackendError::Refused(m) | BackendError::Busy(m) | BackendError::Setup(m) => m,
                 other => other.to_string(),
             })
     }
@@ -510,21 +564,30 @@ impl Postgresql {
         .map_err(|e| self.for_admin(e))
     }
 
-    /// The ticket of the last successful verify for `user`, kept: an enrolment spends it
-    /// only once its code has verified.
-    fn peek_ticket(&self, user: &str) -> Option<Zeroizing<Vec<u8>>> {
-        match &*lock(&self.ticket) {
-            Some((u, ticket)) if u == user => Some(ticket.clone()),
-            _ => None,
-        }
-    }
-
-    /// The ticket of the last successful verify for `user`, used up.
-    fn take_ticket(&self, user: &str) -> Option<Zeroizing<Vec<u8>>> {
-        let mut t = lock(&self.ticket);
-        match t.take() {
-            Some((u, ticket)) if u == user => Some(ticket),
-            _ => None,
+    /// Runs a user's change: with their proof, the host function `host_sql` (whose
+    /// second argument is the ticket, which the database checks and spends); as an
+    /// administrator, `admin_sql`, which the database refuses to a host's role.
+    fn change<T: for<'a> postgres::types::FromSql<'a>>(
+        &self,
+        user: &str,
+        authority: Authority,
+        host_sql: &str,
+        admin_sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, BackendError> {
+        authority.covers(user)?;
+        match authority {
+            Authority::Verified(proof) => {
+                let ticket: Option<&[u8]> = proof.ticket();
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&user, &ticket];
+                params.extend_from_slice(args);
+                self.one(host_sql, &params)
+            }
+            Authority::Admin => {
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&user];
+                params.extend_from_slice(args);
+                self.admin_one(admin_sql, &params)
+            }
         }
     }
 
@@ -579,7 +642,7 @@ struct RawVerify {
 }
 
 fn bad_reply(e: impl std::fmt::Display) -> BackendError {
-    unavailable(format!("unexpected reply from the database: {e}"))
+    BackendError::Corrupt(format!("unexpected reply from the database: {e}"))
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
@@ -694,7 +757,7 @@ impl Backend for Postgresql {
         purpose: Purpose,
         config: &Config,
         _now: u64,
-    ) -> Result<CodeResult, BackendError> {
+    ) -> Result<Checked, BackendError> {
         let as_totp = totp::normalize(code);
         let as_backup = backup_codes::normalize(code);
         let purpose = match purpose {
@@ -719,11 +782,11 @@ impl Backend for Postgresql {
             ],
         )?;
         let r: RawVerify = serde_json::from_value(v).map_err(bad_reply)?;
-        if let Some(t) = r.ticket.as_deref() {
-            let t = Zeroizing::new(hex(t).ok_or_else(|| bad_reply("ticket"))?);
-            *lock(&self.ticket) = Some((user.to_string(), t));
-        }
-        Ok(match r.result.as_str() {
+        let ticket = match r.ticket.as_deref() {
+            Some(t) => Some(Zeroizing::new(hex(t).ok_or_else(|| bad_reply("ticket"))?)),
+            None => None,
+        };
+        let result = match r.result.as_str() {
             "totp" => CodeResult::Totp,
             "backup" => CodeResult::BackupCode {
                 left: r.left.unwrap_or(0),
@@ -737,19 +800,28 @@ impl Backend for Postgresql {
             },
             "not_enrolled" => CodeResult::NotEnrolled,
             other => return Err(bad_reply(other)),
-        })
+        };
+        if result.is_success() != ticket.is_some() {
+            return Err(bad_reply("a ticket without a right code, or none with one"));
+        }
+        let proof = ticket.map(|t| Verified::new(user, Some(t)));
+        Ok(Checked { result, proof })
     }
 
-    fn enrol(
+    fn enroll(
         &self,
         user: &str,
         enrollment: &Enrollment,
         first_code: Option<&str>,
         expected: Option<&AuthenticatorId>,
+        authority: Option<Authority>,
         settings: SaveSettings,
         _now: u64,
         rng: &mut dyn Random,
-    ) -> Result<Option<NewCodes>, BackendError> {
+    ) -> Result<Enrolled, BackendError> {
+        if let Some(a) = &authority {
+            a.covers(user)?;
+        }
         let (canonical, shown) = backup_codes::generate_plain(settings.backup_codes, rng)?;
         let codes = Self::codes_array(&canonical);
         let p = enrollment.params();
@@ -758,10 +830,12 @@ impl Backend for Postgresql {
         let digits = i32::from(p.digits);
         let period = i32::try_from(p.period).unwrap_or(i32::MAX);
         let expected: Option<&[u8]> = expected.map(|e| &e.0[..]);
-        let result: String = match first_code {
-            Some(code) => {
-                let ticket = self.peek_ticket(user);
-                let ticket: Option<&[u8]> = ticket.as_deref().map(Vec::as_slice);
+        let result: String = match (first_code, &authority) {
+            (Some(code), _) => {
+                let ticket: Option<&[u8]> = match &authority {
+                    Some(Authority::Verified(proof)) => proof.ticket(),
+                    _ => None,
+                };
                 let code = totp::normalize(code);
                 let code: &str = &code;
                 let window = i32::from(settings.window);
@@ -774,20 +848,23 @@ impl Backend for Postgresql {
                 )?;
                 v.get("result")
                     .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| bad_reply("enrol"))?
+                    .ok_or_else(|| bad_reply("h_enrol"))?
                     .to_string()
             }
-            None => self.admin_one(
+            (None, Some(Authority::Admin)) => self.admin_one(
                 "SELECT twofactor.a_install($1, $2, $3, $4, $5, $6, NULL, $7, NULL)",
                 &[&user, &secret, &alg, &digits, &period, &expected, &codes],
             )?,
+            (None, _) => {
+                return Err(BackendError::Refused(
+                    "saving an authenticator without a code from it is for administrators".into(),
+                ));
+            }
         };
         match result.as_str() {
-            "saved" => {
-                self.take_ticket(user);
-                Ok(Some(shown))
-            }
-            "wrong" => Ok(None),
+            "saved" => Ok(Enrolled::Saved(shown)),
+            // The database checks the code before the ticket, so it is still unspent.
+            "wrong" => Ok(Enrolled::Mismatch(authority)),
             "changed" => Err(BackendError::Changed(user.to_string())),
             other => Err(bad_reply(other)),
         }
@@ -834,17 +911,15 @@ impl Backend for Postgresql {
 
     fn trust_host(
         &self,
-        user: &str,
+        proof: Verified,
         service: &str,
         host: &RemoteHost,
         days: u32,
         _now: u64,
         _rng: &mut dyn Random,
     ) -> Result<String, BackendError> {
-        let ticket = self.take_ticket(user).ok_or_else(|| {
-            BackendError::Refused("trusting a host needs a code verified on it first".into())
-        })?;
-        let ticket: &[u8] = &ticket;
+        let user = proof.user();
+        let ticket: Option<&[u8]> = proof.ticket();
         let kind = match host.kind {
             HostKind::Ip => "ip",
             HostKind::Name => "name",
@@ -856,45 +931,49 @@ impl Backend for Postgresql {
         )
     }
 
-    fn revoke_trust(&self, user: &str, which: Revoke<'_>) -> Result<usize, BackendError> {
+    fn revoke_trust(
+        &self,
+        user: &str,
+        authority: Authority,
+        which: Revoke<'_>,
+    ) -> Result<usize, BackendError> {
         let id: Option<&str> = match which {
             Revoke::One(id) => Some(id),
             Revoke::All => None,
         };
-        let n: i32 = match self.take_ticket(user) {
-            Some(t) => {
-                let t: &[u8] = &t;
-                self.one(
-                    "SELECT twofactor.h_revoke_trust($1, $2, $3)",
-                    &[&user, &t, &id],
-                )?
-            }
-            None => self.admin_one("SELECT twofactor.a_revoke_trust($1, $2)", &[&user, &id])?,
-        };
+        let n: i32 = self.change(
+            user,
+            authority,
+            "SELECT twofactor.h_revoke_trust($1, $2, $3)",
+            "SELECT twofactor.a_revoke_trust($1, $2)",
+            &[&id],
+        )?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    fn set_enabled(&self, user: &str, enabled: bool) -> Result<bool, BackendError> {
-        match self.take_ticket(user) {
-            Some(t) => {
-                let t: &[u8] = &t;
-                self.one(
-                    "SELECT twofactor.h_set_enabled($1, $2, $3)",
-                    &[&user, &t, &enabled],
-                )
-            }
-            None => self.admin_one("SELECT twofactor.a_set_enabled($1, $2)", &[&user, &enabled]),
-        }
+    fn set_enabled(
+        &self,
+        user: &str,
+        authority: Authority,
+        enabled: bool,
+    ) -> Result<bool, BackendError> {
+        self.change(
+            user,
+            authority,
+            "SELECT twofactor.h_set_enabled($1, $2, $3)",
+            "SELECT twofactor.a_set_enabled($1, $2)",
+            &[&enabled],
+        )
     }
 
-    fn remove_authenticator(&self, user: &str) -> Result<bool, BackendError> {
-        match self.take_ticket(user) {
-            Some(t) => {
-                let t: &[u8] = &t;
-                self.one("SELECT twofactor.h_remove($1, $2)", &[&user, &t])
-            }
-            None => self.admin_one("SELECT twofactor.a_reset($1, false)", &[&user]),
-        }
+    fn remove_authenticator(&self, user: &str, authority: Authority) -> Result<bool, BackendError> {
+        self.change(
+            user,
+            authority,
+            "SELECT twofactor.h_remove($1, $2)",
+            "SELECT twofactor.a_reset($1, false)",
+            &[],
+        )
     }
 
     fn reset(&self, user: &str) -> Result<(), BackendError> {
@@ -910,22 +989,20 @@ impl Backend for Postgresql {
     fn new_backup_codes(
         &self,
         user: &str,
+        authority: Authority,
         count: usize,
         _cost: HashCost,
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError> {
         let (canonical, shown) = backup_codes::generate_plain(count, rng)?;
         let codes = Self::codes_array(&canonical);
-        let saved: bool = match self.take_ticket(user) {
-            Some(t) => {
-                let t: &[u8] = &t;
-                self.one(
-                    "SELECT twofactor.h_new_codes($1, $2, $3)",
-                    &[&user, &t, &codes],
-                )?
-            }
-            None => self.admin_one("SELECT twofactor.a_new_codes($1, $2)", &[&user, &codes])?,
-        };
+        let saved: bool = self.change(
+            user,
+            authority,
+            "SELECT twofactor.h_new_codes($1, $2, $3)",
+            "SELECT twofactor.a_new_codes($1, $2)",
+            &[&codes],
+        )?;
         Ok(saved.then_some(shown))
     }
 }

@@ -143,7 +143,7 @@ pub fn candidates(
 }
 
 /// Users whose next login core would refuse in a way only an admin can lift: required,
-/// no authenticator, enrolment at login off and no grace left.
+/// no authenticator, enrollment at login off and no grace left.
 pub fn stranded(
     c: &Config,
     users: &[(String, Requirement, UserFacts)],
@@ -162,7 +162,7 @@ pub fn stranded(
         .filter(|(_, req, state)| {
             login::next_step(c, req, state, &facts, now)
                 == Step::NoGraceLeft {
-                    enrol_elsewhere: false,
+                    enroll_elsewhere: false,
                 }
         })
         .map(|(u, _, _)| u.as_str())
@@ -435,7 +435,7 @@ mod tests {
         let f = stranded(&c, &users, 0).unwrap();
         assert_eq!((f.severity, f.id), (Level::Error, "stranded"));
         assert!(f.message.ends_with(": amy"), "{}", f.message);
-        // Grace logins left, or enrolment at login: they can still get in.
+        // Grace logins left, or enrollment at login: they can still get in.
         c.enroll.grace_logins = 1;
         assert_eq!(stranded(&c, &users, 0), None);
         c.enroll.grace_logins = 0;

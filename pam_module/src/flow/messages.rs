@@ -28,13 +28,13 @@ pub const NO_CODE_AFTER_PASSWORD: &str = "No code after the password.\nType your
 /// A wrong code.
 pub const WRONG_CODE: &str = "Wrong code.\nEnter the current code from your authenticator app, or a backup code.\nIf codes keep failing, check that the phone sets its time automatically.";
 
-/// The first code of an enrolment did not match the new key.
-pub const ENROL_CODE_MISMATCH: &str = "That code does not match.\nCheck that the phone sets its time automatically, then enter the next code.";
+/// The first code of an enrollment did not match the new key.
+pub const ENROLL_CODE_MISMATCH: &str = "That code does not match.\nCheck that the phone sets its time automatically, then enter the next code.";
 
 /// Holds the backup codes on screen until the user has saved them.
 pub const SAVED_CODES_PROMPT: &str = "Press Enter once you have saved the backup codes: ";
 
-/// Enrolment at login ran out of tries.
+/// Enrollment at login ran out of tries.
 pub const SETUP_NOT_FINISHED: &str = "Setup was not finished. Log in again to start over.";
 
 /// After a login of a user whose backup codes went with a retired key.
@@ -83,10 +83,10 @@ pub fn grace(left: u32) -> String {
 
 /// Required, no authenticator, nothing to be done in this login. `one_prompt`: the
 /// login could not have shown a QR code, wherever it came from.
-pub fn no_authenticator(enrol_elsewhere: bool, one_prompt: bool) -> String {
+pub fn no_authenticator(enroll_elsewhere: bool, one_prompt: bool) -> String {
     let remedy = if one_prompt {
         "This login cannot set one up. Log in over ssh or at a console and run:\n  twofactor enroll\nthen type your password followed by the code here."
-    } else if enrol_elsewhere {
+    } else if enroll_elsewhere {
         "Set it up from an allowed network, or ask an administrator for help."
     } else {
         "Ask an administrator to set it up for you (twofactor enroll --user)."

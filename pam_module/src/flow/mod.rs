@@ -3,8 +3,7 @@
 
 use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::postgresql::SERVER_UNREACHABLE;
-use twofactor_core::backend::{self, Backend, BackendError, UserFacts};
+use twofactor_core::backend::{self, Backend, BackendError, UserFacts, Verified};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
@@ -20,7 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::conversation::{ConvError, Conversation};
 use crate::decision::{Decision, ErrorKind};
 
-mod enrol;
+mod enroll;
 mod messages;
 
 pub use messages::{
@@ -28,7 +27,7 @@ pub use messages::{
     UNAVAILABLE_MESSAGE, backup_codes_text, enrollment_text,
 };
 
-/// Tries per login, for codes and for enrolment.
+/// Tries per login, for codes and for enrollment.
 pub const MAX_TRIES: usize = 3;
 
 /// Who is logging in, from where.
@@ -83,7 +82,7 @@ pub struct Env<'a> {
     pub host: String,
     /// Owner required of the state directory and files (root in production).
     pub store_owner: u32,
-    /// Cost of backup-code hashes made at enrolment.
+    /// Cost of backup-code hashes made at enrollment.
     pub hash_cost: HashCost,
     /// Receives each decision as it is made, with the account's canonical name: every
     /// recorded failure at once (a disconnect after it must not lose the audit line),
@@ -132,6 +131,8 @@ enum Stop {
     Conv(ConvError),
     /// State, the name service or randomness could not be had.
     Unavailable(String),
+    /// The fleet database could not be reached.
+    Unreachable(String),
 }
 
 impl From<ConvError> for Stop {
@@ -149,7 +150,17 @@ macro_rules! unavailable_from {
         }
     )*};
 }
-unavailable_from!(BackendError, LookupError, RandomError);
+unavailable_from!(LookupError, RandomError);
+
+impl From<BackendError> for Stop {
+    fn from(e: BackendError) -> Self {
+        if e.is_unreachable() {
+            Self::Unreachable(e.to_string())
+        } else {
+            Self::Unavailable(e.to_string())
+        }
+    }
+}
 
 impl From<Stop> for Decision {
     fn from(s: Stop) -> Self {
@@ -159,6 +170,7 @@ impl From<Stop> for Decision {
                 format!("conversation failed: {}", e.0),
             ),
             Stop::Unavailable(e) => Decision::Error(ErrorKind::Unavailable, e),
+            Stop::Unreachable(e) => Decision::Error(ErrorKind::Unreachable, e),
         }
     }
 }
@@ -191,15 +203,16 @@ fn conclude(
     decision: Decision,
     account: Option<String>,
 ) -> (Decision, Option<String>) {
-    if let Decision::Error(kind @ (ErrorKind::Unavailable | ErrorKind::Config), why) = &decision {
-        // The user cannot fix it, but must learn that it was not their code. A failing
-        // conversation cannot change the decision.
-        let unreachable = *kind == ErrorKind::Unavailable && why.starts_with(SERVER_UNREACHABLE);
-        let _ = ui.error(if unreachable {
-            messages::SERVER_UNREACHABLE_MESSAGE
-        } else {
-            UNAVAILABLE_MESSAGE
-        });
+    // The user cannot fix these, but must learn that it was not their code. A failing
+    // conversation cannot change the decision.
+    match &decision {
+        Decision::Error(ErrorKind::Unreachable, _) => {
+            let _ = ui.error(messages::SERVER_UNREACHABLE_MESSAGE);
+        }
+        Decision::Error(ErrorKind::Unavailable | ErrorKind::Config, _) => {
+            let _ = ui.error(UNAVAILABLE_MESSAGE);
+        }
+        _ => {}
     }
     if ui.logged.as_ref() != Some(&decision) {
         (env.audit)(&decision, account.as_deref(), env.served_by.as_deref());
@@ -401,14 +414,14 @@ fn render(
             }
             return Ok(decision);
         }
-        Step::Enrol => {
-            return enrol::at_login(ui, login, env, backend, state);
+        Step::Enroll => {
+            return enroll::at_login(ui, login, env, backend, state);
         }
         Step::Grace { .. } => {
-            return enrol::grace(ui, login, env, backend);
+            return enroll::grace(ui, login, env, backend);
         }
-        Step::NoGraceLeft { enrol_elsewhere } => {
-            return enrol::refuse_unenrolled(ui, login, enrol_elsewhere);
+        Step::NoGraceLeft { enroll_elsewhere } => {
+            return enroll::refuse_unenrolled(ui, login, enroll_elsewhere);
         }
     };
     Ok(decision)
@@ -493,7 +506,7 @@ fn judge(
     period: u64,
     code: &str,
 ) -> Result<Judged, Stop> {
-    let result = backend.verify(
+    let checked = backend.verify(
         login.user,
         code,
         Purpose::Login,
@@ -501,24 +514,30 @@ fn judge(
         env.clock.now(),
     )?;
     env.served_by = backend.served_by();
-    let done = match result {
-        CodeResult::Totp => {
-            offer_trust(ui, login, env, backend)?;
+    let done = match (checked.result, checked.proof) {
+        (CodeResult::Totp, Some(proof)) => {
+            offer_trust(ui, login, env, backend, proof)?;
             Decision::Allow(Reason::Totp)
         }
-        CodeResult::BackupCode { left } => {
+        (CodeResult::BackupCode { left }, Some(proof)) => {
             ui.info(&messages::backup_code_accepted(left))?;
-            offer_trust(ui, login, env, backend)?;
+            offer_trust(ui, login, env, backend, proof)?;
             Decision::Allow(Reason::BackupCode { left })
         }
-        CodeResult::Replayed => {
+        // A backend's verify hands out proof with every right code.
+        (CodeResult::Totp | CodeResult::BackupCode { .. }, None) => {
+            return Err(Stop::Unavailable(
+                "the store accepted the code without proof of it".into(),
+            ));
+        }
+        (CodeResult::Replayed, _) => {
             let recorded = Decision::Deny(Reason::Replay);
             (env.audit)(&recorded, Some(login.user), env.served_by.as_deref());
             ui.logged = Some(recorded);
             ui.error(&messages::replayed(period))?;
             return Ok(Judged::Again(Reason::Replay));
         }
-        CodeResult::Wrong { locked_for } => {
+        (CodeResult::Wrong { locked_for }, _) => {
             // Logged now: the failure is recorded, and the user may hang up next.
             let recorded = Decision::Deny(Reason::WrongCode { locked_for });
             (env.audit)(&recorded, Some(login.user), env.served_by.as_deref());
@@ -531,14 +550,14 @@ fn judge(
                 return Ok(Judged::Again(Reason::WrongCode { locked_for: None }));
             }
         }
-        CodeResult::Locked { seconds_left } => {
+        (CodeResult::Locked { seconds_left }, _) => {
             ui.error(&messages::locked(login.user, seconds_left))?;
             Decision::Deny(Reason::Locked {
                 seconds: seconds_left,
             })
         }
         // Reset or disabled by an admin while this login was in progress.
-        CodeResult::NotEnrolled => Decision::Deny(Reason::Disabled),
+        (CodeResult::NotEnrolled, _) => Decision::Deny(Reason::Disabled),
     };
     Ok(Judged::Done(done))
 }
@@ -548,6 +567,7 @@ fn offer_trust(
     login: &Login<'_>,
     env: &mut Env<'_>,
     backend: &dyn Backend,
+    proof: Verified,
 ) -> Result<(), Stop> {
     let settings = env.config.trusted_devices;
     // After one prompt nothing more can be asked.
@@ -565,7 +585,7 @@ fn offer_trust(
         return Ok(());
     }
     backend.trust_host(
-        login.user,
+        proof,
         login.service,
         &host,
         settings.days,

@@ -5,6 +5,7 @@ use super::script::{Answer, Script, Step, eof, say};
 use super::*;
 use std::collections::HashMap;
 use std::fs;
+use twofactor_core::backend::Authority;
 use twofactor_core::clock::ManualClock;
 use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy::LookupError;
@@ -145,9 +146,9 @@ impl World {
             .map(|s| s.map(|s| (s.password.to_string(), s.code.to_string())))
     }
 
-    /// Enrols `user` directly in the store with 3 backup codes; returns the key and codes.
-    fn enrol(&mut self, user: &str) -> (SecretKey, Vec<String>) {
-        twofactor_testkit::enrol(&self.store(), user, &mut self.rng)
+    /// Enrolls `user` directly in the store with 3 backup codes; returns the key and codes.
+    fn enroll(&mut self, user: &str) -> (SecretKey, Vec<String>) {
+        twofactor_testkit::enroll(&self.store(), user, &mut self.rng)
     }
 
     fn code(&self, key: &SecretKey) -> String {
@@ -170,7 +171,7 @@ fn not_required_and_not_enrolled_is_ignored_without_a_prompt() {
 fn services_outside_enforce_services_are_ignored() {
     let mut w = World::new();
     w.config.policy.services = vec!["login".into()];
-    let (_, _) = w.enrol("admin");
+    let (_, _) = w.enroll("admin");
     // The World logs in as service "sshd": out of scope, so no prompt at all.
     assert_eq!(
         w.login("admin", None, false, vec![]),
@@ -209,7 +210,7 @@ fn exempt_users_are_ignored_even_with_a_broken_store() {
 #[test]
 fn enrolled_user_is_asked_even_when_not_required() {
     let mut w = World::new();
-    let (key, _) = w.enrol("bob");
+    let (key, _) = w.enroll("bob");
     let code = w.code(&key);
     assert_eq!(
         w.login(
@@ -225,7 +226,7 @@ fn enrolled_user_is_asked_even_when_not_required() {
 #[test]
 fn wrong_codes_get_three_tries_and_count_toward_lockout() {
     let mut w = World::new();
-    w.enrol("admin");
+    w.enroll("admin");
     let wrong = || Step::Hidden(CODE_PROMPT, say("000000"));
     let d = w.login(
         "admin",
@@ -274,7 +275,7 @@ fn wrong_codes_get_three_tries_and_count_toward_lockout() {
 #[test]
 fn each_recorded_failure_is_logged_at_once_and_the_last_not_twice() {
     let mut w = World::new();
-    w.enrol("admin");
+    w.enroll("admin");
     let wrong = || Step::Hidden(CODE_PROMPT, say("000000"));
     // One wrong code, then the user hangs up.
     let d = w.login(
@@ -309,7 +310,7 @@ fn each_recorded_failure_is_logged_at_once_and_the_last_not_twice() {
 #[test]
 fn the_password_at_the_code_prompt_is_refused_and_not_counted() {
     let mut w = World::new();
-    let (key, _) = w.enrol("admin");
+    let (key, _) = w.enroll("admin");
     w.password = Some("Correct-Horse-42".into());
     let d = w.login(
         "admin",
@@ -334,7 +335,7 @@ fn the_password_at_the_code_prompt_is_refused_and_not_counted() {
     );
     assert_eq!(d, Decision::Allow(Reason::Totp));
 
-    // At the enrolment prompt too: nothing is saved.
+    // At the enrollment prompt too: nothing is saved.
     w.config.policy.users = vec!["carol".into()];
     let d = w.login(
         "carol",
@@ -353,7 +354,7 @@ fn the_password_at_the_code_prompt_is_refused_and_not_counted() {
 #[test]
 fn a_replayed_code_is_refused_with_advice_to_wait() {
     let mut w = World::new();
-    let (key, _) = w.enrol("admin");
+    let (key, _) = w.enroll("admin");
     let code = w.code(&key);
     assert_eq!(
         w.login(
@@ -392,7 +393,7 @@ fn a_replayed_code_is_refused_with_advice_to_wait() {
 #[test]
 fn backup_codes_work_once_and_report_what_is_left() {
     let mut w = World::new();
-    let (_, codes) = w.enrol("admin");
+    let (_, codes) = w.enroll("admin");
     let d = w.login(
         "admin",
         None,
@@ -444,7 +445,7 @@ fn code_from_shown(now: u64) -> Answer {
 }
 
 #[test]
-fn required_user_enrols_at_login() {
+fn required_user_enrolls_at_login() {
     let mut w = World::new();
     let d = w.login(
         "admin",
@@ -484,7 +485,7 @@ fn required_user_enrols_at_login() {
 }
 
 #[test]
-fn enrolment_text_fits_80_columns() {
+fn enrollment_text_fits_80_columns() {
     let w = World::new();
     let e = Enrollment::new(
         &w.config,
@@ -541,7 +542,7 @@ fn the_qr_code_and_key_come_last_and_fit_24_rows() {
 }
 
 #[test]
-fn failed_enrolment_saves_nothing() {
+fn failed_enrollment_saves_nothing() {
     let mut w = World::new();
     let bad = || Step::Hidden(ENROLL_PROMPT, say("000000"));
     let d = w.login(
@@ -593,7 +594,7 @@ fn grace_logins_count_down_then_refuse() {
 }
 
 #[test]
-fn enrolment_only_from_allowed_networks() {
+fn enrollment_only_from_allowed_networks() {
     let mut w = World::new();
     w.config.enroll.at_login_networks = vec!["10.0.0.0/8".parse().unwrap()];
     let d = w.login(
@@ -624,7 +625,7 @@ fn trusted_host_skips_the_prompt_until_expiry() {
     let mut w = World::new();
     w.config.trusted_devices.enabled = true;
     w.config.trusted_devices.days = 2;
-    let (key, _) = w.enrol("admin");
+    let (key, _) = w.enroll("admin");
     let code = w.code(&key);
     let d = w.login(
         "admin",
@@ -676,7 +677,7 @@ fn trusted_host_skips_the_prompt_until_expiry() {
 fn no_trust_offered_without_a_remote_host() {
     let mut w = World::new();
     w.config.trusted_devices.enabled = true;
-    let (key, _) = w.enrol("admin");
+    let (key, _) = w.enroll("admin");
     let code = w.code(&key);
     assert_eq!(
         w.login(
@@ -700,16 +701,20 @@ fn no_trust_offered_without_a_remote_host() {
 #[test]
 fn disabled_authenticator_is_ignored_unless_required() {
     let mut w = World::new();
-    w.enrol("bob");
-    w.enrol("admin");
+    w.enroll("bob");
+    w.enroll("admin");
     for user in ["bob", "admin"] {
-        assert!(w.store().set_enabled(user, false).unwrap());
+        assert!(
+            w.store()
+                .set_enabled(user, Authority::Admin, false)
+                .unwrap()
+        );
     }
     assert_eq!(
         w.login("bob", None, false, vec![]),
         Decision::NotApplicable(Reason::Disabled)
     );
-    // Required: treated as not enrolled, so enrolment starts.
+    // Required: treated as not enrolled, so enrollment starts.
     let d = w.login(
         "admin",
         None,
@@ -720,9 +725,9 @@ fn disabled_authenticator_is_ignored_unless_required() {
 }
 
 #[test]
-fn silent_hides_messages_and_enrolment() {
+fn silent_hides_messages_and_enrollment() {
     let mut w = World::new();
-    let (_, codes) = w.enrol("bob");
+    let (_, codes) = w.enroll("bob");
     assert_eq!(
         w.login(
             "bob",
@@ -741,7 +746,7 @@ fn silent_hides_messages_and_enrolment() {
 #[test]
 fn empty_eof_junk_and_huge_input_are_handled() {
     let mut w = World::new();
-    w.enrol("bob");
+    w.enroll("bob");
     let huge = "9".repeat(100_000);
     let d = w.login(
         "bob",
@@ -766,7 +771,7 @@ fn empty_eof_junk_and_huge_input_are_handled() {
 #[test]
 fn conversation_failure_and_corrupt_state_fail_closed() {
     let mut w = World::new();
-    w.enrol("bob");
+    w.enroll("bob");
     assert!(matches!(
         w.login("bob", None, false, vec![Step::Fail]),
         Decision::Error(ErrorKind::Conversation, _)
@@ -801,9 +806,9 @@ fn state_files(w: &World) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 #[test]
 fn the_split_line_splits_only_for_an_enabled_authenticator_and_writes_nothing() {
     let mut w = World::new();
-    w.enrol("admin");
-    w.enrol("bob");
-    w.enrol("rescue");
+    w.enroll("admin");
+    w.enroll("bob");
+    w.enroll("rescue");
     let before = state_files(&w);
     // An enabled authenticator: the code comes off, directly or after one space.
     for typed in ["hunter2123456", "hunter2 123456"] {
@@ -835,7 +840,7 @@ fn the_split_line_splits_only_for_an_enabled_authenticator_and_writes_nothing() 
 #[test]
 fn the_split_line_refuses_when_the_check_could_not_be_made() {
     let mut w = World::new();
-    w.enrol("admin");
+    w.enroll("admin");
     fs::write(w.config.storage.state_dir.join("admin.json"), b"{ broken").unwrap();
     let refused = w
         .split(
@@ -856,7 +861,7 @@ fn the_split_line_refuses_when_the_check_could_not_be_made() {
 #[test]
 fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
     let mut w = World::new();
-    let (key, _) = w.enrol("admin");
+    let (key, _) = w.enroll("admin");
     w.kept = Some(Some(w.code(&key)));
     // No code prompt, and no trust question even from a trustable host.
     w.config.trusted_devices.enabled = true;
@@ -892,7 +897,7 @@ fn the_checking_line_uses_the_kept_code_once_and_asks_nothing() {
 #[test]
 fn a_backup_code_after_the_password_is_spent_once() {
     let mut w = World::new();
-    let (_, codes) = w.enrol("admin");
+    let (_, codes) = w.enroll("admin");
     let typed = format!("hunter2 {}", codes[0]);
     let (password, code) = w.split("admin", &typed, vec![]).unwrap().unwrap();
     assert_eq!(password, "hunter2");
@@ -914,10 +919,10 @@ fn a_backup_code_after_the_password_is_spent_once() {
 }
 
 #[test]
-fn one_prompt_cannot_enrol_but_says_how() {
+fn one_prompt_cannot_enroll_but_says_how() {
     let mut w = World::new();
     w.kept = Some(None);
-    // Enrolment at login is on, but no QR code can be shown after one prompt.
+    // Enrollment at login is on, but no QR code can be shown after one prompt.
     assert_eq!(
         w.login("admin", None, false, vec![Step::Error("twofactor enroll")]),
         Decision::Deny(Reason::NoGraceLeft)

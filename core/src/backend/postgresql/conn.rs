@@ -26,36 +26,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config};
 
 use super::tls::{Connect, Stream, Tls};
-
-/// Where a connection or call was when it failed or ran out of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Looking up the server's name.
-    Resolve,
-    /// The TCP connection.
-    Connect,
-    /// The TLS handshake.
-    Tls,
-    /// Startup and certificate authentication.
-    Auth,
-    /// Asking whether the server takes writes (a standby does not).
-    Check,
-    /// A call: the query and its commit.
-    Call,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Resolve => "resolve",
-            Self::Connect => "connect",
-            Self::Tls => "tls",
-            Self::Auth => "auth",
-            Self::Check => "check",
-            Self::Call => "call",
-        })
-    }
-}
+pub use crate::backend::Phase;
 
 /// Why a connection or a call failed.
 #[derive(Debug)]
@@ -110,6 +81,23 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    /// The server it concerns, as `host:port (address)`.
+    pub fn server(&self) -> &str {
+        match self {
+            Self::Timeout { server, .. }
+            | Self::Failed { server, .. }
+            | Self::ReadOnly { server } => server,
+        }
+    }
+
+    /// Where it stopped.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::Timeout { phase, .. } | Self::Failed { phase, .. } => *phase,
+            Self::ReadOnly { .. } => Phase::Check,
+        }
+    }
+
     /// The server's refusal of this login (no mapping of the certificate to the role),
     /// as opposed to a server that cannot be reached.
     pub fn login_refused(&self) -> bool {

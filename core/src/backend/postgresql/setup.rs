@@ -8,7 +8,7 @@ use postgres::{Client, Config as PgConfig, GenericClient, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::tls::Tls;
-use super::{SCHEMA_VERSION, SERVER_UNREACHABLE, unavailable, with_causes};
+use super::{SCHEMA_VERSION, unavailable, with_causes};
 use crate::backend::BackendError;
 use crate::store::MAX_USER_LEN;
 
@@ -83,7 +83,11 @@ pub fn superuser(admin_url: &str, ca: Option<&std::path::Path>) -> Result<Client
     let connect = |config: &PgConfig| {
         config
             .connect(tls.clone())
-            .map_err(|e| unavailable(format!("{SERVER_UNREACHABLE}: {}", with_causes(&e))))
+            .map_err(|e| BackendError::Unreachable {
+                server: None,
+                phase: None,
+                why: with_causes(&e),
+            })
     };
     match config.get_user() {
         Some(user) if socket_only => as_os_user(user, || connect(&config)),

@@ -1,4 +1,4 @@
-//! Required users without an authenticator: enrolment during the login, grace logins,
+//! Required users without an authenticator: enrollment during the login, grace logins,
 //! or a refusal that says what to do.
 
 use twofactor_core::audit::Reason;
@@ -38,17 +38,19 @@ pub(super) fn at_login(
             backup_codes: config.backup_codes.count,
             cost: env.hash_cost,
         };
-        let saved = backend.enrol(
+        // No authority: a login replaces only a turned-off authenticator, which needs none.
+        let saved = backend.enroll(
             login.user,
             &enrollment,
             Some(&code),
             expected,
+            None,
             settings,
             env.clock.now(),
             &mut *env.rng,
         );
-        let Some(codes) = saved? else {
-            ui.error(messages::ENROL_CODE_MISMATCH)?;
+        let Some(codes) = saved?.saved() else {
+            ui.error(messages::ENROLL_CODE_MISMATCH)?;
             continue;
         };
         let codes = codes.0;
@@ -78,13 +80,13 @@ pub(super) fn grace(
     Ok(Decision::Allow(Reason::Grace { left }))
 }
 
-/// Required, no authenticator, no enrolment here and no grace left.
+/// Required, no authenticator, no enrollment here and no grace left.
 pub(super) fn refuse_unenrolled(
     ui: &mut Ui<'_>,
     login: &Login<'_>,
-    enrol_elsewhere: bool,
+    enroll_elsewhere: bool,
 ) -> Result<Decision, Stop> {
     let one_prompt = matches!(login.code_from, CodeFrom::OnePrompt(_));
-    ui.error(&messages::no_authenticator(enrol_elsewhere, one_prompt))?;
+    ui.error(&messages::no_authenticator(enroll_elsewhere, one_prompt))?;
     Ok(Decision::Deny(Reason::NoGraceLeft))
 }
