@@ -15,6 +15,7 @@ use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::{OsRandom, Random};
 use twofactor_core::totp::{Algorithm, SecretKey, TotpParams};
+use twofactor_testkit::behaviour;
 use twofactor_testkit::conformance::{self, now, race_config};
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS, STRANGER};
 
@@ -64,6 +65,26 @@ fn enroll(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
 fn code(key: &SecretKey) -> String {
     let p = TotpParams::default();
     key.code_at_step(&p, p.step_at(now())).to_string()
+}
+
+/// The backend's behaviour table (testkit's `behaviour`), on the fleet database: the
+/// admin role for an administrator's changes, a host's role for logins and proof.
+#[test]
+fn the_behaviour_table_passes_on_postgresql() {
+    let c = &Cluster::start();
+    // The database lengthens any lock to its floor (60 s), which a host's config cannot
+    // lower; the table's locks last a second, so an administrator lowers it here.
+    c.psql(
+        "twofactor",
+        "UPDATE twofactor.settings SET lock_seconds_floor = 1",
+    );
+    behaviour::check(
+        "PostgreSQL",
+        &behaviour::Stores {
+            admin: &|| admin(c),
+            host: &|| host(c, 0),
+        },
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use twofactor_core::auth::Purpose;
 use twofactor_core::backend::{self, Backend};
 use twofactor_core::config::Config;
 use twofactor_core::store::Store;
+use twofactor_testkit::behaviour;
 use twofactor_testkit::conformance::{self, RACERS, enroll_for_race, now, race_config};
 use twofactor_testkit::me;
 
@@ -35,6 +36,21 @@ fn file_backend(dir: &Path) -> PathBuf {
 
 fn open(config: &Path) -> Box<dyn Backend> {
     backend::open(&Config::load(config, me()).unwrap(), me()).unwrap()
+}
+
+/// The backend's behaviour table (testkit's `behaviour`), on the file store.
+#[test]
+fn the_behaviour_table_passes_on_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_backend(dir.path());
+    let open = || open(&config);
+    behaviour::check(
+        "file",
+        &behaviour::Stores {
+            admin: &open,
+            host: &open,
+        },
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // helpers for tests: a failed unwrap is a failed test
 
+pub mod behaviour;
 pub mod conformance;
 pub mod patroni;
 pub mod postgres;

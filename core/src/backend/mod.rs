@@ -247,9 +247,11 @@ impl fmt::Display for Phase {
 /// kind, never on the text.
 #[derive(Debug, Error)]
 pub enum BackendError {
-    /// The file store refused (corrupt file, full disk, bad permissions...).
+    /// The file store failed (full disk, bad permissions...). A name it will not store
+    /// is [`Self::Refused`] and a file it cannot read [`Self::Corrupt`], as on the
+    /// database.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// Backup-code hashing failed.
     #[error(transparent)]
     Hash(#[from] HashError),
@@ -291,6 +293,18 @@ pub enum BackendError {
     /// setup.
     #[error("{0}")]
     Setup(String),
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadUserName { .. } => Self::Refused(e.to_string()),
+            StoreError::Corrupt { .. } | StoreError::UnsupportedVersion { .. } => {
+                Self::Corrupt(e.to_string())
+            }
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl BackendError {

@@ -44,8 +44,10 @@ $$;
 CREATE OR REPLACE FUNCTION twofactor.valid_name(p_name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
 BEGIN
+    -- The file store's rules (store::validate_user_name), so both refuse the same names.
     IF p_name IS NULL OR p_name = '' OR octet_length(p_name) > @MAX_USER_LEN@
-       OR p_name ~ '[\x01-\x1f\x7f-\x9f]' THEN
+       OR p_name ~ '[\x01-\x1f\x7f-\x9f]' OR strpos(p_name, '/') > 0
+       OR left(p_name, 1) IN ('.', '-') THEN
         RAISE EXCEPTION 'twofactor: invalid user name' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN p_name;
