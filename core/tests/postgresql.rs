@@ -472,3 +472,129 @@ fn tls_refusals_plain_server_other_ca_wrong_name_and_unmapped_certificate() {
     let m = fails(c.settings(HOSTS[0]), Role::Admin);
     assert!(m.contains("certificate authentication failed"), "{m}");
 }
+
+/// One function the Rust code calls: its name and its arguments as written (`p_x => $1`
+/// or positional).
+fn sql_calls(source: &str) -> Vec<(String, Vec<String>)> {
+    let mut calls = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("twofactor.") {
+        rest = &rest[at + "twofactor.".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let is_api = name.starts_with("h_") || name.starts_with("a_");
+        let Some(args) = rest[name.len()..].strip_prefix('(') else {
+            continue;
+        };
+        if !is_api {
+            continue;
+        }
+        let end = args.find(')').expect("a closing parenthesis");
+        let args: Vec<String> = args[..end]
+            .replace('\\', " ")
+            .split(',')
+            .map(|a| a.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|a| !a.is_empty())
+            .collect();
+        calls.push((name, args));
+    }
+    calls
+}
+
+/// The SQL is a checked artefact: every function the Rust code calls exists with the
+/// arguments it passes (by name where it names them), the host group may run exactly
+/// the host functions the code calls and nothing else, administrators every function
+/// the code calls, and PUBLIC nothing in the schema.
+#[test]
+fn the_functions_the_code_calls_match_the_catalog_and_the_grants() {
+    let c = &Cluster::start();
+    let calls = sql_calls(include_str!("../src/backend/postgresql.rs"));
+    assert!(calls.len() >= 20, "found only {calls:?}");
+    let catalog = c.psql(
+        "twofactor",
+        "SELECT p.proname || '|' || coalesce(array_to_string(p.proargnames[1:p.pronargs], ','), '') \
+         || '|' || p.pronargs || '|' || p.pronargdefaults \
+         || '|' || has_function_privilege('twofactor_hosts', p.oid, 'EXECUTE') \
+         || '|' || has_function_privilege('twofactor_admin', p.oid, 'EXECUTE') \
+         || '|' || (SELECT count(*) FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a \
+                    WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = 'twofactor' ORDER BY 1",
+    );
+    struct Proc {
+        name: String,
+        args: Vec<String>,
+        required: usize,
+        hosts: bool,
+        admin: bool,
+        public: bool,
+    }
+    let procs: Vec<Proc> = catalog
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let n: usize = f[2].parse().unwrap();
+            let defaults: usize = f[3].parse().unwrap();
+            Proc {
+                name: f[0].to_string(),
+                args: f[1]
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(String::from)
+                    .collect(),
+                required: n - defaults,
+                hosts: f[4] == "true",
+                admin: f[5] == "true",
+                public: f[6] != "0",
+            }
+        })
+        .collect();
+    assert!(procs.len() > 20, "{catalog}");
+    let public: Vec<&str> = procs
+        .iter()
+        .filter(|p| p.public)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert!(public.is_empty(), "PUBLIC may run {public:?}");
+    for (name, args) in &calls {
+        let fits = |p: &&Proc| {
+            p.name == *name
+                && args.len() >= p.required
+                && args.len() <= p.args.len()
+                && args
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| match a.split_once(" => ") {
+                        Some((param, _)) => p.args.get(i).is_some_and(|have| have == param),
+                        None => !a.contains("=>"),
+                    })
+        };
+        let p = procs
+            .iter()
+            .find(fits)
+            .unwrap_or_else(|| panic!("no twofactor.{name} takes ({})", args.join(", ")));
+        assert!(p.admin, "administrators cannot run twofactor.{name}");
+        assert_eq!(
+            p.hosts,
+            name.starts_with("h_"),
+            "twofactor.{name}: hosts may run it: {}",
+            p.hosts
+        );
+    }
+    let called: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .filter(|(n, _)| n.starts_with("h_"))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let granted: std::collections::BTreeSet<&str> = procs
+        .iter()
+        .filter(|p| p.hosts)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        granted, called,
+        "the host group may run exactly the host functions the code calls"
+    );
+}

@@ -544,7 +544,8 @@ impl Postgresql {
         let limit = i32::try_from(filter.limit).unwrap_or(i32::MAX);
         self.with(async |c| {
             c.query(
-                "SELECT * FROM twofactor.a_audit($1, $2, $3, $4, $5)",
+                "SELECT * FROM twofactor.a_audit(p_name => $1, p_host => $2, p_outcome => $3, \
+                 p_since => $4, p_limit => $5)",
                 &[&filter.user, &filter.host, &filter.outcome, &since, &limit],
             )
             .await
@@ -731,7 +732,7 @@ impl Backend for Postgresql {
         self.with(async |_| Ok(()))?;
         let expires = lock(&self.cert_not_after).and_then(|t| i64::try_from(t).ok());
         let v: Option<serde_json::Value> = self.one(
-            "SELECT twofactor.h_login_facts($1, $2, $3)",
+            "SELECT twofactor.h_login_facts(p_name => $1, p_required => $2, p_cert_not_after => $3)",
             &[&user, &required, &expires],
         )?;
         Self::parse_facts(v)
@@ -770,7 +771,8 @@ impl Backend for Postgresql {
         let totp_arg: &str = &as_totp;
         let backup_arg: Option<&str> = as_backup.as_deref().map(String::as_str);
         let v: serde_json::Value = self.one(
-            "SELECT twofactor.h_verify($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT twofactor.h_verify(p_name => $1, p_totp => $2, p_backup => $3, \
+             p_purpose => $4, p_window => $5, p_max_failures => $6, p_lock_seconds => $7)",
             &[
                 &user,
                 &totp_arg,
@@ -840,7 +842,9 @@ impl Backend for Postgresql {
                 let code: &str = &code;
                 let window = i32::from(settings.window);
                 let v: serde_json::Value = self.one(
-                    "SELECT twofactor.h_enrol($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "SELECT twofactor.h_enrol(p_name => $1, p_secret => $2, p_algorithm => $3, \
+                     p_digits => $4, p_period => $5, p_code => $6, p_expected => $7, \
+                     p_ticket => $8, p_window => $9, p_codes => $10)",
                     &[
                         &user, &secret, &alg, &digits, &period, &code, &expected, &ticket, &window,
                         &codes,
@@ -852,7 +856,9 @@ impl Backend for Postgresql {
                     .to_string()
             }
             (None, Some(Authority::Admin)) => self.admin_one(
-                "SELECT twofactor.a_install($1, $2, $3, $4, $5, $6, NULL, $7, NULL)",
+                "SELECT twofactor.a_install(p_name => $1, p_secret => $2, p_algorithm => $3, \
+                 p_digits => $4, p_period => $5, p_expected => $6, p_window => NULL, \
+                 p_codes => $7, p_last_step => NULL)",
                 &[&user, &secret, &alg, &digits, &period, &expected, &codes],
             )?,
             (None, _) => {
@@ -885,7 +891,9 @@ impl Backend for Postgresql {
         let window = i32::from(imported.window);
         let no_codes: Option<Vec<String>> = None;
         let r: String = self.admin_one(
-            "SELECT twofactor.a_install($1, $2, $3, $4, $5, NULL, $6, $7, NULL)",
+            "SELECT twofactor.a_install(p_name => $1, p_secret => $2, p_algorithm => $3, \
+             p_digits => $4, p_period => $5, p_expected => NULL, p_window => $6, \
+             p_codes => $7, p_last_step => NULL)",
             &[
                 &user,
                 &secret,
@@ -926,7 +934,8 @@ impl Backend for Postgresql {
         };
         let days = i32::try_from(days).unwrap_or(i32::MAX);
         self.one(
-            "SELECT twofactor.h_trust($1, $2, $3, $4, $5, $6)",
+            "SELECT twofactor.h_trust(p_name => $1, p_ticket => $2, p_service => $3, \
+             p_host => $4, p_kind => $5, p_days => $6)",
             &[&user, &ticket, &service, &host.host, &kind, &days],
         )
     }
@@ -1056,7 +1065,9 @@ impl Postgresql {
         let window: Option<i32> = a.window.map(i32::from);
         let last_step: Option<i64> = a.last_step.and_then(|s| i64::try_from(s).ok());
         let outcome: String = self.admin_one(
-            "SELECT twofactor.a_import($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "SELECT twofactor.a_import(p_name => $1, p_secret => $2, p_algorithm => $3, \
+             p_digits => $4, p_period => $5, p_window => $6, p_last_step => $7, \
+             p_enabled => $8, p_replace => $9)",
             &[
                 &user,
                 &secret,
