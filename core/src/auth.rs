@@ -1,5 +1,6 @@
-//! Checking a code a user typed: lock, TOTP with replay protection, then backup codes,
-//! all under the user's lock.
+//! Checking a code a user typed against a user's state: lock, TOTP with replay
+//! protection, then backup codes. The file store runs it under the user's lock
+//! ([`crate::backend`]); this module knows no backend.
 //!
 //! **Charge before you check.** The attempt is first recorded as a failure and made
 //! durable; only then is the code looked at, and a right code writes the success over
@@ -7,10 +8,9 @@
 //! `su` or a setuid exec) therefore refuses the login without looking at the code, and no
 //! lost write can ever leave a wrong guess uncounted while a right one is accepted.
 
-use crate::backend::BackendError;
 use crate::backup_codes::HashError;
 use crate::config::Config;
-use crate::store::{Held, UserState};
+use crate::store::UserState;
 use crate::totp::{self, TotpCheck};
 
 /// What a typed code achieved.
@@ -50,31 +50,12 @@ pub enum Purpose {
     Change,
 }
 
-/// The attempt is made durable as a failure first (see the module docs); the code is
-/// looked at only once that write succeeded.
-pub(crate) fn charge_then_check(
-    held: &mut Held<'_>,
-    input: &str,
-    config: &Config,
+/// A result reached without looking at the code: locked, or nothing to check against.
+pub(crate) fn refuse_unchecked(
+    state: &UserState,
     now: u64,
     purpose: Purpose,
-) -> Result<CodeResult, BackendError> {
-    let before = held.state.clone();
-    if let Some(result) = refuse_unchecked(&before, now, purpose) {
-        return Ok(result);
-    }
-    held.state.lockout.record_failure(&config.lockout, now);
-    held.commit()?;
-    let mut after = before;
-    let result = apply_code_for(&mut after, input, config, now, purpose)?;
-    // A wrong code leaves exactly the charged state; a right one is written when `hold`
-    // commits, and a failure of that write refuses the login.
-    held.state = after;
-    Ok(result)
-}
-
-/// A result reached without looking at the code: locked, or nothing to check against.
-fn refuse_unchecked(state: &UserState, now: u64, purpose: Purpose) -> Option<CodeResult> {
+) -> Option<CodeResult> {
     if let Some(seconds_left) = state.lockout.locked_for(now) {
         return Some(CodeResult::Locked { seconds_left });
     }

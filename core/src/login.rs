@@ -2,17 +2,20 @@
 //! one login, what happens next. Pure, so the PAM module acts on it, `twofactor explain`
 //! prints it and `twofactor doctor` checks it, and all three agree.
 //!
-//! The module asks in three stages so that it reads no more than it must: the service
-//! ([`scope_step`]) before any lookup, the requirement ([`exempt_step`]) before the state
-//! is read, then [`next_step`] with the state. `next_step` repeats the first two, so a
-//! caller with everything at hand needs only it.
+//! A login is one API: [`resolve`] takes it as typed up to the user's state, asking in
+//! stages so that it reads no more than it must (the service before any lookup, a
+//! break-glass name before the name service, the requirement before the store), and
+//! [`Account::next_step`] says what happens next. `next_step` repeats the early stages,
+//! so a caller with everything at hand needs only it.
 
 use std::fmt;
 
+use thiserror::Error;
+
 use crate::after_login::Covered;
-use crate::backend::UserFacts;
+use crate::backend::{Backend, BackendError, UserFacts};
 use crate::config::Config;
-use crate::policy::{Reason, Requirement};
+use crate::policy::{Directory, LookupError, Reason, Requirement};
 use crate::ssh_factor::Proof;
 use crate::trusted::RemoteHost;
 
@@ -41,6 +44,8 @@ pub enum Step {
     OutOfScope,
     /// An exemption rule: stands aside before any state is read.
     Exempt(Reason),
+    /// The name service knows no such account: refused before any state is read.
+    UnknownAccount,
     /// No rule requires the user and they have no authenticator: stands aside.
     NotRequired(Reason),
     /// No rule requires the user and their authenticator is turned off: stands aside.
@@ -84,6 +89,7 @@ impl fmt::Display for Step {
                 f.write_str("not asked: the service is not in enforce.services (PAM_IGNORE)")
             }
             Self::Exempt(r) => write!(f, "not asked: {r} (PAM_IGNORE)"),
+            Self::UnknownAccount => f.write_str("refused: the name service knows no such account"),
             Self::NotRequired(r) => {
                 write!(f, "not asked: {r}, and no authenticator is set up (PAM_IGNORE)")
             }
@@ -125,6 +131,143 @@ impl fmt::Display for Step {
             ),
         }
     }
+}
+
+/// A login resolved as far as the store: decided already, or an account to step.
+#[derive(Debug)]
+pub enum Resolved {
+    /// Out of scope, exempt or unknown: decided without the store.
+    Decided(Step),
+    /// An account that may need a code.
+    Account(Account),
+}
+
+/// An account a login resolved to, with its state.
+#[derive(Debug)]
+pub struct Account {
+    /// The account's canonical name (`getpwnam`): policy and state are keyed by it.
+    pub name: String,
+    /// Whether a rule requires it, and why.
+    pub requirement: Requirement,
+    /// Its store.
+    pub backend: Box<dyn Backend>,
+    /// Its state as the store had it.
+    pub state: UserFacts,
+}
+
+impl Account {
+    /// What happens next in this login.
+    pub fn next_step(&self, config: &Config, login: &LoginFacts<'_>, now: u64) -> Step {
+        next_step(config, &self.requirement, &self.state, login, now)
+    }
+}
+
+/// How [`resolve`] reads the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// For a login: a shared store records that this host requires the user.
+    Login,
+    /// Only to look (`explain`): nothing is recorded.
+    Look,
+}
+
+/// Why a login could not be resolved: the answer is unknown, so the login is refused.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    /// The name service failed; after the account was found, for its requirement.
+    #[error("{error}")]
+    Lookup {
+        /// The canonical name, when the lookup got that far.
+        account: Option<String>,
+        /// What failed.
+        error: LookupError,
+    },
+    /// The store could not be opened or read.
+    #[error("{error}")]
+    Backend {
+        /// The canonical name.
+        account: String,
+        /// What failed.
+        error: BackendError,
+    },
+}
+
+impl ResolveError {
+    /// The account's canonical name, when it was found before the failure: for the
+    /// audit line.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            Self::Lookup { account, .. } => account.as_deref(),
+            Self::Backend { account, .. } => Some(account),
+        }
+    }
+}
+
+/// Resolves a login of `typed` (PAM_USER as typed) through `service` up to the user's
+/// state. `open` opens the store, only once the login needs it, so break-glass
+/// accounts work on a full or broken disk and with the database down.
+pub fn resolve(
+    config: &Config,
+    directory: &dyn Directory,
+    service: Option<&str>,
+    typed: &str,
+    read: Read,
+    open: impl FnOnce() -> Result<Box<dyn Backend>, BackendError>,
+) -> Result<Resolved, ResolveError> {
+    if let Some(step) = scope_step(config, service) {
+        return Ok(Resolved::Decided(step));
+    }
+    // Break-glass accounts are decided by the name as typed, with no lookup, so they
+    // still work when a remote directory is down.
+    if config.policy.exempts_name(typed) {
+        return Ok(Resolved::Decided(Step::Exempt(Reason::ExemptUser)));
+    }
+    // Everything else is keyed by the account's one canonical name, so an alias
+    // (ALICE, alice@corp.example) gets neither other rules nor other state.
+    let found = directory
+        .account(typed)
+        .map_err(|error| ResolveError::Lookup {
+            account: None,
+            error,
+        })?;
+    let Some(name) = found else {
+        return Ok(Resolved::Decided(Step::UnknownAccount));
+    };
+    let requirement = match config.policy.requires(&name, directory) {
+        Ok(r) => r,
+        Err(error) => {
+            return Err(ResolveError::Lookup {
+                account: Some(name),
+                error,
+            });
+        }
+    };
+    if let Some(step) = exempt_step(&requirement) {
+        return Ok(Resolved::Decided(step));
+    }
+    let read_state = || {
+        let backend = open()?;
+        let state = match read {
+            Read::Login => backend.login_facts(&name, requirement.required)?,
+            Read::Look => backend.facts(&name)?,
+        };
+        Ok::<_, BackendError>((backend, state))
+    };
+    let (backend, state) = match read_state() {
+        Ok(v) => v,
+        Err(error) => {
+            return Err(ResolveError::Backend {
+                account: name,
+                error,
+            });
+        }
+    };
+    Ok(Resolved::Account(Account {
+        name,
+        requirement,
+        backend,
+        state,
+    }))
 }
 
 /// The step decided by the service alone: out of scope, or `None` to go on.

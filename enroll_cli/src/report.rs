@@ -7,12 +7,12 @@ use std::path::Path;
 use nix::unistd::Group;
 use serde_json::{Value, json};
 use twofactor_core::backend::postgresql::{Postgresql, RequiredReport};
-use twofactor_core::backend::{Backend, UserFacts};
+use twofactor_core::backend::{self, Backend, UserFacts};
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::config::Config;
 use twofactor_core::last_good;
-use twofactor_core::login::{self, LoginFacts};
-use twofactor_core::policy::Requirement;
+use twofactor_core::login::{self, LoginFacts, Read, Resolved};
+use twofactor_core::policy::{Nss, Requirement};
 use twofactor_core::text::printable;
 
 use crate::cli::Cli;
@@ -414,7 +414,7 @@ pub fn explain(
     let user = ctx.target(user)?;
     let state = ctx.backend()?.facts(&user)?;
     let p = &ctx.config.policy;
-    let in_scope = service.is_none_or(|s| p.applies_to_service(s));
+    let in_scope = login::scope_step(&ctx.config, service).is_none();
     let elsewhere = ctx.requirement(&user)?;
     let mut req = elsewhere.clone();
     let out_of_scope = service
@@ -436,7 +436,14 @@ pub fn explain(
         ssh_factor: None,
         after_login: None,
     };
-    let step = login::next_step(&ctx.config, &elsewhere, &state, &facts, now);
+    let resolved = login::resolve(&ctx.config, &Nss, service, &user, Read::Look, || {
+        backend::open(&ctx.config, 0)
+    })
+    .map_err(|e| Error(e.to_string()))?;
+    let step = match resolved {
+        Resolved::Decided(step) => step,
+        Resolved::Account(account) => account.next_step(&ctx.config, &facts, now),
+    };
     let login_text = format!(
         "through {} {}",
         service.map_or("a service in scope".to_string(), |s| format!("service {s}")),
@@ -592,8 +599,7 @@ pub fn check_config(
         }
     };
     let p = &config.policy;
-    let problems =
-        twofactor_core::doctor::policy::rule_names(&config, &twofactor_core::policy::Nss);
+    let problems = twofactor_core::doctor::policy::rule_names(&config, &Nss);
     let errors = problems
         .iter()
         .filter(|f| f.severity == twofactor_core::doctor::Level::Error)

@@ -1,12 +1,12 @@
 //! The file store as a [`Backend`]: each operation is one [`Store::update`] (or
 //! [`Store::hold`]) under the user's lock, so it is atomic and durable.
 
-use crate::auth::{self, Purpose};
+use crate::auth::{self, CodeResult, Purpose};
 use crate::backup_codes::{HashCost, NewCodes};
 use crate::config::Config;
 use crate::enroll::{Enrollment, SaveSettings, new_backup_codes};
 use crate::random::Random;
-use crate::store::{Store, UserState};
+use crate::store::{Held, Store, UserState};
 use crate::trusted::RemoteHost;
 
 use super::{
@@ -32,7 +32,7 @@ impl Backend for Store {
         now: u64,
     ) -> Result<Checked, BackendError> {
         let result = self.hold(user, |held| {
-            auth::charge_then_check(held, code, config, now, purpose)
+            charge_then_check(held, code, config, now, purpose)
         })?;
         let proof = result.is_success().then(|| Verified::new(user, None));
         Ok(Checked { result, proof })
@@ -203,4 +203,27 @@ impl Backend for Store {
             Ok(Some(new_backup_codes(s, count, cost, rng)?))
         })
     }
+}
+
+/// The attempt is made durable as a failure first (see [`crate::auth`]); the code is
+/// looked at only once that write succeeded.
+fn charge_then_check(
+    held: &mut Held<'_>,
+    input: &str,
+    config: &Config,
+    now: u64,
+    purpose: Purpose,
+) -> Result<CodeResult, BackendError> {
+    let before = held.state.clone();
+    if let Some(result) = auth::refuse_unchecked(&before, now, purpose) {
+        return Ok(result);
+    }
+    held.state.lockout.record_failure(&config.lockout, now);
+    held.commit()?;
+    let mut after = before;
+    let result = auth::apply_code_for(&mut after, input, config, now, purpose)?;
+    // A wrong code leaves exactly the charged state; a right one is written when `hold`
+    // commits, and a failure of that write refuses the login.
+    held.state = after;
+    Ok(result)
 }

@@ -7,9 +7,9 @@ use twofactor_core::backend::{self, Backend, BackendError, UserFacts, Verified};
 use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::Clock;
 use twofactor_core::config::Config;
-use twofactor_core::login::{self, LoginFacts, Step};
+use twofactor_core::login::{self, LoginFacts, Read, ResolveError, Resolved, Step};
 use twofactor_core::one_prompt::{self, Split};
-use twofactor_core::policy::{self, Directory, LookupError};
+use twofactor_core::policy::{Directory, LookupError};
 use twofactor_core::random::{Random, RandomError};
 use twofactor_core::ssh_factor::{self, NotProven};
 use twofactor_core::trusted::RemoteHost;
@@ -256,69 +256,45 @@ fn digits_to_split(
 ) -> Result<Option<u8>, Stop> {
     Ok(match resolve(login, env, account)? {
         Resolved::Decided(_) => None,
-        Resolved::Account { state, .. } => state
+        Resolved::Account(a) => a
+            .state
             .authenticator
             .filter(|a| a.enabled)
             .map(|a| a.params.digits),
     })
 }
 
-/// A login up to its state: decided already, or an account to take the next step for.
-enum Resolved {
-    /// Out of scope, exempt or unknown: decided without the store.
-    Decided(Decision),
-    /// An account that may need a code.
-    Account {
-        name: String,
-        requirement: policy::Requirement,
-        backend: Box<dyn Backend>,
-        state: UserFacts,
-    },
-}
-
-/// The stages before a step, asking only what the answer needs.
+/// Resolves the login through core ([`login::resolve`]); the account's canonical name,
+/// once known, goes to `account` for the audit line.
 fn resolve(
     typed: &Login<'_>,
     env: &Env<'_>,
     account: &mut Option<String>,
 ) -> Result<Resolved, Stop> {
-    let config = env.config;
-    if login::scope_step(config, Some(typed.service)).is_some() {
-        return Ok(Resolved::Decided(Decision::NotApplicable(
-            Reason::OutOfScope {
-                service: typed.service.to_string(),
-            },
-        )));
+    let (config, owner) = (env.config, env.store_owner);
+    let resolved = login::resolve(
+        config,
+        env.directory,
+        Some(typed.service),
+        typed.user,
+        Read::Login,
+        || backend::open(config, owner),
+    );
+    match resolved {
+        Ok(r) => {
+            if let Resolved::Account(a) = &r {
+                *account = Some(a.name.clone());
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            *account = e.account().map(str::to_string);
+            Err(match e {
+                ResolveError::Lookup { error, .. } => error.into(),
+                ResolveError::Backend { error, .. } => error.into(),
+            })
+        }
     }
-    // Break-glass accounts are decided by the name as typed, with no lookup, so they
-    // still work when a remote directory is down.
-    if config.policy.exempts_name(typed.user) {
-        return Ok(Resolved::Decided(Decision::NotApplicable(Reason::Exempt(
-            policy::Reason::ExemptUser,
-        ))));
-    }
-    // Everything else is keyed by the account's one canonical name, so an alias
-    // (ALICE, alice@corp.example) gets neither other rules nor other state.
-    let Some(name) = env.directory.account(typed.user)? else {
-        return Ok(Resolved::Decided(Decision::Deny(Reason::UnknownAccount)));
-    };
-    *account = Some(name.clone());
-    let requirement = config.policy.requires(&name, env.directory)?;
-    // Decided before touching the store, so break-glass accounts work on a full or
-    // broken disk.
-    if let Some(Step::Exempt(r)) = login::exempt_step(&requirement) {
-        return Ok(Resolved::Decided(Decision::NotApplicable(Reason::Exempt(
-            r,
-        ))));
-    }
-    let backend = backend::open(config, env.store_owner)?;
-    let state = backend.login_facts(&name, requirement.required)?;
-    Ok(Resolved::Account {
-        name,
-        requirement,
-        backend,
-        state,
-    })
 }
 
 fn run(
@@ -328,24 +304,21 @@ fn run(
     account: &mut Option<String>,
 ) -> Result<Decision, Stop> {
     let config = env.config;
-    // The decisions are core's (`login::next_step`); this renders them.
-    let (name, requirement, backend, state) = match resolve(typed, env, account)? {
-        Resolved::Decided(decision) => return Ok(decision),
-        Resolved::Account {
-            name,
-            requirement,
-            backend,
-            state,
-        } => (name, requirement, backend, state),
+    // The decisions are core's (`login::resolve`, then the account's next step); this
+    // renders them.
+    let account = match resolve(typed, env, account)? {
+        Resolved::Decided(step) => return Ok(decided(typed, step)),
+        Resolved::Account(a) => a,
     };
+    let name = &account.name;
     let login = &Login {
-        user: &name,
+        user: name,
         ..*typed
     };
     let proof = match ssh_factor::check(
         &config.ssh_factor,
         login.service,
-        &name,
+        name,
         login.ssh_auth_info,
         env.clock.now(),
     ) {
@@ -369,8 +342,23 @@ fn run(
         ssh_factor: proof.as_ref(),
         after_login: login.after_login,
     };
-    let step = login::next_step(config, &requirement, &state, &facts, env.clock.now());
-    render(ui, login, env, (&*backend, &state), step)
+    let step = account.next_step(config, &facts, env.clock.now());
+    render(ui, login, env, (&*account.backend, &account.state), step)
+}
+
+/// The decision of a step taken before the store was read.
+fn decided(login: &Login<'_>, step: Step) -> Decision {
+    match step {
+        Step::OutOfScope => Decision::NotApplicable(Reason::OutOfScope {
+            service: login.service.to_string(),
+        }),
+        Step::Exempt(r) => Decision::NotApplicable(Reason::Exempt(r)),
+        Step::UnknownAccount => Decision::Deny(Reason::UnknownAccount),
+        other => Decision::Error(
+            ErrorKind::Unavailable,
+            format!("a step that needs the store came before it: {other:?}"),
+        ),
+    }
 }
 
 /// Carries out `step`: the prompts and messages it needs, and the state it changes.
@@ -382,10 +370,9 @@ fn render(
     step: Step,
 ) -> Result<Decision, Stop> {
     let decision = match step {
-        Step::OutOfScope => Decision::NotApplicable(Reason::OutOfScope {
-            service: login.service.to_string(),
-        }),
-        Step::Exempt(r) => Decision::NotApplicable(Reason::Exempt(r)),
+        early @ (Step::OutOfScope | Step::Exempt(_) | Step::UnknownAccount) => {
+            decided(login, early)
+        }
         Step::NotRequired(r) => Decision::NotApplicable(Reason::NotRequired(r)),
         Step::Disabled => Decision::NotApplicable(Reason::Disabled),
         Step::Locked { seconds } => {

@@ -8,6 +8,7 @@ use std::fs;
 use twofactor_core::backend::Authority;
 use twofactor_core::clock::ManualClock;
 use twofactor_core::enroll::Enrollment;
+use twofactor_core::policy;
 use twofactor_core::policy::LookupError;
 use twofactor_core::random::SeededRandom;
 use twofactor_core::store::Store;
