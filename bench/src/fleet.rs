@@ -321,7 +321,9 @@ pub fn run() {
     println!("|---|---:|---:|---:|");
     println!("| pam_twofactor, postgresql backend | {med:.1} | {p99:.1} | {ok}/400 |");
     println!("| of which: new connection (TCP, TLS, the first call) | {cmed:.1} | {cp99:.1} | |");
-    println!("| of which: the verify call | {vmed:.1} | {vp99:.1} | {vok}/200 |");
+    println!(
+        "| of which: from the code typed to the answer (the verify call) | {vmed:.1} | {vp99:.1} | {vok}/200 |"
+    );
     println!("| database floor: TLS connect + one committed UPDATE | {fmed:.1} | {fp99:.1} | |");
     println!(
         "| ratio login / floor | {:.2} | {:.2} | |\n",
@@ -338,12 +340,11 @@ pub fn run() {
     }
     let (pm, _) = stats(ms);
     println!("Whole process (pamtester) on the fleet database, 60 logins");
-    println!("| module | median ms | accepted | privacyIDEA's 263 ms / this |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| pam_twofactor, postgresql backend | {pm:.2} | {good}/60 | {:.0}× |\n",
-        263.0 / pm
-    );
+    // No ratio to another product: a number measured elsewhere, on other hardware, is
+    // not one; peers are compared only when measured in the same run.
+    println!("| module | median ms | accepted |");
+    println!("|---|---:|---:|");
+    println!("| pam_twofactor, postgresql backend | {pm:.2} | {good}/60 |\n");
 
     println!("Scale: users in the database (100 logins at each, in-process)");
     println!("| users in the database | median µs | p99 µs | accepted |");
