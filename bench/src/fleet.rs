@@ -254,7 +254,7 @@ fn split(f: &mut Fleet, runs: usize) -> ((f64, f64), (f64, f64), usize) {
         let code = code_at(&key, SystemClock.now());
         let t = Instant::now();
         let r = db
-            .verify(&user, &code, Purpose::Login, &config, 0)
+            .verify(&user, &code, Purpose::Login, &config)
             .expect("verify");
         verify.push(t.elapsed().as_secs_f64() * 1e6);
         ok += usize::from(r.result.is_success());

@@ -478,11 +478,14 @@ fn footprint() {
 fn charge_cost() {
     const RUNS: usize = 1000;
     let dir = tempfile::tempdir_in("/var/tmp").expect("temp dir");
-    let store = Store::create(&dir.path().join("state"), 0).expect("state dir");
+    let start = 1_900_000_000;
+    let clock = std::sync::Arc::new(twofactor_core::clock::ManualClock::new(start));
+    let store = Store::create(&dir.path().join("state"), 0)
+        .expect("state dir")
+        .with_clock(clock.clone());
     let (key, _) = enroll(&store, "bench", &mut OsRandom);
     let p = TotpParams::default();
     let config = Config::default();
-    let start = 1_900_000_000;
     let time = |f: &mut dyn FnMut(u64)| {
         let mut v: Vec<f64> = (0..RUNS as u64)
             .map(|i| {
@@ -507,8 +510,9 @@ fn charge_cost() {
     });
     let right = time(&mut |i| {
         let now = start + i * 30;
+        clock.set(now);
         let code = key.code_at_step(&p, p.step_at(now)).to_string();
-        let r = store.verify("bench", &code, Purpose::Login, &config, now);
+        let r = store.verify("bench", &code, Purpose::Login, &config);
         assert!(
             matches!(r, Ok(ref c) if c.result == CodeResult::Totp),
             "{r:?}"
@@ -517,7 +521,7 @@ fn charge_cost() {
     let mut lenient = config.clone();
     lenient.lockout.max_failures = 1000;
     let wrong = time(&mut |i| {
-        let now = start + (RUNS as u64 + i) * 30;
+        clock.set(start + (RUNS as u64 + i) * 30);
         if i % 500 == 0 {
             store
                 .update(
@@ -529,7 +533,7 @@ fn charge_cost() {
                 )
                 .expect("reset");
         }
-        let r = store.verify("bench", "000000", Purpose::Login, &lenient, now);
+        let r = store.verify("bench", "000000", Purpose::Login, &lenient);
         assert!(
             matches!(r, Ok(ref c) if matches!(c.result, CodeResult::Wrong { .. })),
             "{r:?}"

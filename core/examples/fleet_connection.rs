@@ -46,8 +46,7 @@ fn main() {
         let t = Instant::now();
         let h = cluster.backend(HOSTS[0]);
         h.facts(user).unwrap();
-        h.verify(user, "000000", Purpose::Login, &config, 0)
-            .unwrap();
+        h.verify(user, "000000", Purpose::Login, &config).unwrap();
         drop(h);
         one.push(t.elapsed());
 
@@ -55,17 +54,17 @@ fn main() {
         cluster.backend(HOSTS[0]).facts(user).unwrap();
         cluster
             .backend(HOSTS[0])
-            .verify(user, "000000", Purpose::Login, &config, 0)
+            .verify(user, "000000", Purpose::Login, &config)
             .unwrap();
         per_call.push(t.elapsed());
         let t = Instant::now();
         open.facts(user).unwrap();
         facts_open.push(t.elapsed());
         let t = Instant::now();
-        open.verify(user, "000000", Purpose::Login, &config, 0)
+        open.verify(user, "000000", Purpose::Login, &config)
             .unwrap();
         verify_open.push(t.elapsed());
-        admin.unlock(user, 0).unwrap();
+        admin.unlock(user).unwrap();
     }
     summary("one connection per login (facts + verify)", one);
     summary("one connection per call (facts, verify)", per_call);

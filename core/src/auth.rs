@@ -123,12 +123,14 @@ mod tests {
     use super::*;
     use crate::backend::Backend;
     use crate::backup_codes::{BackupCodes, NewCodes};
+    use crate::clock::ManualClock;
     use crate::random::SeededRandom;
     use crate::store::Authenticator;
     use crate::store::{Store, StoreError};
     use crate::testing::CHEAP;
     use crate::totp::{SecretKey, TotpParams};
     use std::fs;
+    use std::sync::Arc;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -243,7 +245,9 @@ mod tests {
     #[test]
     fn verify_code_persists_through_the_store() {
         let d = tempfile::tempdir().unwrap();
-        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw()).unwrap();
+        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw())
+            .unwrap()
+            .with_clock(Arc::new(ManualClock::new(NOW)));
         let (state, key, _) = setup();
         store
             .update("carol", |s| -> Result<(), StoreError> {
@@ -254,7 +258,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(
             store
-                .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .verify("carol", &code(&key, NOW), Purpose::Login, &c)
                 .unwrap()
                 .result,
             CodeResult::Totp
@@ -270,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .verify("carol", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .verify("carol", &code(&key, NOW), Purpose::Login, &c)
                 .unwrap()
                 .result,
             CodeResult::Replayed
@@ -389,7 +393,9 @@ mod tests {
     #[test]
     fn an_attempt_that_cannot_be_recorded_is_refused_unchecked() {
         let d = tempfile::tempdir().unwrap();
-        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw()).unwrap();
+        let store = Store::create(&d.path().join("s"), nix::unistd::geteuid().as_raw())
+            .unwrap()
+            .with_clock(Arc::new(ManualClock::new(NOW)));
         let (state, key, _) = setup();
         store
             .update("dan", |s| -> Result<(), StoreError> {
@@ -403,20 +409,16 @@ mod tests {
         let c = Config::default();
         assert!(
             store
-                .verify("dan", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .verify("dan", &code(&key, NOW), Purpose::Login, &c)
                 .is_err()
         );
-        assert!(
-            store
-                .verify("dan", "000000", Purpose::Login, &c, NOW)
-                .is_err()
-        );
+        assert!(store.verify("dan", "000000", Purpose::Login, &c).is_err());
         assert_eq!(fs::read(store.dir().join("dan.json")).unwrap(), before);
         fs::remove_dir(store.dir().join(".dan.tmp")).unwrap();
         // Charged and checked: a wrong code leaves exactly one failure, a right one none.
         assert_eq!(
             store
-                .verify("dan", "000000", Purpose::Login, &c, NOW)
+                .verify("dan", "000000", Purpose::Login, &c)
                 .unwrap()
                 .result,
             CodeResult::Wrong { locked_for: None }
@@ -424,7 +426,7 @@ mod tests {
         assert_eq!(store.load("dan").unwrap().lockout.failures, 1);
         assert_eq!(
             store
-                .verify("dan", &code(&key, NOW), Purpose::Login, &c, NOW)
+                .verify("dan", &code(&key, NOW), Purpose::Login, &c)
                 .unwrap()
                 .result,
             CodeResult::Totp

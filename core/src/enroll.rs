@@ -36,8 +36,6 @@ pub struct SaveSettings {
     pub window: u8,
     /// `backup_codes.count`: how many fresh backup codes go with it (0: none).
     pub backup_codes: usize,
-    /// Their hash cost.
-    pub cost: HashCost,
 }
 
 /// Replaces `state`'s backup codes with `count` fresh ones (none when `count` is 0) and

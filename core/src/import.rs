@@ -176,9 +176,9 @@ mod tests {
             window: f.window,
             backup_codes,
         };
-        assert_eq!(store.import("u", imported(codes), 0).unwrap(), Some(2));
+        assert_eq!(store.import("u", imported(codes)).unwrap(), Some(2));
         assert_eq!(
-            store.import("u", imported(None), 0).unwrap(),
+            store.import("u", imported(None)).unwrap(),
             None,
             "already enrolled"
         );

@@ -8,16 +8,19 @@
 //! may also commit in steps under one lock: a login records its attempt before the code
 //! is looked at.
 
+use std::fmt;
 use std::fs::{self, DirBuilder, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::backup_codes::BackupCodes;
+use crate::backup_codes::{BackupCodes, HashCost};
+use crate::clock::{Clock, SystemClock};
 pub use crate::fsutil::FileError;
 use crate::fsutil::{self, FileRules};
 use crate::lockout::Lockout;
@@ -329,10 +332,23 @@ impl Held<'_> {
 }
 
 /// The per-user state directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
     owner: u32,
+    /// What codes, locks and trust are checked and stamped with.
+    clock: Arc<dyn Clock + Send + Sync>,
+    /// The cost of the backup-code hashes this store makes.
+    hash_cost: HashCost,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -351,8 +367,32 @@ impl Store {
             Ok(()) => Ok(Self {
                 dir: dir.to_path_buf(),
                 owner,
+                clock: Arc::new(SystemClock),
+                hash_cost: HashCost::DEFAULT,
             }),
         }
+    }
+
+    /// This store with `clock` instead of the system's: tests move time by hand.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock + Send + Sync>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// This store, making backup-code hashes at `cost` (tests use a cheap one).
+    pub fn with_hash_cost(mut self, cost: HashCost) -> Self {
+        self.hash_cost = cost;
+        self
+    }
+
+    /// The time by this store's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The cost of the backup-code hashes this store makes.
+    pub fn hash_cost(&self) -> HashCost {
+        self.hash_cost
     }
 
     /// Creates the directory (mode 0700) if it is missing, then opens it. The parent must

@@ -10,7 +10,6 @@ use std::net::TcpListener;
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{Postgresql, Role};
 use twofactor_core::backend::{Authority, Backend, BackendError, Enrolled};
-use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::{OsRandom, Random};
@@ -31,7 +30,6 @@ fn settings() -> SaveSettings {
     SaveSettings {
         window: 1,
         backup_codes: 20,
-        cost: HashCost::DEFAULT,
     }
 }
 
@@ -53,7 +51,6 @@ fn enroll(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
             None,
             Some(Authority::Admin),
             settings(),
-            now(),
             &mut OsRandom,
         )
         .unwrap()
@@ -109,7 +106,7 @@ fn a_mistyped_code_when_replacing_keeps_the_ticket() {
     let (key, _) = enroll(c, "mover");
     let h = c.backend(HOSTS[0]);
     let checked = h
-        .verify("mover", &code(&key), Purpose::Change, &race_config(), now())
+        .verify("mover", &code(&key), Purpose::Change, &race_config())
         .unwrap();
     assert_eq!(checked.result, CodeResult::Totp);
     let proof = checked.proof.unwrap();
@@ -132,7 +129,6 @@ fn a_mistyped_code_when_replacing_keeps_the_ticket() {
             expected.as_ref(),
             authority,
             settings(),
-            now(),
             &mut OsRandom,
         )
     };
@@ -156,7 +152,7 @@ fn one_code_sent_twenty_times_at_once_from_two_hosts_logs_in_once() {
                 let (totp, config) = (&totp, &config);
                 s.spawn(move || {
                     host(c, i % 2)
-                        .verify("fleet0", totp, Purpose::Login, config, now())
+                        .verify("fleet0", totp, Purpose::Login, config)
                         .unwrap()
                         .result
                 })
@@ -217,28 +213,28 @@ fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
     let totp = code(&key);
     assert_eq!(
         host(c, 0)
-            .verify("fleet1", &totp, Purpose::Login, &config, now())
+            .verify("fleet1", &totp, Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::Totp
     );
     assert!(matches!(
         host(c, 1)
-            .verify("fleet1", &totp, Purpose::Login, &config, now())
+            .verify("fleet1", &totp, Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::Replayed
     ));
     assert_eq!(
         host(c, 0)
-            .verify("fleet1", &backups[0], Purpose::Login, &config, now())
+            .verify("fleet1", &backups[0], Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::BackupCode { left: 19 }
     );
     assert!(matches!(
         host(c, 1)
-            .verify("fleet1", &backups[0], Purpose::Login, &config, now())
+            .verify("fleet1", &backups[0], Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::Wrong { .. }
@@ -252,7 +248,7 @@ fn a_code_spent_on_one_host_is_refused_on_the_other_and_backup_codes_go_once() {
                 let config = &config;
                 s.spawn(move || {
                     host(c, i % 2)
-                        .verify("fleet1", b, Purpose::Login, config, now())
+                        .verify("fleet1", b, Purpose::Login, config)
                         .unwrap()
                         .result
                 })
@@ -279,7 +275,7 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
     for i in 0..3 {
         assert!(matches!(
             host(c, i % 2)
-                .verify("fleet2", "000000", Purpose::Login, &config, now())
+                .verify("fleet2", "000000", Purpose::Login, &config)
                 .unwrap()
                 .result,
             CodeResult::Wrong { locked_for: None }
@@ -287,7 +283,7 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
     }
     assert_eq!(
         host(c, 1)
-            .verify("fleet2", "000000", Purpose::Login, &config, now())
+            .verify("fleet2", "000000", Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::Wrong {
@@ -297,18 +293,18 @@ fn wrong_codes_on_both_hosts_lock_everywhere_and_an_admin_unlock_clears_it() {
     for i in 0..2 {
         assert!(matches!(
             host(c, i)
-                .verify("fleet2", &code(&key), Purpose::Login, &config, now())
+                .verify("fleet2", &code(&key), Purpose::Login, &config)
                 .unwrap()
                 .result,
             CodeResult::Locked { .. }
         ));
     }
     // A host cannot unlock.
-    assert!(host(c, 0).unlock("fleet2", now()).is_err());
-    assert!(admin(c).unlock("fleet2", now()).unwrap().is_some());
+    assert!(host(c, 0).unlock("fleet2").is_err());
+    assert!(admin(c).unlock("fleet2").unwrap().is_some());
     assert_eq!(
         host(c, 0)
-            .verify("fleet2", &code(&key), Purpose::Login, &config, now())
+            .verify("fleet2", &code(&key), Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::Totp
@@ -376,7 +372,6 @@ fn a_host_role_cannot_read_secrets_or_run_admin_functions_and_dumps_hold_no_secr
             expected.as_ref(),
             None,
             settings(),
-            now(),
             &mut OsRandom
         ),
         Err(BackendError::Refused(_))
@@ -405,18 +400,11 @@ fn trust_granted_on_one_host_does_not_skip_the_code_on_another() {
     let client = RemoteHost::parse("192.0.2.7").unwrap();
     // No verify, no trust: only verify makes the proof trust_host takes.
     let checked = a
-        .verify("fleet4", &code(&key), Purpose::Login, &race_config(), now())
+        .verify("fleet4", &code(&key), Purpose::Login, &race_config())
         .unwrap();
     assert_eq!(checked.result, CodeResult::Totp);
-    a.trust_host(
-        checked.proof.unwrap(),
-        "sshd",
-        &client,
-        30,
-        now(),
-        &mut OsRandom,
-    )
-    .unwrap();
+    a.trust_host(checked.proof.unwrap(), "sshd", &client, 30)
+        .unwrap();
     assert_eq!(a.facts("fleet4").unwrap().trusted_devices.0.len(), 1);
     assert!(
         host(c, 1)

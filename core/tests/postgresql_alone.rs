@@ -8,7 +8,6 @@ use std::fs;
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{Postgresql, Role};
 use twofactor_core::backend::{Authority, Backend, BackendError};
-use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::OsRandom;
@@ -35,7 +34,6 @@ fn threads_names_and_an_outage() {
     let settings = SaveSettings {
         window: 1,
         backup_codes: 2,
-        cost: HashCost::DEFAULT,
     };
     c.backend(ADMIN)
         .enroll(
@@ -45,7 +43,6 @@ fn threads_names_and_an_outage() {
             None,
             Some(Authority::Admin),
             settings,
-            now(),
             &mut OsRandom,
         )
         .unwrap()
@@ -59,7 +56,7 @@ fn threads_names_and_an_outage() {
     let b = c.backend(HOSTS[0]);
     b.facts("solo").unwrap();
     assert_eq!(
-        b.verify("solo", &code(&key), Purpose::Login, &race_config(), now())
+        b.verify("solo", &code(&key), Purpose::Login, &race_config())
             .unwrap()
             .result,
         CodeResult::Totp
@@ -97,7 +94,7 @@ fn threads_names_and_an_outage() {
     c.pg_ctl("stop");
     let r = c
         .backend(HOSTS[0])
-        .verify("solo", &code(&key), Purpose::Login, &race_config(), now());
+        .verify("solo", &code(&key), Purpose::Login, &race_config());
     c.pg_ctl("start");
     match r {
         Err(e @ BackendError::Unreachable { .. }) => {

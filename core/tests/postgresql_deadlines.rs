@@ -170,20 +170,20 @@ fn a_stopped_postmaster_and_a_stopped_backend_are_given_up_on_in_time() {
     let p = TotpParams::default();
     let totp = key.code_at_step(&p, p.step_at(now())).to_string();
     let m = unreachable_within("stopped backend, open connection", bound(0, 1), || {
-        open.verify("stopped", &totp, Purpose::Login, &race_config(), now())
+        open.verify("stopped", &totp, Purpose::Login, &race_config())
     });
     assert!(m.contains("(call)"), "{m}");
     // A new connection: the kernel accepts, the postmaster never answers.
     let fresh = host_at(&c, &[c.port]);
     let m = unreachable_within("stopped postmaster", bound(1, 1), || {
-        fresh.verify("stopped", &totp, Purpose::Login, &race_config(), now())
+        fresh.verify("stopped", &totp, Purpose::Login, &race_config())
     });
     assert!(m.contains("(tls)"), "{m}");
     run("kill", &["-CONT", &pid, backend_pid.trim()]);
     // Nothing was spent while it was stopped.
     assert_eq!(
         host_at(&c, &[c.port])
-            .verify("stopped", &totp, Purpose::Login, &race_config(), now())
+            .verify("stopped", &totp, Purpose::Login, &race_config())
             .unwrap()
             .result,
         CodeResult::Totp
@@ -206,7 +206,7 @@ fn a_commit_waiting_for_a_missing_synchronous_standby_is_given_up_on_in_time() {
     // facts reads only (no commit to wait for); the verify's commit waits.
     assert!(b.facts("syncwait").unwrap().is_enrolled());
     let m = unreachable_within("commit waiting for a standby", bound(0, 1), || {
-        b.verify("syncwait", &totp, Purpose::Login, &race_config(), now())
+        b.verify("syncwait", &totp, Purpose::Login, &race_config())
     });
     assert!(m.contains("(call)"), "{m}");
     c.psql("postgres", "ALTER SYSTEM RESET synchronous_standby_names");
@@ -234,7 +234,7 @@ fn a_dead_first_server_is_passed_over_for_one_that_serves() {
         assert!(b.facts(user).unwrap().is_enrolled());
         let code = key.code_at_step(&p, p.step_at(now())).to_string();
         let r = b
-            .verify(user, &code, Purpose::Login, &race_config(), now())
+            .verify(user, &code, Purpose::Login, &race_config())
             .unwrap()
             .result;
         let took = t.elapsed();

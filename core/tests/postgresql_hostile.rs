@@ -340,24 +340,17 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     let a = c.backend(HOSTS[0]);
     let cfg = race_config();
     let checked = a
-        .verify("victim", &code(&key), Purpose::Login, &cfg, now())
+        .verify("victim", &code(&key), Purpose::Login, &cfg)
         .unwrap();
     assert_eq!(checked.result, CodeResult::Totp);
     let client = RemoteHost::parse("192.0.2.7").unwrap();
-    a.trust_host(
-        checked.proof.unwrap(),
-        "sshd",
-        &client,
-        30,
-        now(),
-        &mut OsRandom,
-    )
-    .unwrap();
+    a.trust_host(checked.proof.unwrap(), "sshd", &client, 30)
+        .unwrap();
     assert_eq!(a.count_grace_login("latecomer", 3).unwrap(), Some(2));
     let mut strict = Config::default();
     strict.lockout.max_failures = 1;
     assert!(matches!(
-        a.verify("bystander", "000000", Purpose::Login, &strict, now())
+        a.verify("bystander", "000000", Purpose::Login, &strict)
             .unwrap()
             .result,
         CodeResult::Wrong {
@@ -411,7 +404,7 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     );
     let b = c.backend(HOSTS[1]);
     assert_eq!(
-        b.verify("victim", "999999", Purpose::Login, &cfg, now())
+        b.verify("victim", "999999", Purpose::Login, &cfg)
             .unwrap()
             .result,
         CodeResult::Totp,
@@ -456,7 +449,7 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
         "version 1's attack unlocked bystander"
     );
     assert_eq!(
-        a.verify("victim", &backups[0], Purpose::Login, &cfg, now())
+        a.verify("victim", &backups[0], Purpose::Login, &cfg)
             .unwrap()
             .result,
         CodeResult::BackupCode { left: 9 }
@@ -465,7 +458,7 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     let b = c.backend(HOSTS[1]);
     // The replaced matching_step is gone with the rest of version 1's functions.
     assert!(matches!(
-        b.verify("victim", "999999", Purpose::Login, &cfg, now())
+        b.verify("victim", "999999", Purpose::Login, &cfg)
             .unwrap()
             .result,
         CodeResult::Wrong { .. }
@@ -473,7 +466,7 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
     let p = TotpParams::default();
     let later = key2.code_at_step(&p, p.step_at(now()) + 1).to_string();
     assert!(
-        b.verify("bystander", &later, Purpose::Login, &cfg, now())
+        b.verify("bystander", &later, Purpose::Login, &cfg)
             .unwrap()
             .result
             .is_success()
@@ -641,7 +634,7 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     // Meanwhile host B cannot verify for victim: the row is held (lock_timeout).
     let b = c.backend(HOSTS[1]);
     let cfg = race_config();
-    let waited = b.verify("victim", &code(&key), Purpose::Login, &cfg, now());
+    let waited = b.verify("victim", &code(&key), Purpose::Login, &cfg);
     assert!(matches!(waited, Err(BackendError::Busy(_))), "{waited:?}");
 
     let removed = postgresql::remove_host(&admin_url, None, HOSTS[0]).unwrap();
@@ -663,7 +656,7 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     let _ = held.wait();
     // The row is free again.
     assert_eq!(
-        b.verify("victim", &code(&key), Purpose::Login, &cfg, now())
+        b.verify("victim", &code(&key), Purpose::Login, &cfg)
             .unwrap()
             .result,
         CodeResult::Totp

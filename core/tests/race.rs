@@ -15,7 +15,7 @@ use twofactor_core::backend::{self, Backend};
 use twofactor_core::config::Config;
 use twofactor_core::store::Store;
 use twofactor_testkit::behaviour;
-use twofactor_testkit::conformance::{self, RACERS, enroll_for_race, now, race_config};
+use twofactor_testkit::conformance::{self, RACERS, enroll_for_race, race_config};
 use twofactor_testkit::me;
 
 /// A file store in `dir`, and a config naming it (for the child processes).
@@ -178,7 +178,7 @@ fn race_child() {
         thread::sleep(Duration::from_millis(1));
     }
     let result = backend
-        .verify("racer", &input, Purpose::Login, &race_config(), now())
+        .verify("racer", &input, Purpose::Login, &race_config())
         .unwrap()
         .result;
     println!("RESULT={result:?}");

@@ -9,7 +9,6 @@ use nix::unistd::{User, getuid};
 use twofactor_core::audit::{Event, Outcome, Reason};
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::{self, Authority, Backend, BackendError, UserFacts, postgresql};
-use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::{BackendKind, Config};
 use twofactor_core::policy::{Directory, Nss, Requirement};
 use twofactor_core::store::{Store, StoreError};
@@ -237,13 +236,7 @@ impl Ctx {
         }
         let code = prompt::read_hidden("Current authentication code (or a backup code): ")?
             .ok_or("no code entered; nothing was changed")?;
-        let checked = backend.verify(
-            &self.caller.name,
-            &code,
-            Purpose::Change,
-            &self.config,
-            SystemClock.now(),
-        )?;
+        let checked = backend.verify(&self.caller.name, &code, Purpose::Change, &self.config)?;
         match (checked.result, checked.proof) {
             (CodeResult::Totp | CodeResult::BackupCode { .. }, Some(proof)) => {
                 Ok(Some(Authority::Verified(proof)))

@@ -2,8 +2,6 @@
 
 use serde_json::json;
 use twofactor_core::backend::{AuthenticatorId, Authority, Backend, BackendError, Enrolled};
-use twofactor_core::backup_codes::HashCost;
-use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::{Enrollment, SaveSettings, host_name, issuer_for};
 use twofactor_core::qr::QrStyle;
 use twofactor_core::random::OsRandom;
@@ -59,7 +57,6 @@ pub fn run(ctx: &Ctx, args: &EnrollArgs) -> Result<(), Error> {
     let settings = SaveSettings {
         window: ctx.config.totp.window,
         backup_codes: ctx.config.backup_codes.count,
-        cost: HashCost::DEFAULT,
     };
     let codes = if args.no_verify {
         save(
@@ -149,16 +146,7 @@ fn save(
     authority: Option<Authority>,
     settings: SaveSettings,
 ) -> Result<Enrolled, Error> {
-    match backend.enroll(
-        user,
-        e,
-        code,
-        expected,
-        authority,
-        settings,
-        SystemClock.now(),
-        &mut OsRandom,
-    ) {
+    match backend.enroll(user, e, code, expected, authority, settings, &mut OsRandom) {
         Ok(enrolled) => Ok(enrolled),
         Err(BackendError::Changed(_)) => Err(Error(format!(
             "the authenticator of {user} was changed while this command ran (another login or an administrator); nothing was saved. Run 'twofactor status' and start again"

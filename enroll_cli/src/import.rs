@@ -12,7 +12,6 @@ use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, User, unlinkat};
 use twofactor_core::backend::Imported;
 use twofactor_core::backup_codes::HashCost;
-use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::enroll::host_name;
 use twofactor_core::import::GoogleAuthenticatorFile;
 use twofactor_core::random::OsRandom;
@@ -189,9 +188,7 @@ fn import_one(ctx: &Ctx, user: &str, path: &Path, keep: bool) -> Result<(), Erro
         window: parsed.window,
         backup_codes: parsed.backup_codes(HashCost::DEFAULT, &mut OsRandom)?,
     };
-    let codes = backend
-        .import(user, imported, SystemClock.now())?
-        .ok_or_else(already)?;
+    let codes = backend.import(user, imported)?.ok_or_else(already)?;
     ctx.audit(user, "import google-authenticator");
     let left_behind = parsed.scratch_codes.len().saturating_sub(codes);
     let codes = if left_behind == 0 {

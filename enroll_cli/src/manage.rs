@@ -2,7 +2,6 @@
 
 use serde_json::json;
 use twofactor_core::backend::Revoke;
-use twofactor_core::backup_codes::HashCost;
 use twofactor_core::clock::{Clock, SystemClock, format_utc};
 use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::random::OsRandom;
@@ -34,7 +33,7 @@ pub fn backup_codes(ctx: &Ctx, args: &BackupCodesArgs) -> Result<(), Error> {
     let authority = ctx.confirm_change(&*backend, &state)?;
     let sheets = Sheets::create(args.paper.pdf.as_deref(), args.txt.as_deref())?;
     let codes = backend
-        .new_backup_codes(&user, authority, count, HashCost::DEFAULT, &mut OsRandom)?
+        .new_backup_codes(&user, authority, count, &mut OsRandom)?
         .ok_or_else(|| no_authenticator(&user))?
         .0;
     ctx.audit(&user, "new backup codes");
@@ -156,7 +155,7 @@ pub fn reset(ctx: &Ctx, user: &str) -> Result<(), Error> {
 pub fn unlock(ctx: &Ctx, user: &str) -> Result<(), Error> {
     ctx.require_root("unlock")?;
     let user = ctx.target_or_leftover(user)?;
-    let was = ctx.admin_backend()?.unlock(&user, SystemClock.now())?;
+    let was = ctx.admin_backend()?.unlock(&user)?;
     ctx.audit(&user, "unlock");
     match was {
         Some(secs) => println!("Unlocked {user} ({secs} seconds of lock were left)."),

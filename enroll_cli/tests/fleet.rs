@@ -74,7 +74,7 @@ fn json(config: Option<&Path>, args: &[&str]) -> Value {
 fn totp_login(h: &dyn Backend, user: &str, key: &SecretKey) -> CodeResult {
     let p = TotpParams::default();
     let code = key.code_at_step(&p, p.step_at(now())).to_string();
-    h.verify(user, &code, Purpose::Login, &Config::default(), now())
+    h.verify(user, &code, Purpose::Login, &Config::default())
         .unwrap()
         .result
 }
@@ -253,8 +253,7 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     let config = Config::default();
     let h = c.backend(HOSTS[1]);
     for _ in 0..config.lockout.max_failures {
-        h.verify(&user, "000000", Purpose::Login, &config, now())
-            .unwrap();
+        h.verify(&user, "000000", Purpose::Login, &config).unwrap();
     }
     assert!(h.facts(&user).unwrap().lockout.locked_for(now()).is_some());
     let all = json(Some(&admin), &["--json", "status", "--all"]);
@@ -412,7 +411,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
     let h = c.backend(HOSTS[0]);
     assert_eq!(totp_login(&h, &user, &key), CodeResult::Totp);
     assert!(
-        h.verify(&user, &backups[0], Purpose::Login, &config, now())
+        h.verify(&user, &backups[0], Purpose::Login, &config)
             .unwrap()
             .result
             .is_success()
@@ -466,7 +465,7 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         "{facts:?}"
     );
     assert!(
-        !h.verify(&user, &backups[1], Purpose::Login, &config, now())
+        !h.verify(&user, &backups[1], Purpose::Login, &config)
             .unwrap()
             .result
             .is_success()

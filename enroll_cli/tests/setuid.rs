@@ -14,7 +14,6 @@ use serde_json::Value;
 use twofactor_core::auth::Purpose;
 use twofactor_core::backend::Backend;
 use twofactor_core::random::OsRandom;
-use twofactor_testkit::conformance::now;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
 use twofactor_testkit::{Accounts, Session, key_shown, oathtool, tag};
 
@@ -564,7 +563,7 @@ fn fleet_self_service_goes_through_the_host_role_with_a_code() {
         let config = twofactor_core::config::Config::default();
         let r = cluster
             .backend(HOSTS[1])
-            .verify(&me, code, Purpose::Login, &config, now())
+            .verify(&me, code, Purpose::Login, &config)
             .unwrap()
             .result;
         !r.is_success()

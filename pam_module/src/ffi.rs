@@ -492,11 +492,13 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let mut env = Env {
         config: &config,
         directory: &Nss,
-        clock: &SystemClock,
+        store: twofactor_core::backend::Opening {
+            owner: 0,
+            clock: std::sync::Arc::new(SystemClock),
+            hash_cost: HashCost::DEFAULT,
+        },
         rng: &mut rng,
         host: host_name(),
-        store_owner: 0,
-        hash_cost: HashCost::DEFAULT,
         audit: &mut audit,
         served_by: None,
     };

@@ -85,11 +85,13 @@ fn login(config: &Config, user: &str, code: &str) -> Decision {
     let mut env = Env {
         config,
         directory: &Nss,
-        clock: &SystemClock,
+        store: twofactor_core::backend::Opening {
+            owner: 0,
+            clock: std::sync::Arc::new(SystemClock),
+            hash_cost: CHEAP_HASH,
+        },
         rng: &mut rng,
         host: "h".into(),
-        store_owner: 0,
-        hash_cost: CHEAP_HASH,
         audit: &mut audit,
         served_by: None,
     };

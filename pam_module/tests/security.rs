@@ -407,11 +407,13 @@ fn racing_logins_get_each_grace_login_once() {
                 let mut env = Env {
                     config: &config,
                     directory: &Nss,
-                    clock: &SystemClock,
+                    store: twofactor_core::backend::Opening {
+                        owner: 0,
+                        clock: Arc::new(SystemClock),
+                        hash_cost: CHEAP_HASH,
+                    },
                     rng: &mut rng,
                     host: "h".into(),
-                    store_owner: 0,
-                    hash_cost: CHEAP_HASH,
                     audit: &mut audit,
                     served_by: None,
                 };

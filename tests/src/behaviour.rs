@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::{Authority, Backend, BackendError, Checked, Enrolled, Revoke};
-use twofactor_core::backup_codes::HashCost;
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
 use twofactor_core::random::OsRandom;
@@ -230,7 +229,6 @@ fn settings(codes: usize) -> SaveSettings {
     SaveSettings {
         window: 1,
         backup_codes: codes,
-        cost: HashCost::DEFAULT,
     }
 }
 
@@ -252,7 +250,6 @@ fn provision(stores: &Stores<'_>, user: &str, codes: usize) -> (SecretKey, Vec<S
             None,
             Some(Authority::Admin),
             settings(codes),
-            now(),
             &mut OsRandom,
         )
         .unwrap()
@@ -312,7 +309,7 @@ fn shown<T>(label: &str, r: Result<T, BackendError>, ok: impl FnOnce(T) -> Strin
 }
 
 fn verify(b: &dyn Backend, user: &str, code: &str, purpose: Purpose) -> Checked {
-    b.verify(user, code, purpose, &strict(), now()).unwrap()
+    b.verify(user, code, purpose, &strict()).unwrap()
 }
 
 fn lockout_escalates(stores: &Stores<'_>) -> Vec<String> {
@@ -341,18 +338,14 @@ fn lockout_escalates(stores: &Stores<'_>) -> Vec<String> {
         try_code(&wrong(&key), &mut out);
     }
     facts(&mut out);
-    out.push(shown(
-        "unlock",
-        (stores.admin)().unlock(user, now()),
-        |was| {
-            if was.is_some() {
-                "was locked"
-            } else {
-                "was not locked"
-            }
-            .into()
-        },
-    ));
+    out.push(shown("unlock", (stores.admin)().unlock(user), |was| {
+        if was.is_some() {
+            "was locked"
+        } else {
+            "was not locked"
+        }
+        .into()
+    }));
     facts(&mut out);
     try_code(&code(&key), &mut out);
     out
@@ -473,7 +466,6 @@ fn changes_need_proof(stores: &Stores<'_>) -> Vec<String> {
             "bt_proof_other",
             Authority::Verified(proof),
             3,
-            HashCost::DEFAULT,
             &mut OsRandom,
         ),
         |c| format!("{} codes", c.map_or(0, |c| c.0.len())),
@@ -486,7 +478,6 @@ fn changes_need_proof(stores: &Stores<'_>) -> Vec<String> {
             user,
             Authority::Verified(checked.proof.unwrap()),
             3,
-            HashCost::DEFAULT,
             &mut OsRandom,
         ),
         |c| format!("{} codes", c.map_or(0, |c| c.0.len())),
@@ -523,7 +514,6 @@ fn changes_need_proof(stores: &Stores<'_>) -> Vec<String> {
             expected.as_ref(),
             None,
             settings(1),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -537,7 +527,6 @@ fn changes_need_proof(stores: &Stores<'_>) -> Vec<String> {
             None,
             None,
             settings(1),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -568,14 +557,7 @@ fn trust_needs_proof(stores: &Stores<'_>) -> Vec<String> {
     out.push(format!("login: {}", result(checked.result)));
     out.push(shown(
         "trust",
-        host.trust_host(
-            checked.proof.unwrap(),
-            "sshd",
-            &client,
-            30,
-            now(),
-            &mut OsRandom,
-        ),
+        host.trust_host(checked.proof.unwrap(), "sshd", &client, 30),
         |id| if id.is_empty() { "no id" } else { "an id" }.to_string(),
     ));
     let trusted = |out: &mut Vec<String>| {
@@ -645,7 +627,6 @@ fn grace(stores: &Stores<'_>) -> Vec<String> {
             None,
             None,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -680,7 +661,6 @@ fn enroll_and_replace(stores: &Stores<'_>) -> Vec<String> {
             None,
             None,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -695,7 +675,6 @@ fn enroll_and_replace(stores: &Stores<'_>) -> Vec<String> {
             None,
             None,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         |r| {
@@ -722,7 +701,6 @@ fn enroll_and_replace(stores: &Stores<'_>) -> Vec<String> {
             None,
             None,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -744,7 +722,6 @@ fn enroll_and_replace(stores: &Stores<'_>) -> Vec<String> {
             expected.as_ref(),
             authority,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         |r| enrolled_keep(r, &mut back),
@@ -758,7 +735,6 @@ fn enroll_and_replace(stores: &Stores<'_>) -> Vec<String> {
             expected.as_ref(),
             back,
             settings(2),
-            now(),
             &mut OsRandom,
         ),
         enrolled,
@@ -800,7 +776,6 @@ fn admin_changes(stores: &Stores<'_>) -> Vec<String> {
                 admin.facts(user).unwrap().authenticator_id(),
                 Some(Authority::Admin),
                 settings(2),
-                now(),
                 &mut OsRandom,
             ),
             enrolled,
@@ -864,7 +839,7 @@ fn bad_names(stores: &Stores<'_>) -> Vec<String> {
             } else {
                 format!("{name:?}")
             };
-            let r = host.verify(name, "123456", Purpose::Login, &strict(), now());
+            let r = host.verify(name, "123456", Purpose::Login, &strict());
             shown(&label, r, |c| match c.result {
                 CodeResult::NotEnrolled => "no state".into(),
                 other => result(other),

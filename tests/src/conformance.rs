@@ -9,7 +9,7 @@ use std::thread;
 
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::{Authority, Backend, BackendError, Enrolled};
-use twofactor_core::backup_codes::{HashCost, NewCodes};
+use twofactor_core::backup_codes::NewCodes;
 use twofactor_core::clock::{Clock, SystemClock};
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
@@ -44,7 +44,6 @@ pub fn enroll_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
     let settings = SaveSettings {
         window: 1,
         backup_codes: 3,
-        cost: HashCost::DEFAULT,
     };
     let NewCodes(plain) = backend
         .enroll(
@@ -54,7 +53,6 @@ pub fn enroll_for_race(backend: &dyn Backend, user: &str) -> (String, String) {
             None,
             Some(Authority::Admin),
             settings,
-            0,
             &mut OsRandom,
         )
         .unwrap()
@@ -88,7 +86,7 @@ fn wins(results: &[CodeResult]) -> usize {
 fn verify_race(open: Open<'_>, user: &str, input: &str) -> Vec<CodeResult> {
     let config = race_config();
     race(open, &|b| {
-        b.verify(user, input, Purpose::Login, &config, now())
+        b.verify(user, input, Purpose::Login, &config)
             .unwrap()
             .result
     })
@@ -135,7 +133,6 @@ pub fn one_of_racing_enrollments_is_saved(open: Open<'_>) {
     let settings = SaveSettings {
         window: 1,
         backup_codes: 0,
-        cost: HashCost::DEFAULT,
     };
     let results = race(open, &|b| {
         let e = Enrollment::new(&config, "racer4", "race", &mut OsRandom).unwrap();
@@ -146,7 +143,6 @@ pub fn one_of_racing_enrollments_is_saved(open: Open<'_>) {
             None,
             Some(Authority::Admin),
             settings,
-            now(),
             &mut OsRandom,
         );
         match saved {
@@ -180,7 +176,7 @@ pub fn a_replay_is_refused_and_not_counted(open: Open<'_>) {
     let (code, _) = enroll_for_race(&*b, "replayer");
     let config = Config::default();
     let verify = |input: &str| {
-        b.verify("replayer", input, Purpose::Login, &config, now())
+        b.verify("replayer", input, Purpose::Login, &config)
             .unwrap()
             .result
     };
@@ -209,7 +205,7 @@ pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Op
     let host = login();
     let config = Config::default();
     assert_eq!(
-        host.verify("switched", &code, Purpose::Login, &config, now())
+        host.verify("switched", &code, Purpose::Login, &config)
             .unwrap()
             .result,
         CodeResult::NotEnrolled
@@ -220,7 +216,6 @@ pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Op
     let settings = SaveSettings {
         window: 1,
         backup_codes: 2,
-        cost: HashCost::DEFAULT,
     };
     let fresh = e
         .secret()
@@ -239,7 +234,6 @@ pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Op
             old.as_ref(),
             None,
             settings,
-            now(),
             &mut OsRandom,
         )
         .unwrap();
@@ -252,7 +246,6 @@ pub fn a_turned_off_authenticator_is_replaced_at_login(open: Open<'_>, login: Op
             old.as_ref(),
             None,
             settings,
-            now(),
             &mut OsRandom,
         )
         .unwrap();

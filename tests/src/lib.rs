@@ -399,7 +399,6 @@ fn enroll_key_with_codes(
     let settings = SaveSettings {
         window: config.totp.window,
         backup_codes: count,
-        cost: CHEAP_HASH,
     };
     let NewCodes(plain) = backend
         .enroll(
@@ -409,7 +408,6 @@ fn enroll_key_with_codes(
             None,
             Some(Authority::Admin),
             settings,
-            0,
             rng,
         )
         .unwrap()

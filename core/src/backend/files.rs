@@ -2,10 +2,10 @@
 //! [`Store::hold`]) under the user's lock, so it is atomic and durable.
 
 use crate::auth::{self, CodeResult, Purpose};
-use crate::backup_codes::{HashCost, NewCodes};
+use crate::backup_codes::NewCodes;
 use crate::config::Config;
 use crate::enroll::{Enrollment, SaveSettings, new_backup_codes};
-use crate::random::Random;
+use crate::random::{OsRandom, Random};
 use crate::store::{Held, Store, UserState};
 use crate::trusted::RemoteHost;
 
@@ -29,8 +29,8 @@ impl Backend for Store {
         code: &str,
         purpose: Purpose,
         config: &Config,
-        now: u64,
     ) -> Result<Checked, BackendError> {
+        let now = self.now();
         let result = self.hold(user, |held| {
             charge_then_check(held, code, config, now, purpose)
         })?;
@@ -46,9 +46,9 @@ impl Backend for Store {
         expected: Option<&AuthenticatorId>,
         authority: Option<Authority>,
         settings: SaveSettings,
-        now: u64,
         rng: &mut dyn Random,
     ) -> Result<Enrolled, BackendError> {
+        let now = self.now();
         if first_code.is_none() && !matches!(authority, Some(Authority::Admin)) {
             return Err(BackendError::Refused(
                 "saving an authenticator without a code from it is for administrators".into(),
@@ -82,18 +82,14 @@ impl Backend for Store {
             Ok(Enrolled::Saved(new_backup_codes(
                 s,
                 settings.backup_codes,
-                settings.cost,
+                self.hash_cost(),
                 rng,
             )?))
         })
     }
 
-    fn import(
-        &self,
-        user: &str,
-        imported: Imported<'_>,
-        now: u64,
-    ) -> Result<Option<usize>, BackendError> {
+    fn import(&self, user: &str, imported: Imported<'_>) -> Result<Option<usize>, BackendError> {
+        let now = self.now();
         self.update(user, |s| -> Result<_, BackendError> {
             if s.is_enrolled() {
                 return Ok(None);
@@ -123,11 +119,11 @@ impl Backend for Store {
         service: &str,
         host: &RemoteHost,
         days: u32,
-        now: u64,
-        rng: &mut dyn Random,
     ) -> Result<String, BackendError> {
+        let now = self.now();
         self.update(proof.user(), |s| -> Result<_, BackendError> {
-            Ok(s.trusted_devices.add(service, host, now, days, rng)?)
+            Ok(s.trusted_devices
+                .add(service, host, now, days, &mut OsRandom)?)
         })
     }
 
@@ -179,7 +175,8 @@ impl Backend for Store {
         })
     }
 
-    fn unlock(&self, user: &str, now: u64) -> Result<Option<u64>, BackendError> {
+    fn unlock(&self, user: &str) -> Result<Option<u64>, BackendError> {
+        let now = self.now();
         self.update(user, |s| -> Result<_, BackendError> {
             let was = s.lockout.locked_for(now);
             s.lockout.unlock();
@@ -192,7 +189,6 @@ impl Backend for Store {
         user: &str,
         authority: Authority,
         count: usize,
-        cost: HashCost,
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError> {
         authority.covers(user)?;
@@ -200,7 +196,7 @@ impl Backend for Store {
             if !s.is_enrolled() {
                 return Ok(None);
             }
-            Ok(Some(new_backup_codes(s, count, cost, rng)?))
+            Ok(Some(new_backup_codes(s, count, self.hash_cost(), rng)?))
         })
     }
 }

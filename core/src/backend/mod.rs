@@ -14,12 +14,14 @@
 //! ([`crate::store::Store`], `backend = "files"`) is the first.
 
 use std::fmt;
+use std::sync::Arc;
 
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::auth::{CodeResult, Purpose};
 use crate::backup_codes::{BackupCodes, GenerateError, HashCost, HashError, NewCodes};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendKind, Config};
 use crate::enroll::{Enrollment, SaveSettings};
 use crate::lockout::Lockout;
@@ -74,7 +76,6 @@ pub trait Backend: fmt::Debug + Send + Sync {
         code: &str,
         purpose: Purpose,
         config: &Config,
-        now: u64,
     ) -> Result<Checked, BackendError>;
 
     /// Saves `enrollment` with fresh backup codes once `first_code` verifies against it,
@@ -96,26 +97,20 @@ pub trait Backend: fmt::Debug + Send + Sync {
         expected: Option<&AuthenticatorId>,
         authority: Option<Authority>,
         settings: SaveSettings,
-        now: u64,
         rng: &mut dyn Random,
     ) -> Result<Enrolled, BackendError>;
 
     /// Takes over an authenticator set up elsewhere (a google-authenticator file), with
     /// its own window and scratch codes, for a user who has none. Returns the backup
     /// codes it now has, or `None` when the user already has an authenticator.
-    fn import(
-        &self,
-        user: &str,
-        imported: Imported<'_>,
-        now: u64,
-    ) -> Result<Option<usize>, BackendError>;
+    fn import(&self, user: &str, imported: Imported<'_>) -> Result<Option<usize>, BackendError>;
 
     /// Counts one grace login. Returns how many are left after it, or `None` when none
     /// was left (`allowed` is `enroll.grace_logins`).
     fn count_grace_login(&self, user: &str, allowed: u32) -> Result<Option<u32>, BackendError>;
 
     /// Trusts `host` for the logins through `service` of the user `proof` was made for,
-    /// for `days` from `now`: only a login that just verified a code may. Returns the
+    /// for `days` from now: only a login that just verified a code may. Returns the
     /// entry's id.
     fn trust_host(
         &self,
@@ -123,8 +118,6 @@ pub trait Backend: fmt::Debug + Send + Sync {
         service: &str,
         host: &RemoteHost,
         days: u32,
-        now: u64,
-        rng: &mut dyn Random,
     ) -> Result<String, BackendError>;
 
     /// Revokes trusted hosts; how many were removed (0: no entry has that id).
@@ -152,7 +145,7 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn reset(&self, user: &str) -> Result<(), BackendError>;
 
     /// Clears the failure count and any lock. Returns the seconds of lock that were left.
-    fn unlock(&self, user: &str, now: u64) -> Result<Option<u64>, BackendError>;
+    fn unlock(&self, user: &str) -> Result<Option<u64>, BackendError>;
 
     /// Replaces the backup codes with `count` fresh ones (none when 0). Returns them to
     /// show once, or `None` when the user has no authenticator.
@@ -161,20 +154,63 @@ pub trait Backend: fmt::Debug + Send + Sync {
         user: &str,
         authority: Authority,
         count: usize,
-        cost: HashCost,
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError>;
 }
 
-/// Opens the backend `config` names. `owner` is the uid required of the state (root in
-/// production; the caller in unprivileged tests).
-pub fn open(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendError> {
-    match config.storage.backend {
-        BackendKind::Files => Ok(Box::new(Store::open_owned_by(
-            &config.storage.state_dir,
+/// What a caller gives the store it opens: the owner its files must have (root in
+/// production; the caller in unprivileged tests), the clock a file store checks codes
+/// and locks on, and the cost of the backup-code hashes a file store makes. A database
+/// checks on its own clock and hashes on the server.
+#[derive(Clone)]
+pub struct Opening {
+    /// The uid required of the state.
+    pub owner: u32,
+    /// The file store's clock.
+    pub clock: Arc<dyn Clock + Send + Sync>,
+    /// The file store's backup-code hash cost.
+    pub hash_cost: HashCost,
+}
+
+impl Opening {
+    /// The real clock and the real hash cost, for files owned by `owner`.
+    pub fn system(owner: u32) -> Self {
+        Self {
             owner,
+            clock: Arc::new(SystemClock),
+            hash_cost: HashCost::DEFAULT,
+        }
+    }
+}
+
+impl fmt::Debug for Opening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opening")
+            .field("owner", &self.owner)
+            .field("now", &self.clock.now())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the backend `config` names, with the real clock. `owner` is the uid required
+/// of the state (root in production; the caller in unprivileged tests).
+pub fn open(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendError> {
+    open_with(config, &Opening::system(owner))
+}
+
+/// As [`open`], with the clock and hash cost of `opening`.
+pub fn open_with(config: &Config, opening: &Opening) -> Result<Box<dyn Backend>, BackendError> {
+    match config.storage.backend {
+        BackendKind::Files => Ok(Box::new(
+            Store::open_owned_by(&config.storage.state_dir, opening.owner)?
+                .with_clock(opening.clock.clone())
+                .with_hash_cost(opening.hash_cost),
+        )),
+        BackendKind::Postgresql => Ok(Box::new(fleet(
+            config,
+            postgresql::Role::Host,
+            opening.owner,
         )?)),
-        BackendKind::Postgresql => Ok(Box::new(fleet(config, postgresql::Role::Host, owner)?)),
     }
 }
 

@@ -26,7 +26,7 @@ use super::{
     Imported, Revoke, UserFacts, Verified,
 };
 use crate::auth::{CodeResult, Purpose};
-use crate::backup_codes::{self, HashCost, NewCodes};
+use crate::backup_codes::{self, NewCodes};
 use crate::config::{Config, PostgresqlSettings};
 use crate::enroll::{Enrollment, SaveSettings};
 use crate::lockout::Lockout;
@@ -757,7 +757,6 @@ impl Backend for Postgresql {
         code: &str,
         purpose: Purpose,
         config: &Config,
-        _now: u64,
     ) -> Result<Checked, BackendError> {
         let as_totp = totp::normalize(code);
         let as_backup = backup_codes::normalize(code);
@@ -818,7 +817,6 @@ impl Backend for Postgresql {
         expected: Option<&AuthenticatorId>,
         authority: Option<Authority>,
         settings: SaveSettings,
-        _now: u64,
         rng: &mut dyn Random,
     ) -> Result<Enrolled, BackendError> {
         if let Some(a) = &authority {
@@ -876,12 +874,7 @@ impl Backend for Postgresql {
         }
     }
 
-    fn import(
-        &self,
-        user: &str,
-        imported: Imported<'_>,
-        _now: u64,
-    ) -> Result<Option<usize>, BackendError> {
+    fn import(&self, user: &str, imported: Imported<'_>) -> Result<Option<usize>, BackendError> {
         if self.facts(user)?.is_enrolled() {
             return Ok(None);
         }
@@ -923,8 +916,6 @@ impl Backend for Postgresql {
         service: &str,
         host: &RemoteHost,
         days: u32,
-        _now: u64,
-        _rng: &mut dyn Random,
     ) -> Result<String, BackendError> {
         let user = proof.user();
         let ticket: Option<&[u8]> = proof.ticket();
@@ -990,7 +981,7 @@ impl Backend for Postgresql {
         Ok(())
     }
 
-    fn unlock(&self, user: &str, _now: u64) -> Result<Option<u64>, BackendError> {
+    fn unlock(&self, user: &str) -> Result<Option<u64>, BackendError> {
         let left: Option<i64> = self.admin_one("SELECT twofactor.a_unlock($1)", &[&user])?;
         Ok(left.and_then(|l| u64::try_from(l).ok()))
     }
@@ -1000,7 +991,6 @@ impl Backend for Postgresql {
         user: &str,
         authority: Authority,
         count: usize,
-        _cost: HashCost,
         rng: &mut dyn Random,
     ) -> Result<Option<NewCodes>, BackendError> {
         let (canonical, shown) = backup_codes::generate_plain(count, rng)?;

@@ -36,7 +36,6 @@ pub(super) fn at_login(
         let settings = SaveSettings {
             window: config.totp.window,
             backup_codes: config.backup_codes.count,
-            cost: env.hash_cost,
         };
         // No authority: a login replaces only a turned-off authenticator, which needs none.
         let saved = backend.enroll(
@@ -46,7 +45,6 @@ pub(super) fn at_login(
             expected,
             None,
             settings,
-            env.clock.now(),
             &mut *env.rng,
         );
         let Some(codes) = saved?.saved() else {

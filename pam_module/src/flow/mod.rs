@@ -3,9 +3,7 @@
 
 use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::{self, Backend, BackendError, UserFacts, Verified};
-use twofactor_core::backup_codes::HashCost;
-use twofactor_core::clock::Clock;
+use twofactor_core::backend::{self, Backend, BackendError, Opening, UserFacts, Verified};
 use twofactor_core::config::Config;
 use twofactor_core::login::{self, LoginFacts, Read, ResolveError, Resolved, Step};
 use twofactor_core::one_prompt::{self, Split};
@@ -74,16 +72,13 @@ pub struct Env<'a> {
     pub config: &'a Config,
     /// Group membership.
     pub directory: &'a dyn Directory,
-    /// Time.
-    pub clock: &'a dyn Clock,
+    /// How the store is opened: the owner its files must have (root in production), the
+    /// clock (which the flow reads too) and the backup-code hash cost.
+    pub store: Opening,
     /// Randomness for secrets and backup codes.
     pub rng: &'a mut dyn Random,
     /// This machine's name, for the account label.
     pub host: String,
-    /// Owner required of the state directory and files (root in production).
-    pub store_owner: u32,
-    /// Cost of backup-code hashes made at enrollment.
-    pub hash_cost: HashCost,
     /// Receives each decision as it is made, with the account's canonical name: every
     /// recorded failure at once (a disconnect after it must not lose the audit line),
     /// and the final decision; with the database server that decided it, if one did.
@@ -271,14 +266,14 @@ fn resolve(
     env: &Env<'_>,
     account: &mut Option<String>,
 ) -> Result<Resolved, Stop> {
-    let (config, owner) = (env.config, env.store_owner);
+    let (config, opening) = (env.config, &env.store);
     let resolved = login::resolve(
         config,
         env.directory,
         Some(typed.service),
         typed.user,
         Read::Login,
-        || backend::open(config, owner),
+        || backend::open_with(config, opening),
     );
     match resolved {
         Ok(r) => {
@@ -320,7 +315,7 @@ fn run(
         login.service,
         name,
         login.ssh_auth_info,
-        env.clock.now(),
+        env.store.clock.now(),
     ) {
         Ok(proof) => Some(proof),
         Err(NotProven::Refused(why)) => {
@@ -342,7 +337,7 @@ fn run(
         ssh_factor: proof.as_ref(),
         after_login: login.after_login,
     };
-    let step = account.next_step(config, &facts, env.clock.now());
+    let step = account.next_step(config, &facts, env.store.clock.now());
     render(ui, login, env, (&*account.backend, &account.state), step)
 }
 
@@ -493,13 +488,7 @@ fn judge(
     period: u64,
     code: &str,
 ) -> Result<Judged, Stop> {
-    let checked = backend.verify(
-        login.user,
-        code,
-        Purpose::Login,
-        env.config,
-        env.clock.now(),
-    )?;
+    let checked = backend.verify(login.user, code, Purpose::Login, env.config)?;
     env.served_by = backend.served_by();
     let done = match (checked.result, checked.proof) {
         (CodeResult::Totp, Some(proof)) => {
@@ -571,14 +560,7 @@ fn offer_trust(
     if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         return Ok(());
     }
-    backend.trust_host(
-        proof,
-        login.service,
-        &host,
-        settings.days,
-        env.clock.now(),
-        &mut *env.rng,
-    )?;
+    backend.trust_host(proof, login.service, &host, settings.days)?;
     ui.info(&messages::trusted(login.service, &host.host, settings.days))?;
     Ok(())
 }

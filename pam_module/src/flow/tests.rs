@@ -5,8 +5,11 @@ use super::script::{Answer, Script, Step, eof, say};
 use super::*;
 use std::collections::HashMap;
 use std::fs;
-use twofactor_core::backend::Authority;
-use twofactor_core::clock::ManualClock;
+use std::sync::Arc;
+
+use twofactor_core::backend::{Authority, Opening};
+use twofactor_core::backup_codes::HashCost;
+use twofactor_core::clock::{Clock, ManualClock};
 use twofactor_core::enroll::Enrollment;
 use twofactor_core::policy;
 use twofactor_core::policy::LookupError;
@@ -48,7 +51,7 @@ impl Directory for Groups {
 struct World {
     _dir: tempfile::TempDir,
     config: Config,
-    clock: ManualClock,
+    clock: Arc<ManualClock>,
     rng: SeededRandom,
     /// PAM_AUTHTOK as an earlier password module left it.
     password: Option<String>,
@@ -69,7 +72,7 @@ impl World {
         Self {
             _dir: dir,
             config,
-            clock: ManualClock::new(NOW),
+            clock: Arc::new(ManualClock::new(NOW)),
             rng: SeededRandom::new(42),
             password: None,
             kept: None,
@@ -113,11 +116,13 @@ impl World {
         let mut env = Env {
             config: &self.config,
             directory: &Groups,
-            clock: &self.clock,
+            store: Opening {
+                owner: me(),
+                clock: self.clock.clone(),
+                hash_cost: CHEAP,
+            },
             rng: &mut self.rng,
             host: "testhost".into(),
-            store_owner: me(),
-            hash_cost: CHEAP,
             audit: &mut audit,
             served_by: None,
         };
