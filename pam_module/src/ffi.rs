@@ -1,4 +1,6 @@
-//! The C boundary: libpam's entry points and conversation, through pam-bindings.
+//! The C boundary: libpam's entry points, its conversation, items, data and environment,
+//! through pam-bindings and a few libpam calls it lacks. What the module does lives in
+//! `hooks.rs`, on the [`PamHandler`] this file implements.
 //!
 //! pam-bindings generates the `extern "C"` functions; its guard turns a panic into
 //! `PAM_ABORT`. We catch panics ourselves as well, so a panic never unwinds into libpam
@@ -6,7 +8,6 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 
 use pam::constants::{
     PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_TEXT_INFO, PamFlag,
@@ -16,25 +17,11 @@ use pam::conv::Conv;
 use pam::items::{AuthTok, RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use pam::pam_hooks;
-use twofactor_core::after_login::{self, Covered, Pending, Record, Records};
-use twofactor_core::audit::{self, Reason, Severity};
-use twofactor_core::backup_codes::HashCost;
-use twofactor_core::clock::Clock;
-use twofactor_core::clock::SystemClock;
-use twofactor_core::config::Config;
-use twofactor_core::enroll::host_name;
-use twofactor_core::last_good::{self, Loaded};
-use twofactor_core::module_args::ModuleArgs;
-use twofactor_core::policy::Nss;
-use twofactor_core::random::OsRandom;
+use twofactor_core::audit::{self, Severity};
 use zeroize::Zeroizing;
 
 use crate::conversation::{ConvError, Conversation};
-use crate::decision::{Decision, ErrorKind, pam_code};
-use crate::flow::{self, CodeFrom, Env, Login};
-
-/// syslog ident of every line the module writes.
-const IDENT: &str = "pam_twofactor";
+use crate::hooks::{self, Aside, IDENT, PamHandler};
 
 struct TwoFactor;
 // The entry points libpam calls: this generates the exported `pam_sm_authenticate`,
@@ -45,7 +32,11 @@ pam_hooks!(TwoFactor);
 
 impl PamHooks for TwoFactor {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
-        catch_unwind(AssertUnwindSafe(|| authenticate(pamh, &args, flags))).unwrap_or_else(|_| {
+        let silent = flags & PAM_SILENT != 0;
+        catch_unwind(AssertUnwindSafe(|| {
+            hooks::authenticate(&mut Handle(pamh), &args, silent)
+        }))
+        .unwrap_or_else(|_| {
             audit::syslog(
                 IDENT,
                 Severity::Error,
@@ -62,172 +53,65 @@ impl PamHooks for TwoFactor {
 
     /// `[after_login]`: records the session a verified login opens. Never fails a session.
     fn sm_open_session(pamh: &mut PamHandle, args: Vec<&CStr>, _: PamFlag) -> PamResultCode {
-        catch_unwind(AssertUnwindSafe(|| open_session(pamh, &args)))
-            .unwrap_or(PamResultCode::PAM_IGNORE)
+        catch_unwind(AssertUnwindSafe(|| {
+            hooks::open_session(&mut Handle(pamh), &args)
+        }))
+        .unwrap_or(PamResultCode::PAM_IGNORE)
     }
 
     /// `[after_login]`: forgets the session when the stack that opened it closes it.
-    fn sm_close_session(pamh: &mut PamHandle, args: Vec<&CStr>, _: PamFlag) -> PamResultCode {
-        catch_unwind(AssertUnwindSafe(|| close_session(pamh, &args)))
+    fn sm_close_session(_: &mut PamHandle, args: Vec<&CStr>, _: PamFlag) -> PamResultCode {
+        catch_unwind(AssertUnwindSafe(|| hooks::close_session(&args)))
             .unwrap_or(PamResultCode::PAM_IGNORE)
     }
 }
 
-/// The config for a session hook: `None` (and nothing done) when it cannot be read or
-/// `[after_login]` is off.
-fn session_config(args: &[&CStr]) -> Option<Config> {
-    let text: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let parsed = ModuleArgs::parse(text.iter().map(String::as_str)).ok()?;
-    let config = load_config(&parsed).ok()?;
-    (!config.after_login.services.is_empty()).then_some(config)
-}
+/// libpam's handle for one call, as the module's [`PamHandler`].
+struct Handle<'a>(&'a mut PamHandle);
 
-fn open_session(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
-    // The ticket leaves the PAM environment whatever happens, so it never reaches the
-    // session's environment.
-    let name = CString::new(after_login::TICKET_VAR).unwrap_or_default();
-    let ticket = pam_env(pamh, &name);
-    if ticket.is_some() {
-        pam_set_env(pamh, after_login::TICKET_VAR);
+impl PamHandler for Handle<'_> {
+    fn user(&mut self) -> Result<String, String> {
+        self.0.get_user(None).map_err(|e| format!("{e:?}"))
     }
-    let (Some(ticket), Some(_config)) = (ticket, session_config(args)) else {
-        return PamResultCode::PAM_IGNORE;
-    };
-    let user = pamh.get_user(None).unwrap_or_default();
-    let Ok(records) = Records::open(Path::new(after_login::RUN_DIR)) else {
-        return PamResultCode::PAM_IGNORE;
-    };
-    // Spent even when no record follows: a ticket works once.
-    let pending = records.spend(&ticket, SystemClock.now());
-    let Some(session) = after_login::started_here() else {
-        audit::syslog(
-            IDENT,
-            Severity::Info,
-            &format!(
-                "user={user} no session recorded: this stack did not start a new audit session (pam_loginuid before pam_twofactor, and a kernel that lets it set the login uid)"
-            ),
-        );
-        return PamResultCode::PAM_IGNORE;
-    };
-    let uid = after_login::account(&user).map(|(_, uid)| uid);
-    let Some(pending) = pending.filter(|p| uid == Some(p.uid)) else {
-        return PamResultCode::PAM_IGNORE;
-    };
-    let leader = std::process::id();
-    let Some(leader_start) = after_login::start_time(leader) else {
-        return PamResultCode::PAM_IGNORE;
-    };
-    let record = Record {
-        session,
-        uid: pending.uid,
-        user: pending.user.clone(),
-        service: pending.service,
-        verified_at: pending.verified_at,
-        leader_pid: leader,
-        leader_start,
-    };
-    match records.record(&record) {
-        Ok(true) => {
-            audit::syslog(
-                IDENT,
-                Severity::Info,
-                &format!(
-                    "user={} session {session} recorded: its code covers [after_login] services",
-                    pending.user
-                ),
-            );
-            PamResultCode::PAM_SUCCESS
-        }
-        Ok(false) => {
-            audit::syslog(
-                IDENT,
-                Severity::Warning,
-                &format!(
-                    "user={} session {session} not recorded: another live session holds that id",
-                    pending.user
-                ),
-            );
-            PamResultCode::PAM_IGNORE
-        }
-        Err(e) => {
-            audit::syslog(
-                IDENT,
-                Severity::Warning,
-                &format!("cannot record session {session}: {e}"),
-            );
-            PamResultCode::PAM_IGNORE
-        }
-    }
-}
 
-fn close_session(_pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
-    if session_config(args).is_none() {
-        return PamResultCode::PAM_IGNORE;
+    fn service(&mut self) -> Option<String> {
+        let s = self.0.get_item::<Service>().ok().flatten()?;
+        item_string(Some(s.0))
     }
-    // Only the stack that started the session ends its record: su and sudo -i run
-    // common-session too, inside it.
-    if let (Some(session), Ok(records)) = (
-        after_login::started_here(),
-        Records::open(Path::new(after_login::RUN_DIR)),
-    ) {
-        records.close(session, std::process::id());
-    }
-    PamResultCode::PAM_IGNORE
-}
 
-/// Whether a code typed at this session's login covers `service` now: the session's
-/// live record, for this account, which must also be the session's login uid.
-fn session_covered(config: &Config, items: &Items) -> Option<Covered> {
-    let settings = &config.after_login;
-    // A remote login is a new login, never part of a session: its daemon's process may
-    // carry the session it was started from (doctor also reports such a service).
-    if !settings.services.contains(&items.service) || items.rhost.is_some() {
-        return None;
+    fn rhost(&mut self) -> Option<String> {
+        let h = self.0.get_item::<RHost>().ok().flatten()?;
+        item_string(Some(h.0))
     }
-    let session = after_login::session_id(None)?;
-    let records = Records::open(Path::new(after_login::RUN_DIR)).ok()?;
-    let record = records.live(session)?;
-    let (_, uid) = after_login::account(&items.user)?;
-    if after_login::login_uid() != Some(uid) {
-        return None;
-    }
-    let age = after_login::covers(&record, uid, settings.minutes, SystemClock.now())?;
-    Some(Covered { session, age })
-}
 
-/// After a verified code, leaves the hand-off for this login's session.
-fn leave_for_session(pamh: &mut PamHandle, config: &Config, items: &Items, decision: &Decision) {
-    let verified = matches!(
-        decision,
-        Decision::Allow(Reason::Totp | Reason::BackupCode { .. })
-    );
-    let settings = &config.after_login;
-    if !verified || settings.services.is_empty() || settings.services.contains(&items.service) {
-        return;
+    fn authtok(&mut self) -> Option<Zeroizing<Vec<u8>>> {
+        let t = self.0.get_item::<AuthTok>().ok().flatten()?;
+        Some(Zeroizing::new(t.as_bytes().to_vec()))
     }
-    let Some((name, uid)) = after_login::account(&items.user) else {
-        return;
-    };
-    let pending = Pending {
-        user: name,
-        uid,
-        service: items.service.clone(),
-        verified_at: SystemClock.now(),
-    };
-    let left = Records::open(Path::new(after_login::RUN_DIR))
-        .and_then(|r| r.leave(&pending, &mut OsRandom));
-    match left {
-        Ok(ticket) => {
-            pam_set_env(pamh, &format!("{}={ticket}", after_login::TICKET_VAR));
-        }
-        Err(e) => audit::syslog(
-            IDENT,
-            Severity::Warning,
-            &format!("cannot leave the [after_login] hand-off: {e}"),
-        ),
+
+    fn set_authtok(&mut self, password: &str) -> Result<(), PamResultCode> {
+        set_authtok(self.0, password)
+    }
+
+    fn env(&mut self, name: &str) -> Option<String> {
+        let name = CString::new(name).ok()?;
+        pam_env(self.0, &name)
+    }
+
+    fn set_env(&mut self, name_value: &str) -> bool {
+        pam_set_env(self.0, name_value)
+    }
+
+    fn keep_aside(&mut self, aside: Aside) -> Result<(), PamResultCode> {
+        self.0.set_data(ASIDE, Box::new(aside))
+    }
+
+    fn take_aside(&mut self) -> Result<Option<Option<Zeroizing<String>>>, PamResultCode> {
+        take_aside(self.0)
+    }
+
+    fn conversation(&mut self) -> Box<dyn Conversation + '_> {
+        Box::new(PamConv(self.0.get_item::<Conv>().ok().flatten()))
     }
 }
 
@@ -277,15 +161,6 @@ fn item_string(c: Option<&CStr>) -> Option<String> {
 
 /// The `pam_set_data` name of what the split line leaves for the checking line.
 const ASIDE: &str = "pam_twofactor_one_prompt";
-
-/// What the split line leaves for the checking line. Lives until `pam_end`, so the
-/// code is zeroized when replaced or dropped.
-enum Aside {
-    /// Nothing: the checking line asks for its code itself.
-    Nothing,
-    /// The password came in one prompt, with this code after it (or none).
-    OnePrompt(Option<Zeroizing<String>>),
-}
 
 #[link(name = "pam")]
 unsafe extern "C" {
@@ -359,239 +234,4 @@ fn pam_env(pamh: &mut PamHandle, name: &CStr) -> Option<String> {
     // SAFETY: non-null, NUL-terminated and owned by the handle (above); copied at once.
     let text = unsafe { CStr::from_ptr(value) };
     Some(text.to_string_lossy().into_owned())
-}
-
-/// Who is logging in, from PAM's items.
-struct Items {
-    user: String,
-    service: String,
-    rhost: Option<String>,
-    silent: bool,
-}
-
-impl Items {
-    fn read(pamh: &mut PamHandle, flags: PamFlag) -> Result<Self, PamResultCode> {
-        let service = pamh
-            .get_item::<Service>()
-            .ok()
-            .flatten()
-            .and_then(|s| item_string(Some(s.0)))
-            .unwrap_or_else(|| "unknown".into());
-        let rhost = pamh
-            .get_item::<RHost>()
-            .ok()
-            .flatten()
-            .and_then(|h| item_string(Some(h.0)));
-        match pamh.get_user(None) {
-            Ok(user) if !user.is_empty() => Ok(Self {
-                user,
-                service,
-                rhost,
-                silent: flags & PAM_SILENT != 0,
-            }),
-            other => {
-                let why = format!("service={service} no user name: {:?}", other.err());
-                audit::syslog(IDENT, Severity::Error, &why);
-                Err(PamResultCode::PAM_USER_UNKNOWN)
-            }
-        }
-    }
-
-    /// Logs `decision` and returns its PAM code.
-    fn finish(&self, decision: &Decision, account: Option<&str>) -> PamResultCode {
-        decision
-            .event(&self.user, account, &self.service, self.rhost.as_deref())
-            .log(IDENT);
-        pam_code(decision)
-    }
-}
-
-/// The config the module enforces: the file, or its last good copy if it broke. `Err`:
-/// why no config can be enforced, and every login is refused.
-fn load_config(args: &ModuleArgs) -> Result<Config, String> {
-    match last_good::load(&args.config, 0) {
-        Loaded::Good { config, text } => {
-            if let Err(e) = last_good::remember(&config, &text, 0) {
-                audit::syslog(
-                    IDENT,
-                    Severity::Warning,
-                    &format!(
-                        "cannot keep a copy of the valid config {}: {e}; if it breaks later, logins have no last good copy to enforce",
-                        args.config.display()
-                    ),
-                );
-            }
-            Ok(*config)
-        }
-        Loaded::Broken(fallback) => {
-            audit::syslog(IDENT, Severity::Error, &fallback.to_string());
-            Ok(fallback.config)
-        }
-        Loaded::Unusable { error, looked } => Err(format!(
-            "config {error}; no last good copy to enforce ({}), so every login is refused; fix the file with: twofactor edit-config",
-            looked.join("; ")
-        )),
-    }
-}
-
-fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
-    let items = match Items::read(pamh, flags) {
-        Ok(items) => items,
-        Err(code) => return code,
-    };
-    let arg_text: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let parsed = ModuleArgs::parse(arg_text.iter().map(String::as_str));
-    // One split per pam_authenticate, and sudo and sshd retry on one handle: the split
-    // line drops what an earlier try kept, and the checking line takes this try's.
-    let kept = match &parsed {
-        Ok(a) if a.split => pamh
-            .set_data(ASIDE, Box::new(Aside::Nothing))
-            .map(|()| None),
-        _ => take_aside(pamh),
-    };
-    let kept = match kept {
-        Ok(kept) => kept,
-        Err(code) => {
-            let why = format!("cannot keep the one-prompt code apart: {code:?}");
-            return items.finish(&Decision::Error(ErrorKind::Unavailable, why), None);
-        }
-    };
-    // The password an earlier module checked (or, on the split line, the one prompt's
-    // answer given to an earlier module); copied so the copy can be zeroized.
-    let authtok: Option<Zeroizing<Vec<u8>>> = pamh
-        .get_item::<AuthTok>()
-        .ok()
-        .flatten()
-        .map(|t| Zeroizing::new(t.as_bytes().to_vec()));
-
-    let ssh_auth_info = pam_env(pamh, c"SSH_AUTH_INFO_0");
-    let conv = pamh.get_item::<Conv>().ok().flatten();
-    let mut conv = PamConv(conv);
-    let loaded = parsed
-        .map_err(|e| format!("module arguments: {e}"))
-        .and_then(|args| load_config(&args).map(|config| (args, config)));
-    let (args, config) = match loaded {
-        Ok(loaded) => loaded,
-        Err(why) => {
-            if !items.silent {
-                let _ = conv.error(flow::BROKEN_CONFIG_MESSAGE);
-            }
-            return items.finish(&Decision::Error(ErrorKind::Config, why), None);
-        }
-    };
-    let mut audit = |decision: &Decision, account: Option<&str>, server: Option<&str>| {
-        decision
-            .event(&items.user, account, &items.service, items.rhost.as_deref())
-            .with_server(server)
-            .log(IDENT);
-    };
-    let mut rng = OsRandom;
-    let mut env = Env {
-        config: &config,
-        directory: &Nss,
-        store: twofactor_core::backend::Opening {
-            owner: 0,
-            clock: std::sync::Arc::new(SystemClock),
-            hash_cost: HashCost::DEFAULT,
-        },
-        rng: &mut rng,
-        host: host_name(),
-        audit: &mut audit,
-        served_by: None,
-    };
-    // Kept only where the policy may trust it; the flow checks the service again.
-    let ssh_auth_info = ssh_auth_info.filter(|_| {
-        config.ssh_factor.enabled() && config.ssh_factor.services.contains(&items.service)
-    });
-    let login = Login {
-        user: &items.user,
-        ssh_auth_info: ssh_auth_info.as_deref(),
-        after_login: session_covered(&config, &items),
-        service: &items.service,
-        rhost: items.rhost.as_deref(),
-        silent: items.silent,
-        password: authtok.as_ref().map(|p| p.as_slice()),
-        code_from: match &kept {
-            Some(code) => CodeFrom::OnePrompt(code.as_ref().map(|c| c.as_str())),
-            None => CodeFrom::Prompt,
-        },
-    };
-    if !args.split {
-        // The flow logs its decisions itself, as they are made.
-        let (decision, _) = flow::authenticate(&mut conv, &login, &mut env);
-        drop(env);
-        leave_for_session(pamh, &config, &items, &decision);
-        return pam_code(&decision);
-    }
-    let outcome = one_prompt(
-        &mut conv,
-        &login,
-        &mut env,
-        authtok.as_ref().map(|t| t.as_slice()),
-    );
-    let (new_authtok, aside) = match outcome {
-        Ok(outcome) => outcome,
-        Err(code) => return code,
-    };
-    let handed_on = match &new_authtok {
-        Some(password) => set_authtok(pamh, password),
-        None => Ok(()),
-    };
-    if let Err(code) = handed_on.and_then(|()| pamh.set_data(ASIDE, Box::new(aside))) {
-        let why = format!("cannot hand the one-prompt password on: {code:?}");
-        return items.finish(&Decision::Error(ErrorKind::Unavailable, why), None);
-    }
-    // The split line proves nothing itself: the password and checking lines decide.
-    PamResultCode::PAM_IGNORE
-}
-
-/// The split line's conversation: the one prompt (unless an earlier module already
-/// asked), and the split. Returns the PAM_AUTHTOK to set, if it changes, and what to keep
-/// aside for the checking line.
-fn one_prompt(
-    conv: &mut PamConv<'_>,
-    login: &Login<'_>,
-    env: &mut Env<'_>,
-    authtok: Option<&[u8]>,
-) -> Result<(Option<Zeroizing<String>>, Aside), PamResultCode> {
-    let refuse = |why: &str| {
-        let decision = Decision::Deny(Reason::NoCode);
-        audit::syslog(
-            IDENT,
-            Severity::Notice,
-            &format!(
-                "{} ({why} at the one prompt)",
-                decision.event(login.user, None, login.service, login.rhost)
-            ),
-        );
-        PamResultCode::PAM_AUTH_ERR
-    };
-    // An earlier module's PAM_AUTHTOK is the one prompt's answer (try_first_pass).
-    let (typed, asked) = match authtok.filter(|t| !t.is_empty()) {
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => (Zeroizing::new(text.to_string()), false),
-            // Not text, so no code of ours at its end: it goes through as it is.
-            Err(_) => return Ok((None, Aside::OnePrompt(None))),
-        },
-        None => match conv.ask_hidden(flow::ONE_PROMPT) {
-            Ok(Some(text)) if !text.is_empty() => (text, true),
-            Ok(_) => return Err(refuse("nothing typed")),
-            Err(e) => {
-                let decision = Decision::Error(
-                    ErrorKind::Conversation,
-                    format!("conversation failed: {}", e.0),
-                );
-                (env.audit)(&decision, None, None);
-                return Err(pam_code(&decision));
-            }
-        },
-    };
-    match flow::split(conv, login, env, &typed) {
-        Ok(Some(split)) => Ok((Some(split.password), Aside::OnePrompt(Some(split.code)))),
-        Ok(None) => Ok((asked.then_some(typed), Aside::OnePrompt(None))),
-        Err(decision) => Err(pam_code(&decision)),
-    }
 }

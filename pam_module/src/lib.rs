@@ -10,3 +10,4 @@ pub mod decision;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod flow;
+mod hooks;
