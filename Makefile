@@ -23,6 +23,8 @@ build:
 
 install: build
 	install -D -m 0644 $(TARGET)/release/libpam_twofactor.so $(DESTDIR)$(PAMDIR)/pam_twofactor.so
+	# The fleet client, which the module loads only for backend = "postgresql".
+	install -D -m 0644 $(TARGET)/release/libtwofactor_fleet.so $(DESTDIR)$(PAMDIR)/../twofactor/fleet.so
 	install -D -m 4755 $(TARGET)/release/twofactor $(DESTDIR)$(BINDIR)/twofactor
 	install -d -m 0755 $(DESTDIR)/etc/twofactor
 	# An existing config is never overwritten.
@@ -40,7 +42,8 @@ install: build
 
 # Removes the program files; the config and the users' state are kept.
 uninstall:
-	rm -f $(DESTDIR)$(PAMDIR)/pam_twofactor.so $(DESTDIR)$(BINDIR)/twofactor
+	rm -f $(DESTDIR)$(PAMDIR)/pam_twofactor.so $(DESTDIR)$(PAMDIR)/../twofactor/fleet.so $(DESTDIR)$(BINDIR)/twofactor
+	-rmdir $(DESTDIR)$(PAMDIR)/../twofactor
 	rm -f $(DESTDIR)$(MANDIR)/man1/twofactor.1 $(DESTDIR)$(MANDIR)/man1/twofactor-*.1 $(DESTDIR)$(MANDIR)/man5/twofactor.toml.5 $(DESTDIR)$(MANDIR)/man8/pam_twofactor.8
 	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/twofactor
 	rm -f $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_twofactor

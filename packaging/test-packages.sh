@@ -51,6 +51,11 @@ cat "$work/deb.list"
 # --- the .deb's contents
 check "deb: setuid root twofactor" grep -Eq '^-rwsr-xr-x (root/root|0/0) .* \./usr/bin/twofactor$' "$work/deb.list"
 check "deb: module in the multiarch security dir" grep -q '\./usr/lib/x86_64-linux-gnu/security/pam_twofactor.so$' "$work/deb.list"
+check "deb: fleet client beside the security dir" grep -q '\./usr/lib/x86_64-linux-gnu/twofactor/fleet.so$' "$work/deb.list"
+# The module links no TLS: a login on the file store loads neither library; the fleet
+# client, loaded only for backend = "postgresql", does.
+check "deb: module links no libssl or libcrypto" sh -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/lib/x86_64-linux-gnu/security/pam_twofactor.so > '$work/module.so' && readelf -d '$work/module.so' | tee '$work/module.needed' | grep -q NEEDED && ! grep -Eq 'libssl|libcrypto' '$work/module.needed'"
+check "deb: the fleet client links libssl" sh -c "dpkg-deb --fsys-tarfile '$deb' | tar -xO ./usr/lib/x86_64-linux-gnu/twofactor/fleet.so > '$work/fleet.so' && readelf -d '$work/fleet.so' | grep -q libssl"
 check "deb: pam-auth-update profile" grep -q '\./usr/share/pam-configs/twofactor$' "$work/deb.list"
 check "deb: man pages" sh -c "grep -q man1/twofactor.1 '$work/deb.list' && grep -q man5/twofactor.toml.5 '$work/deb.list' && grep -q man8/pam_twofactor.8 '$work/deb.list'"
 check "deb: completions" sh -c "grep -q bash-completion/completions/twofactor '$work/deb.list' && grep -q _twofactor '$work/deb.list' && grep -q twofactor.fish '$work/deb.list'"
@@ -107,6 +112,7 @@ rpm -qplv "$rpm" > "$work/rpm.list" 2>/dev/null
 cat "$work/rpm.list"
 check "rpm: setuid twofactor" grep -Eq '^-rwsr-xr-x .* /usr/bin/twofactor$' "$work/rpm.list"
 check "rpm: module in /usr/lib64/security" grep -q ' /usr/lib64/security/pam_twofactor.so$' "$work/rpm.list"
+check "rpm: fleet client in /usr/lib64/twofactor" grep -q ' /usr/lib64/twofactor/fleet.so$' "$work/rpm.list"
 check "rpm: config files are noreplace" sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$rpm' 2>/dev/null | grep -Eq '^/etc/twofactor/config.toml c.*n'"
 check "rpm: requires" sh -c "rpm -qpR '$rpm' 2>/dev/null | tee /dev/stderr | grep -q ."
 check "rpm: scriptlets leave PAM alone" sh -c "rpm -qp --scripts '$rpm' 2>/dev/null | tee /dev/stderr | grep -q 'install -d -m 0700' && ! rpm -qp --scripts '$rpm' 2>/dev/null | grep -Eq 'pam.d|authselect|pam-auth-update'"

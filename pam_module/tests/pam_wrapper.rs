@@ -738,3 +738,93 @@ fn only_a_valid_certificate_in_the_pam_environment_stands_for_the_code() {
     assert_eq!(v, Verdict::Success, "{t}");
     assert!(t.contains("Authentication code"), "{t}");
 }
+
+/// The module links no TLS (`readelf -d`), and loads the fleet client only for
+/// `backend = "postgresql"`, from beside itself, and only a client nobody else may
+/// write. Without a usable one a required user is refused (PAM_AUTHINFO_UNAVAIL) with
+/// the reason in the log, and a break-glass account still logs in.
+#[test]
+fn the_fleet_client_is_loaded_only_when_needed_and_only_if_trusted() {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(pam_module_so())
+        .output()
+        .unwrap();
+    let needed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(needed.contains("libpam.so"), "{needed}");
+    assert!(
+        !needed.contains("libssl") && !needed.contains("libcrypto"),
+        "{needed}"
+    );
+
+    let mut accounts = Accounts::default();
+    accounts.user("tfplugin", "users", &[]);
+    let pam = Pam::new("");
+    // A copy of the module in a directory of its own, root's and 0755.
+    let lib = pam.0.path().join("lib");
+    fs::create_dir(&lib).unwrap();
+    fs::set_permissions(&lib, fs::Permissions::from_mode(0o755)).unwrap();
+    let module = lib.join("pam_twofactor.so");
+    fs::copy(pam_module_so(), &module).unwrap();
+    let config = pam.0.path().join("fleet.toml");
+    let missing = pam.0.path().join("missing");
+    fs::write(
+        &config,
+        format!(
+            "version = 1\n[enforce]\nusers = [\"tfplugin\"]\nexempt_users = [\"root\"]\n\
+             [storage]\nbackend = \"postgresql\"\n[storage.postgresql]\n\
+             hosts = [\"127.0.0.1:1\"]\ndbname = \"twofactor\"\n\
+             ca = \"{m}/ca.pem\"\ncert = \"{m}/host.pem\"\nkey = \"{m}/host.key\"\n",
+            m = missing.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(
+        pam.0.services().join("tf"),
+        format!(
+            "auth required {} config={}\n",
+            module.display(),
+            config.display()
+        ),
+    )
+    .unwrap();
+    let log = Syslog::new();
+    let wrap = log.wrap();
+    let plugin = lib.join("libtwofactor_fleet.so");
+
+    // No client beside the module: refused, and the log says what is missing.
+    let (v, t) = pam.run_with(&wrap, "tfplugin", None, &[]);
+    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
+    assert_eq!(
+        log.wait_for("the fleet client cannot be loaded: no ", 1)
+            .len(),
+        1,
+        "{:?}",
+        log.lines()
+    );
+    // The break-glass account is decided before any store is opened.
+    let (v, t) = pam.run_with(&wrap, "root", None, &[]);
+    assert_eq!(v, Verdict::Ignored, "{t}");
+
+    // A client others could write is never loaded.
+    let built = pam_module_so().with_file_name("libtwofactor_fleet.so");
+    fs::copy(&built, &plugin).unwrap();
+    fs::set_permissions(&plugin, fs::Permissions::from_mode(0o666)).unwrap();
+    let (v, t) = pam.run_with(&wrap, "tfplugin", None, &[]);
+    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
+    assert_eq!(
+        log.wait_for("writable by nobody else", 1).len(),
+        1,
+        "{:?}",
+        log.lines()
+    );
+
+    // A sound one is loaded: the login gets as far as the fleet's credentials.
+    fs::set_permissions(&plugin, fs::Permissions::from_mode(0o644)).unwrap();
+    let (v, t) = pam.run_with(&wrap, "tfplugin", None, &[]);
+    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
+    let reached = log.wait_for(&format!("{}/ca.pem", missing.display()), 1);
+    assert_eq!(reached.len(), 1, "{:?}", log.lines());
+    assert!(!reached[0].contains("cannot be loaded"), "{reached:?}");
+}

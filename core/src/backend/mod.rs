@@ -201,17 +201,50 @@ pub fn open(config: &Config, owner: u32) -> Result<Box<dyn Backend>, BackendErro
 /// As [`open`], with the clock and hash cost of `opening`.
 pub fn open_with(config: &Config, opening: &Opening) -> Result<Box<dyn Backend>, BackendError> {
     match config.storage.backend {
-        BackendKind::Files => Ok(Box::new(
-            Store::open_owned_by(&config.storage.state_dir, opening.owner)?
-                .with_clock(opening.clock.clone())
-                .with_hash_cost(opening.hash_cost),
-        )),
+        BackendKind::Files => Ok(Box::new(open_files(config, opening)?)),
         BackendKind::Postgresql => Ok(Box::new(fleet(
             config,
             postgresql::Role::Host,
             opening.owner,
         )?)),
     }
+}
+
+/// The file store `config` names, whatever its backend: for a caller that opens the
+/// fleet database another way (the PAM module loads that client only when needed).
+pub fn open_files(config: &Config, opening: &Opening) -> Result<Store, BackendError> {
+    Ok(
+        Store::open_owned_by(&config.storage.state_dir, opening.owner)?
+            .with_clock(opening.clock.clone())
+            .with_hash_cost(opening.hash_cost),
+    )
+}
+
+/// Identifies this build's types for the fleet plugin, which the PAM module loads as a
+/// separate object and hands `Config`s and takes `Box<dyn Backend>`s from: a plugin
+/// from another build of twofactor answers another number, and is not used.
+pub fn abi_fingerprint() -> u64 {
+    use std::mem::{align_of, size_of};
+    let facts = [
+        size_of::<Config>(),
+        align_of::<Config>(),
+        size_of::<BackendError>(),
+        size_of::<Result<Box<dyn Backend>, BackendError>>(),
+        size_of::<UserFacts>(),
+        size_of::<Checked>(),
+        size_of::<Enrolled>(),
+        size_of::<Opening>(),
+    ];
+    // FNV-1a over the version and the sizes: stable, and no dependency.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = env!("CARGO_PKG_VERSION")
+        .bytes()
+        .chain(facts.iter().flat_map(|n| n.to_le_bytes()));
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Opens the backend for an administrator's command: the file store as [`open`] does, or

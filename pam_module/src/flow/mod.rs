@@ -4,7 +4,7 @@
 use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::{self, Backend, BackendError, Opening, UserFacts, Verified};
-use twofactor_core::config::Config;
+use twofactor_core::config::{BackendKind, Config};
 use twofactor_core::login::{self, LoginFacts, Read, ResolveError, Resolved, Step};
 use twofactor_core::one_prompt::{self, Split};
 use twofactor_core::policy::{Directory, LookupError};
@@ -273,7 +273,7 @@ fn resolve(
         Some(typed.service),
         typed.user,
         Read::Login,
-        || backend::open_with(config, opening),
+        || open_store(config, opening),
     );
     match resolved {
         Ok(r) => {
@@ -289,6 +289,19 @@ fn resolve(
                 ResolveError::Backend { error, .. } => error.into(),
             })
         }
+    }
+}
+
+/// The store `config` names. The fleet client comes from its plugin, so that the
+/// module links neither TLS nor the PostgreSQL client; tests of the flow, which run in
+/// one process with everything linked, open the database directly.
+fn open_store(config: &Config, opening: &Opening) -> Result<Box<dyn Backend>, BackendError> {
+    match config.storage.backend {
+        BackendKind::Files => Ok(Box::new(backend::open_files(config, opening)?)),
+        #[cfg(not(test))]
+        BackendKind::Postgresql => crate::plugin::open_fleet(config, opening.owner),
+        #[cfg(test)]
+        BackendKind::Postgresql => backend::open_with(config, opening),
     }
 }
 
