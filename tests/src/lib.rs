@@ -134,7 +134,20 @@ impl Accounts {
 impl Drop for Accounts {
     fn drop(&mut self) {
         for u in &self.users {
-            let _ = Command::new("userdel").args(["--remove", u]).output();
+            // A session the test started (a shell under sudo, an sshd child) may still be
+            // ending, and userdel refuses a user with processes (exit 8): end them first.
+            // 6: no such user any more; 12: removed, but not its home.
+            for _ in 0..10 {
+                let _ = Command::new("pkill").args(["-KILL", "-u", u]).output();
+                let gone = Command::new("userdel")
+                    .args(["--remove", u])
+                    .output()
+                    .is_ok_and(|o| matches!(o.status.code(), Some(0 | 6 | 12)));
+                if gone {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
         }
         for g in &self.groups {
             let _ = Command::new("groupdel").arg(g).output();
