@@ -16,6 +16,7 @@ use twofactor_core::random::{OsRandom, Random};
 use twofactor_core::totp::{Algorithm, SecretKey, TotpParams};
 use twofactor_testkit::behaviour;
 use twofactor_testkit::conformance::{self, now, race_config};
+use twofactor_testkit::enroll_with_codes;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS, STRANGER};
 
 fn host(c: &Cluster, i: usize) -> Box<dyn Backend> {
@@ -35,28 +36,7 @@ fn settings() -> SaveSettings {
 
 /// Enrolls `user` through the admin role; returns the key and its backup codes.
 fn enroll(c: &Cluster, user: &str) -> (SecretKey, Vec<String>) {
-    let key = SecretKey::generate(&mut OsRandom).unwrap();
-    let e = Enrollment::with_secret(
-        &Config::default(),
-        key.clone(),
-        TotpParams::default(),
-        user,
-        "fleet",
-    );
-    let codes = admin(c)
-        .enroll(
-            user,
-            &e,
-            None,
-            None,
-            Some(Authority::Admin),
-            settings(),
-            &mut OsRandom,
-        )
-        .unwrap()
-        .saved()
-        .unwrap();
-    (key, codes.0.iter().map(|c| c.to_string()).collect())
+    enroll_with_codes(&*admin(c), user, 20, &mut OsRandom)
 }
 
 fn code(key: &SecretKey) -> String {

@@ -7,12 +7,11 @@ use std::fs;
 
 use twofactor_core::auth::{CodeResult, Purpose};
 use twofactor_core::backend::postgresql::{Postgresql, Role};
-use twofactor_core::backend::{Authority, Backend, BackendError};
-use twofactor_core::config::Config;
-use twofactor_core::enroll::{Enrollment, SaveSettings};
+use twofactor_core::backend::{Backend, BackendError};
 use twofactor_core::random::OsRandom;
 use twofactor_core::totp::{SecretKey, TotpParams};
 use twofactor_testkit::conformance::{now, race_config};
+use twofactor_testkit::enroll_with_codes;
 use twofactor_testkit::postgres::{ADMIN, Cluster, HOSTS};
 
 fn code(key: &SecretKey) -> String {
@@ -23,31 +22,7 @@ fn code(key: &SecretKey) -> String {
 #[test]
 fn threads_names_and_an_outage() {
     let c = Cluster::start();
-    let key = SecretKey::generate(&mut OsRandom).unwrap();
-    let e = Enrollment::with_secret(
-        &Config::default(),
-        key.clone(),
-        TotpParams::default(),
-        "solo",
-        "fleet",
-    );
-    let settings = SaveSettings {
-        window: 1,
-        backup_codes: 2,
-    };
-    c.backend(ADMIN)
-        .enroll(
-            "solo",
-            &e,
-            None,
-            None,
-            Some(Authority::Admin),
-            settings,
-            &mut OsRandom,
-        )
-        .unwrap()
-        .saved()
-        .unwrap();
+    let (key, _) = enroll_with_codes(&c.backend(ADMIN), "solo", 2, &mut OsRandom);
 
     // 1. No thread: tokio keeps a blocking-pool thread alive for seconds after use, so a
     // name lookup or a worker started for the login would still be counted here.

@@ -234,28 +234,7 @@ fn settings(codes: usize) -> SaveSettings {
 
 /// Sets `user` up through the administrator's handle; the key and backup codes.
 fn provision(stores: &Stores<'_>, user: &str, codes: usize) -> (SecretKey, Vec<String>) {
-    let key = SecretKey::generate(&mut OsRandom).unwrap();
-    let e = Enrollment::with_secret(
-        &Config::default(),
-        key.clone(),
-        TotpParams::default(),
-        user,
-        "table",
-    );
-    let saved = (stores.admin)()
-        .enroll(
-            user,
-            &e,
-            None,
-            None,
-            Some(Authority::Admin),
-            settings(codes),
-            &mut OsRandom,
-        )
-        .unwrap()
-        .saved()
-        .unwrap();
-    (key, saved.0.iter().map(|c| c.to_string()).collect())
+    crate::enroll_with_codes(&*(stores.admin)(), user, codes, &mut OsRandom)
 }
 
 fn code(key: &SecretKey) -> String {
