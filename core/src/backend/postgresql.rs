@@ -37,7 +37,7 @@ use crate::trusted::{HostKind, RemoteHost, TrustedDevice, TrustedDevices};
 mod conn;
 mod setup;
 mod tls;
-pub use super::Phase;
+use super::Phase;
 use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
     AddedHost, HOSTS_GROUP, HbaAdvice, HostEntry, InitReport, RemovedHost, RotateReport,
@@ -46,7 +46,6 @@ pub use setup::{
 };
 use tls::Tls;
 
-pub use super::SERVER_UNREACHABLE;
 
 /// Added to a refusal of an administrator's function to a host.
 pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, which a host's certificate never has: \

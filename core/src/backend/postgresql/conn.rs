@@ -26,7 +26,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config};
 
 use super::tls::{Connect, Stream, Tls};
-pub use crate::backend::Phase;
+use crate::backend::Phase;
 
 /// Why a connection or a call failed.
 #[derive(Debug)]
