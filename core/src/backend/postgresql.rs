@@ -46,7 +46,6 @@ pub use setup::{
 };
 use tls::Tls;
 
-
 /// Added to a refusal of an administrator's function to a host.
 pub const ADMIN_CONFIG_NEEDED: &str = "this needs the fleet's admin role, which a host's certificate never has: \
     run it on an admin machine with the admin config (--config FILE \
