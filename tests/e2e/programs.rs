@@ -123,8 +123,12 @@ fn log_in(command: &str, user: &str, code: &str) -> String {
     screen.type_line(PASSWORD);
     screen.wait_for("Authentication code:");
     screen.type_line(code);
-    screen.type_line("echo LOGGED-IN-AS-$(id -un)");
-    screen.wait_for(&format!("LOGGED-IN-AS-{user}")).join("\n")
+    screen
+        .type_until(
+            "echo LOGGED-IN-AS-$(id -un)",
+            &format!("LOGGED-IN-AS-{user}"),
+        )
+        .join("\n")
 }
 
 /// The three programs' cases: a wrong password never reaches the code prompt, a wrong
@@ -227,17 +231,10 @@ fn login_enrolls_on_an_80x24_console() {
     screen.type_line(&oathtool(&key));
     screen.wait_for("Press Enter once you have saved the backup codes");
     screen.type_line("");
-    // What is typed before the shell reads its terminal can be dropped when the login
-    // hands over: type the check again until the shell answers it.
-    let answer = format!("LOGGED-IN-AS-{user}");
-    for _ in 0..20 {
-        screen.type_line("echo LOGGED-IN-AS-$(id -un)");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        if screen.history().contains(&answer) {
-            break;
-        }
-    }
-    screen.wait_for(&answer);
+    screen.type_until(
+        "echo LOGGED-IN-AS-$(id -un)",
+        &format!("LOGGED-IN-AS-{user}"),
+    );
     assert!(machine.store().load(&user).unwrap().is_enrolled());
     assert!(!Path::new("/etc/sudoers.d/twofactor-test").exists());
 }

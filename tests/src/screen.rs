@@ -80,6 +80,19 @@ impl Screen {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Types `command` until `answer` shows: what is typed before a new shell reads its
+    /// terminal (after login or sudo hands over) can be dropped. Returns the screen.
+    pub fn type_until(&self, command: &str, answer: &str) -> Vec<String> {
+        for _ in 0..20 {
+            self.type_line(command);
+            thread::sleep(Duration::from_millis(500));
+            if self.history().contains(answer) {
+                break;
+            }
+        }
+        self.wait_for(answer)
+    }
+
     /// Waits until `needle` has been shown `count` times since the program started (a
     /// second prompt, not the first one still on screen); returns the screen then.
     pub fn wait_for_nth(&self, needle: &str, count: usize) -> Vec<String> {
