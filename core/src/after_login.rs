@@ -16,7 +16,15 @@
 //!    records the session, with the process that opened it as its leader.
 //!
 //! A record counts only while its leader (PID and start time) lives, for the uid it was
-//! made for, for `minutes`.
+//! made for, for `minutes`, and only for processes that descend from the leader by the
+//! kernel's parent chain. A server that a login started and that left it (tmux, screen)
+//! keeps the session id but not the ancestry, so its windows ask for the code.
+//!
+//! A ticket is bound to the processes that may open the session: the authenticating
+//! process and its parent (sshd's `[priv]` monitor is the parent of its PAM child; `login`
+//! authenticates and opens the session in one process). Any other process that presents
+//! it, such as a later login whose user copied the ticket through `~/.pam_environment`,
+//! spends nothing. Only services that start logins (`[after_login] from`) leave tickets.
 
 use std::fs;
 use std::io::{self, Write};
@@ -35,6 +43,42 @@ pub const TICKET_VAR: &str = "TWOFACTOR_VERIFIED";
 pub const PENDING_SECONDS: u64 = 600;
 /// The kernel's "no session" id.
 const NO_SESSION: u32 = u32::MAX;
+/// At most this many pending records per uid: a flood of verified codes through a
+/// service that never opens a session cannot fill `/run`. The oldest go first.
+pub const PENDING_PER_UID: usize = 16;
+/// At most this many live session records per uid.
+pub const SESSIONS_PER_UID: usize = 64;
+/// How far up the parent chain a descent is looked for: deeper is never a login's.
+const MAX_ANCESTRY: usize = 64;
+
+/// A process, by PID and start time, so that a reused PID is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proc {
+    /// The PID.
+    pub pid: u32,
+    /// Its start time (clock ticks after boot, `/proc/PID/stat` field 22).
+    pub start: u64,
+}
+
+impl Proc {
+    /// Process `pid`, if it runs.
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Self {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    /// This process.
+    pub fn me() -> Option<Self> {
+        Self::of(std::process::id())
+    }
+
+    /// Whether it still runs (the same process, not a reused PID).
+    pub fn lives(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
 
 /// A verification waiting for its session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +91,22 @@ pub struct Pending {
     pub service: String,
     /// When (Unix seconds).
     pub verified_at: u64,
+    /// The processes that may spend it: the one that authenticated and its parent.
+    /// A record without them (an older twofactor's) is never spent.
+    #[serde(default)]
+    pub openers: Vec<Proc>,
+}
+
+impl Pending {
+    /// The processes that may open the session this verification is for: this process,
+    /// and its parent.
+    pub fn openers_here() -> Vec<Proc> {
+        let parent = u32::try_from(nix::unistd::getppid().as_raw()).ok();
+        [Proc::me(), parent.and_then(Proc::of)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }
 
 /// A session whose login verified a code.
@@ -106,12 +166,42 @@ pub fn login_uid() -> Option<u32> {
         .filter(|id| *id != NO_SESSION)
 }
 
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it runs.
-pub fn start_time(pid: u32) -> Option<u64> {
+/// Fields 3 onward of `/proc/PID/stat`, if the process runs.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count after the last.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The parent of process `pid` (field 4 of `/proc/PID/stat`), if it runs.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether process `pid` is `ancestor` or descends from it by the kernel's parent chain.
+/// A process that was re-parented (a daemon that double-forked away from the login, as
+/// tmux and screen servers do) no longer descends from it.
+pub fn descends_from(pid: u32, ancestor: &Proc) -> bool {
+    if !ancestor.lives() {
+        return false;
+    }
+    let mut at = pid;
+    for _ in 0..MAX_ANCESTRY {
+        if at == ancestor.pid {
+            return true;
+        }
+        match parent_of(at) {
+            Some(parent) if parent > 1 => at = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 impl Records {
@@ -143,8 +233,12 @@ impl Records {
         })
     }
 
-    /// Leaves `pending` under a fresh ticket, which it returns (32 hex digits).
+    /// Leaves `pending` under a fresh ticket, which it returns (32 hex digits). Tidies
+    /// first: pending records past their lifetime and session records whose leader is
+    /// gone are removed, and the uid's oldest pending records beyond
+    /// [`PENDING_PER_UID`] - 1.
     pub fn leave(&self, pending: &Pending, rng: &mut dyn Random) -> io::Result<String> {
+        self.tidy(pending.uid, pending.verified_at);
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes).map_err(io::Error::other)?;
         let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -152,16 +246,63 @@ impl Records {
         Ok(ticket)
     }
 
-    /// Spends the pending record of `ticket`: it is gone whatever the answer. `None` for
-    /// a malformed ticket, none by that name, or one older than [`PENDING_SECONDS`].
-    pub fn spend(&self, ticket: &str, now: u64) -> Option<Pending> {
+    /// Removes what can never count again, and makes room for one more pending record
+    /// of `uid`. Anything unreadable or not root's in these directories goes too: only
+    /// root can write here, so it is debris.
+    fn tidy(&self, uid: u32, now: u64) {
+        let mut mine: Vec<(u64, PathBuf)> = Vec::new();
+        for path in entries(&self.dir.join("pending")) {
+            if path.extension().is_some_and(|e| e == "tmp") {
+                // Another login's write in progress, unless it is older than any login.
+                let stale = fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > PENDING_SECONDS);
+                if stale {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            match read_ours::<Pending>(&path, self.owner) {
+                Some(p) if p.verified_at <= now && now - p.verified_at <= PENDING_SECONDS => {
+                    if p.uid == uid {
+                        mine.push((p.verified_at, path));
+                    }
+                }
+                _ => {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        mine.sort();
+        let excess = (mine.len() + 1).saturating_sub(PENDING_PER_UID);
+        for (_, path) in mine.into_iter().take(excess) {
+            let _ = fs::remove_file(path);
+        }
+        for path in entries(&self.dir.join("sessions")) {
+            let live = read_ours::<Record>(&path, self.owner).is_some_and(|r| r.leader().lives());
+            if !live {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// Spends the pending record of `ticket` for `caller`, the process opening the
+    /// session: it is gone whatever the answer. `None` for a malformed ticket, none by
+    /// that name, one older than [`PENDING_SECONDS`], or one left for other processes.
+    pub fn spend(&self, ticket: &str, now: u64, caller: &Proc) -> Option<Pending> {
         if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let path = self.dir.join("pending").join(ticket);
         let pending: Option<Pending> = read_ours(&path, self.owner);
         let _ = fs::remove_file(&path);
-        pending.filter(|p| p.verified_at <= now && now - p.verified_at <= PENDING_SECONDS)
+        pending.filter(|p| {
+            p.verified_at <= now
+                && now - p.verified_at <= PENDING_SECONDS
+                && p.openers.contains(caller)
+        })
     }
 
     fn session_path(&self, session: u32) -> PathBuf {
@@ -171,16 +312,23 @@ impl Records {
     /// The record of `session` while its leader lives.
     pub fn live(&self, session: u32) -> Option<Record> {
         let record: Record = read_ours(&self.session_path(session), self.owner)?;
-        (record.session == session && start_time(record.leader_pid) == Some(record.leader_start))
-            .then_some(record)
+        (record.session == session && record.leader().lives()).then_some(record)
     }
 
-    /// Records `record`, unless another live record holds its session id.
+    /// Records `record`, unless another live record holds its session id or its uid
+    /// has [`SESSIONS_PER_UID`] live records already.
     pub fn record(&self, record: &Record) -> io::Result<bool> {
         if self
             .live(record.session)
             .is_some_and(|r| r.leader_pid != record.leader_pid)
         {
+            return Ok(false);
+        }
+        let of_uid = entries(&self.dir.join("sessions"))
+            .filter_map(|p| read_ours::<Record>(&p, self.owner))
+            .filter(|r| r.uid == record.uid && r.session != record.session && r.leader().lives())
+            .count();
+        if of_uid >= SESSIONS_PER_UID {
             return Ok(false);
         }
         let path = self.session_path(record.session);
@@ -196,6 +344,25 @@ impl Records {
             let _ = fs::remove_file(path);
         }
     }
+}
+
+impl Record {
+    /// The process that opened the session.
+    pub fn leader(&self) -> Proc {
+        Proc {
+            pid: self.leader_pid,
+            start: self.leader_start,
+        }
+    }
+}
+
+/// The files in `dir` (none if it cannot be read).
+fn entries(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
 }
 
 /// Writes `value` as JSON to a new file, root-only, never through a symlink.
@@ -268,6 +435,7 @@ mod tests {
             uid: 1000,
             service: "sshd".into(),
             verified_at: NOW,
+            openers: Pending::openers_here(),
         }
     }
 
@@ -288,17 +456,139 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Records::open_owned_by(&dir.path().join("tf"), me()).unwrap();
         let mut rng = SeededRandom::new(1);
+        let me = Proc::me().unwrap();
         let ticket = r.leave(&pending(), &mut rng).unwrap();
         assert_eq!(ticket.len(), 32);
-        assert_eq!(r.spend(&ticket, NOW + 5), Some(pending()));
-        assert_eq!(r.spend(&ticket, NOW + 5), None, "spent twice");
+        assert_eq!(r.spend(&ticket, NOW + 5, &me), Some(pending()));
+        assert_eq!(r.spend(&ticket, NOW + 5, &me), None, "spent twice");
         let old = r.leave(&pending(), &mut rng).unwrap();
-        assert_eq!(r.spend(&old, NOW + PENDING_SECONDS + 1), None, "stale");
-        assert_eq!(r.spend(&old, NOW), None, "a stale ticket is gone too");
+        assert_eq!(r.spend(&old, NOW + PENDING_SECONDS + 1, &me), None, "stale");
+        assert_eq!(r.spend(&old, NOW, &me), None, "a stale ticket is gone too");
         // Not a ticket: never a path.
         for bad in ["../../etc/passwd", "", "zz", &"0".repeat(33)] {
-            assert_eq!(r.spend(bad, NOW), None, "{bad}");
+            assert_eq!(r.spend(bad, NOW, &me), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ticket_is_spent_only_by_the_processes_it_was_left_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Records::open_owned_by(&dir.path().join("tf"), me()).unwrap();
+        let mut rng = SeededRandom::new(2);
+        // The parent (sshd's monitor, for its PAM child) may spend it.
+        let parent = Proc::of(u32::try_from(nix::unistd::getppid().as_raw()).unwrap()).unwrap();
+        let ticket = r.leave(&pending(), &mut rng).unwrap();
+        assert!(r.spend(&ticket, NOW, &parent).is_some());
+        // Another process (a later login that planted a copied ticket) may not, and the
+        // ticket is gone after its try.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let stranger = Proc::of(other.id()).unwrap();
+        let ticket = r.leave(&pending(), &mut rng).unwrap();
+        assert_eq!(r.spend(&ticket, NOW, &stranger), None, "another process");
+        assert_eq!(
+            r.spend(&ticket, NOW, &Proc::me().unwrap()),
+            None,
+            "tried once"
+        );
+        // A PID reused by a new process is not the process the ticket was left for.
+        let reused = Proc {
+            start: Proc::me().unwrap().start + 1,
+            ..Proc::me().unwrap()
+        };
+        let ticket = r.leave(&pending(), &mut rng).unwrap();
+        assert_eq!(r.spend(&ticket, NOW, &reused), None, "a reused PID");
+        // A record from before tickets were bound names no opener: never spent.
+        let unbound = Pending {
+            openers: Vec::new(),
+            ..pending()
+        };
+        let ticket = r.leave(&unbound, &mut rng).unwrap();
+        assert_eq!(r.spend(&ticket, NOW, &Proc::me().unwrap()), None, "unbound");
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
+    fn a_thousand_unspent_tickets_leave_a_bounded_pile() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("tf");
+        let r = Records::open_owned_by(&base, me()).unwrap();
+        let mut rng = SeededRandom::new(3);
+        let count = |sub: &str| fs::read_dir(base.join(sub)).unwrap().count();
+        // Another user's fresh ticket, and one past its lifetime.
+        let bob = Pending {
+            uid: 1001,
+            user: "bob".into(),
+            ..pending()
+        };
+        let stale = Pending {
+            verified_at: NOW - PENDING_SECONDS - 1,
+            ..bob.clone()
+        };
+        r.leave(&stale, &mut rng).unwrap();
+        let bobs = r.leave(&bob, &mut rng).unwrap();
+        // 1,000 verified codes through a service that never opens a session.
+        let mut last = String::new();
+        for i in 0..1000 {
+            let p = Pending {
+                verified_at: NOW + i / 100,
+                ..pending()
+            };
+            last = r.leave(&p, &mut rng).unwrap();
+        }
+        assert_eq!(
+            count("pending"),
+            PENDING_PER_UID + 1,
+            "alice's cap and bob's one"
+        );
+        // The newest is kept, and so is another user's fresh ticket.
+        let me = Proc::me().unwrap();
+        assert!(r.spend(&last, NOW + 10, &me).is_some());
+        assert!(r.spend(&bobs, NOW + 10, &me).is_some());
+        // A session record whose leader died without close_session goes at the next leave.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(r.record(&record_for(41, child.id())).unwrap());
+        assert!(r.record(&record_for(42, std::process::id())).unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        r.leave(&pending(), &mut rng).unwrap();
+        assert!(!base.join("sessions/41").exists(), "a dead leader's record");
+        assert!(base.join("sessions/42").exists(), "a live leader's record");
+    }
+
+    #[test]
+    fn only_descendants_of_the_leader_are_covered() {
+        let me = Proc::me().unwrap();
+        assert!(descends_from(std::process::id(), &me));
+        // A child of ours descends from us; we do not descend from it.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(descends_from(child.id(), &me));
+        let it = Proc::of(child.id()).unwrap();
+        assert!(!descends_from(std::process::id(), &it));
+        // A process that left its parent (as a tmux server does) descends from nobody
+        // here: sh starts sleep in the background and exits, so init adopts it.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
+            .output()
+            .unwrap();
+        let orphan: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(!descends_from(orphan, &me), "a re-parented process");
+        let _ = std::process::Command::new("kill")
+            .arg(orphan.to_string())
+            .status();
+        // A dead leader covers nobody.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!descends_from(std::process::id(), &it));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use crate::policy;
+use crate::text::is_unsafe;
 
 /// journald's native socket: present only where journald runs.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -42,7 +43,7 @@ pub fn syslog(ident: &str, severity: Severity, line: &str) {
 fn send_to(socket: &Path, ident: &str, severity: Severity, line: &str) {
     let clean: String = line
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_unsafe(c) { '?' } else { c })
         .collect();
     let formatter = syslog::Formatter3164 {
         facility: syslog::Facility::LOG_AUTHPRIV,
@@ -237,18 +238,24 @@ pub struct Event {
     pub server: Option<String>,
 }
 
-/// Writes `value` so one field can never spill into another or onto a new line:
-/// control characters become `?`, and values with spaces, quotes or `=` are quoted.
+/// Writes `value` so one field can never spill into another or onto a new line.
 fn field(f: &mut fmt::Formatter<'_>, name: &str, value: &str) -> fmt::Result {
+    f.write_str(&kv(name, value))
+}
+
+/// `name=value` for a log line, the one encoder of every field: control, format and
+/// separator characters become `?`, and values with spaces, quotes, `=` or a backslash
+/// are quoted, so a name such as `a b reason=ok` stays one field.
+pub fn kv(name: &str, value: &str) -> String {
     let clean: String = value
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_unsafe(c) { '?' } else { c })
         .collect();
     if clean.is_empty() || clean.contains([' ', '"', '=', '\\']) {
         let escaped = clean.replace('\\', "\\\\").replace('"', "\\\"");
-        write!(f, "{name}=\"{escaped}\"")
+        format!("{name}=\"{escaped}\"")
     } else {
-        write!(f, "{name}={clean}")
+        format!("{name}={clean}")
     }
 }
 
@@ -287,7 +294,7 @@ impl Event {
     pub fn journal_fields(&self, ident: &str) -> Vec<(&'static str, String)> {
         let clean = |v: &str| -> String {
             v.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
+                .map(|c| if is_unsafe(c) { '?' } else { c })
                 .collect()
         };
         let id = match self.outcome {

@@ -52,6 +52,10 @@ pub struct Config {
 pub struct AfterLoginSettings {
     /// The services covered (`sudo`, `sudo-i`).
     pub services: Vec<String>,
+    /// The services whose verified codes are handed to the session they open: only
+    /// those that start login sessions (`sshd`, `login`), never su, sudo or a VPN, whose
+    /// PAM environment reaches a command or nothing opens a session.
+    pub from: Vec<String>,
     /// How long after the code.
     pub minutes: u32,
 }
@@ -221,6 +225,7 @@ impl Default for Config {
             },
             after_login: AfterLoginSettings {
                 services: Vec::new(),
+                from: vec!["sshd".to_string(), "login".to_string()],
                 minutes: 15,
             },
         }
@@ -342,6 +347,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawAfterLogin {
     services: Names,
+    from: Names,
     minutes: Option<Spanned<i64>>,
 }
 
@@ -519,6 +525,31 @@ fn int_in<T: TryFrom<i64>>(
 
 /// Checks a user or group name from the config: NSS names (including LDAP/SSSD ones
 /// such as `user@domain`) but nothing that could be a path or an empty match.
+/// `after_login.from`: the login services that hand codes on (default sshd and login),
+/// none of them covered itself.
+fn after_login_from(src: Source<'_>, raw: &RawAfterLogin) -> Result<Vec<String>, Located> {
+    let Some(list) = &raw.from else {
+        return Ok(Config::default().after_login.from);
+    };
+    let from = names(src, &raw.from, "after_login.from")?;
+    let covered = names(src, &raw.services, "after_login.services")?;
+    if let Some(both) = list
+        .get_ref()
+        .iter()
+        .find(|n| covered.contains(n.get_ref()))
+    {
+        return Err(src.at(
+            both.span(),
+            "after_login.from",
+            format!(
+                "after_login.from: {:?} is also in after_login.services: a service either starts logins or runs inside one",
+                both.get_ref()
+            ),
+        ));
+    }
+    Ok(from)
+}
+
 fn names(src: Source<'_>, value: &Names, key: &str) -> Result<Vec<String>, Located> {
     let Some(list) = value else {
         return Ok(Vec::new());
@@ -746,6 +777,7 @@ impl Raw {
             ssh_factor: self.ssh_factor_settings(src)?,
             after_login: AfterLoginSettings {
                 services: names(src, &self.after_login.services, "after_login.services")?,
+                from: after_login_from(src, &self.after_login)?,
                 minutes: int_in(
                     src,
                     &self.after_login.minutes,
@@ -952,6 +984,14 @@ mod tests {
                 .unwrap();
         assert_eq!(c.after_login.services, ["sudo", "sudo-i"]);
         assert_eq!(c.after_login.minutes, 5);
+        assert_eq!(c.after_login.from, ["sshd", "login"]);
+        let c = parse("version = 1\n[after_login]\nservices = [\"sudo\"]\nfrom = [\"sshd\"]\n")
+            .unwrap();
+        assert_eq!(c.after_login.from, ["sshd"]);
+        let e = located(
+            "version = 1\n[after_login]\nservices = [\"sudo\"]\nfrom = [\"sshd\",\n  \"sudo\"]\n",
+        );
+        assert_eq!((e.key.as_str(), e.line), ("after_login.from", 5));
         let e = located("version = 1\n[after_login]\nminutes = 0\n");
         assert_eq!((e.key.as_str(), e.line), ("after_login.minutes", 3));
         let e = located("version = 1\n[after_login]\nservice = [\"sudo\"]\n");

@@ -266,8 +266,8 @@ pub fn validate_user_name(name: &str) -> Result<(), StoreError> {
     if name.contains('/') {
         return bad("contains '/'");
     }
-    if name.chars().any(char::is_control) {
-        return bad("contains a control character");
+    if name.chars().any(crate::text::is_unsafe) {
+        return bad("contains a control, format or separator character");
     }
     if name.starts_with('.') || name.starts_with('-') {
         return bad("starts with '.' or '-'");

@@ -197,7 +197,7 @@ pub enum FleetCommand {
     Import(FleetImportArgs),
     /// Give a host a login role of its own, named after its certificate's CN, in the
     /// group twofactor_hosts; prints the exact pg_ident.conf line to add.
-    AddHost(FleetHostArgs),
+    AddHost(FleetAddHostArgs),
     /// List the hosts' roles with their last activity, sessions and open transactions
     /// (a host can hold a user's row for as long as its transaction stays open).
     Hosts(FleetServer),
@@ -224,6 +224,17 @@ pub struct FleetHostArgs {
     pub name: String,
     #[command(flatten)]
     pub server: FleetServer,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetAddHostArgs {
+    #[command(flatten)]
+    pub host: FleetHostArgs,
+    /// How many connections the host may hold at once (a login holds one): 10 for a new
+    /// host; for a host there already, its limit changes only when this is given. The
+    /// hosts' limits together must fit in the server's max_connections.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connection_limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -123,6 +123,8 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             &Dir(pam_dir.to_path_buf()),
             &c.after_login.services,
         ));
+        let scope = fs::read_to_string(doctor::pam::PTRACE_SCOPE).ok();
+        findings.extend(doctor::pam::check_ptrace_scope(scope.as_deref()));
     }
     if let Some(c) = config.as_ref().filter(|c| c.ssh_factor.enabled()) {
         findings.extend(doctor::pam::check_user_env_before_module(
@@ -286,6 +288,9 @@ fn fleet_findings(c: &Config) -> (Vec<doctor::Finding>, Option<String>) {
         window_seconds: u64::from(c.totp.window) * c.totp.params.period,
         fleet_issuer: connected.then(|| db.issuer().ok()).flatten(),
         config_issuer: c.enroll.issuer.clone(),
+        slots_problem: connected
+            .then(|| db.slots().ok().map(|s| s.problem()))
+            .flatten(),
     };
     let found = doctor::fleet::check_fleet(&facts);
     let ok = doctor::fleet::fleet_ok(&facts).map(|line| format!("fleet: {line}"));

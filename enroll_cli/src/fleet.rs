@@ -10,7 +10,9 @@ use twofactor_core::backend::{self, AuthenticatorId, Backend};
 use twofactor_core::policy::{Directory, Nss};
 use twofactor_core::store::Store;
 
-use crate::cli::{FleetHostArgs, FleetImportArgs, FleetInitArgs, FleetRotateArgs, FleetServer};
+use crate::cli::{
+    FleetAddHostArgs, FleetHostArgs, FleetImportArgs, FleetInitArgs, FleetRotateArgs, FleetServer,
+};
 use crate::context::{Ctx, Error, caller, print_json};
 
 fn require_root() -> Result<(), Error> {
@@ -46,6 +48,7 @@ pub fn init(init: &FleetInitArgs, json: bool) -> Result<(), Error> {
             "key_file": report.key_file,
             "issuer": report.issuer,
             "fixed": report.fixed,
+            "connection_slots_problem": report.slots.problem(),
             "access": access.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
             "hba": {
                 "file": file,
@@ -58,6 +61,9 @@ pub fn init(init: &FleetInitArgs, json: bool) -> Result<(), Error> {
     }
     for f in &report.fixed {
         println!("Fixed: {}", printable(f));
+    }
+    if let Some(why) = report.slots.problem() {
+        eprintln!("warning: {why}");
     }
     match report.before {
         0 => println!(
@@ -153,15 +159,24 @@ fn hba_advice(advice: &HbaAdvice) -> String {
     }
 }
 
-pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
+pub fn add_host(add: &FleetAddHostArgs, json: bool) -> Result<(), Error> {
     require_root()?;
+    let args = &add.host;
     let s = &args.server;
-    let added = postgresql::add_host(&s.admin_url, s.ca.as_deref(), &args.name)?;
+    let added = postgresql::add_host(
+        &s.admin_url,
+        s.ca.as_deref(),
+        &args.name,
+        add.connection_limit,
+    )?;
+    let slots = added.slots.problem();
     if json {
         return print_json(&json!({
             "host": added.host,
             "role": added.role,
             "created": added.created,
+            "connection_limit": added.connection_limit,
+            "connection_slots_problem": slots,
             "pg_ident": added.ident_line,
             "certificate_request": host_key_command(&added.host),
             "certificate_sign": sign_command(&added.host),
@@ -176,6 +191,13 @@ pub fn add_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
         );
     } else {
         println!("Host {} already has role {}.", added.host, added.role);
+    }
+    println!(
+        "It may hold {} connections at once (--connection-limit).",
+        added.connection_limit
+    );
+    if let Some(why) = &slots {
+        eprintln!("warning: {why}");
     }
     println!(
         "\nAdd this line to pg_ident.conf on every database node (exactly; never a regular \

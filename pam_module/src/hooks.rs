@@ -6,7 +6,7 @@ use std::ffi::CStr;
 use std::path::Path;
 
 use pam::constants::PamResultCode;
-use twofactor_core::after_login::{self, Covered, Pending, Record, Records};
+use twofactor_core::after_login::{self, Covered, Pending, Proc, Record, Records};
 use twofactor_core::audit::{self, Reason, Severity};
 use twofactor_core::backend::Opening;
 use twofactor_core::clock::{Clock, SystemClock};
@@ -74,37 +74,46 @@ pub(crate) fn open_session(pam: &mut dyn PamHandler, args: &[&CStr]) -> PamResul
         return PamResultCode::PAM_IGNORE;
     };
     let user = pam.user().unwrap_or_default();
-    let Ok(records) = Records::open(Path::new(after_login::RUN_DIR)) else {
+    let (Ok(records), Some(me)) = (Records::open(Path::new(after_login::RUN_DIR)), Proc::me())
+    else {
         return PamResultCode::PAM_IGNORE;
     };
-    // Spent even when no record follows: a ticket works once.
-    let pending = records.spend(&ticket, SystemClock.now());
+    // Spent even when no record follows: a ticket works once, and only in the process
+    // it was left for.
+    let Some(pending) = records.spend(&ticket, SystemClock.now(), &me) else {
+        audit::syslog(
+            IDENT,
+            Severity::Warning,
+            &format!(
+                "{} no session recorded: the ticket in the PAM environment is unknown, stale, or was left for another login's processes",
+                audit::kv("user", &user)
+            ),
+        );
+        return PamResultCode::PAM_IGNORE;
+    };
     let Some(session) = after_login::started_here() else {
         audit::syslog(
             IDENT,
             Severity::Info,
             &format!(
-                "user={user} no session recorded: this stack did not start a new audit session (pam_loginuid before pam_twofactor, and a kernel that lets it set the login uid)"
+                "{} no session recorded: this stack did not start a new audit session (pam_loginuid before pam_twofactor, and a kernel that lets it set the login uid)",
+                audit::kv("user", &user)
             ),
         );
         return PamResultCode::PAM_IGNORE;
     };
     let uid = after_login::account(&user).map(|(_, uid)| uid);
-    let Some(pending) = pending.filter(|p| uid == Some(p.uid)) else {
+    if uid != Some(pending.uid) {
         return PamResultCode::PAM_IGNORE;
-    };
-    let leader = std::process::id();
-    let Some(leader_start) = after_login::start_time(leader) else {
-        return PamResultCode::PAM_IGNORE;
-    };
+    }
     let record = Record {
         session,
         uid: pending.uid,
         user: pending.user.clone(),
         service: pending.service,
         verified_at: pending.verified_at,
-        leader_pid: leader,
-        leader_start,
+        leader_pid: me.pid,
+        leader_start: me.start,
     };
     match records.record(&record) {
         Ok(true) => {
@@ -112,8 +121,8 @@ pub(crate) fn open_session(pam: &mut dyn PamHandler, args: &[&CStr]) -> PamResul
                 IDENT,
                 Severity::Info,
                 &format!(
-                    "user={} session {session} recorded: its code covers [after_login] services",
-                    pending.user
+                    "{} session {session} recorded: its code covers [after_login] services",
+                    audit::kv("user", &pending.user)
                 ),
             );
             PamResultCode::PAM_SUCCESS
@@ -123,8 +132,8 @@ pub(crate) fn open_session(pam: &mut dyn PamHandler, args: &[&CStr]) -> PamResul
                 IDENT,
                 Severity::Warning,
                 &format!(
-                    "user={} session {session} not recorded: another live session holds that id",
-                    pending.user
+                    "{} session {session} not recorded: another live session holds that id, or the account has too many recorded sessions",
+                    audit::kv("user", &pending.user)
                 ),
             );
             PamResultCode::PAM_IGNORE
@@ -167,6 +176,11 @@ fn session_covered(config: &Config, items: &Items) -> Option<Covered> {
     let session = after_login::session_id(None)?;
     let records = Records::open(Path::new(after_login::RUN_DIR)).ok()?;
     let record = records.live(session)?;
+    // Only the login's own processes: a server it started that left it (tmux, screen)
+    // keeps the session id, and runs whatever any later login of the user asks.
+    if !after_login::descends_from(std::process::id(), &record.leader()) {
+        return None;
+    }
     let (_, uid) = after_login::account(&items.user)?;
     if after_login::login_uid() != Some(uid) {
         return None;
@@ -187,7 +201,9 @@ fn leave_for_session(
         Decision::Allow(Reason::Totp | Reason::BackupCode { .. })
     );
     let settings = &config.after_login;
-    if !verified || settings.services.is_empty() || settings.services.contains(&items.service) {
+    // Only services that start logins: su's or a VPN's PAM environment reaches a command
+    // or no session at all.
+    if !verified || settings.services.is_empty() || !settings.from.contains(&items.service) {
         return;
     }
     let Some((name, uid)) = after_login::account(&items.user) else {
@@ -198,6 +214,7 @@ fn leave_for_session(
         uid,
         service: items.service.clone(),
         verified_at: SystemClock.now(),
+        openers: Pending::openers_here(),
     };
     let left = Records::open(Path::new(after_login::RUN_DIR))
         .and_then(|r| r.leave(&pending, &mut OsRandom));
@@ -242,7 +259,11 @@ impl Items {
                 silent,
             }),
             other => {
-                let why = format!("service={service} no user name: {:?}", other.err());
+                let why = format!(
+                    "{} no user name: {}",
+                    audit::kv("service", &service),
+                    audit::kv("error", &format!("{:?}", other.err()))
+                );
                 audit::syslog(IDENT, Severity::Error, &why);
                 Err(PamResultCode::PAM_USER_UNKNOWN)
             }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use twofactor_core::random::OsRandom;
 use twofactor_core::totp::SecretKey;
 use twofactor_testkit::{
-    Accounts, KillOnDrop, PamFixture, free_port, oathtool, pam_module_so, tag,
+    Accounts, KillOnDrop, PamFixture, Session, free_port, oathtool, pam_module_so, tag,
 };
 
 const PASSWORD: &str = "After-Login-Pass-7";
@@ -46,6 +46,17 @@ impl Machine {
     /// `loginuid`: whether sshd's session stack runs pam_loginuid, which starts the
     /// login's audit session.
     fn start(config: &str, user: &str, loginuid: bool) -> Self {
+        let before = if loginuid {
+            "session required pam_loginuid.so\n"
+        } else {
+            ""
+        };
+        Self::start_with(config, user, before, true)
+    }
+
+    /// `before`: sshd's session lines ahead of the module's. `su_session`: whether su
+    /// runs the module in its session stack too, or in its auth stack only.
+    fn start_with(config: &str, user: &str, before: &str, su_session: bool) -> Self {
         let fixture = PamFixture::new(config);
         let d = fixture.path();
         for sub in ["upper/pam.d", "upper/sudoers.d", "work"] {
@@ -61,24 +72,24 @@ impl Machine {
             format!(
                 "auth requisite pam_unix.so\nauth required {module}\n\
                  account required pam_unix.so\n\
-                 {}session optional {module}\n\
-                 session required pam_permit.so\npassword required pam_deny.so\n",
-                if loginuid {
-                    "session required pam_loginuid.so\n"
-                } else {
-                    ""
-                }
+                 {before}session optional {module}\n\
+                 session required pam_permit.so\npassword required pam_deny.so\n"
             ),
         )
         .unwrap();
         // sudo and sudo -i run the module in their session stacks too, as a common-session
         // line would: their close_session must leave the login's record.
         for service in ["sudo", "sudo-i", "su"] {
+            let session = if service != "su" || su_session {
+                format!("session optional {module}\n")
+            } else {
+                String::new()
+            };
             fs::write(
                 d.join("upper/pam.d").join(service),
                 format!(
                     "auth requisite pam_unix.so\nauth required {module}\n\
-                     account required pam_unix.so\nsession optional {module}\n\
+                     account required pam_unix.so\n{session}\
                      session required pam_permit.so\n"
                 ),
             )
@@ -177,6 +188,54 @@ impl Machine {
             self.sshd_log()
         );
         text
+    }
+
+    /// A login answering `code` (and `trust`), then `commands` in its shell; a code
+    /// prompt of a command gets `later_code`. The conversation, with `CMD-N-ASKED-FOR-A-CODE`
+    /// where command N asked for a code.
+    fn shell(
+        &self,
+        user: &str,
+        code: &str,
+        trust: &str,
+        later_code: &str,
+        commands: &[&str],
+    ) -> String {
+        let out = self
+            .shell_command(user, code, trust, later_code, commands)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(
+            !text.contains("EXPECT-TIMEOUT"),
+            "stalled:\n{text}\n{}",
+            self.sshd_log()
+        );
+        text
+    }
+
+    fn shell_command(
+        &self,
+        user: &str,
+        code: &str,
+        trust: &str,
+        later_code: &str,
+        commands: &[&str],
+    ) -> Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/ssh_shell.exp");
+        let mut cmd = Command::new("expect");
+        cmd.arg(script)
+            .args([
+                &self.port.to_string(),
+                user,
+                PASSWORD,
+                code,
+                trust,
+                later_code,
+            ])
+            .args(commands)
+            .env("LC_ALL", "C.UTF-8");
+        cmd
     }
 
     fn sshd_log(&self) -> String {
@@ -289,4 +348,212 @@ fn sudo_in_a_session_that_just_typed_a_code_asks_only_the_password() {
     println!("--- ssh with a code, 61 s, then sudo (minutes = 1) ---\n{text}\n--- end ---");
     assert!(text.contains("ASKED-FOR-A-CODE"), "{text}");
     assert!(!text.contains("\nRAN-1"), "{text}");
+}
+
+/// One account, with a home the test can write into, enrolled on `machine`'s store.
+fn enrolled(machine: &Machine, user: &str) -> (String, Vec<String>) {
+    let (key, codes) =
+        twofactor_testkit::enroll_with_codes(&machine.fixture.store(), user, 5, &mut OsRandom);
+    (key.to_base32().to_string(), codes)
+}
+
+/// A home for test accounts that sshd can read.
+fn homes() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    home
+}
+
+/// Writes `text` as a file of `user`'s, as the user would.
+fn write_as(user: &str, path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    let uid = nix::unistd::User::from_name(user).unwrap().unwrap().uid;
+    nix::unistd::chown(path, Some(uid), None).unwrap();
+}
+
+const AFTER_LOGIN: &str = "[after_login]\nservices = [\"sudo\", \"sudo-i\"]\nminutes = 15\n\
+                           [trusted_devices]\nenabled = true\n";
+
+/// Drives a window of `user`'s tmux server (socket `sock`) that runs sudo: types the
+/// password at sudo's prompt, then prints the pane between markers.
+const TMUX_SUDO: &str = r#"s=$1; pw=$2
+tmux -L "$s" new-window -t work "sudo -k sh -c 'echo RAN-IN-''TMUX'; sleep 60"
+i=0; while [ $i -lt 100 ]; do tmux -L "$s" capture-pane -p -t work | grep -q 'password for' && break; sleep 0.1; i=$((i+1)); done
+tmux -L "$s" send-keys -t work "$pw" Enter
+i=0; while [ $i -lt 100 ]; do out=$(tmux -L "$s" capture-pane -p -t work); case "$out" in *"Authentication code"*|*RAN-IN-TMUX*) break;; esac; sleep 0.1; i=$((i+1)); done
+echo PANE-BEGIN; echo "$out" | grep -v '^$'; echo PANE-END
+"#;
+
+#[test]
+fn a_window_of_a_multiplexer_started_at_a_verified_login_asks_for_the_code() {
+    assert!(
+        loginuid_settable(),
+        "needs a kernel that lets pam_loginuid set the login uid"
+    );
+    let home = homes();
+    let user = format!("tfmux{}", tag() % 10_000);
+    let mut accounts = Accounts::default();
+    let user_home = home.path().join(&user);
+    accounts.login_user(&user, &user_home, PASSWORD);
+    let machine = Machine::start(
+        &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
+        &user,
+        true,
+    );
+    let (key, _) = enrolled(&machine, &user);
+    write_as(&user, &user_home.join("tmux_sudo.sh"), TMUX_SUDO);
+    let sock = format!("tftest{}", tag());
+    let release = user_home.join("release");
+
+    // Login 1 types a code, trusts this host, starts a tmux server and stays.
+    let hold = format!(
+        "tmux -L {sock} new -d -s work && echo TMUX-''UP; while [ ! -e {} ]; do sleep 0.2; done",
+        release.display()
+    );
+    let mut first = machine.shell_command(&user, &oathtool(&key), "y", "-", &[&hold]);
+    let first = Session::start(
+        first
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    first.wait_for("TMUX-UP");
+
+    // Login 2 comes from the trusted host and types no code: its own sudo asks, and so
+    // must a window it opens in login 1's tmux server.
+    let window = format!("sh tmux_sudo.sh {sock} {PASSWORD}");
+    let text = machine.shell(
+        &user,
+        "-",
+        "n",
+        "-",
+        &["sudo -k sh -c 'echo RAN-''OWN'", &window],
+    );
+    let _ = Command::new("runuser")
+        .args(["-u", &user, "--", "tmux", "-L", &sock, "kill-server"])
+        .output();
+    fs::write(&release, "").unwrap();
+    let (_, first_text) = first.finish();
+    println!(
+        "--- login 2 (no code), its sudo, then sudo in login 1's tmux ---\n{text}\n--- end ---"
+    );
+    assert!(
+        !text.contains("LOGIN-ASKED-FOR-A-CODE"),
+        "login 2 was asked:\n{text}\n{first_text}"
+    );
+    assert!(
+        text.contains("CMD-1-ASKED-FOR-A-CODE") && !text.contains("\nRAN-OWN"),
+        "{text}"
+    );
+    let pane = &text[text.find("PANE-BEGIN").expect("no pane")..];
+    assert!(
+        pane.contains("Authentication code"),
+        "sudo in a tmux window ran without a code:\n{text}"
+    );
+    assert!(!pane.contains("RAN-IN-TMUX"), "{text}");
+}
+
+#[test]
+fn a_ticket_copied_through_pam_environment_covers_no_other_login() {
+    assert!(
+        loginuid_settable(),
+        "needs a kernel that lets pam_loginuid set the login uid"
+    );
+    let home = homes();
+    let user = format!("tfenv{}", tag() % 10_000);
+    let mut accounts = Accounts::default();
+    let user_home = home.path().join(&user);
+    accounts.login_user(&user, &user_home, PASSWORD);
+    // Debian's stock sshd stack reads the user's own environment file in its session
+    // phase; here it runs before the module's session line.
+    let machine = Machine::start_with(
+        &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
+        &user,
+        "session required pam_loginuid.so\nsession required pam_env.so user_readenv=1\n",
+        true,
+    );
+    let (key, _) = enrolled(&machine, &user);
+    let env_file = user_home.join(".pam_environment");
+    // Copy the ticket where the shell sees it, and blank it before the module looks.
+    write_as(
+        &user,
+        &env_file,
+        "STOLEN DEFAULT=${TWOFACTOR_VERIFIED}\nTWOFACTOR_VERIFIED DEFAULT=\n",
+    );
+    let text = machine.shell(
+        &user,
+        &oathtool(&key),
+        "y",
+        "-",
+        &["echo \"STOLEN=[$STOLEN]\""],
+    );
+    println!("--- login 1 with a code copies its ticket ---\n{text}\n--- end ---");
+    let start = text.rfind("STOLEN=[").expect("no STOLEN line") + "STOLEN=[".len();
+    let ticket: String = text[start..].chars().take_while(|c| *c != ']').collect();
+    assert_eq!(
+        ticket.len(),
+        32,
+        "the ticket did not reach the shell:\n{text}"
+    );
+
+    // Login 2 from the trusted host types no code, and plants the ticket.
+    write_as(
+        &user,
+        &env_file,
+        &format!("TWOFACTOR_VERIFIED DEFAULT={ticket}\n"),
+    );
+    let text = machine.shell(
+        &user,
+        "-",
+        "n",
+        "-",
+        &["sudo -k sh -c 'echo RAN-''PLANTED'"],
+    );
+    println!("--- login 2 (no code) with the ticket planted, then sudo ---\n{text}\n--- end ---");
+    assert!(!text.contains("LOGIN-ASKED-FOR-A-CODE"), "{text}");
+    assert!(
+        text.contains("CMD-1-ASKED-FOR-A-CODE"),
+        "sudo took a stolen ticket:\n{text}"
+    );
+    assert!(!text.contains("\nRAN-PLANTED"), "{text}");
+}
+
+#[test]
+fn su_with_the_module_in_auth_only_hands_no_ticket_to_its_command() {
+    assert!(
+        loginuid_settable(),
+        "needs a kernel that lets pam_loginuid set the login uid"
+    );
+    let home = homes();
+    let user = format!("tfsut{}", tag() % 10_000);
+    let mut accounts = Accounts::default();
+    accounts.login_user(&user, &home.path().join(&user), PASSWORD);
+    // su checks codes, is not covered, and has no session line of the module.
+    let machine = Machine::start_with(
+        &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
+        &user,
+        "session required pam_loginuid.so\n",
+        false,
+    );
+    let (key, codes) = enrolled(&machine, &user);
+    let text = machine.shell(
+        &user,
+        &oathtool(&key),
+        "n",
+        &codes[0],
+        &[&format!(
+            "su {user} -c 'echo SU-''RAN; env' | grep -e SU-RAN -e TWOFACTOR || true"
+        )],
+    );
+    println!("--- su with a backup code, then its command's environment ---\n{text}\n--- end ---");
+    assert!(
+        text.contains("CMD-1-ASKED-FOR-A-CODE") && text.contains("\nSU-RAN"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("TWOFACTOR_VERIFIED="),
+        "su handed a ticket on:\n{text}"
+    );
 }

@@ -258,7 +258,7 @@ impl HaCluster {
         let key = d.join("fleet.key");
         postgresql::init(&url, None, key.to_str().unwrap(), None).unwrap();
         for h in HOSTS {
-            postgresql::add_host(&url, None, h).unwrap();
+            postgresql::add_host(&url, None, h, None).unwrap();
         }
         cluster
     }

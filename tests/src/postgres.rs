@@ -325,7 +325,7 @@ impl Cluster {
 
     /// `fleet add-host NAME`, and its pg_ident line added and loaded.
     pub fn add_host(&self, name: &str) -> postgresql::AddedHost {
-        let added = postgresql::add_host(&self.admin_url(), None, name).unwrap();
+        let added = postgresql::add_host(&self.admin_url(), None, name, None).unwrap();
         self.map_certificate(&added.ident_line);
         added
     }

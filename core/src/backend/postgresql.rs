@@ -40,9 +40,9 @@ mod tls;
 use super::Phase;
 use conn::{Conn, Failure, Target, with_causes};
 pub use setup::{
-    AddedHost, HOSTS_GROUP, HbaAdvice, HostEntry, InitReport, RemovedHost, RotateReport,
-    SHARED_HOST_ROLE, ServerTls, access_lines, add_host, catalog_problems, check_host_name,
-    host_role, hosts, init, remove_host, rotate_key,
+    ADMIN_CONNECTIONS, AddedHost, HOST_CONNECTION_LIMIT, HOSTS_GROUP, HbaAdvice, HostEntry,
+    InitReport, RemovedHost, RotateReport, SHARED_HOST_ROLE, ServerTls, Slots, access_lines,
+    add_host, catalog_problems, check_host_name, host_role, hosts, init, remove_host, rotate_key,
 };
 use tls::Tls;
 
@@ -452,6 +452,13 @@ impl Postgresql {
                 .await
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         })
+    }
+
+    /// The hosts' connection limits against the server's slots, as this role sees them
+    /// (the catalogs and settings it reads are readable by every role).
+    pub fn slots(&self) -> Result<Slots, BackendError> {
+        self.with(async |c| c.query_one(setup::SLOTS_SQL, &[]).await)
+            .map(|row| Slots::from_row(&row))
     }
 
     /// Each configured server on its own, as doctor reports them: whether it answers

@@ -51,6 +51,9 @@ pub struct FleetFacts {
     pub fleet_issuer: Option<Option<String>>,
     /// This config's `enroll.issuer`.
     pub config_issuer: Option<String>,
+    /// Why the hosts' connection limits do not fit in the server's slots (what to
+    /// raise), once connected; `Some(None)`: they fit.
+    pub slots_problem: Option<Option<String>>,
 }
 
 /// One line saying what is fine, when the database was reached: doctor prints it when
@@ -303,6 +306,15 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
             ));
         }
     }
+    if let Some(Some(problem)) = &f.slots_problem {
+        out.push(Finding::new(
+            Level::Warning,
+            "fleet-connection-slots",
+            &at,
+            problem.clone(),
+            "raise max_connections, or lower the hosts' limits: fleet add-host NAME --connection-limit N ('fleet hosts' shows who holds connections, 'fleet remove-host' ends a host's)",
+        ));
+    }
     out
 }
 
@@ -381,12 +393,22 @@ mod tests {
             window_seconds: 30,
             fleet_issuer: Some(Some("Example Corp".into())),
             config_issuer: Some("Example Corp".into()),
+            slots_problem: Some(None),
         }
     }
 
     #[test]
     fn a_healthy_fleet_host_has_no_findings() {
         assert!(check_fleet(&healthy()).is_empty());
+    }
+
+    #[test]
+    fn hosts_limits_beyond_the_servers_slots_draw_a_warning() {
+        let mut f = healthy();
+        f.slots_problem = Some(Some("raise max_connections to at least 318".into()));
+        let found = check_fleet(&f);
+        assert_eq!(ids(&found), ["fleet-connection-slots"]);
+        assert!(found[0].message.contains("318"), "{}", found[0].message);
     }
 
     #[test]

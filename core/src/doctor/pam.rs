@@ -382,9 +382,20 @@ pub fn check_user_env_before_module(files: &dyn PamFiles, services: &[String]) -
     out
 }
 
-/// The `session` stack of `service`, includes expanded: each line's location and module.
-pub fn session_modules(files: &dyn PamFiles, service: &str) -> Vec<(String, String)> {
-    fn walk(files: &dyn PamFiles, service: &str, out: &mut Vec<(String, String)>, depth: usize) {
+/// One line of a `session` stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLine {
+    /// `file:line`.
+    pub location: String,
+    /// The module's file name (`pam_twofactor.so` for any path to it).
+    pub module: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// The `session` stack of `service`, includes expanded.
+pub fn session_modules(files: &dyn PamFiles, service: &str) -> Vec<SessionLine> {
+    fn walk(files: &dyn PamFiles, service: &str, out: &mut Vec<SessionLine>, depth: usize) {
         let Some(text) = files.read(service).filter(|_| depth <= 16) else {
             return;
         };
@@ -406,19 +417,29 @@ pub fn session_modules(files: &dyn PamFiles, service: &str) -> Vec<(String, Stri
             } else {
                 split_word(rest)
             };
-            let (module, _) = split_word(rest);
+            let (module, args) = split_word(rest);
             if matches!(control, "include" | "substack") {
                 walk(files, module, out, depth + 1);
             } else {
                 let name = module.rsplit('/').next().unwrap_or(module);
                 let name = if name.ends_with(MODULE) { MODULE } else { name };
-                out.push((format!("{service}:{}", i + 1), name.to_string()));
+                out.push(SessionLine {
+                    location: format!("{service}:{}", i + 1),
+                    module: name.to_string(),
+                    args: args.split_whitespace().map(str::to_string).collect(),
+                });
             }
         }
     }
     let mut out = Vec::new();
     walk(files, service, &mut out, 0);
     out
+}
+
+/// Whether a session line lets the user set PAM environment variables: `pam_env` that
+/// reads the user's own file.
+fn lets_users_set_env(line: &SessionLine) -> bool {
+    line.module == "pam_env.so" && line.args.iter().any(|a| a == "user_readenv=1")
 }
 
 /// With `[after_login]` on: the module's session line must run after `pam_loginuid` in
@@ -439,7 +460,7 @@ pub fn check_after_login_sessions(
     for service in covered {
         if session_modules(files, service)
             .iter()
-            .any(|(_, m)| m == "pam_loginuid.so")
+            .any(|l| l.module == "pam_loginuid.so")
         {
             out.push(Finding::new(
                 Level::Error,
@@ -457,19 +478,34 @@ pub fn check_after_login_sessions(
     names.sort();
     for name in names.iter().filter(|n| !n.starts_with('.')) {
         let stack = session_modules(files, name);
-        let Some(ours) = stack.iter().position(|(_, m)| m == MODULE) else {
+        let Some(ours) = stack.iter().position(|l| l.module == MODULE) else {
             continue;
         };
-        match stack.iter().position(|(_, m)| m == "pam_loginuid.so") {
+        // A user who can set PAM variables before the module's session line can copy the
+        // ticket into the shell and keep it from being spent.
+        for line in stack[..ours].iter().filter(|l| lets_users_set_env(l)) {
+            out.push(Finding::new(
+                Level::Error,
+                "after-login-user-env",
+                &line.location,
+                format!(
+                    "pam_env with user_readenv=1 runs before pam_twofactor's session line in {name}: a user's ~/.pam_environment can copy the [after_login] ticket into the shell before the module spends it"
+                ),
+                format!(
+                    "move the pam_twofactor.so session line right after pam_loginuid.so in {name}, before this line"
+                ),
+            ));
+        }
+        match stack.iter().position(|l| l.module == "pam_loginuid.so") {
             Some(loginuid) if loginuid < ours => recorded = true,
             Some(_) => out.push(Finding::new(
                 Level::Warning,
                 "after-login-order",
-                &stack[ours].0,
+                &stack[ours].location,
                 format!(
                     "pam_twofactor's session line runs before pam_loginuid in {name}: the login's audit session is not new yet, so its code is never recorded for sudo"
                 ),
-                "move the pam_twofactor.so session line after pam_loginuid.so",
+                "move the pam_twofactor.so session line right after pam_loginuid.so",
             )),
             None => {}
         }
@@ -480,10 +516,36 @@ pub fn check_after_login_sessions(
             "after-login-no-session-line",
             &dir.path,
             "[after_login] lists services, but no PAM stack runs pam_twofactor in its session phase after pam_loginuid, so no login is recorded and sudo always asks for the code",
-            "in /etc/pam.d/sshd (and login), after \"session required pam_loginuid.so\", add \"session optional pam_twofactor.so\"",
+            "in /etc/pam.d/sshd (and login), right after \"session required pam_loginuid.so\", add \"session optional pam_twofactor.so\"",
         ));
     }
     out
+}
+
+/// Yama's ptrace policy.
+pub const PTRACE_SCOPE: &str = "/proc/sys/kernel/yama/ptrace_scope";
+
+/// With `[after_login]` on: where any process may trace any other of the same uid (Yama's
+/// `ptrace_scope` 0, or no Yama), any program the user runs, from any login, can attach
+/// to a shell of a login that typed a code and run sudo there. `scope`: the file's text.
+pub fn check_ptrace_scope(scope: Option<&str>) -> Vec<Finding> {
+    let value = scope.map(str::trim);
+    if matches!(value, Some(v) if v != "0") {
+        return Vec::new();
+    }
+    let what = match value {
+        Some(_) => "kernel.yama.ptrace_scope is 0",
+        None => "this kernel has no Yama ptrace_scope",
+    };
+    vec![Finding::new(
+        Level::Warning,
+        "after-login-ptrace",
+        PTRACE_SCOPE,
+        format!(
+            "{what}: any process of a user may trace the user's other processes, so a program run from a login that typed no code can act in the shell of one that did, and use its [after_login] pass"
+        ),
+        "set kernel.yama.ptrace_scope = 1 (Debian's default) in /etc/sysctl.d/, then run: sysctl --system",
+    )]
 }
 
 /// What modules return when the user typed a wrong password (`wrong`) or the right one.
@@ -912,6 +974,29 @@ mod tests {
             ids(&check_after_login_sessions(&dir(&["sshd"]), &early, &sudo)),
             ["after-login-order", "after-login-no-session-line"]
         );
+        // Debian's stock sshd stack reads ~/.pam_environment in its session phase: the
+        // module's line after it is an error, right after pam_loginuid it is fine.
+        let stock = |ours_first: bool| {
+            let ours = "session optional pam_twofactor.so\n";
+            let env = "session required pam_env.so readenv=1\n\
+                       session required pam_env.so user_readenv=1 envfile=/etc/default/locale\n";
+            Files(HashMap::from([(
+                "sshd",
+                format!(
+                    "session required pam_loginuid.so\n{}",
+                    if ours_first {
+                        format!("{ours}{env}")
+                    } else {
+                        format!("{env}{ours}")
+                    }
+                )
+                .leak() as &str,
+            )]))
+        };
+        let found = check_after_login_sessions(&dir(&["sshd"]), &stock(false), &sudo);
+        assert_eq!(ids(&found), ["after-login-user-env"]);
+        assert_eq!(found[0].location, "sshd:3");
+        assert!(check_after_login_sessions(&dir(&["sshd"]), &stock(true), &sudo).is_empty());
         let none = Files(HashMap::from([(
             "sshd",
             "session required pam_loginuid.so\n",
@@ -920,6 +1005,19 @@ mod tests {
             ids(&check_after_login_sessions(&dir(&["sshd"]), &none, &sudo)),
             ["after-login-no-session-line"]
         );
+    }
+
+    #[test]
+    fn after_login_wants_ptrace_limited_to_descendants() {
+        assert!(check_ptrace_scope(Some("1\n")).is_empty());
+        assert!(check_ptrace_scope(Some("2")).is_empty());
+        assert_eq!(
+            ids(&check_ptrace_scope(Some("0\n"))),
+            ["after-login-ptrace"]
+        );
+        let none = check_ptrace_scope(None);
+        assert_eq!(ids(&none), ["after-login-ptrace"]);
+        assert!(none[0].message.contains("no Yama"), "{}", none[0].message);
     }
 
     #[test]

@@ -336,7 +336,10 @@ fn run(
             audit::syslog(
                 "pam_twofactor",
                 Severity::Info,
-                &format!("user={name} ssh certificate not taken as the second factor: {why}"),
+                &format!(
+                    "{} ssh certificate not taken as the second factor: {why}",
+                    audit::kv("user", name)
+                ),
             );
             None
         }

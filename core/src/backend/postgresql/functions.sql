@@ -40,17 +40,30 @@ RETURNS void LANGUAGE sql SET search_path = pg_catalog, twofactor, twofactor_ext
 $$;
 
 -- A user name any account could have: not empty, at most @MAX_USER_LEN@ bytes (core's
--- limit), no control character. Raises otherwise, so nothing is stored under it.
+-- limit), no control, format (bidi) or separator character. Raises otherwise, so
+-- nothing is stored under it.
 CREATE OR REPLACE FUNCTION twofactor.valid_name(p_name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
 BEGIN
     -- The file store's rules (store::validate_user_name), so both refuse the same names.
     IF p_name IS NULL OR p_name = '' OR octet_length(p_name) > @MAX_USER_LEN@
-       OR p_name ~ '[\x01-\x1f\x7f-\x9f]' OR strpos(p_name, '/') > 0
+       OR p_name ~ '@UNSAFE_CHARS@' OR strpos(p_name, '/') > 0
        OR left(p_name, 1) IN ('.', '-') THEN
         RAISE EXCEPTION 'twofactor: invalid user name' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN p_name;
+END
+$$;
+
+-- A host's word for the audit (a PAM service, a client address): at most 255 bytes, no
+-- control, format or separator character, so no audit row can be made to look like more.
+CREATE OR REPLACE FUNCTION twofactor.valid_text(p_text text, p_what text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
+BEGIN
+    IF p_text IS NULL OR p_text = '' OR octet_length(p_text) > 255 OR p_text ~ '@UNSAFE_CHARS@' THEN
+        RAISE EXCEPTION 'twofactor: invalid %', p_what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN p_text;
 END
 $$;
 
@@ -487,6 +500,8 @@ DECLARE
     now_s bigint := twofactor.now_s();
     days integer := least(p_days, (SELECT trust_days_cap FROM twofactor.settings));
 BEGIN
+    PERFORM twofactor.valid_text(p_service, 'service'), twofactor.valid_text(p_host, 'host'),
+            twofactor.valid_text(p_kind, 'kind');
     PERFORM twofactor.hold(p_name);
     PERFORM twofactor.need_ticket(p_name, p_ticket, 'trusting a host');
     DELETE FROM twofactor.trusted_hosts

@@ -40,12 +40,77 @@ pub const HOST_ROLE_PREFIX: &str = "tf_host_";
 pub const MAX_HOST_NAME: usize = 253;
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_ROLE_NAME: usize = 63;
-/// Connections one host may hold at once: a rooted host cannot take every slot.
-pub const HOST_CONNECTION_LIMIT: u32 = 100;
+/// Connections a host may hold at once, unless `add-host --connection-limit` says
+/// otherwise. A login holds one connection for its few milliseconds, so 10 serve a
+/// busy host, and a rooted host that opens all it may still leaves the rest of the
+/// server's slots to the others, as long as the limits fit (see [`Slots`]).
+pub const HOST_CONNECTION_LIMIT: u32 = 10;
+/// The limit every host had before it could be chosen: `fleet init` lowers it.
+const OLD_HOST_CONNECTION_LIMIT: i32 = 100;
+/// Slots kept for the administrator's own commands beyond the hosts' limits.
+pub const ADMIN_CONNECTIONS: i64 = 5;
+
+/// Whether the hosts' connection limits fit in the server's slots.
+pub const SLOTS_SQL: &str = "SELECT coalesce(sum(CASE WHEN r.rolconnlimit < 0 \
+       THEN current_setting('max_connections')::int ELSE r.rolconnlimit END), 0)::bigint, \
+       count(r.oid)::bigint, current_setting('max_connections')::int, \
+       current_setting('superuser_reserved_connections')::int \
+       + coalesce(current_setting('reserved_connections', true)::int, 0) \
+  FROM pg_roles g JOIN pg_auth_members m ON m.roleid = g.oid \
+  JOIN pg_roles r ON r.oid = m.member AND r.rolcanlogin \
+ WHERE g.rolname = 'twofactor_hosts'";
+
+/// The hosts' connection limits against the server's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// The hosts' limits added up.
+    pub hosts_total: i64,
+    /// How many host roles.
+    pub hosts: i64,
+    /// The server's `max_connections`.
+    pub max_connections: i64,
+    /// Slots only superusers (and `pg_use_reserved_connections`) may take.
+    pub reserved: i64,
+}
+
+impl Slots {
+    /// From a row of [`SLOTS_SQL`].
+    pub fn from_row(row: &postgres::Row) -> Self {
+        Self {
+            hosts_total: row.get(0),
+            hosts: row.get(1),
+            max_connections: i64::from(row.get::<_, i32>(2)),
+            reserved: i64::from(row.get::<_, i32>(3)),
+        }
+    }
+
+    /// Why the limits do not fit, and what to raise; `None` when they fit.
+    pub fn problem(&self) -> Option<String> {
+        let open = self.max_connections - self.reserved;
+        let needed = self.hosts_total + ADMIN_CONNECTIONS;
+        (needed > open).then(|| {
+            format!(
+                "the {} hosts may hold {} connections together, plus {ADMIN_CONNECTIONS} for the administrator, but the server has {open} (max_connections {} less {} reserved): one host that opens all it may can then leave the others none; raise max_connections to at least {} on every database node (a restart), or give hosts smaller limits (fleet add-host NAME --connection-limit N)",
+                self.hosts,
+                self.hosts_total,
+                self.max_connections,
+                self.reserved,
+                needed + self.reserved
+            )
+        })
+    }
+}
+
+/// The slots as they are now, in `tx`.
+pub fn slots_in(tx: &mut Transaction<'_>) -> Result<Slots, BackendError> {
+    Ok(Slots::from_row(&tx.query_one(SLOTS_SQL, &[])?))
+}
 
 /// The functions with the user-name limit of core filled in.
 fn functions_sql() -> String {
-    FUNCTIONS.replace("@MAX_USER_LEN@", &MAX_USER_LEN.to_string())
+    FUNCTIONS
+        .replace("@MAX_USER_LEN@", &MAX_USER_LEN.to_string())
+        .replace("@UNSAFE_CHARS@", &crate::text::unsafe_sql_bracket())
 }
 
 /// A superuser's connection for the `fleet` commands: `admin_url` is a libpq-style URL or
@@ -173,6 +238,8 @@ pub struct InitReport {
     pub hba: HbaAdvice,
     /// What the catalog check found wrong before this run (all of it is fixed now).
     pub fixed: Vec<String>,
+    /// The hosts' connection limits against the server's slots.
+    pub slots: Slots,
 }
 
 /// Puts pgcrypto and sslinfo in their own schema: created there, or moved there when the
@@ -294,17 +361,22 @@ pub fn init(
         (row.get(0), row.get(1))
     };
     check_key(&mut tx, id, &path)?;
-    // Hosts added by an older twofactor get today's limits.
-    let roles: Vec<String> = tx
+    // Hosts added by an older twofactor get today's limits; a limit chosen at add-host
+    // stays.
+    let roles: Vec<(String, i32)> = tx
         .query(
-            "SELECT h.role FROM twofactor.hosts h JOIN pg_roles r ON r.rolname = h.role",
+            "SELECT h.role, r.rolconnlimit FROM twofactor.hosts h JOIN pg_roles r ON r.rolname = h.role",
             &[],
         )?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for role in roles {
-        tx.batch_execute(&host_role_limits(&role))?;
+    for (role, limit) in roles {
+        let limit = u32::try_from(limit)
+            .ok()
+            .filter(|l| *l > 0 && i32::try_from(*l) != Ok(OLD_HOST_CONNECTION_LIMIT))
+            .unwrap_or(HOST_CONNECTION_LIMIT);
+        tx.batch_execute(&host_role_limits(&role, limit))?;
     }
     if let Some(issuer) = issuer {
         tx.execute("UPDATE twofactor.settings SET issuer = $1", &[&issuer])
@@ -319,6 +391,7 @@ pub fn init(
         .query_one("SELECT issuer FROM twofactor.settings", &[])?
         .get(0);
     let hba = hba_advice(&mut tx)?;
+    let slots = slots_in(&mut tx)?;
     let left = catalog_problems(&mut tx)?;
     if !left.is_empty() {
         return Err(unavailable(format!(
@@ -336,6 +409,7 @@ pub fn init(
         fixed,
         issuer,
         hba,
+        slots,
     })
 }
 
@@ -730,17 +804,29 @@ pub struct AddedHost {
     pub created: bool,
     /// The pg_ident.conf line that maps its certificate to its role.
     pub ident_line: String,
+    /// How many connections it may hold.
+    pub connection_limit: u32,
+    /// All hosts' connection limits against the server's slots, after this one.
+    pub slots: Slots,
 }
 
 /// Creates the login role of host `host` (its certificate's CN), a member of the hosts'
-/// group, with per-role limits on its sessions. Refuses a name taken by another host or
-/// mapped in pg_ident.conf to another role.
+/// group, with per-role limits on its sessions: at most `connection_limit` connections
+/// ([`HOST_CONNECTION_LIMIT`] when `None`; for a host there already, `None` keeps its
+/// limit). Refuses a name taken by another host or mapped in pg_ident.conf to another
+/// role.
 pub fn add_host(
     admin_url: &str,
     ca: Option<&std::path::Path>,
     host: &str,
+    connection_limit: Option<u32>,
 ) -> Result<AddedHost, BackendError> {
     check_host_name(host).map_err(BackendError::Refused)?;
+    if let Some(n) = connection_limit.filter(|n| !(1..=10_000).contains(n)) {
+        return Err(BackendError::Refused(format!(
+            "--connection-limit {n}: a host needs 1 to 10000 connections (a login holds one)"
+        )));
+    }
     let role = host_role(host);
     let mut c = superuser(admin_url, ca)?;
     let mut tx = c.transaction()?;
@@ -751,11 +837,30 @@ pub fn add_host(
     let ident_line = format!("twofactor  {host}  {role}");
     match known.as_deref() {
         Some(h) if h == host => {
+            let limit = match connection_limit {
+                Some(n) => {
+                    tx.batch_execute(&format!("ALTER ROLE {role} CONNECTION LIMIT {n}"))?;
+                    n
+                }
+                None => {
+                    let now: i32 = tx
+                        .query_one(
+                            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+                            &[&role],
+                        )?
+                        .get(0);
+                    u32::try_from(now).unwrap_or(0)
+                }
+            };
+            let slots = slots_in(&mut tx)?;
+            tx.commit()?;
             return Ok(AddedHost {
                 host: host.into(),
                 role,
                 created: false,
                 ident_line,
+                connection_limit: limit,
+                slots,
             });
         }
         Some(other) => {
@@ -794,20 +899,24 @@ pub fn add_host(
             crate::text::printable(other)
         )));
     }
+    let limit = connection_limit.unwrap_or(HOST_CONNECTION_LIMIT);
     tx.batch_execute(&format!(
         "CREATE ROLE {role} LOGIN IN ROLE {HOSTS_GROUP}; {}",
-        host_role_limits(&role)
+        host_role_limits(&role, limit)
     ))?;
     tx.execute(
         "INSERT INTO twofactor.hosts (role, host) VALUES ($1, $2)",
         &[&role, &host],
     )?;
+    let slots = slots_in(&mut tx)?;
     tx.commit()?;
     Ok(AddedHost {
         host: host.into(),
         role,
         created: true,
         ident_line,
+        connection_limit: limit,
+        slots,
     })
 }
 
@@ -816,9 +925,9 @@ pub fn add_host(
 /// how many connections it may hold. A login that gave up leaves its session's commit
 /// waiting (for a synchronous standby, say) with the user's row held: checking the
 /// client every second ends such a session.
-fn host_role_limits(role: &str) -> String {
+fn host_role_limits(role: &str, connections: u32) -> String {
     format!(
-        "ALTER ROLE {role} CONNECTION LIMIT {HOST_CONNECTION_LIMIT}; \
+        "ALTER ROLE {role} CONNECTION LIMIT {connections}; \
          ALTER ROLE {role} SET statement_timeout = '10s'; \
          ALTER ROLE {role} SET lock_timeout = '2s'; \
          ALTER ROLE {role} SET idle_in_transaction_session_timeout = '10s'; \
@@ -1043,6 +1152,27 @@ pub fn access_lines(dbname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_limits_must_fit_the_servers_open_slots() {
+        // A stock server: 100 slots, 3 reserved. Nine hosts of 10 and the admin's 5 fit.
+        let mut s = Slots {
+            hosts_total: 90,
+            hosts: 9,
+            max_connections: 100,
+            reserved: 3,
+        };
+        assert_eq!(s.problem(), None);
+        // One host with the old limit of 100 could take every slot.
+        s.hosts_total = 100;
+        s.hosts = 1;
+        let why = s.problem().unwrap();
+        assert!(
+            why.contains("raise max_connections to at least 108"),
+            "{why}"
+        );
+        assert!(why.contains("--connection-limit"), "{why}");
+    }
 
     #[test]
     fn access_lines_allow_only_certificates() {
