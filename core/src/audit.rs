@@ -404,6 +404,28 @@ mod tests {
         assert_eq!(fields[3].1, "success");
     }
 
+    #[test]
+    fn free_form_lines_quote_names_through_the_one_encoder() {
+        // A name with spaces (LDAP, SSSD) stays one field; a bidi override cannot reorder
+        // what a reader sees after it.
+        let line = format!("{} session 7 recorded", kv("user", "domain user reason=ok"));
+        let fields = parse(&line);
+        assert_eq!(
+            fields[0],
+            ("user".into(), "domain user reason=ok".into()),
+            "{line}"
+        );
+        assert!(!fields.iter().any(|(k, _)| k == "reason"), "{line}");
+        assert_eq!(kv("user", "alice\u{202e}nimda"), "user=alice?nimda");
+        assert_eq!(kv("user", "a\u{2028}b"), "user=a?b");
+        assert_eq!(kv("user", "alice"), "user=alice");
+        let e = Event {
+            user: "eve\u{202e}toor".into(),
+            ..event(Reason::Totp)
+        };
+        assert!(e.to_string().starts_with("user=eve?toor "), "{e}");
+    }
+
     /// Splits `k=v k="quoted \" value"` the way a log parser would.
     fn parse(line: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();

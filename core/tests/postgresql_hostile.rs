@@ -568,17 +568,9 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     let c = Cluster::start();
     let (key, _) = enroll(&c, "victim");
     let (a_role, b_role) = (role_of(HOSTS[0]), role_of(HOSTS[1]));
-    let d = c.path().display().to_string();
-    let conn = |client: &str, role: &str| {
-        format!(
-            "host=127.0.0.1 port={} dbname=twofactor user={role} sslmode=verify-full \
-             sslrootcert={d}/ca.crt sslcert={d}/{client}.crt sslkey={d}/{client}.key",
-            c.port
-        )
-    };
     // Host A opens a transaction holding victim's row, and stays in it.
     let mut held = Command::new("psql")
-        .arg(conn(HOSTS[0], &a_role))
+        .arg(c.conninfo(HOSTS[0], &a_role))
         .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -671,6 +663,115 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
     ));
 }
 
+/// A rooted host that opens every connection it can (97, a stock server's open slots)
+/// gets its limit and no more, and every other host still logs in. The limits of all
+/// hosts fit the server's slots.
+#[test]
+fn one_host_cannot_take_every_connection_slot() {
+    let c = Cluster::start();
+    c.psql("postgres", "ALTER SYSTEM SET max_connections = 100");
+    c.pg_ctl("restart");
+    let (key, _) = enroll(&c, "victim");
+    let a_role = role_of(HOSTS[0]);
+    let mut conns: Vec<std::process::Child> = (0..97)
+        .map(|_| {
+            Command::new("psql")
+                .arg(c.conninfo(HOSTS[0], &a_role))
+                .args(["-XAtq", "-c", "SELECT pg_sleep(60)"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Each either holds its connection or was turned away.
+    let held = |c: &Cluster| -> usize {
+        c.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{a_role}'"),
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = Vec::new();
+    loop {
+        for child in &mut conns {
+            if let Ok(Some(_)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    pipe.read_to_string(&mut err).unwrap();
+                    refused.push(err);
+                }
+            }
+        }
+        let now_held = held(&c);
+        if now_held + refused.len() >= conns.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now_held = held(&c);
+    println!(
+        "host A tried 97 connections: {now_held} held, {} refused ({})",
+        refused.len(),
+        refused.first().map_or("", |e| e.trim())
+    );
+    // Host B logs in meanwhile.
+    let b = c.backend(HOSTS[1]);
+    let verified = b.verify("victim", &code(&key), Purpose::Login, &race_config());
+    for child in &mut conns {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        verified.map(|v| v.result).map_err(|e| e.to_string()),
+        Ok(CodeResult::Totp),
+        "host B was refused while host A held {now_held} connections"
+    );
+    assert_eq!(now_held, postgresql::HOST_CONNECTION_LIMIT as usize);
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("too many connections for role")),
+        "{refused:?}"
+    );
+    // The limits fit: every host's 10, and the administrator's share, under 97.
+    let report = c.init();
+    assert_eq!(report.slots.problem(), None, "{:?}", report.slots);
+    assert_eq!(
+        report.slots.hosts_total,
+        i64::from(postgresql::HOST_CONNECTION_LIMIT) * report.slots.hosts
+    );
+    // A host given more than the server can hold draws the advice at add-host.
+    let added = postgresql::add_host(&c.admin_url(), None, HOSTS[1], Some(200)).unwrap();
+    let why = added
+        .slots
+        .problem()
+        .expect("200 connections do not fit in 100");
+    assert!(why.contains("raise max_connections"), "{why}");
+}
+
+/// A host's words in the audit (service, client address) are checked like names.
+#[test]
+fn trust_refuses_audit_text_that_could_forge_a_row() {
+    let c = Cluster::start();
+    let role = role_of(HOSTS[0]);
+    let out = c.attack(
+        HOSTS[0],
+        &role,
+        "SELECT twofactor.h_trust('victim', NULL, E'sshd\\nforged', '10.0.0.1', 'ip', 1);\n\
+         SELECT twofactor.h_trust('victim', NULL, 'sshd', E'10.0.0.1\\u202e', 'ip', 1);\n\
+         SELECT twofactor.h_trust('victim', NULL, 'sshd', '10.0.0.1', 'ip', 1);\n",
+    );
+    assert!(out.contains("invalid service"), "{out}");
+    assert!(out.contains("invalid host"), "{out}");
+    // Good text gets as far as the ticket check.
+    assert!(!out.contains("invalid kind"), "{out}");
+    assert_eq!(out.matches("twofactor: invalid").count(), 2, "{out}");
+}
+
 /// Names no account can have are refused by the database itself, at core's limit.
 #[test]
 fn the_database_refuses_names_no_account_can_have() {
@@ -678,6 +779,8 @@ fn the_database_refuses_names_no_account_can_have() {
     let h = c.backend(HOSTS[0]);
     let longest = "a".repeat(MAX_USER_LEN);
     assert_eq!(h.count_grace_login(&longest, 3).unwrap(), Some(2));
+    // A directory's name with a space is a name like any other.
+    assert_eq!(h.count_grace_login("domain user", 3).unwrap(), Some(2));
     for bad in [
         "a".repeat(MAX_USER_LEN + 1),
         "bad\nname".into(),
@@ -685,6 +788,10 @@ fn the_database_refuses_names_no_account_can_have() {
         "tab\there".into(),
         "del\u{7f}".into(),
         "c1\u{85}".into(),
+        "alice\u{202e}nimda".into(),
+        "isolate\u{2066}".into(),
+        "line\u{2028}sep".into(),
+        "zero\u{200b}width".into(),
         String::new(),
     ] {
         let e = h.count_grace_login(&bad, 3).unwrap_err();

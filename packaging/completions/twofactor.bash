@@ -447,7 +447,7 @@ _twofactor() {
             return 0
             ;;
         twofactor__subcmd__fleet__subcmd__add__subcmd__host)
-            opts="-h -V --admin-url --ca --config --json --help --version"
+            opts="-h -V --admin-url --ca --connection-limit --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -458,6 +458,10 @@ _twofactor() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --connection-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

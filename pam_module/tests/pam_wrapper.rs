@@ -820,6 +820,27 @@ fn the_fleet_client_is_loaded_only_when_needed_and_only_if_trusted() {
         log.lines()
     );
 
+    // A symlink to a sound client in a directory anyone may write is never followed.
+    let open_dir = pam.0.path().join("open");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = open_dir.join("fleet.so");
+    fs::copy(&built, &planted).unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&plugin).unwrap();
+    std::os::unix::fs::symlink(&planted, &plugin).unwrap();
+    let (v, t) = pam.run_with(&wrap, "tfplugin", None, &[]);
+    assert_eq!(v, Verdict::AuthInfoUnavail, "{t}");
+    assert_eq!(
+        log.wait_for("is not a regular file (a symlink is never followed)", 1)
+            .len(),
+        1,
+        "{:?}",
+        log.lines()
+    );
+    fs::remove_file(&plugin).unwrap();
+    fs::copy(&built, &plugin).unwrap();
+
     // A sound one is loaded: the login gets as far as the fleet's credentials.
     fs::set_permissions(&plugin, fs::Permissions::from_mode(0o644)).unwrap();
     let (v, t) = pam.run_with(&wrap, "tfplugin", None, &[]);

@@ -289,12 +289,7 @@ impl Cluster {
     /// psql printed, errors and warnings in order with the rest.
     pub fn attack(&self, client: &str, role: &str, script: &str) -> String {
         let d = self.path();
-        let conn = format!(
-            "host=127.0.0.1 port={} dbname={DBNAME} user={role} sslmode=verify-full \
-             sslrootcert={d}/ca.crt sslcert={d}/{client}.crt sslkey={d}/{client}.key",
-            self.port,
-            d = d.display()
-        );
+        let conn = self.conninfo(client, role);
         let file = tempfile::Builder::new()
             .suffix(".sql")
             .tempfile_in(d)
@@ -312,6 +307,16 @@ impl Cluster {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// libpq's connection string for `client`'s certificate and key, as `role`.
+    pub fn conninfo(&self, client: &str, role: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={DBNAME} user={role} sslmode=verify-full \
+             sslrootcert={d}/ca.crt sslcert={d}/{client}.crt sslkey={d}/{client}.key",
+            self.port,
+            d = self.path().display()
+        )
     }
 
     /// Runs `fleet init` with the cluster's first key.
