@@ -954,7 +954,7 @@ fn the_catalog_check_finds_each_opening_and_init_closes_them() {
         ),
     );
     for want in [
-        "100 ",
+        &format!("{} ", postgresql::HOST_CONNECTION_LIMIT),
         "idle_in_transaction_session_timeout=10s",
         "client_connection_check_interval=1s",
         "lock_timeout=2s",
