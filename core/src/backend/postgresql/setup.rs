@@ -74,7 +74,7 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// From a row of [`SLOTS_SQL`].
+    /// From a row of the slots query (`SLOTS_SQL`).
     pub fn from_row(row: &postgres::Row) -> Self {
         Self {
             hosts_total: row.get(0),
