@@ -158,6 +158,8 @@ pub enum Reason {
     Locked { seconds: u64 },
     /// A code that was already used.
     Replay,
+    /// A backup code typed while the user's backup codes are void; not counted.
+    VoidedBackupCode,
     /// A wrong code; `locked_for` is set when it started a lock.
     WrongCode { locked_for: Option<u64> },
     /// The user gave up (no code entered, conversation ended).
@@ -198,6 +200,9 @@ impl fmt::Display for Reason {
             }
             Self::Locked { seconds } => write!(f, "locked ({seconds}s left)"),
             Self::Replay => f.write_str("replay"),
+            Self::VoidedBackupCode => {
+                f.write_str("backup code typed, but the backup codes are void; not counted")
+            }
             Self::WrongCode { locked_for: None } => f.write_str("wrong code"),
             Self::WrongCode {
                 locked_for: Some(s),

@@ -28,6 +28,10 @@ pub enum CodeResult {
     Replayed,
     /// Locked: no code was checked.
     Locked { seconds_left: u64 },
+    /// A backup code, while the user's backup codes are void (an administrator retired
+    /// the key they were made with) and no new ones were made: it can never succeed, so
+    /// it is not counted as a failure.
+    VoidedBackupCode,
     /// No enabled authenticator to check against.
     NotEnrolled,
 }

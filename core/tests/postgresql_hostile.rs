@@ -454,7 +454,8 @@ fn the_reviews_escalation_works_on_version_1_and_not_after_the_migration() {
             .result,
         CodeResult::BackupCode { left: 9 }
     );
-    c.add_host(HOSTS[1]);
+    // Version 1 mapped every host to the shared role: add-host says to drop that line.
+    assert!(c.add_host(HOSTS[1]).shared_mapping);
     let b = c.backend(HOSTS[1]);
     // The replaced matching_step is gone with the rest of version 1's functions.
     assert!(matches!(
@@ -631,6 +632,11 @@ fn hosts_cannot_see_or_end_each_other_and_remove_host_ends_a_held_row() {
 
     let removed = postgresql::remove_host(&admin_url, None, HOSTS[0]).unwrap();
     assert_eq!(removed.role, a_role);
+    // Which pg_ident.conf to edit: this server's own.
+    assert_eq!(
+        removed.ident_file,
+        c.path().join("data/pg_ident.conf").display().to_string()
+    );
     assert!(removed.sessions_ended >= 1, "{removed:?}");
     let gone = c.psql(
         "postgres",

@@ -248,6 +248,10 @@ impl Ctx {
                 "two-factor login is locked for {} more seconds after too many wrong codes; nothing was changed",
                 seconds_left
             ))),
+            (CodeResult::VoidedBackupCode, _) => Err(
+                "that is a backup code, but your backup codes no longer work (an administrator retired their key); nothing was changed: use a code from your authenticator"
+                    .into(),
+            ),
             (CodeResult::Replayed, _) => Err(
                 "that code was already used; wait for the next code and run the command again"
                     .into(),

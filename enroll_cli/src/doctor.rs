@@ -75,18 +75,23 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config"));
     let mark = findings.len();
-    let sshd = (sshd_config.exists() && policy.applies_to_service("sshd")).then(|| {
-        let test = sshd_test(&sshd_config);
-        let origin = sshd_config.display().to_string();
-        findings.extend(doctor::sshd::check_sshd_test(&origin, &test));
-        match test {
-            SshdTest::Ran(out) => (SshdSettings::parse(&out), format!("sshd -T -f {origin}")),
-            _ => (
-                SshdSettings::parse(&fs::read_to_string(&sshd_config).unwrap_or_default()),
-                origin,
-            ),
-        }
-    });
+    let pam_dir = args.pam_dir.as_deref().unwrap_or(Path::new("/etc/pam.d"));
+    // sshd's own settings matter only where its PAM stack asks for the code.
+    let sshd_runs_module = doctor::pam::auth_stack(&Dir(pam_dir.to_path_buf()), "sshd")
+        .is_ok_and(|stack| doctor::pam::runs_module(&stack));
+    let sshd = (sshd_config.exists() && policy.applies_to_service("sshd") && sshd_runs_module)
+        .then(|| {
+            let test = sshd_test(&sshd_config);
+            let origin = sshd_config.display().to_string();
+            findings.extend(doctor::sshd::check_sshd_test(&origin, &test));
+            match test {
+                SshdTest::Ran(out) => (SshdSettings::parse(&out), format!("sshd -T -f {origin}")),
+                _ => (
+                    SshdSettings::parse(&fs::read_to_string(&sshd_config).unwrap_or_default()),
+                    origin,
+                ),
+            }
+        });
     let key_first = sshd.as_ref().is_some_and(|(s, _)| s.requires_key_first());
     if let (Some((settings, origin)), Some(c)) = (&sshd, &config) {
         findings.extend(doctor::sshd::check_ssh_factor(
@@ -95,7 +100,6 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
             origin,
         ));
     }
-    let pam_dir = args.pam_dir.as_deref().unwrap_or(Path::new("/etc/pam.d"));
     let listing = PamDir {
         path: pam_dir.display().to_string(),
         names: fs::read_dir(pam_dir)
@@ -228,12 +232,15 @@ pub fn run(cli: &Cli, args: &DoctorArgs, env_config: Option<OsString>) -> Result
         }
         for f in &findings {
             println!(
-                "\n{:<8} {}\n         {}\n         fix: {}",
+                "\n{:<8} {}\n         {}",
                 f.severity.to_string(),
                 f.location,
-                f.message,
-                f.fix
+                f.message
             );
+            // A note may have nothing to fix.
+            if !f.fix.is_empty() {
+                println!("         fix: {}", f.fix);
+            }
         }
     }
     if errors > 0 {

@@ -133,9 +133,15 @@ fn reload_command(advice: &HbaAdvice) -> String {
     let (HbaAdvice::InPlace { file, .. }
     | HbaAdvice::Above { file, .. }
     | HbaAdvice::Missing { file }) = advice;
+    reload_for(file)
+}
+
+/// How to reload the server whose config file is `file`: its Debian cluster's
+/// `pg_ctlcluster VERSION NAME reload`, or SQL elsewhere.
+fn reload_for(file: &str) -> String {
     let parts: Vec<&str> = file.split('/').collect();
     match parts.as_slice() {
-        ["", "etc", "postgresql", version, cluster, "pg_hba.conf"] => {
+        ["", "etc", "postgresql", version, cluster, _] => {
             format!("pg_ctlcluster {version} {cluster} reload")
         }
         _ => "SELECT pg_reload_conf()".to_string(),
@@ -211,12 +217,15 @@ pub fn add_host(add: &FleetAddHostArgs, json: bool) -> Result<(), Error> {
         host_key_command(&added.host),
         sign_command(&added.host)
     );
-    println!(
-        "Remove any line mapping {} to {}: the host's next connection then uses its own \
-         role. 'twofactor doctor' on the host shows which role it logs in as.",
-        added.host,
-        postgresql::SHARED_HOST_ROLE
-    );
+    // Only a fleet from version 1 has such a line.
+    if added.shared_mapping {
+        println!(
+            "Remove the line mapping {} to {}: the host's next connection then uses its own \
+             role. 'twofactor doctor' on the host shows which role it logs in as.",
+            added.host,
+            postgresql::SHARED_HOST_ROLE
+        );
+    }
     Ok(())
 }
 
@@ -376,6 +385,8 @@ pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
             "host": args.name,
             "role": removed.role,
             "sessions_ended": removed.sessions_ended,
+            "ident_file": removed.ident_file,
+            "reload": reload_for(&removed.ident_file),
         }));
     }
     println!(
@@ -385,8 +396,10 @@ pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
         if removed.sessions_ended == 1 { "" } else { "s" }
     );
     println!(
-        "Now remove its line from pg_ident.conf and reload PostgreSQL (pg_ctlcluster 15 main \
-         reload); revoke its certificate in the CA's CRL if the host is not to be trusted again."
+        "Now remove its line from {} and reload PostgreSQL ({}); revoke its certificate in \
+         the CA's CRL if the host is not to be trusted again.",
+        removed.ident_file,
+        reload_for(&removed.ident_file)
     );
     Ok(())
 }
@@ -636,6 +649,27 @@ fn print_import(rows: &[Row], need_codes: &[String], dry_run: bool, dir: &std::p
              check with 'twofactor doctor', then remove the users' state files there (*.json; \
              keep last-good-config.toml, which logins fall back on if the config breaks).",
             dir.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_names_the_servers_own_cluster() {
+        assert_eq!(
+            reload_for("/etc/postgresql/15/walk4/pg_ident.conf"),
+            "pg_ctlcluster 15 walk4 reload"
+        );
+        assert_eq!(
+            reload_for("/etc/postgresql/16/main/pg_hba.conf"),
+            "pg_ctlcluster 16 main reload"
+        );
+        assert_eq!(
+            reload_for("/var/lib/pgsql/data/pg_ident.conf"),
+            "SELECT pg_reload_conf()"
         );
     }
 }

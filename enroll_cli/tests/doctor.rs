@@ -113,6 +113,14 @@ fn debian_without_the_profile_has_the_module_nowhere() {
     let (code, found) = doctor(&f, "debian-disabled", "good.conf");
     assert!(has(&found, "module-missing", "error"), "{found:#?}");
     assert_eq!(code, 1);
+    // sshd's settings are not judged while its PAM stack does not ask for the code.
+    let (_, found) = doctor(&f, "debian-disabled", "kbdint-no.conf");
+    assert!(
+        !found
+            .iter()
+            .any(|x| x["id"].as_str().unwrap().starts_with("sshd-")),
+        "{found:#?}"
+    );
 }
 
 #[test]

@@ -464,12 +464,30 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         facts.backup_codes_voided && facts.backup_codes_left == 0,
         "{facts:?}"
     );
-    assert!(
-        !h.verify(&user, &backups[1], Purpose::Login, &config)
+    // A voided code, typed more times than the lockout allows, is said for what it is
+    // and never counted: the user typing backup codes has likely lost the phone.
+    for code in backups
+        .iter()
+        .cycle()
+        .take(config.lockout.max_failures as usize + 2)
+    {
+        assert_eq!(
+            h.verify(&user, code, Purpose::Login, &config)
+                .unwrap()
+                .result,
+            CodeResult::VoidedBackupCode
+        );
+    }
+    let facts = h.facts(&user).unwrap();
+    assert_eq!(facts.lockout.failures, 0, "{facts:?}");
+    // Anything else is still a wrong code, counted.
+    assert!(matches!(
+        h.verify(&user, "12345678", Purpose::Login, &config)
             .unwrap()
-            .result
-            .is_success()
-    );
+            .result,
+        CodeResult::Wrong { .. }
+    ));
+    assert_eq!(h.facts(&user).unwrap().lockout.failures, 1);
     let files = c.psql(DBNAME, "SELECT count(*) FROM twofactor_keys.files");
     assert_eq!(files.trim(), "1");
     let status = ok(Some(&config_for(c, dir.path(), ADMIN)), &["status", &user]);

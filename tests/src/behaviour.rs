@@ -264,6 +264,7 @@ fn result(r: CodeResult) -> String {
             locked_for: Some(s),
         } => format!("wrong, locked for {s} s"),
         CodeResult::Replayed => "replayed".into(),
+        CodeResult::VoidedBackupCode => "voided backup code".into(),
         CodeResult::Locked { .. } => "locked".into(),
         CodeResult::NotEnrolled => "not enrolled".into(),
     }

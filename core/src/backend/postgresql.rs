@@ -801,6 +801,7 @@ impl Backend for Postgresql {
                 locked_for: r.locked_for,
             },
             "replayed" => CodeResult::Replayed,
+            "voided" => CodeResult::VoidedBackupCode,
             "locked" => CodeResult::Locked {
                 seconds_left: r.seconds_left.unwrap_or(1),
             },

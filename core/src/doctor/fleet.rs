@@ -102,7 +102,7 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
         .iter()
         .any(|w| e.contains(w));
         let fix = if tls {
-            "the server's certificate must be signed by the configured ca and name the host as written in hosts; this host's certificate must be one pg_ident.conf maps to twofactor_host"
+            "the server's certificate must be signed by the configured ca and name the host as written in hosts; this host's certificate must be one pg_ident.conf maps to this host's own role (the line 'twofactor fleet add-host NAME' prints)"
         } else {
             "check that the server runs and listens there, the firewall, and pg_hba.conf (hostssl ... cert map=twofactor)"
         };
@@ -173,7 +173,7 @@ pub fn check_fleet(f: &FleetFacts) -> Vec<Finding> {
             "fleet-secrets-readable",
             &at,
             "this host can read the secrets table: a rooted host could copy every user's key",
-            "connect hosts as twofactor_host only, and run 'twofactor fleet init' to restore the grants",
+            "connect each host as its own role (twofactor fleet add-host NAME) and nothing else, and run 'twofactor fleet init' to restore the grants",
         )),
         Some(Err(e)) if !e.contains("permission denied") => out.push(Finding::new(
             Level::Warning,

@@ -347,6 +347,11 @@ pub fn has_split_line(stack: &[AuthLine]) -> bool {
     stack.iter().any(is_split_line)
 }
 
+/// Whether a stack runs the module at all.
+pub fn runs_module(stack: &[AuthLine]) -> bool {
+    stack.iter().any(|l| l.module == MODULE)
+}
+
 /// A line that checks a code: the module without `split`.
 fn is_checking_line(line: &AuthLine) -> bool {
     line.module == MODULE && !is_split_line(line)

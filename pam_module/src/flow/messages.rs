@@ -37,6 +37,9 @@ pub const SAVED_CODES_PROMPT: &str = "Press Enter once you have saved the backup
 /// Enrollment at login ran out of tries.
 pub const SETUP_NOT_FINISHED: &str = "Setup was not finished. Log in again to start over.";
 
+/// A backup code typed by a user whose backup codes went with a retired key.
+pub const VOIDED_BACKUP_CODE: &str = "That is a backup code, but your backup codes no longer work: an administrator retired the key they were made with.\nIt was not counted as a wrong code. Type a code from your authenticator app, or ask an administrator to let you in.";
+
 /// After a login of a user whose backup codes went with a retired key.
 pub const BACKUP_CODES_VOIDED: &str = "Your backup codes no longer work: an administrator retired the key they were made with.\nMake new ones now with: twofactor backup-codes";
 

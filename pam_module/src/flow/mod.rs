@@ -529,6 +529,13 @@ fn judge(
             ui.error(&messages::replayed(period))?;
             return Ok(Judged::Again(Reason::Replay));
         }
+        (CodeResult::VoidedBackupCode, _) => {
+            let recorded = Decision::Deny(Reason::VoidedBackupCode);
+            (env.audit)(&recorded, Some(login.user), env.served_by.as_deref());
+            ui.logged = Some(recorded);
+            ui.error(messages::VOIDED_BACKUP_CODE)?;
+            return Ok(Judged::Again(Reason::VoidedBackupCode));
+        }
         (CodeResult::Wrong { locked_for }, _) => {
             // Logged now: the failure is recorded, and the user may hang up next.
             let recorded = Decision::Deny(Reason::WrongCode { locked_for });

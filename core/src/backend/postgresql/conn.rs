@@ -110,12 +110,17 @@ impl Failure {
 }
 
 /// What to do about a server that wants a password from a host, which only ever
-/// presents a certificate: a broader pg_hba.conf line matched before twofactor's.
+/// presents a certificate: twofactor's pg_hba.conf lines did not match it. They match
+/// only members of twofactor_hosts, so either the host's role is gone (`remove-host`) or
+/// a broader line matched first.
 fn auth_hint(why: &str) -> &'static str {
     if why.contains("password missing") {
-        "; the server asked for a password, so a pg_hba.conf line above twofactor's \
-         'hostssl ... cert map=twofactor' lines matched first (Debian's 'host all all \
-         127.0.0.1/32 scram-sha-256' does): move twofactor's lines above it and reload"
+        "; the server asked for a password, so twofactor's 'hostssl ... cert \
+         map=twofactor' lines did not match: if this host was removed from the fleet \
+         (its role no longer exists: 'twofactor fleet hosts' lists the hosts), add it \
+         again with 'twofactor fleet add-host'; otherwise a pg_hba.conf line above \
+         twofactor's matched first (Debian's 'host all all 127.0.0.1/32 scram-sha-256' \
+         does): move twofactor's lines above it and reload"
     } else {
         ""
     }

@@ -390,6 +390,16 @@ BEGIN
            AND b.hash = twofactor.code_hash(p_backup, b.key_id)
         RETURNING b.name INTO spent;
     END IF;
+    -- A backup code of ours (never a TOTP code's shape) typed by a user whose codes an
+    -- administrator voided: it cannot succeed, so it is said and not counted. The user
+    -- typing backup codes is likely the one who lost the phone.
+    IF step IS NULL AND spent IS NULL AND u.codes_voided_at IS NOT NULL
+       AND octet_length(p_backup) = @BACKUP_CODE_CHARS@
+       AND NOT EXISTS (SELECT 1 FROM twofactor.backup_codes b
+                        WHERE b.name = p_name AND b.used_at IS NULL) THEN
+        PERFORM twofactor.log(p_name, 'verify', 'voided backup code');
+        RETURN jsonb_build_object('result', 'voided');
+    END IF;
     IF step IS NULL AND spent IS NULL THEN
         locked := twofactor.fail(p_name, p_max_failures, p_lock_seconds);
         PERFORM twofactor.log(p_name, 'verify', 'wrong code');

@@ -111,6 +111,10 @@ fn functions_sql() -> String {
     FUNCTIONS
         .replace("@MAX_USER_LEN@", &MAX_USER_LEN.to_string())
         .replace("@UNSAFE_CHARS@", &crate::text::unsafe_sql_bracket())
+        .replace(
+            "@BACKUP_CODE_CHARS@",
+            &crate::backup_codes::CODE_CHARS.to_string(),
+        )
 }
 
 /// A superuser's connection for the `fleet` commands: `admin_url` is a libpq-style URL or
@@ -806,6 +810,9 @@ pub struct AddedHost {
     pub ident_line: String,
     /// How many connections it may hold.
     pub connection_limit: u32,
+    /// Whether pg_ident.conf still maps its certificate to the role hosts shared before
+    /// version 2 (a line to remove).
+    pub shared_mapping: bool,
     /// All hosts' connection limits against the server's slots, after this one.
     pub slots: Slots,
 }
@@ -835,6 +842,13 @@ pub fn add_host(
         .query_opt("SELECT host FROM twofactor.hosts WHERE role = $1", &[&role])?
         .map(|r| r.get(0));
     let ident_line = format!("twofactor  {host}  {role}");
+    let shared_mapping: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_ident_file_mappings \
+              WHERE map_name = 'twofactor' AND sys_name = $1 AND pg_username = $2)",
+            &[&host, &SHARED_HOST_ROLE],
+        )?
+        .get(0);
     match known.as_deref() {
         Some(h) if h == host => {
             let limit = match connection_limit {
@@ -860,6 +874,7 @@ pub fn add_host(
                 created: false,
                 ident_line,
                 connection_limit: limit,
+                shared_mapping,
                 slots,
             });
         }
@@ -916,6 +931,7 @@ pub fn add_host(
         created: true,
         ident_line,
         connection_limit: limit,
+        shared_mapping,
         slots,
     })
 }
@@ -1084,6 +1100,8 @@ pub struct RemovedHost {
     pub role: String,
     /// Its sessions that were ended.
     pub sessions_ended: i64,
+    /// The server's pg_ident.conf, where its line is to be removed.
+    pub ident_file: String,
 }
 
 /// Ends host `host`'s sessions and drops its role: `DROP ROLE` alone would leave its
@@ -1128,9 +1146,13 @@ pub fn remove_host(
     tx.execute("DELETE FROM twofactor.hosts WHERE role = $1", &[&role])?;
     tx.batch_execute(&format!("DROP ROLE {role}"))?;
     tx.commit()?;
+    let ident_file: String = c
+        .query_one("SELECT current_setting('ident_file')", &[])?
+        .get(0);
     Ok(RemovedHost {
         role,
         sessions_ended: ended,
+        ident_file,
     })
 }
 
