@@ -607,6 +607,26 @@ pub fn check_config(
     for f in &problems {
         eprintln!("{}: {}: {}", path.display(), f.severity, f.message);
     }
+    // The fleet's credential files: only root can read them, as logins do.
+    if let Some(pg) = config
+        .storage
+        .postgresql
+        .as_ref()
+        .filter(|_| caller.is_root())
+    {
+        let bad = backend::postgresql::credential_problems(pg);
+        for problem in &bad {
+            eprintln!("{}: error: {problem}", path.display());
+        }
+        if !bad.is_empty() {
+            return Err(Error(format!(
+                "{}: {} credential file{} in [storage.postgresql] cannot be used; every required user would be refused",
+                path.display(),
+                bad.len(),
+                if bad.len() == 1 { "" } else { "s" }
+            )));
+        }
+    }
     if errors > 0 {
         return Err(Error(format!(
             "{}: {errors} name{} in [enforce] match{} nobody or only an alias; fix and check again",

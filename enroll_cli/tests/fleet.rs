@@ -943,3 +943,39 @@ fn fleet_hosts_are_added_listed_and_removed_from_the_command_line() {
     );
     assert!(e.contains("no host named web7.example.com"), "{e}");
 }
+
+/// `check-config` reads the fleet's credential files as logins will: a private key given
+/// as `ca`, a certificate given as `key`, or another host's key is named, with its key.
+#[test]
+fn check_config_refuses_credential_files_that_are_not_what_their_key_says() {
+    let c = &Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_for(c, dir.path(), HOSTS[0]);
+    let out = ok(None, &["check-config", good.to_str().unwrap()]);
+    assert!(out.contains(": OK"), "{out}");
+    let text = fs::read_to_string(&good).unwrap();
+    let s = c.settings(HOSTS[0]);
+    let other = c.settings(HOSTS[1]);
+    for (from, to, says) in [
+        (&s.ca, &s.key, "storage.postgresql.ca: "),
+        (&s.key, &s.ca, "is not a PEM private key"),
+        (&s.key, &other.key, "is not the key of the certificate"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        let replaced = text.replace(
+            &format!("\"{}\"", from.display()),
+            &format!("\"{}\"", to.display()),
+        );
+        assert_ne!(replaced, text);
+        fs::write(&bad, replaced).unwrap();
+        let err = fails(None, &["check-config", bad.to_str().unwrap()]);
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(err.contains(&to.display().to_string()), "{err}");
+        if says.contains(".ca") {
+            assert!(
+                err.contains("holds a private key, not a certificate"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -283,10 +283,10 @@ impl Postgresql {
     /// [`Self::tls`], and when this host's certificate runs out (Unix seconds).
     fn tls_and_expiry(&self) -> Result<(Tls, Option<String>, Option<u64>), BackendError> {
         let s = &self.settings;
-        let ca = X509::from_pem(&read_credential(&s.ca, self.owner, false)?)
-            .map_err(|e| unavailable(format!("{}: {e}", s.ca.display())))?;
-        let cert = X509::from_pem(&read_credential(&s.cert, self.owner, false)?)
-            .map_err(|e| unavailable(format!("{}: {e}", s.cert.display())))?;
+        let ca = certificate_from(&s.ca, &read_credential(&s.ca, self.owner, false)?)
+            .map_err(unavailable)?;
+        let cert = certificate_from(&s.cert, &read_credential(&s.cert, self.owner, false)?)
+            .map_err(unavailable)?;
         let key_pem = Zeroizing::new(read_credential(&s.key, self.owner, true)?);
         let key = PKey::private_key_from_pem(&key_pem)
             .map_err(|e| unavailable(format!("{}: {e}", s.key.display())))?;
@@ -1089,8 +1089,67 @@ impl Postgresql {
 /// When the PEM certificate at `path` expires (Unix seconds).
 pub fn certificate_expiry(path: &std::path::Path) -> Result<u64, String> {
     let pem = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cert = certificate_from(path, &pem)?;
     unix_time(cert.not_after()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The PEM certificate in `pem` (read from `path`), or what the file holds instead, in
+/// words: a private key given as `ca` is the usual slip.
+pub fn certificate_from(path: &std::path::Path, pem: &[u8]) -> Result<X509, String> {
+    X509::from_pem(pem).map_err(|_| {
+        let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+        let what = if has(b"PRIVATE KEY-----") {
+            "holds a private key, not a certificate"
+        } else if !has(b"-----BEGIN CERTIFICATE-----") {
+            "is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+        } else {
+            "holds a certificate that cannot be read (cut short or damaged?)"
+        };
+        format!("{}: {what}", path.display())
+    })
+}
+
+/// What is wrong with the files `settings` names, read as they are now (root can read
+/// them): the CA and this host's certificate must be PEM certificates, the key a PEM
+/// private key that belongs to the certificate. Each problem names its key and file.
+pub fn credential_problems(settings: &PostgresqlSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    let read = |key: &str, path: &std::path::Path| {
+        fs::read(path).map_err(|e| format!("storage.postgresql.{key}: {}: {e}", path.display()))
+    };
+    let mut cert = None;
+    for (key, path) in [("ca", &settings.ca), ("cert", &settings.cert)] {
+        match read(key, path).and_then(|pem| {
+            certificate_from(path, &pem).map_err(|e| format!("storage.postgresql.{key}: {e}"))
+        }) {
+            Ok(c) if key == "cert" => cert = Some(c),
+            Ok(_) => {}
+            Err(e) => out.push(e),
+        }
+    }
+    match read("key", &settings.key).map(Zeroizing::new) {
+        Ok(pem) => match PKey::private_key_from_pem(&pem) {
+            Ok(key) => {
+                let matches = cert
+                    .as_ref()
+                    .and_then(|c| c.public_key().ok())
+                    .is_none_or(|public| public.public_eq(&key));
+                if !matches {
+                    out.push(format!(
+                        "storage.postgresql.key: {} is not the key of the certificate in {}",
+                        settings.key.display(),
+                        settings.cert.display()
+                    ));
+                }
+            }
+            Err(_) => out.push(format!(
+                "storage.postgresql.key: {} is not a PEM private key",
+                settings.key.display()
+            )),
+        },
+        Err(e) => out.push(e),
+    }
+    out
 }
 
 /// An ASN.1 time (a certificate's or a CRL's) as Unix seconds.
