@@ -274,7 +274,12 @@ pub struct FleetInitArgs {
 #[derive(Debug, Args)]
 pub struct FleetRotateArgs {
     #[command(flatten)]
-    pub fleet: FleetArgs,
+    pub server: FleetServer,
+    /// The new encryption key: a file on the database server, readable only by its
+    /// postgres user, holding 64 hex digits. Always named: rotating to the old file by
+    /// default would only be refused.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub key_file: String,
     /// Retire this older key file: void the backup codes still hashed with it (their
     /// users are told at their next login to make new ones) and forget the file, which
     /// can then be deleted from every database node.

@@ -406,7 +406,7 @@ pub fn remove_host(args: &FleetHostArgs, json: bool) -> Result<(), Error> {
 
 pub fn rotate_key(rotate: &FleetRotateArgs, json: bool) -> Result<(), Error> {
     require_root()?;
-    let args = &rotate.fleet;
+    let args = rotate;
     let report = postgresql::rotate_key(
         &args.server.admin_url,
         args.server.ca.as_deref(),
@@ -445,8 +445,24 @@ pub fn rotate_key(rotate: &FleetRotateArgs, json: bool) -> Result<(), Error> {
         report.secrets,
         if report.secrets == 1 { "" } else { "s" }
     );
+    if let Some((path, users)) = &retired {
+        println!(
+            "Retired {path}: the backup codes of {} user{} voided{}{}. Delete {path} from every database node.",
+            users.len(),
+            if users.len() == 1 { "" } else { "s" },
+            if users.is_empty() { "" } else { ": " },
+            users.join(", ")
+        );
+    }
     if report.codes_on_old_keys.is_empty() {
-        println!("No backup code uses an older key: older key files can be removed.");
+        println!(
+            "No unspent backup code uses {}older key now: older key files can be removed.",
+            if retired.is_some() {
+                "any other "
+            } else {
+                "an "
+            }
+        );
     }
     for (path, n) in &report.codes_on_old_keys {
         // Keyed hashes of codes nobody kept cannot be re-hashed.
@@ -460,18 +476,16 @@ pub fn rotate_key(rotate: &FleetRotateArgs, json: bool) -> Result<(), Error> {
             .collect();
         println!("  Their users: {}", users.join(", "));
     }
-    if !report.codes_on_old_keys.is_empty() {
+    for (path, _) in &report.codes_on_old_keys {
         println!(
-            "To finish without waiting: 'twofactor fleet rotate-key --retire OLD_KEY_FILE' voids those codes, and their users are told at their next login to make new ones."
-        );
-    }
-    if let Some((path, users)) = retired {
-        println!(
-            "Retired {path}: the backup codes of {} user{} voided{}{}. Delete {path} from every database node.",
-            users.len(),
-            if users.len() == 1 { "" } else { "s" },
-            if users.is_empty() { "" } else { ": " },
-            users.join(", ")
+            "To finish without waiting, void those codes (their users are told at their next login to make new ones):\n  twofactor fleet rotate-key --admin-url '{}'{} --key-file {} --retire {path}",
+            args.server.admin_url,
+            args.server
+                .ca
+                .as_ref()
+                .map(|ca| format!(" --ca {}", ca.display()))
+                .unwrap_or_default(),
+            args.key_file
         );
     }
     Ok(())

@@ -396,8 +396,17 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         )),
         "{out}"
     );
-    // Who must make new codes before the old key file can go.
+    // Who must make new codes before the old key file can go, and the whole command
+    // that voids them instead.
     assert!(out.contains(&format!("Their users: {user}")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "twofactor fleet rotate-key --admin-url '{url}' --key-file {} --retire {}",
+            new_key.display(),
+            old_key.display()
+        )),
+        "{out}"
+    );
     let current = c.psql(
         DBNAME,
         "SELECT f.path, count(u.name) FROM twofactor.keys k \
@@ -455,10 +464,12 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         retired.contains(&format!("Retired {}", old_key.display())) && retired.contains(&user),
         "{retired}"
     );
-    assert!(
-        retired.contains("No backup code uses an older key"),
-        "{retired}"
-    );
+    // Said in order, and nothing said twice over.
+    let voided = retired.find("Retired").unwrap();
+    let none_left = retired
+        .find("No unspent backup code uses any other older key now")
+        .expect(&retired);
+    assert!(voided < none_left, "{retired}");
     let facts = h.facts(&user).unwrap();
     assert!(
         facts.backup_codes_voided && facts.backup_codes_left == 0,
@@ -507,6 +518,9 @@ fn rotate_key_reencrypts_secrets_and_keeps_logins_and_backup_codes_working() {
         ],
     );
     assert!(err.contains("current key"), "{err}");
+    // The new key is always named: no default that could only be the old one.
+    let err = fails(None, &["fleet", "rotate-key", "--admin-url", &url]);
+    assert!(err.contains("--key-file"), "{err}");
 }
 
 #[test]
