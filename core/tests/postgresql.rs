@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 
 use twofactor_core::auth::{CodeResult, Purpose};
-use twofactor_core::backend::postgresql::{Postgresql, Role};
+use twofactor_core::backend::postgresql::{AuditFilter, Postgresql, Role};
 use twofactor_core::backend::{Authority, Backend, BackendError, Enrolled};
 use twofactor_core::config::Config;
 use twofactor_core::enroll::{Enrollment, SaveSettings};
@@ -118,6 +118,24 @@ fn a_mistyped_code_when_replacing_keeps_the_ticket() {
     };
     assert!(matches!(back, Some(Authority::Verified(_))), "{back:?}");
     assert!(enroll_with(&right, back).unwrap().saved().is_some());
+    // The mistyped enrolment reached the fleet's audit ('twofactor log'), not only the
+    // host's syslog.
+    let rows = c
+        .backend(ADMIN)
+        .audit(&AuditFilter {
+            user: Some("mover"),
+            host: None,
+            outcome: None,
+            since: None,
+            limit: 100,
+        })
+        .unwrap();
+    let enrol: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.action == "enrol")
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(enrol, ["saved", "wrong code"], "{rows:?}");
 }
 
 #[test]

@@ -444,6 +444,8 @@ BEGIN
                                     least(p_window, (SELECT window_cap FROM twofactor.settings)));
     IF step IS NULL THEN
         PERFORM twofactor.valid_name(p_name);
+        -- In the audit too, so that 'twofactor log' shows a user stuck at enrolment.
+        PERFORM twofactor.log(p_name, 'enrol', 'wrong code');
         RETURN jsonb_build_object('result', 'wrong');
     END IF;
     u := twofactor.hold_new(p_name);
