@@ -357,6 +357,33 @@ fn enrolled(machine: &Machine, user: &str) -> (String, Vec<String>) {
     (key.to_base32().to_string(), codes)
 }
 
+/// A test account, with a home sshd can read; removed, home and all, when dropped
+/// (after the machine the test started later).
+struct TestUser {
+    name: String,
+    home: std::path::PathBuf,
+    _accounts: Accounts,
+    _homes: tempfile::TempDir,
+}
+
+fn test_user(prefix: &str) -> TestUser {
+    assert!(
+        loginuid_settable(),
+        "needs a kernel that lets pam_loginuid set the login uid"
+    );
+    let homes = homes();
+    let name = format!("{prefix}{}", tag() % 10_000);
+    let home = homes.path().join(&name);
+    let mut accounts = Accounts::default();
+    accounts.login_user(&name, &home, PASSWORD);
+    TestUser {
+        name,
+        home,
+        _accounts: accounts,
+        _homes: homes,
+    }
+}
+
 /// A home for test accounts that sshd can read.
 fn homes() -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
@@ -386,22 +413,15 @@ echo PANE-BEGIN; echo "$out" | grep -v '^$'; echo PANE-END
 
 #[test]
 fn a_window_of_a_multiplexer_started_at_a_verified_login_asks_for_the_code() {
-    assert!(
-        loginuid_settable(),
-        "needs a kernel that lets pam_loginuid set the login uid"
-    );
-    let home = homes();
-    let user = format!("tfmux{}", tag() % 10_000);
-    let mut accounts = Accounts::default();
-    let user_home = home.path().join(&user);
-    accounts.login_user(&user, &user_home, PASSWORD);
+    let account = test_user("tfmux");
+    let (user, user_home) = (&account.name, &account.home);
     let machine = Machine::start(
         &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
-        &user,
+        user,
         true,
     );
-    let (key, _) = enrolled(&machine, &user);
-    write_as(&user, &user_home.join("tmux_sudo.sh"), TMUX_SUDO);
+    let (key, _) = enrolled(&machine, user);
+    write_as(user, &user_home.join("tmux_sudo.sh"), TMUX_SUDO);
     let sock = format!("tftest{}", tag());
     let release = user_home.join("release");
 
@@ -410,7 +430,7 @@ fn a_window_of_a_multiplexer_started_at_a_verified_login_asks_for_the_code() {
         "tmux -L {sock} new -d -s work && echo TMUX-''UP; while [ ! -e {} ]; do sleep 0.2; done",
         release.display()
     );
-    let mut first = machine.shell_command(&user, &oathtool(&key), "y", "-", &[&hold]);
+    let mut first = machine.shell_command(user, &oathtool(&key), "y", "-", &[&hold]);
     let first = Session::start(
         first
             .stdin(Stdio::null())
@@ -425,14 +445,14 @@ fn a_window_of_a_multiplexer_started_at_a_verified_login_asks_for_the_code() {
     // must a window it opens in login 1's tmux server.
     let window = format!("sh tmux_sudo.sh {sock} {PASSWORD}");
     let text = machine.shell(
-        &user,
+        user,
         "-",
         "n",
         "-",
         &["sudo -k sh -c 'echo RAN-''OWN'", &window],
     );
     let _ = Command::new("runuser")
-        .args(["-u", &user, "--", "tmux", "-L", &sock, "kill-server"])
+        .args(["-u", user, "--", "tmux", "-L", &sock, "kill-server"])
         .output();
     fs::write(&release, "").unwrap();
     let (_, first_text) = first.finish();
@@ -457,33 +477,26 @@ fn a_window_of_a_multiplexer_started_at_a_verified_login_asks_for_the_code() {
 
 #[test]
 fn a_ticket_copied_through_pam_environment_covers_no_other_login() {
-    assert!(
-        loginuid_settable(),
-        "needs a kernel that lets pam_loginuid set the login uid"
-    );
-    let home = homes();
-    let user = format!("tfenv{}", tag() % 10_000);
-    let mut accounts = Accounts::default();
-    let user_home = home.path().join(&user);
-    accounts.login_user(&user, &user_home, PASSWORD);
+    let account = test_user("tfenv");
+    let (user, user_home) = (&account.name, &account.home);
     // Debian's stock sshd stack reads the user's own environment file in its session
     // phase; here it runs before the module's session line.
     let machine = Machine::start_with(
         &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
-        &user,
+        user,
         "session required pam_loginuid.so\nsession required pam_env.so user_readenv=1\n",
         true,
     );
-    let (key, _) = enrolled(&machine, &user);
+    let (key, _) = enrolled(&machine, user);
     let env_file = user_home.join(".pam_environment");
     // Copy the ticket where the shell sees it, and blank it before the module looks.
     write_as(
-        &user,
+        user,
         &env_file,
         "STOLEN DEFAULT=${TWOFACTOR_VERIFIED}\nTWOFACTOR_VERIFIED DEFAULT=\n",
     );
     let text = machine.shell(
-        &user,
+        user,
         &oathtool(&key),
         "y",
         "-",
@@ -500,17 +513,11 @@ fn a_ticket_copied_through_pam_environment_covers_no_other_login() {
 
     // Login 2 from the trusted host types no code, and plants the ticket.
     write_as(
-        &user,
+        user,
         &env_file,
         &format!("TWOFACTOR_VERIFIED DEFAULT={ticket}\n"),
     );
-    let text = machine.shell(
-        &user,
-        "-",
-        "n",
-        "-",
-        &["sudo -k sh -c 'echo RAN-''PLANTED'"],
-    );
+    let text = machine.shell(user, "-", "n", "-", &["sudo -k sh -c 'echo RAN-''PLANTED'"]);
     println!("--- login 2 (no code) with the ticket planted, then sudo ---\n{text}\n--- end ---");
     assert!(!text.contains("LOGIN-ASKED-FOR-A-CODE"), "{text}");
     assert!(
@@ -522,24 +529,18 @@ fn a_ticket_copied_through_pam_environment_covers_no_other_login() {
 
 #[test]
 fn su_with_the_module_in_auth_only_hands_no_ticket_to_its_command() {
-    assert!(
-        loginuid_settable(),
-        "needs a kernel that lets pam_loginuid set the login uid"
-    );
-    let home = homes();
-    let user = format!("tfsut{}", tag() % 10_000);
-    let mut accounts = Accounts::default();
-    accounts.login_user(&user, &home.path().join(&user), PASSWORD);
+    let account = test_user("tfsut");
+    let user = &account.name;
     // su checks codes, is not covered, and has no session line of the module.
     let machine = Machine::start_with(
         &format!("[enforce]\nusers = [\"{user}\"]\n{AFTER_LOGIN}"),
-        &user,
+        user,
         "session required pam_loginuid.so\n",
         false,
     );
-    let (key, codes) = enrolled(&machine, &user);
+    let (key, codes) = enrolled(&machine, user);
     let text = machine.shell(
-        &user,
+        user,
         &oathtool(&key),
         "n",
         &codes[0],
