@@ -232,6 +232,22 @@ fn admin_commands_need_the_admin_config_and_work_with_it() {
     assert_eq!(status["required_by_hosts"][0]["host"], HOSTS[0], "{status}");
     let text = ok(Some(&admin), &["status", &waiting]);
     assert!(text.contains("required by 1 host"), "{text}");
+    // The report is refreshed hourly; "last reported" is the host's latest login of the
+    // user all the same, not the hour's first report.
+    c.psql(
+        DBNAME,
+        &format!(
+            "UPDATE twofactor.required_by SET reported_at = now() - interval '50 minutes' \
+              WHERE name = '{waiting}'"
+        ),
+    );
+    assert_eq!(h0.count_grace_login(&waiting, 3).unwrap(), Some(2));
+    let status = json(Some(&admin), &["--json", "status", &waiting]);
+    let reported = status["required_by_hosts"][0]["reported_at"]
+        .as_i64()
+        .unwrap();
+    let latest = i64::try_from(now()).unwrap();
+    assert!(latest - reported < 60, "{status}");
     // A host whose config stops requiring the user withdraws its report.
     h0.login_facts(&waiting, false).unwrap();
     let status = json(Some(&admin), &["--json", "status", &waiting]);

@@ -754,7 +754,11 @@ $$;
 CREATE OR REPLACE FUNCTION twofactor.a_required_by(p_name text)
 RETURNS TABLE (name text, host text, reported_at bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, twofactor, twofactor_ext, pg_temp AS $$
-    SELECT r.name, r.host, extract(epoch FROM r.reported_at)::bigint
+    -- A host refreshes its report at most hourly; its latest login of the user, in the
+    -- audit, is newer when there was one since.
+    SELECT r.name, r.host,
+           extract(epoch FROM greatest(r.reported_at,
+               (SELECT max(a.at) FROM twofactor.audit a WHERE a.name = r.name AND a.host = r.host)))::bigint
       FROM twofactor.required_by r
      WHERE p_name IS NULL OR r.name = p_name
      ORDER BY r.name, r.host
