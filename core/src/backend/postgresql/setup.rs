@@ -376,10 +376,10 @@ pub fn init(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     for (role, limit) in roles {
-        let limit = u32::try_from(limit)
-            .ok()
-            .filter(|l| *l > 0 && i32::try_from(*l) != Ok(OLD_HOST_CONNECTION_LIMIT))
-            .unwrap_or(HOST_CONNECTION_LIMIT);
+        let limit = match u32::try_from(limit) {
+            Ok(chosen) if chosen > 0 && limit != OLD_HOST_CONNECTION_LIMIT => chosen,
+            _ => HOST_CONNECTION_LIMIT,
+        };
         tx.batch_execute(&host_role_limits(&role, limit))?;
     }
     if let Some(issuer) = issuer {
